@@ -1,0 +1,34 @@
+# recsys: PGXS build of the extension (and, through proxy/, its HTTP proxy).
+
+EXTENSION = recsys
+EXTVERSION = 1.0
+
+MODULE_big = recsys
+CORE_OBJS = src/core_train.o src/core_recommend.o src/core_evaluate.o
+GLUE_OBJS = src/pg_module.o src/pg_guard.o src/pg_fetch.o src/pg_train.o src/pg_recommend.o src/pg_evaluate.o
+OBJS = $(CORE_OBJS) $(GLUE_OBJS)
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+
+# Regression tests: sql/<name>.sql, expected/<name>.out (install scripts share sql/).
+REGRESS = recsys_setup recsys_semantics
+REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
+ISOLATION = train_vs_recommend
+ISOLATION_OPTS = --inputdir=.
+
+PG_CPPFLAGS = -I$(srcdir)/src -I/usr/include/eigen3
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register $(RECSYS_WERROR)
+SHLIB_LINK += -lstdc++ -lpthread
+
+# Debian's PGXS also emits LLVM bitcode with clang-14 without our C++ flags;
+# the extension gains nothing from JIT inlining, so skip it.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# CI builds with warnings as errors.
+ifdef CI
+RECSYS_WERROR = -Werror
+endif

@@ -1,0 +1,153 @@
+// core.hpp - the recommender's math, in plain C++17.
+//
+// This header and the core_*.cpp files that implement it know nothing of
+// PostgreSQL: they are compiled into the extension and, unchanged, into the
+// GoogleTest binary.  The glue (pg_*.cpp) is the only code that talks to the
+// server; it converts the exceptions thrown here into ereport() calls.
+#pragma once
+
+#ifdef POSTGRES_H
+#error "core.hpp is PostgreSQL-free: include it before postgres.h, never from C code"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace recsys {
+
+// One cell of the weighted user-item matrix: w(user, item) > 0.
+// Training sums duplicate (user, item) cells, so callers may pass raw events.
+struct Triplet {
+    int32_t user;
+    int32_t item;
+    double weight;
+};
+
+// Thrown when the caller's CancelCheck asks the work to stop.
+class Cancelled : public std::exception {
+public:
+    const char* what() const noexcept override { return "recsys: work cancelled"; }
+};
+
+// Thrown for input the core cannot accept (NaN or non-positive weights, ...).
+class InvalidInput : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Polled from the thread that called into the core, every few milliseconds of
+// work; returning true makes the core throw Cancelled.  May be empty.
+using CancelCheck = std::function<bool()>;
+
+struct TrainOptions {
+    int neighbors = 50;  // neighbours kept per item; 0 keeps every positive one
+};
+
+// A trained item-to-item model.
+struct Model {
+    int64_t n_users = 0;   // distinct users in the training cells
+    int64_t n_cells = 0;   // distinct (user, item) cells with w > 0
+
+    // Items in the model, ascending.  Neighbours of item_ids[k] are
+    // nbr_ids/nbr_sims[nbr_offsets[k] .. nbr_offsets[k+1]), ordered by
+    // similarity descending, then neighbour id ascending; every sim > 0.
+    std::vector<int32_t> item_ids;
+    std::vector<int64_t> nbr_offsets;  // item_ids.size() + 1 entries
+    std::vector<int32_t> nbr_ids;
+    std::vector<double> nbr_sims;
+
+    // Every item, by distinct users descending, then id ascending.
+    std::vector<int32_t> popular_ids;
+    std::vector<int32_t> popular_users;
+
+    int64_t pairs() const { return static_cast<int64_t>(nbr_ids.size()); }
+};
+
+// Upper bound, in bytes, of the heap that train() needs for `cells` input
+// triplets over at most `users` users and `items` items, keeping `neighbors`
+// per item (0 = all).  The input vector itself is included.
+std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, int neighbors);
+
+// Cosine item-item similarity over the columns of w, top-K per item.
+// sim(i,j) = sum_u w(u,i) w(u,j) / (|w_i| |w_j|), i != j, kept when > 0.
+Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel = {});
+
+// ---------------------------------------------------------------------------
+// Recommending one user.
+
+struct HistoryItem {
+    int32_t item;
+    double weight;  // w(u, item) at call time; only > 0 entries are history
+};
+
+// Read-only view of one item's stored neighbours (sorted as in Model).
+struct NeighborList {
+    const int32_t* ids = nullptr;
+    const double* sims = nullptr;
+    std::size_t size = 0;
+};
+
+// Finds the stored neighbours of an item; returns an empty list for items
+// the model does not know.
+using NeighborLookup = std::function<NeighborList(int32_t item)>;
+
+struct Recommendation {
+    int32_t item;
+    double score;   // cf score; for popularity fill: the item's distinct users
+    bool from_cf;   // true: 'cf', false: 'popular'
+};
+
+// score(u,j) = sum_{i in history} w(u,i) sim_K(i,j); history items excluded;
+// top_n by score desc, id asc, score > 0; the remaining slots are filled from
+// `popular` (ids in popularity order, counts alongside) skipping history and
+// already listed items.
+std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
+                                      const NeighborLookup& neighbors,
+                                      const std::vector<int32_t>& popular_ids,
+                                      const std::vector<int32_t>& popular_users,
+                                      int top_n);
+
+// Same, against an in-memory model.
+std::vector<Recommendation> recommend(const Model& model,
+                                      const std::vector<HistoryItem>& history,
+                                      int top_n);
+
+// Neighbour lookup over an in-memory model (binary search on item_ids).
+NeighborList neighbors_of(const Model& model, int32_t item);
+
+// ---------------------------------------------------------------------------
+// Offline evaluation with a time split.
+
+// One (user, item) touched at or after the cutoff.
+struct Touch {
+    int32_t user;
+    int32_t item;
+};
+
+struct EvalOptions {
+    int k = 10;          // list length
+    int neighbors = 50;  // as TrainOptions::neighbors
+};
+
+struct EvalResult {
+    int64_t users_evaluated = 0;
+    double precision = 0, recall = 0, ndcg = 0, hit_rate = 0, map = 0, coverage = 0;
+    double pop_precision = 0, pop_recall = 0;  // popularity-only baseline
+    int64_t model_items = 0;                   // items in the pre-cutoff model
+    int64_t model_users = 0;
+    int64_t train_cells = 0;
+    int64_t test_touches = 0;                  // distinct (user, item) after cutoff
+};
+
+// Trains on `before` (cells before the cutoff), recommends k items to every
+// user with >= 1 cell before and >= 1 relevant item (touched after, not in
+// the user's history before), and averages the metrics over those users.
+EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after,
+                    const EvalOptions& opt, const CancelCheck& cancel = {});
+
+}  // namespace recsys

@@ -1,0 +1,31 @@
+// pg_fetch.hpp - reading query results into plain arrays the core can use.
+// C-style code (see pg_guard.hpp): call with SPI connected.
+#pragma once
+
+#include "pg_guard.hpp"
+
+// A growable palloc'd array of matrix cells.
+struct CellBuffer {
+    recsys::Triplet* data;
+    int64 n;
+};
+
+// A palloc'd array of (user, item) pairs.
+struct TouchBuffer {
+    recsys::Touch* data;
+    int64 n;
+};
+
+// Bytes a CellBuffer of `cells` cells takes.
+inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys::Triplet); }
+
+// Runs `sql` (user int4, product int4, weight float8) through a cursor and
+// collects every row; `expected` sizes the first allocation.
+void fetch_cells(const char* sql, int64 expected, CellBuffer* out);
+
+// Runs `sql` (user int4, product int4) through a cursor and collects every row.
+void fetch_touches(const char* sql, TouchBuffer* out);
+
+// Errors out (53200) when `bytes` exceeds the training memory budget,
+// maintenance_work_mem; `what` says what needs it.
+void check_memory_budget(Size bytes, const char* what);

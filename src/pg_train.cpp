@@ -1,0 +1,148 @@
+// pg_train.cpp - recsys.train_store(): the C++ half of recsys_train().
+//
+// recsys_train() (plpgsql) validates, locks and counts; this function reads
+// the weighted matrix, trains in the core and writes the model's rows.  It
+// all happens in the caller's transaction, so a failure or cancel leaves the
+// previous model active.
+#include <vector>
+
+#include "pg_fetch.hpp"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(recsys_train_store);
+}
+
+// Writes each item's neighbour arrays under model_id.
+static void write_neighbors(int64 model_id, const recsys::Model* m)
+{
+    Oid types[4] = {INT8OID, INT4OID, INT4ARRAYOID, FLOAT8ARRAYOID};
+    SPIPlanPtr plan = SPI_prepare("INSERT INTO recsys.neighbors (model_id, item_id, neighbor_ids, sims) "
+                                  "VALUES ($1, $2, $3, $4)", 4, types);
+    if (plan == NULL)
+        elog(ERROR, "recsys: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    MemoryContext loop_cxt = AllocSetContextCreate(CurrentMemoryContext, "recsys neighbours",
+                                                   ALLOCSET_DEFAULT_SIZES);
+    MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+    size_t n_items = m->item_ids.size();
+    for (size_t k = 0; k < n_items; k++) {
+        int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
+        if (hi == lo)
+            continue;
+        CHECK_FOR_INTERRUPTS();
+        int n = (int) (hi - lo);
+        Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
+        Datum* sims = (Datum*) palloc(sizeof(Datum) * n);
+        for (int j = 0; j < n; j++) {
+            ids[j] = Int32GetDatum(m->nbr_ids[lo + j]);
+            sims[j] = Float8GetDatum(m->nbr_sims[lo + j]);
+        }
+        Datum values[4];
+        values[0] = Int64GetDatum(model_id);
+        values[1] = Int32GetDatum(m->item_ids[k]);
+        values[2] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+        values[3] = PointerGetDatum(construct_array(sims, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+        if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+            elog(ERROR, "recsys: writing neighbours failed");
+        MemoryContextReset(loop_cxt);
+    }
+    MemoryContextSwitchTo(old);
+    MemoryContextDelete(loop_cxt);
+    SPI_freeplan(plan);
+}
+
+// Writes the popularity ranking under model_id in one statement.
+static void write_popularity(int64 model_id, const recsys::Model* m)
+{
+    int n = (int) m->popular_ids.size();
+    if (n == 0)
+        return;
+    Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
+    Datum* users = (Datum*) palloc(sizeof(Datum) * n);
+    for (int j = 0; j < n; j++) {
+        ids[j] = Int32GetDatum(m->popular_ids[j]);
+        users[j] = Int32GetDatum(m->popular_users[j]);
+    }
+    Oid types[3] = {INT8OID, INT4ARRAYOID, INT4ARRAYOID};
+    Datum values[3];
+    values[0] = Int64GetDatum(model_id);
+    values[1] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+    values[2] = PointerGetDatum(construct_array(users, n, INT4OID, 4, true, TYPALIGN_INT));
+    int rc = SPI_execute_with_args(
+        "INSERT INTO recsys.popularity (model_id, rank, item_id, users) "
+        "SELECT $1, t.ord::int4, t.item, t.users FROM unnest($2, $3) WITH ORDINALITY AS t(item, users, ord)",
+        3, types, values, NULL, false, 0);
+    if (rc != SPI_OK_INSERT)
+        elog(ERROR, "recsys: writing popularity failed");
+}
+
+// recsys.train_store(model_id, matrix_sql, neighbors, expected_cells)
+//   -> (users, items, cells, pairs)
+extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
+{
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("recsys.train_store: arguments must not be NULL")));
+    int64 model_id = PG_GETARG_INT64(0);
+    char* sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+    int neighbors = PG_GETARG_INT32(2);
+    int64 expected = PG_GETARG_INT64(3);
+    if (neighbors < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("neighbors must be >= 0, not %d", neighbors)));
+
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "recsys.train_store: return type must be a row type");
+    desc = BlessTupleDesc(desc);
+
+    // Say what the input needs before reading it (cells <= usable events).
+    check_memory_budget(cell_buffer_bytes(expected), "reading the interactions");
+
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "recsys: SPI_connect failed");
+
+    CellBuffer cells;
+    fetch_cells(sql, expected, &cells);
+
+    // The model is a C++ object: owned by the SPI context, so an error while
+    // writing it frees it.
+    auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
+    Size need = 0;
+    core_call_or_error("training", [&] {
+        need = cell_buffer_bytes(cells.n) + recsys::estimate_train_bytes(cells.n, cells.n, cells.n, neighbors);
+    });
+    (void) need;
+    core_call_or_error("training", [&] {
+        recsys::TrainOptions opt;
+        opt.neighbors = neighbors;
+        std::vector<recsys::Triplet> v(cells.data, cells.data + cells.n);
+        owned->obj = new recsys::Model(recsys::train(std::move(v), opt, pg_cancel_check()));
+    });
+    pfree(cells.data);
+
+    const recsys::Model* m = owned->obj;
+    write_neighbors(model_id, m);
+    write_popularity(model_id, m);
+
+    Datum values[4];
+    bool nulls[4] = {false, false, false, false};
+    values[0] = Int64GetDatum(m->n_users);
+    values[1] = Int64GetDatum((int64) m->item_ids.size());
+    values[2] = Int64GetDatum(m->n_cells);
+    values[3] = Int64GetDatum(m->pairs());
+    owned->release();
+
+    HeapTuple tuple = heap_form_tuple(desc, values, nulls);
+    // Copy the result out of SPI memory before SPI_finish frees it.
+    Datum result = SPI_datumTransfer(HeapTupleGetDatum(tuple), false, -1);
+    SPI_finish();
+    PG_RETURN_DATUM(result);
+}
