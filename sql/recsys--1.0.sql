@@ -319,27 +319,33 @@ AS 'MODULE_PATHNAME', 'recsys_recommend' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.recsys_recommend(integer[], integer) IS
     'top_n recommendations for each user, from the active model and the users'' current history';
 
--- Checks recsys_similar_items' arguments; returns the active model id.
-CREATE FUNCTION recsys.similar_items_model(product_id integer, top_n integer) RETURNS bigint
+-- recsys_similar_items' body (plpgsql cannot name an input and an output
+-- column alike, so the public function below only renames).
+CREATE FUNCTION recsys.similar_items(item integer, top_n integer)
+RETURNS TABLE (neighbor_id integer, similarity double precision, neighbor_rank integer)
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m recsys.models;
 BEGIN
-    IF product_id IS NULL OR top_n IS NULL THEN
+    IF item IS NULL OR top_n IS NULL THEN
         RAISE EXCEPTION 'product_id and top_n must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF top_n < 1 OR top_n > 1000 THEN
         RAISE EXCEPTION 'top_n must be between 1 and 1000, not %', top_n USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN (recsys.active()).model_id;
+    m := recsys.active();
+    RETURN QUERY
+        SELECT n.id, n.sim, n.ord::integer
+          FROM recsys.neighbors nb,
+               unnest(nb.neighbor_ids, nb.sims) WITH ORDINALITY AS n(id, sim, ord)
+         WHERE nb.model_id = m.model_id AND nb.item_id = item AND n.ord <= top_n
+         ORDER BY n.ord;
 END $$;
 
 CREATE FUNCTION @extschema@.recsys_similar_items(product_id integer, top_n integer DEFAULT 10)
 RETURNS TABLE (product_id integer, similarity double precision, rank integer)
 LANGUAGE sql STABLE AS $$
-    SELECT n.id, n.sim, n.ord::integer
-      FROM recsys.neighbors nb,
-           unnest(nb.neighbor_ids, nb.sims) WITH ORDINALITY AS n(id, sim, ord)
-     WHERE nb.model_id = recsys.similar_items_model($1, $2) AND nb.item_id = $1 AND n.ord <= $2
-     ORDER BY n.ord
+    SELECT * FROM recsys.similar_items($1, $2)
 $$;
 COMMENT ON FUNCTION @extschema@.recsys_similar_items(integer, integer) IS
     'the active model''s stored neighbours of a product, most similar first';
@@ -382,6 +388,7 @@ DECLARE
     rel regclass;
     nb integer;
     cut timestamptz;
+    cut_lit text;
     r record;
     secs double precision;
 BEGIN
@@ -407,10 +414,12 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Event types are weighted by recsys.event_weights.';
     END IF;
+    -- The cutoff as an ISO literal, whatever DateStyle says.
+    cut_lit := quote_literal(to_char(cut AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
     r := recsys.evaluate_core(
-        recsys.matrix_sql(rel, format('s.event_time < %L::timestamptz', cut)),
+        recsys.matrix_sql(rel, format('s.event_time < %s::timestamptz', cut_lit)),
         'SELECT DISTINCT user_id, product_id FROM ('
-            || recsys.events_sql(rel, format('s.event_time >= %L::timestamptz', cut)) || ') e',
+            || recsys.events_sql(rel, format('s.event_time >= %s::timestamptz', cut_lit)) || ') e',
         k, nb);
     secs := extract(epoch FROM clock_timestamp() - t0);
     INSERT INTO recsys.evaluations (source_relation, k, test_days, neighbors, cutoff, users_evaluated,

@@ -1,0 +1,124 @@
+-- Every bad input gets a sensible result or an error with a proper SQLSTATE,
+-- and the active model keeps serving throughout.
+\set SHOW_CONTEXT never
+SELECT model_id AS active_before FROM recsys_models WHERE active \gset
+
+-- recsys_recommend: NULL array, NULL top_n (22004).
+SELECT * FROM recsys_recommend(NULL, 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_recommend(ARRAY[1], NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- Empty array: no rows.
+SELECT count(*) FROM recsys_recommend(ARRAY[]::int[], 5);
+SELECT count(*) FROM recsys_recommend('{}', 5);
+-- NULL elements (22004).
+SELECT * FROM recsys_recommend(ARRAY[1, NULL, 2], 5);
+\echo :LAST_ERROR_SQLSTATE
+-- top_n out of bounds (22023); 1000 is the documented maximum.
+SELECT * FROM recsys_recommend(ARRAY[1], 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_recommend(ARRAY[1], -3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_recommend(ARRAY[1], 1001);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM recsys_recommend(ARRAY[1], 1000);
+-- Two-dimensional array (2202E).
+SELECT * FROM recsys_recommend(ARRAY[[1, 2], [3, 4]], 5);
+\echo :LAST_ERROR_SQLSTATE
+-- Huge array: 10000 ids are answered, 10001 refused (54000).
+SELECT count(*), count(DISTINCT user_id) FROM recsys_recommend(ARRAY(SELECT generate_series(1, 10000)), 1);
+SELECT * FROM recsys_recommend(ARRAY(SELECT generate_series(1, 10001)), 1);
+\echo :LAST_ERROR_SQLSTATE
+-- Ids beyond int4 are refused by the type itself (22003).
+SELECT * FROM recsys_recommend(ARRAY[3000000000]::int[], 5);
+\echo :LAST_ERROR_SQLSTATE
+-- Negative and extreme ids are just unknown users: popularity.
+SELECT user_id, product_id, source FROM recsys_recommend(ARRAY[-1, 2147483647, -2147483648], 1);
+-- Wrong type.
+SELECT * FROM recsys_recommend(ARRAY['a'], 5);
+\echo :LAST_ERROR_SQLSTATE
+
+-- recsys_similar_items and recsys_user_history bounds.
+SELECT * FROM recsys_similar_items(NULL, 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_similar_items(10, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_user_history(1, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_user_history(NULL);
+\echo :LAST_ERROR_SQLSTATE
+
+-- recsys_evaluate: k NULL (22004), k <= 0 or > 1000 (22023), test_days < 1.
+SELECT * FROM recsys_evaluate(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(-5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(1001);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(5, test_days => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(5, test_days => NULL);
+\echo :LAST_ERROR_SQLSTATE
+
+-- recsys_train: negative neighbour count (22023).
+SELECT * FROM recsys_train(neighbors => -1);
+\echo :LAST_ERROR_SQLSTATE
+-- A missing relation (42P01), with a hint.
+SELECT * FROM recsys_train(source => 'no_such_table');
+\echo :LAST_ERROR_SQLSTATE
+-- A relation missing columns (42703) names them.
+CREATE TABLE events_no_time (user_id int, product_id int, event_type text);
+SELECT * FROM recsys_train(source => 'events_no_time');
+\echo :LAST_ERROR_SQLSTATE
+-- A column of the wrong type (42804).
+CREATE TABLE events_text_ids (user_id text, product_id int, event_type text, event_time timestamptz);
+SELECT * FROM recsys_train(source => 'events_text_ids');
+\echo :LAST_ERROR_SQLSTATE
+-- An empty relation (55000).
+CREATE TABLE events_empty (user_id int, product_id int, event_type text, event_time timestamptz);
+SELECT * FROM recsys_train(source => 'events_empty');
+\echo :LAST_ERROR_SQLSTATE
+-- A relation whose rows are all ignored (55000), with the counts.
+INSERT INTO events_empty VALUES (1, 1, 'wishlist', now()), (NULL, 1, 'view', now());
+SELECT * FROM recsys_train(source => 'events_empty');
+\echo :LAST_ERROR_SQLSTATE
+-- bigint ids that do not fit integer (22003).
+CREATE TABLE events_big (user_id bigint, product_id bigint, event_type text, event_time timestamptz);
+INSERT INTO events_big VALUES (1, 1, 'view', now()), (5000000000, 2, 'view', now());
+SELECT * FROM recsys_train(source => 'events_big');
+\echo :LAST_ERROR_SQLSTATE
+-- bigint columns whose values fit are fine (then switch back below).
+DELETE FROM events_big WHERE user_id > 2147483647;
+INSERT INTO events_big VALUES (2, 1, 'view', now()), (2, 2, 'click', now());
+SELECT users, items, interactions_used, neighbor_pairs FROM recsys_train(source => 'events_big');
+
+-- Weights: the table refuses NULL, negative and infinite weights ...
+INSERT INTO recsys.event_weights VALUES ('like', NULL);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE recsys.event_weights SET weight = -1 WHERE event_type = 'view';
+\echo :LAST_ERROR_SQLSTATE
+UPDATE recsys.event_weights SET weight = 'Infinity' WHERE event_type = 'view';
+\echo :LAST_ERROR_SQLSTATE
+-- ... and training refuses them even when a DBA forced them in.
+ALTER TABLE recsys.event_weights DROP CONSTRAINT event_weights_weight_check;
+ALTER TABLE recsys.event_weights ALTER COLUMN weight DROP NOT NULL;
+UPDATE recsys.event_weights SET weight = -1 WHERE event_type = 'view';
+SELECT * FROM recsys_train();
+\echo :LAST_ERROR_SQLSTATE
+UPDATE recsys.event_weights SET weight = NULL WHERE event_type = 'view';
+SELECT * FROM recsys_train();
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(5);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE recsys.event_weights SET weight = 1 WHERE event_type = 'view';
+ALTER TABLE recsys.event_weights ALTER COLUMN weight SET NOT NULL;
+ALTER TABLE recsys.event_weights ADD CONSTRAINT event_weights_weight_check
+    CHECK (weight >= 0 AND weight < 'Infinity'::double precision);
+
+-- Only the successful events_big training above replaced the model; the
+-- failures left the active model alone.  Train the shop's log again.
+SELECT count(*) AS models_added FROM recsys_models WHERE model_id > :active_before;
+SELECT users, items, neighbor_pairs FROM recsys_train(neighbors => 50);
+SELECT user_id, product_id, source FROM recsys_recommend(ARRAY[1], 3);

@@ -1,0 +1,55 @@
+-- recsys_evaluate on a hand-worked split.  The pre-cutoff events are the
+-- semantics test's log (same model, same history); the post-cutoff events:
+--   u1 purchases 12, views 10, views 14  -> relevant {12, 14} (10 is history)
+--   u3 views 10                          -> relevant {10}
+--   u4 clicks 10                         -> relevant {10}
+--   u5 views 10 (no history before)      -> not evaluated
+--   u2 has nothing after                 -> not evaluated
+-- max(event_time) = 2024-02-10, test_days 30 -> cutoff 2024-01-11.
+\set SHOW_CONTEXT never
+CREATE TABLE eval_events AS SELECT * FROM interactions WHERE user_id BETWEEN 1 AND 4;
+INSERT INTO eval_events VALUES
+  (1, 12, 'purchase', '2024-02-01 10:00+00'),
+  (1, 10, 'view',     '2024-02-01 10:01+00'),
+  (1, 14, 'view',     '2024-02-02 10:00+00'),
+  (3, 10, 'view',     '2024-02-05 10:00+00'),
+  (4, 10, 'click',    '2024-02-10 00:00+00'),
+  (5, 10, 'view',     '2024-02-06 10:00+00');
+
+-- k = 2, recommendations from the pre-cutoff model (see recsys_semantics):
+--   u1: [12 cf, 13 cf]  hits {12} at rank 1
+--       P = 1/2, R = 1/2, DCG = 1, IDCG = 1 + 1/log2(3) = 1.630930,
+--       nDCG = 0.613147, AP = (1/1) / min(2,2) = 0.5, hit
+--   u3: [10 cf, 14 pop] hit 10 at rank 1: P = 1/2, R = 1, nDCG = 1, AP = 1
+--   u4: [11 pop, 10 pop] hit 10 at rank 2: P = 1/2, R = 1,
+--       nDCG = (1/log2 3) / 1 = 0.630930, AP = (1/2) / 1 = 0.5
+-- Means over 3 users: precision 0.5, recall 2.5/3 = 0.833333,
+--   ndcg (0.613147 + 1 + 0.630930)/3 = 0.748026, hit_rate 1, map 2/3 = 0.666667.
+-- coverage: {12,13,10,14,11} = 5 of the model's 5 items = 1.
+-- Popularity baseline (11, 10, 12, 13, 14 minus history, first 2):
+--   u1: [12, 13] -> 1 hit: P 1/2, R 1/2;  u3: [10, 14] -> P 1/2, R 1;
+--   u4: [11, 10] -> P 1/2, R 1  => pop_precision 0.5, pop_recall 0.833333.
+SELECT users_evaluated, round("precision"::numeric, 6) AS "precision", round(recall::numeric, 6) AS recall,
+       round(ndcg::numeric, 6) AS ndcg, round(hit_rate::numeric, 6) AS hit_rate, round(map::numeric, 6) AS map,
+       round(coverage::numeric, 6) AS coverage, cutoff AT TIME ZONE 'UTC' AS cutoff_utc,
+       round(pop_precision::numeric, 6) AS pop_precision, round(pop_recall::numeric, 6) AS pop_recall, model_items
+  FROM recsys_evaluate(2, test_days => 30, source => 'eval_events');
+
+-- k = 1: u1 [12] hit; u3 [10] hit; u4 [11] miss.
+--   precision 2/3, recall (1/2 + 1 + 0)/3 = 0.5, ndcg (1 + 1 + 0)/3, hit_rate 2/3,
+--   map (1 + 1 + 0)/3 (min(k,|rel|) = 1); coverage {12, 10, 11} = 3/5.
+--   Popularity: u1 [12] hit, u3 [10] hit, u4 [11] miss -> 2/3 and 0.5.
+SELECT users_evaluated, round("precision"::numeric, 6) AS "precision", round(recall::numeric, 6) AS recall,
+       round(ndcg::numeric, 6) AS ndcg, round(hit_rate::numeric, 6) AS hit_rate, round(map::numeric, 6) AS map,
+       round(coverage::numeric, 6) AS coverage,
+       round(pop_precision::numeric, 6) AS pop_precision, round(pop_recall::numeric, 6) AS pop_recall
+  FROM recsys_evaluate(1, test_days => 30, source => 'eval_events');
+
+-- A test window holding everything: nobody has history before the cutoff.
+SELECT users_evaluated, "precision", recall, coverage
+  FROM recsys_evaluate(5, test_days => 100000, source => 'eval_events');
+
+-- Evaluation never touches the active model and records each run.
+SELECT count(*) AS models, bool_or(source_relation = 'public.eval_events') AS eval_model_stored FROM recsys_models;
+SELECT k, test_days, users_evaluated, round("precision"::numeric, 6) AS "precision", source_relation
+  FROM recsys_evaluations ORDER BY evaluated_at, k DESC;
