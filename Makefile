@@ -14,7 +14,7 @@ DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 REGRESS = recsys_setup recsys_semantics recsys_bad_input recsys_evaluate recsys_train recsys_config
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 ISOLATION = train_vs_recommend
-ISOLATION_OPTS = --inputdir=.
+ISOLATION_OPTS = --inputdir=. --load-extension=plpgsql
 
 PG_CPPFLAGS = -I$(srcdir)/src -I/usr/include/eigen3
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register $(RECSYS_WERROR)

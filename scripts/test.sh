@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Runs every recsys test on this machine (Debian bookworm, as root or as a
+# user who can start PostgreSQL): builds with -Werror, installs, starts a
+# throwaway PostgreSQL cluster, then runs the core's GoogleTest suite (plain
+# and under ASan/UBSan), the pg_regress and isolation suites, the shell
+# tests under test/, and the proxy's tests.  Ends with "N passed, N failed".
+#
+#   scripts/test.sh            everything
+#   RECSYS_DATA=/path scripts/test.sh    where the shared data sets are
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export RECSYS_DATA=${RECSYS_DATA:-$(cd "$ROOT/.." && pwd)/shared/data}
+PASSED=0
+FAILED=0
+FAILURES=()
+LOG=$(mktemp -d /tmp/recsys-test.XXXXXX)
+chmod 755 "$LOG"
+
+note()  { printf '\n=== %s\n' "$*"; }
+count() { # count NAME PASSED FAILED
+    PASSED=$((PASSED + $2)); FAILED=$((FAILED + $3))
+    [ "$3" -gt 0 ] && FAILURES+=("$1")
+    printf -- '--- %s: %d passed, %d failed\n' "$1" "$2" "$3"
+}
+# step NAME CMD...: one test that passes when CMD exits 0; output in $LOG/NAME.log.
+step() {
+    local name=$1; shift
+    if "$@" >"$LOG/$name.log" 2>&1; then count "$name" 1 0
+    else tail -n 40 "$LOG/$name.log"; count "$name" 0 1; fi
+}
+# gtest_counts LOGFILE: prints "passed failed" from a GoogleTest run.
+gtest_counts() {
+    local p f
+    p=$(grep -c '^\[       OK \]' "$1" || true)
+    f=$(grep -cE '^\[  FAILED  \] [A-Za-z_].* \([0-9]+ ms\)$' "$1" || true)
+    # A crash before the summary is one more failure.
+    grep -q '^\[==========\] .* ran\.' "$1" || f=$((f + 1))
+    echo "$p" "$f"
+}
+
+note "dependencies"
+scripts/install_deps.sh || { echo "installing dependencies failed"; echo "0 passed, 1 failed"; exit 1; }
+
+note "build (warnings are errors)"
+make clean >/dev/null 2>&1
+if ! make -j2 CI=1 >"$LOG/build.log" 2>&1 || ! make install >>"$LOG/build.log" 2>&1; then
+    tail -n 60 "$LOG/build.log"; echo "0 passed, 1 failed"; exit 1
+fi
+count build 1 0
+
+note "core unit tests (GoogleTest)"
+for target in test sanitize; do
+    make -C test/unit "$target" >"$LOG/unit-$target.log" 2>&1
+    rc=$?
+    read -r p f < <(gtest_counts "$LOG/unit-$target.log")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    [ "$f" -gt 0 ] && tail -n 40 "$LOG/unit-$target.log"
+    grep '^\[  PASSED  \]\|^\[  FAILED  \] [0-9]' "$LOG/unit-$target.log" || true
+    count "unit-$target" "$p" "$f"
+done
+
+note "PostgreSQL cluster"
+PGDIR="$LOG/pg"
+PORT=${RECSYS_TEST_PORT:-55490}
+while (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do PORT=$((PORT + 1)); done
+if ! scripts/pgcluster.sh start "$PGDIR" "$PORT" \
+        "shared_preload_libraries=pg_cron" "cron.database_name=postgres" "cron.use_background_workers=on" \
+        "max_worker_processes=20"; then
+    cat "$PGDIR/server.log" 2>/dev/null | tail -20; echo "$PASSED passed, $((FAILED + 1)) failed"; exit 1
+fi
+trap 'scripts/pgcluster.sh stop "$PGDIR"' EXIT
+export PGHOST=$PGDIR PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+
+note "pg_regress and isolation suites"
+make installcheck >"$LOG/installcheck.log" 2>&1
+rc=$?
+p=$(grep -cE '^(test| ) +[a-z_0-9]+ +\.\.\. ok' "$LOG/installcheck.log" || true)
+f=$(grep -cE '\.\.\. FAILED' "$LOG/installcheck.log" || true)
+[ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+grep -E '\.\.\. (ok|FAILED)' "$LOG/installcheck.log"
+[ "$f" -gt 0 ] && { cat regression.diffs output_iso/regression.diffs 2>/dev/null | head -80; }
+count installcheck "$p" "$f"
+
+note "shell tests (test/*.sh)"
+for t in test/*.sh; do
+    [ -e "$t" ] || continue
+    name=$(basename "$t" .sh)
+    step "$name" bash "$t"
+done
+
+if [ -f proxy/Makefile ]; then
+    note "proxy"
+    make -C proxy test >"$LOG/proxy-unit.log" 2>&1
+    rc=$?
+    read -r p f < <(gtest_counts "$LOG/proxy-unit.log")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    [ "$f" -gt 0 ] && tail -n 40 "$LOG/proxy-unit.log"
+    count proxy-unit "$p" "$f"
+    for t in proxy/test/*.sh; do
+        [ -e "$t" ] || continue
+        step "proxy-$(basename "$t" .sh)" bash "$t"
+    done
+fi
+
+note "summary"
+[ ${#FAILURES[@]} -gt 0 ] && echo "failed: ${FAILURES[*]} (logs in $LOG)"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
