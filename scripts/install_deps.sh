@@ -7,7 +7,7 @@ PKGS=(
     postgresql-15 postgresql-server-dev-15 libpq-dev postgresql-15-cron
     libeigen3-dev libgtest-dev nlohmann-json3-dev libcpp-httplib-dev libboost-dev
     clang libclang-rt-14-dev
-    wrk hyperfine python3-fastapi python3-uvicorn python3-psycopg2
+    bc wrk hyperfine python3-fastapi python3-uvicorn python3-psycopg2
     chromium nodejs npm
 )
 missing=()

@@ -211,17 +211,18 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The weighted user-item matrix as SQL text: w(u,i) = sum of the weights of
--- u's events on i, one row per cell.
+-- u's events on i, one row per cell, with the number of events summed.
 CREATE FUNCTION recsys.matrix_sql(rel regclass, cond text DEFAULT NULL) RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT 'SELECT user_id, product_id, sum(weight) AS weight FROM ('
+    SELECT 'SELECT user_id, product_id, sum(weight) AS weight, count(*) AS events FROM ('
         || recsys.events_sql(rel, cond) || ') e GROUP BY user_id, product_id'
 $$;
 
 -- Training's C++ half: reads the matrix, computes the neighbours and the
 -- popularity list, and writes them under model_id.
-CREATE FUNCTION recsys.train_store(model_id bigint, matrix_sql text, neighbors integer, expected_cells bigint,
-                                   OUT users bigint, OUT items bigint, OUT cells bigint, OUT pairs bigint)
+CREATE FUNCTION recsys.train_store(model_id bigint, matrix_sql text, neighbors integer, max_cells bigint,
+                                   OUT users bigint, OUT items bigint, OUT cells bigint, OUT pairs bigint,
+                                   OUT events bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
 
 -- Evaluation's C++ half: trains on before_sql's cells, scores against after_sql's touches.
@@ -261,7 +262,7 @@ DECLARE
     cfg recsys.config;
     rel regclass;
     k integer;
-    n_null bigint; n_type bigint; n_used bigint;
+    n_rows bigint; n_null bigint; n_type bigint; n_used bigint;
     id bigint;
     r record;
     secs double precision;
@@ -277,23 +278,23 @@ BEGIN
     rel := recsys.check_source(coalesce(source, cfg.source_relation));
     PERFORM recsys.check_weights();
 
+    -- Rows with a NULL key are ignored; of the rest, train_store counts the
+    -- ones it used, so the others had an event type without a positive weight.
     EXECUTE format(
-        'SELECT count(*) FILTER (WHERE s.user_id IS NULL OR s.product_id IS NULL OR s.event_time IS NULL), '
-        '       count(*) FILTER (WHERE s.user_id IS NOT NULL AND s.product_id IS NOT NULL AND s.event_time IS NOT NULL '
-        '                          AND coalesce(w.weight, 0) = 0), '
-        '       count(*) FILTER (WHERE s.user_id IS NOT NULL AND s.product_id IS NOT NULL AND s.event_time IS NOT NULL '
-        '                          AND w.weight > 0) '
-        '  FROM %s s LEFT JOIN recsys.event_weights w ON w.event_type = s.event_type::text', rel)
-    INTO n_null, n_type, n_used;
+        'SELECT count(*), count(*) FILTER (WHERE s.user_id IS NULL OR s.product_id IS NULL OR s.event_time IS NULL) '
+        '  FROM %s s', rel)
+    INTO n_rows, n_null;
+
+    id := nextval('recsys.model_id_seq');
+    r := recsys.train_store(id, recsys.matrix_sql(rel), k, n_rows - n_null);
+    n_used := r.events;
+    n_type := greatest(n_rows - n_null - n_used, 0);
     IF n_used = 0 THEN
         RAISE EXCEPTION 'relation "%" has no usable interactions', rel
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('%s rows with a NULL user, product or time; %s rows of event types without a positive weight.', n_null, n_type),
                   HINT = 'Event types are weighted by recsys.event_weights; the previous model, if any, keeps serving.';
     END IF;
-
-    id := nextval('recsys.model_id_seq');
-    r := recsys.train_store(id, recsys.matrix_sql(rel), k, n_used);
     secs := extract(epoch FROM clock_timestamp() - t0);
     INSERT INTO recsys.models VALUES (id, now(), recsys.qualified_name(rel), k, r.users, r.items, r.cells,
                                       n_used, n_null + n_type, n_null, n_type, r.pairs, secs);
@@ -447,7 +448,8 @@ CREATE VIEW @extschema@.recsys_evaluations AS
       FROM recsys.evaluations ORDER BY evaluation_id DESC;
 
 -- The weighted user-item matrix of the configured events relation.
-CREATE FUNCTION recsys.user_item_matrix() RETURNS TABLE (user_id integer, product_id integer, weight double precision)
+CREATE FUNCTION recsys.user_item_matrix()
+RETURNS TABLE (user_id integer, product_id integer, weight double precision, events bigint)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY EXECUTE recsys.matrix_sql(

@@ -44,7 +44,7 @@ SELECT * FROM recsys_user_item_matrix ORDER BY user_id, product_id;
 
 -- Train with the default K = 50: 4 users, 5 items, 10 events used,
 -- 5 ignored, 2+3+3+2 = 10 neighbour pairs.
-SELECT model_id, users, items, interactions_used, interactions_ignored, neighbor_pairs
+SELECT users, items, interactions_used, interactions_ignored, neighbor_pairs
   FROM recsys_train();
 
 -- Stored neighbours: similarity descending, then id ascending.

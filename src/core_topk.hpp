@@ -25,22 +25,62 @@ inline bool ranks_before(const Scored& a, const Scored& b) {
     return a.id < b.id;
 }
 
+struct RanksBefore {
+    bool operator()(const Scored& a, const Scored& b) const { return ranks_before(a, b); }
+};
+
 // Keeps the best `k` of `v` (k == 0: keep all), sorted by ranks_before.
 // O(n + k log k).  Ids are assumed distinct, so the order is total.
 inline void select_top_k(std::vector<Scored>& v, std::size_t k) {
     if (k != 0 && k < v.size()) {
         std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end(),
-                         ranks_before);
+                         RanksBefore());
         v.resize(k);
     }
-    std::sort(v.begin(), v.end(), ranks_before);
+    std::sort(v.begin(), v.end(), RanksBefore());
 }
+
+// Streaming top-k by ranks_before (k == 0: keep everything).  Once k
+// candidates are held they form a heap whose front is the worst kept one, so
+// most later offers cost a single comparison.  Same result as select_top_k.
+class TopK {
+public:
+    explicit TopK(std::size_t k) : k_(k) {}
+    void reserve(std::size_t n) { v_.reserve(n); }
+    void clear() { v_.clear(); }
+    void offer(const Scored& s) {
+        if (k_ == 0 || v_.size() < k_) {
+            v_.push_back(s);
+            if (v_.size() == k_) std::make_heap(v_.begin(), v_.end(), RanksBefore());
+            return;
+        }
+        if (!ranks_before(s, v_.front())) return;
+        std::pop_heap(v_.begin(), v_.end(), RanksBefore());
+        v_.back() = s;
+        std::push_heap(v_.begin(), v_.end(), RanksBefore());
+    }
+    // The kept candidates, best first.
+    const std::vector<Scored>& sorted() {
+        std::sort(v_.begin(), v_.end(), RanksBefore());
+        return v_;
+    }
+
+private:
+    std::size_t k_;
+    std::vector<Scored> v_;
+};
 
 // Calls the CancelCheck (if any) and throws Cancelled when it says so.
 // Only ever called from the thread that called into the core.
 inline void poll_cancel(const CancelCheck& cancel) {
     if (cancel && cancel()) throw Cancelled();
 }
+
+// train() with an explicit thread count for the similarity pass: 1 = the
+// calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when
+// the work is large enough and 2+ CPUs exist).  Results never depend on it.
+Model train_threads(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel,
+                    int threads);
 
 }  // namespace detail
 }  // namespace recsys

@@ -11,7 +11,16 @@
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
 // PostgreSQL-free.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <exception>
+#include <system_error>
+#include <thread>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <signal.h>
+#endif
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -34,6 +43,28 @@ inline uint32_t key_of(int32_t v) { return static_cast<uint32_t>(v) ^ kSignFlip;
 inline int32_t id_of_key(uint32_t k) { return static_cast<int32_t>(k ^ kSignFlip); }
 inline uint32_t hi32(uint64_t x) { return static_cast<uint32_t>(x >> 32); }
 inline uint32_t lo32(uint64_t x) { return static_cast<uint32_t>(x); }
+
+// One stored cell of a user's row (user-major CSR), items ascending.
+struct RowEntry {
+    int32_t item;  // dense item index
+    double w;
+};
+
+// One stored cell of an item's column (item-major CSC), users ascending:
+// where the user's row is, so the hot loop reads it without another lookup.
+struct ColEntry {
+    uint32_t row;  // offset of the user's row in the CSR
+    uint32_t len;  // nnz of that row (>= 1)
+    double w;      // w(user, item)
+};
+
+inline void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
+}
 
 template <class T>
 void release(std::vector<T>& v) {
@@ -82,6 +113,186 @@ void radix_sort_hi32(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp,
     }
 }
 
+// Everything the per-item similarity pass reads and writes.
+struct SimContext {
+    const RowEntry* rows;
+    const ColEntry* cols;
+    const int64_t* col_off;
+    const double* norm;
+    const int32_t* item_ids;
+    const int64_t* slot;  // item i writes its neighbours at [slot[i], slot[i+1])
+    int32_t* out_ids;
+    double* out_sims;
+    int64_t* out_count;  // item i stores its neighbour count at out_count[i]
+    std::size_t n_items;
+    std::size_t keep;    // 0 = all
+};
+
+// One thread's state: a dense accumulator, the touched list, a top-K buffer.
+class SimWorker {
+public:
+    explicit SimWorker(const SimContext& cx)
+        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items), top_(cx.keep) {
+        top_.reserve(cx.keep > 0 ? std::min(cx.keep, cx.n_items) : cx.n_items);
+    }
+
+    // Computes item i's neighbours into its slot; returns the work done.
+    std::size_t item(std::size_t i) {
+        constexpr int64_t kPrefetch = 8;  // column entries ahead: rows are random accesses
+        const RowEntry* const R = cx_.rows;
+        const ColEntry* const Cl = cx_.cols;
+        double* const acc = acc_.data();
+        int32_t* const touched = touched_.data();
+        std::size_t work = 0, n_touched = 0;
+        const int64_t pb = cx_.col_off[i], pe = cx_.col_off[i + 1];
+        for (int64_t p = pb; p < pe; ++p) {
+            if (p + kPrefetch < pe) {
+                const ColEntry& f = Cl[p + kPrefetch];
+                for (uint32_t o = 0; o < f.len; o += 4) prefetch(R + f.row + o);
+            }
+            const ColEntry& c = Cl[p];
+            const double wi = c.w;
+            const RowEntry* r = R + c.row;
+            const RowEntry* const re = r + c.len;
+            work += c.len;
+            for (; r != re; ++r) {
+                const int32_t j = r->item;
+                const double prod = wi * r->w;
+                const double a = acc[j];
+                if (a == 0) {
+                    if (prod == 0) continue;  // underflow: adds nothing, keep j untouched
+                    touched[n_touched++] = j;
+                }
+                acc[j] = a + prod;
+            }
+        }
+        top_.clear();
+        const double ni = cx_.norm[i];
+        for (std::size_t t = 0; t < n_touched; ++t) {
+            const int32_t j = touched[t];
+            const double dot = acc[j];
+            acc[j] = 0;
+            if (static_cast<std::size_t>(j) == i) continue;
+            const double sim = dot / (ni * cx_.norm[j]);
+            if (sim > 0 && std::isfinite(sim)) top_.offer(Scored{sim, j});
+        }
+        const std::vector<Scored>& best = top_.sorted();
+        int64_t q = cx_.slot[i];
+        for (const Scored& s : best) {
+            cx_.out_ids[q] = cx_.item_ids[static_cast<std::size_t>(s.id)];
+            cx_.out_sims[q] = s.score;
+            ++q;
+        }
+        cx_.out_count[i] = static_cast<int64_t>(best.size());
+        return work + n_touched;
+    }
+
+private:
+    const SimContext& cx_;
+    std::vector<double> acc_;
+    std::vector<int32_t> touched_;
+    detail::TopK top_;
+};
+
+constexpr double kMinParallelWork = 4e6;        // below this one thread is faster
+constexpr std::size_t kWorkPerPoll = 1u << 20;  // ~1 ms of multiply-adds
+constexpr std::size_t kBlock = 16;              // items handed out at a time
+
+// Starts `fn` on a new thread with every signal blocked (the thread inherits
+// the mask), so a host process's signal handlers (e.g. PostgreSQL's) only ever
+// run on the calling thread.
+template <class F>
+std::thread start_thread_without_signals(F&& fn) {
+#if defined(__unix__) || defined(__APPLE__)
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    try {
+        std::thread t(std::forward<F>(fn));
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        return t;
+    } catch (...) {
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        throw;
+    }
+#else
+    return std::thread(std::forward<F>(fn));
+#endif
+}
+
+// Runs SimWorker::item over all items, handing out blocks of items from a
+// shared counter.  With `two_threads` a worker thread takes blocks too; it
+// never calls the CancelCheck (only this, the calling thread, does) and
+// stops when `stop` is set; its exceptions are handed back and rethrown here.
+// Every item is computed by the same code whichever thread takes it, so the
+// result does not depend on the thread count.
+void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck& cancel) {
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> stop{false}, done{false};
+    std::exception_ptr worker_error;
+
+    struct Joiner {
+        std::thread t;
+        std::atomic<bool>* stop;
+        ~Joiner() {
+            if (t.joinable()) {
+                stop->store(true);
+                t.join();
+            }
+        }
+    } joiner{std::thread(), &stop};
+
+    if (two_threads) {
+        try {
+            joiner.t = start_thread_without_signals([&] {
+                try {
+                    SimWorker w(cx);
+                    for (;;) {
+                        const std::size_t b = next.fetch_add(kBlock);
+                        if (b >= cx.n_items) break;
+                        const std::size_t e = std::min(cx.n_items, b + kBlock);
+                        for (std::size_t i = b; i < e; ++i) {
+                            if (stop.load(std::memory_order_relaxed)) break;
+                            w.item(i);
+                        }
+                        if (stop.load(std::memory_order_relaxed)) break;
+                    }
+                } catch (...) {
+                    worker_error = std::current_exception();
+                    stop.store(true);
+                }
+                done.store(true);
+            });
+        } catch (const std::system_error&) {
+            // No thread available: this thread simply takes every block.
+        }
+    }
+
+    SimWorker w(cx);
+    std::size_t work = 0, items = 0;
+    for (;;) {
+        if (stop.load()) break;  // the worker failed
+        const std::size_t b = next.fetch_add(kBlock);
+        if (b >= cx.n_items) break;
+        const std::size_t e = std::min(cx.n_items, b + kBlock);
+        for (std::size_t i = b; i < e; ++i) {
+            if ((items++ & 255) == 0 || work >= kWorkPerPoll) {
+                poll_cancel(cancel);  // throws; ~Joiner stops and joins the worker
+                work = 0;
+            }
+            work += w.item(i);
+        }
+    }
+    if (joiner.t.joinable()) {
+        while (!done.load()) {
+            poll_cancel(cancel);
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        joiner.t.join();
+    }
+    if (worker_error) std::rethrow_exception(worker_error);
+}
+
 std::string describe_cell(const Triplet& t) {
     std::ostringstream os;
     os.precision(17);
@@ -106,16 +317,17 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     const double P = std::min(I * k, C * per_item);
     // Stage 1 (sorting, counting into the CSR), at its worst: input 16C,
     // item keys 8C, user keys 8C, radix buffer 8C, radix counts, item_ids
-    // 4I, user_ids 4U; then keys 8C + user_of 4C + input 16C + CSR 12C +
-    // offsets 8(U+1).  The larger of the two moments:
-    const double s1a = 16 * C + 8 * C + 8 * C + 8 * C + 8192 + 4 * I + 4 * U;
-    const double s1b = 16 * C + 8 * C + 4 * C + 12 * C + 8 * (U + 1) + 4 * I + 4 * U;
-    // Stage 2 (similarities): CSR 12C + 8(U+1), CSC 12C + 8(I+1),
-    // item_ids 4I, user_ids 4U, popular 4I+4I + sort order 4I, norms 8I,
-    // accumulator 8I, touched 4I, candidates 16I, output offsets 8(I+1),
-    // output pairs 12P, per-item pair bounds 8I.
-    const double s2 = 12 * C + 8 * (U + 1) + 12 * C + 8 * (I + 1) + 4 * I + 4 * U + 12 * I +
-                      8 * I + 8 * I + 4 * I + 16 * I + 8 * (I + 1) + 12 * P + 8 * I;
+    // 4I; then input 16C + item keys 8C + user_of 4C + CSR rows 16C +
+    // row offsets 8(U+1) + item_ids 4I + user_ids 4U.  The larger of the two:
+    const double s1a = 16 * C + 8 * C + 8 * C + 8 * C + 8192 + 4 * I;
+    const double s1b = 16 * C + 8 * C + 4 * C + 16 * C + 8 * (U + 1) + 4 * I + 4 * U;
+    // Stage 2 (CSC, similarities): CSR 16C + 8(U+1) (row offsets are freed
+    // after the CSC is built, but count them), CSC 16C + 8(I+1), item_ids
+    // 4I, user_ids 4U, popular 4I+4I + sort order 4I, norms 8I, accumulator
+    // 8I, touched 4I, candidates 16I -- twice, for the optional worker
+    // thread -- output slots 8(I+1), output offsets 8(I+1), output pairs 12P.
+    const double s2 = 16 * C + 8 * (U + 1) + 16 * C + 8 * (I + 1) + 4 * I + 4 * U + 12 * I +
+                      8 * I + 2 * (8 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P;
     // Allocator bookkeeping: ~40 live blocks, plus stream/exception slack.
     const double slack = 40 * 64 + 16384;
     const double total = std::max({s1a, s1b, s2}) + slack;
@@ -124,7 +336,8 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     return static_cast<std::size_t>(total);
 }
 
-Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel) {
+Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
+                            const CancelCheck& cancel, int threads) {
     if (opt.neighbors < 0)
         throw InvalidInput("recsys: neighbors must be >= 0 (0 keeps all), got " +
                            std::to_string(opt.neighbors));
@@ -209,16 +422,15 @@ Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelChe
     std::vector<int64_t> row_off(n_users + 1, 0);
     for (std::size_t k = 0; k < n; ++k) ++row_off[user_of[k] + 1];
     for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
-    std::vector<int32_t> row_item(n);
-    std::vector<double> row_w(n);
+    std::vector<RowEntry> rows(n);
     for (std::size_t base = 0; base < n; base += kChunk) {
         poll_cancel(cancel);
         const std::size_t end = std::min(n, base + kChunk);
         for (std::size_t p = base; p < end; ++p) {
             const uint32_t idx = lo32(A[p]);
             const int64_t q = row_off[user_of[idx]]++;
-            row_item[q] = static_cast<int32_t>(hi32(A[p]));
-            row_w[q] = cells[idx].weight;
+            rows[q].item = static_cast<int32_t>(hi32(A[p]));
+            rows[q].w = cells[idx].weight;
         }
     }
     for (std::size_t u = n_users; u > 0; --u) row_off[u] = row_off[u - 1];
@@ -233,16 +445,15 @@ Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelChe
         const int64_t start = row_off[u], end = row_off[u + 1];
         row_off[u] = nnz;
         for (int64_t q = start; q < end; ++q) {
-            if (q > start && row_item[q] == row_item[nnz - 1]) {
-                row_w[nnz - 1] += row_w[q];
-                if (!std::isfinite(row_w[nnz - 1]))
+            if (q > start && rows[q].item == rows[nnz - 1].item) {
+                rows[nnz - 1].w += rows[q].w;
+                if (!std::isfinite(rows[nnz - 1].w))
                     throw InvalidInput("recsys: the summed weight of (user " +
                                        std::to_string(user_ids[u]) + ", item " +
-                                       std::to_string(m.item_ids[row_item[q]]) +
+                                       std::to_string(m.item_ids[rows[q].item]) +
                                        ") overflows a double");
             } else {
-                row_item[nnz] = row_item[q];
-                row_w[nnz] = row_w[q];
+                rows[nnz] = rows[q];
                 ++nnz;
             }
         }
@@ -252,27 +463,30 @@ Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelChe
     m.n_cells = nnz;
     poll_cancel(cancel);
 
-    // 5. Item-major CSC (users ascending within an item), norms, popularity.
+    // 5. Item-major CSC (users ascending within an item); each entry carries
+    // the user's row position and length, so the hot loop needs no row_off.
     std::vector<int64_t> col_off(n_items + 1, 0);
-    for (int64_t q = 0; q < nnz; ++q) ++col_off[row_item[q] + 1];
+    for (int64_t q = 0; q < nnz; ++q) ++col_off[rows[q].item + 1];
     for (std::size_t i = 0; i < n_items; ++i) col_off[i + 1] += col_off[i];
-    std::vector<int32_t> col_user(static_cast<std::size_t>(nnz));
-    std::vector<double> col_w(static_cast<std::size_t>(nnz));
+    std::vector<ColEntry> cols(static_cast<std::size_t>(nnz));
     for (std::size_t u = 0; u < n_users; ++u) {
-        for (int64_t q = row_off[u]; q < row_off[u + 1]; ++q) {
-            const int64_t p = col_off[row_item[q]]++;
-            col_user[p] = static_cast<int32_t>(u);
-            col_w[p] = row_w[q];
+        const int64_t qb = row_off[u], qe = row_off[u + 1];
+        for (int64_t q = qb; q < qe; ++q) {
+            ColEntry& c = cols[col_off[rows[q].item]++];
+            c.row = static_cast<uint32_t>(qb);
+            c.len = static_cast<uint32_t>(qe - qb);
+            c.w = rows[q].w;
         }
     }
     for (std::size_t i = n_items; i > 0; --i) col_off[i] = col_off[i - 1];
     col_off[0] = 0;
+    release(row_off);
     poll_cancel(cancel);
 
     std::vector<double> norm(n_items);
     for (std::size_t i = 0; i < n_items; ++i) {
         double s = 0;
-        for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) s += col_w[p] * col_w[p];
+        for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) s += cols[p].w * cols[p].w;
         norm[i] = std::sqrt(s);
         if (!std::isfinite(norm[i]))
             throw InvalidInput("recsys: weights of item " + std::to_string(m.item_ids[i]) +
@@ -297,73 +511,62 @@ Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelChe
     }
     poll_cancel(cancel);
 
-    // 6. Similarities.  Reserve the exact upper bound of stored pairs so the
-    // output never reallocates (keeps estimate_train_bytes honest).
+    // 6. Similarities.  Each item gets an output slot sized by an upper
+    // bound of its neighbour count, so items can be computed in any order (and
+    // by two threads) straight into the final arrays, which are compacted
+    // afterwards and never reallocate (keeps estimate_train_bytes honest).
     const std::size_t k_cap =
         opt.neighbors > 0 ? std::min<std::size_t>(opt.neighbors, n_items - 1) : n_items - 1;
-    std::size_t pair_bound = 0;
+    std::vector<int64_t> slot(n_items + 1);
+    double total_work = 0;  // sum_u nnz(u)^2
+    slot[0] = 0;
     for (std::size_t i = 0; i < n_items; ++i) {
         std::size_t reach = 0;  // sum over users of i of their other items
-        for (int64_t p = col_off[i]; p < col_off[i + 1] && reach < k_cap; ++p) {
-            const int32_t u = col_user[p];
-            reach += static_cast<std::size_t>(row_off[u + 1] - row_off[u] - 1);
-        }
-        pair_bound += std::min(reach, k_cap);
+        for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) reach += cols[p].len - 1;
+        total_work += static_cast<double>(reach + static_cast<std::size_t>(col_off[i + 1] - col_off[i]));
+        slot[i + 1] = slot[i] + static_cast<int64_t>(std::min(reach, k_cap));
     }
-    m.nbr_offsets.resize(n_items + 1);
-    m.nbr_offsets[0] = 0;
-    m.nbr_ids.reserve(pair_bound);
-    m.nbr_sims.reserve(pair_bound);
+    m.nbr_offsets.assign(n_items + 1, 0);
+    m.nbr_ids.resize(static_cast<std::size_t>(slot[n_items]));
+    m.nbr_sims.resize(static_cast<std::size_t>(slot[n_items]));
 
-    std::vector<double> acc(n_items, 0.0);
-    std::vector<int32_t> touched;
-    touched.reserve(n_items);
-    std::vector<Scored> cand;
-    cand.reserve(n_items);
-    const std::size_t keep = opt.neighbors > 0 ? static_cast<std::size_t>(opt.neighbors) : 0;
+    SimContext cx;
+    cx.rows = rows.data();
+    cx.cols = cols.data();
+    cx.col_off = col_off.data();
+    cx.norm = norm.data();
+    cx.item_ids = m.item_ids.data();
+    cx.slot = slot.data();
+    cx.out_ids = m.nbr_ids.data();
+    cx.out_sims = m.nbr_sims.data();
+    cx.out_count = m.nbr_offsets.data() + 1;
+    cx.n_items = n_items;
+    cx.keep = opt.neighbors > 0 ? static_cast<std::size_t>(opt.neighbors) : 0;
 
-    std::size_t work = 0;
-    constexpr std::size_t kWorkPerPoll = std::size_t(1) << 20;  // ~1 ms of multiply-adds
+    if (threads <= 0)
+        threads = (total_work >= kMinParallelWork && std::thread::hardware_concurrency() >= 2) ? 2 : 1;
+    run_similarities(cx, threads > 1, cancel);
+
+    // Compact the slots: counts -> offsets, pairs moved down in place.
+    int64_t pos = 0;
     for (std::size_t i = 0; i < n_items; ++i) {
-        if ((i & 255) == 0 || work >= kWorkPerPoll) {
-            poll_cancel(cancel);
-            work = 0;
+        const int64_t cnt = m.nbr_offsets[i + 1], from = slot[i];
+        if (from != pos) {
+            std::copy(m.nbr_ids.begin() + from, m.nbr_ids.begin() + from + cnt, m.nbr_ids.begin() + pos);
+            std::copy(m.nbr_sims.begin() + from, m.nbr_sims.begin() + from + cnt,
+                      m.nbr_sims.begin() + pos);
         }
-        touched.clear();
-        for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) {
-            const int32_t u = col_user[p];
-            const double wi = col_w[p];
-            const int64_t qb = row_off[u], qe = row_off[u + 1];
-            work += static_cast<std::size_t>(qe - qb);
-            for (int64_t q = qb; q < qe; ++q) {
-                const int32_t j = row_item[q];
-                const double prod = wi * row_w[q];
-                double& a = acc[j];
-                if (a == 0) {
-                    if (prod == 0) continue;  // underflow: adds nothing, keep j untouched
-                    touched.push_back(j);
-                }
-                a += prod;
-            }
-        }
-        cand.clear();
-        const double ni = norm[i];
-        for (const int32_t j : touched) {
-            const double dot = acc[j];
-            acc[j] = 0;
-            if (static_cast<std::size_t>(j) == i) continue;
-            const double sim = dot / (ni * norm[j]);
-            if (sim > 0 && std::isfinite(sim)) cand.push_back(Scored{sim, j});
-        }
-        detail::select_top_k(cand, keep);
-        for (const Scored& s : cand) {
-            m.nbr_ids.push_back(m.item_ids[static_cast<std::size_t>(s.id)]);
-            m.nbr_sims.push_back(s.score);
-        }
-        m.nbr_offsets[i + 1] = static_cast<int64_t>(m.nbr_ids.size());
+        pos += cnt;
+        m.nbr_offsets[i + 1] = pos;
     }
+    m.nbr_ids.resize(static_cast<std::size_t>(pos));
+    m.nbr_sims.resize(static_cast<std::size_t>(pos));
     poll_cancel(cancel);
     return m;
+}
+
+Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel) {
+    return detail::train_threads(std::move(cells), opt, cancel, 0);
 }
 
 }  // namespace recsys

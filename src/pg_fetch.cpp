@@ -1,23 +1,15 @@
-// pg_fetch.cpp - cursor reads of the weighted matrix and of test touches.
+// pg_fetch.cpp - streaming the weighted matrix and test touches into arrays.
+//
+// The query's rows go to a DestReceiver that appends their values to a huge
+// palloc'd array: no tuple is copied into an SPI tuptable, and the executor
+// checks for interrupts as it runs.
 #include "pg_fetch.hpp"
 
 extern "C" {
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
-}
-
-static const long FETCH_BATCH = 50000;
-
-// Opens a read-only cursor planned for the whole result (not fast-start).
-static Portal open_cursor(const char* sql)
-{
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, 0, NULL, CURSOR_OPT_NO_SCROLL);
-    if (plan == NULL)
-        elog(ERROR, "recsys: SPI_prepare_cursor failed: %s", SPI_result_code_string(SPI_result));
-    Portal portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-    if (portal == NULL)
-        elog(ERROR, "recsys: SPI_cursor_open failed: %s", SPI_result_code_string(SPI_result));
-    return portal;
+#include "utils/guc.h"
 }
 
 // Grows a huge palloc'd array to hold at least `need` elements of `elem` bytes.
@@ -34,67 +26,108 @@ static void* grow(void* data, int64* cap, int64 need, Size elem)
     return repalloc_huge(data, (Size) newcap * elem);
 }
 
+// A receiver that appends (int4, int4[, float8, int8]) rows to a buffer.
+struct ArrayReceiver {
+    DestReceiver pub;
+    MemoryContext cxt;    // where the buffer lives
+    bool cells;           // CellBuffer (4 columns) or TouchBuffer (2 columns)
+    CellBuffer* cell_out;
+    TouchBuffer* touch_out;
+    int64 cap;
+};
+
+static bool receive_row(TupleTableSlot* slot, DestReceiver* self)
+{
+    ArrayReceiver* r = (ArrayReceiver*) self;
+    slot_getallattrs(slot);
+    Datum* v = slot->tts_values;
+    bool* null = slot->tts_isnull;
+    if (null[0] || null[1])
+        return true;   // the queries filter these out; be safe anyway
+    MemoryContext old = MemoryContextSwitchTo(r->cxt);
+    if (r->cells) {
+        if (null[2])
+            return true;
+        CellBuffer* out = r->cell_out;
+        out->data = (recsys::Triplet*) grow(out->data, &r->cap, out->n + 1, sizeof(recsys::Triplet));
+        recsys::Triplet* t = &out->data[out->n++];
+        t->user = DatumGetInt32(v[0]);
+        t->item = DatumGetInt32(v[1]);
+        t->weight = DatumGetFloat8(v[2]);
+        if (!null[3])
+            out->events += DatumGetInt64(v[3]);
+    } else {
+        TouchBuffer* out = r->touch_out;
+        out->data = (recsys::Touch*) grow(out->data, &r->cap, out->n + 1, sizeof(recsys::Touch));
+        recsys::Touch* t = &out->data[out->n++];
+        t->user = DatumGetInt32(v[0]);
+        t->item = DatumGetInt32(v[1]);
+    }
+    MemoryContextSwitchTo(old);
+    return true;
+}
+
+static void receiver_startup(DestReceiver* self, int operation, TupleDesc desc)
+{
+    ArrayReceiver* r = (ArrayReceiver*) self;
+    int need = r->cells ? 4 : 2;
+    if (desc->natts < need)
+        elog(ERROR, "recsys: internal query returns %d columns, expected %d", desc->natts, need);
+}
+
+static void receiver_noop(DestReceiver* self) {}
+
+// Runs sql read-only, sending every row to the receiver.
+static void run_into(const char* sql, ArrayReceiver* r)
+{
+    r->pub.receiveSlot = receive_row;
+    r->pub.rStartup = receiver_startup;
+    r->pub.rShutdown = receiver_noop;
+    r->pub.rDestroy = receiver_noop;
+    r->pub.mydest = DestTuplestore;   // not DestNone: SPI would report SPI_OK_UTILITY
+    r->cxt = CurrentMemoryContext;
+
+    SPIExecuteOptions opt;
+    memset(&opt, 0, sizeof opt);
+    opt.read_only = true;
+    opt.tcount = 0;
+    opt.dest = &r->pub;
+    int rc = SPI_execute_extended(sql, &opt);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "recsys: internal query failed: %s", SPI_result_code_string(rc));
+}
+
 void fetch_cells(const char* sql, int64 expected, CellBuffer* out)
 {
-    Portal portal = open_cursor(sql);
-    int64 cap = 0;
+    // Training is maintenance work: let the aggregation use that memory
+    // instead of spilling at the session's work_mem.
+    int nest = NewGUCNestLevel();
+    char wm[32];
+    snprintf(wm, sizeof wm, "%d", Max(maintenance_work_mem / 2, 64));
+    (void) set_config_option("work_mem", wm, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+
+    ArrayReceiver r;
+    memset(&r, 0, sizeof r);
+    r.cells = true;
+    r.cell_out = out;
     out->data = NULL;
     out->n = 0;
-    out->data = (recsys::Triplet*) grow(NULL, &cap, Max(expected, (int64) 1), sizeof(recsys::Triplet));
-    for (;;) {
-        CHECK_FOR_INTERRUPTS();
-        SPI_cursor_fetch(portal, true, FETCH_BATCH);
-        if (SPI_processed == 0)
-            break;
-        out->data = (recsys::Triplet*) grow(out->data, &cap, out->n + (int64) SPI_processed,
-                                            sizeof(recsys::Triplet));
-        TupleDesc desc = SPI_tuptable->tupdesc;
-        for (uint64 i = 0; i < SPI_processed; i++) {
-            HeapTuple tup = SPI_tuptable->vals[i];
-            bool null_u, null_i, null_w;
-            Datum u = SPI_getbinval(tup, desc, 1, &null_u);
-            Datum it = SPI_getbinval(tup, desc, 2, &null_i);
-            Datum w = SPI_getbinval(tup, desc, 3, &null_w);
-            if (null_u || null_i || null_w)
-                continue;   /* the query filters these out; be safe anyway */
-            recsys::Triplet* t = &out->data[out->n++];
-            t->user = DatumGetInt32(u);
-            t->item = DatumGetInt32(it);
-            t->weight = DatumGetFloat8(w);
-        }
-        SPI_freetuptable(SPI_tuptable);
-    }
-    SPI_cursor_close(portal);
+    out->events = 0;
+    if (expected > 0)
+        out->data = (recsys::Triplet*) grow(NULL, &r.cap, expected, sizeof(recsys::Triplet));
+    run_into(sql, &r);
+    AtEOXact_GUC(true, nest);
 }
 
 void fetch_touches(const char* sql, TouchBuffer* out)
 {
-    Portal portal = open_cursor(sql);
-    int64 cap = 0;
+    ArrayReceiver r;
+    memset(&r, 0, sizeof r);
+    r.cells = false;
+    r.touch_out = out;
     out->data = NULL;
     out->n = 0;
-    for (;;) {
-        CHECK_FOR_INTERRUPTS();
-        SPI_cursor_fetch(portal, true, FETCH_BATCH);
-        if (SPI_processed == 0)
-            break;
-        out->data = (recsys::Touch*) grow(out->data, &cap, out->n + (int64) SPI_processed,
-                                          sizeof(recsys::Touch));
-        TupleDesc desc = SPI_tuptable->tupdesc;
-        for (uint64 i = 0; i < SPI_processed; i++) {
-            HeapTuple tup = SPI_tuptable->vals[i];
-            bool null_u, null_i;
-            Datum u = SPI_getbinval(tup, desc, 1, &null_u);
-            Datum it = SPI_getbinval(tup, desc, 2, &null_i);
-            if (null_u || null_i)
-                continue;
-            recsys::Touch* t = &out->data[out->n++];
-            t->user = DatumGetInt32(u);
-            t->item = DatumGetInt32(it);
-        }
-        SPI_freetuptable(SPI_tuptable);
-    }
-    SPI_cursor_close(portal);
+    run_into(sql, &r);
 }
 
 void check_memory_budget(Size bytes, const char* what)

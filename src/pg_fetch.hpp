@@ -8,6 +8,7 @@
 struct CellBuffer {
     recsys::Triplet* data;
     int64 n;
+    int64 events;   // events summed into the cells
 };
 
 // A palloc'd array of (user, item) pairs.
@@ -19,13 +20,15 @@ struct TouchBuffer {
 // Bytes a CellBuffer of `cells` cells takes.
 inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys::Triplet); }
 
-// Runs `sql` (user int4, product int4, weight float8) through a cursor and
-// collects every row; `expected` sizes the first allocation.
+// Runs `sql` (user int4, product int4, weight float8, events int8) through a
+// cursor and collects every row; `expected` sizes the first allocation.  The
+// query runs with work_mem = maintenance_work_mem / 2 (its hash table may use
+// hash_mem_multiplier times that), restored afterwards.
 void fetch_cells(const char* sql, int64 expected, CellBuffer* out);
 
 // Runs `sql` (user int4, product int4) through a cursor and collects every row.
 void fetch_touches(const char* sql, TouchBuffer* out);
 
-// Errors out (53200) when `bytes` exceeds the training memory budget,
+// Errors out (54000) when `bytes` exceeds the training memory budget,
 // maintenance_work_mem; `what` says what needs it.
 void check_memory_budget(Size bytes, const char* what);

@@ -14,10 +14,20 @@ extern "C" {
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "portability/instr_time.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(recsys_train_store);
+}
+
+// Seconds since t0.
+static double elapsed(instr_time t0)
+{
+    instr_time now;
+    INSTR_TIME_SET_CURRENT(now);
+    INSTR_TIME_SUBTRACT(now, t0);
+    return INSTR_TIME_GET_DOUBLE(now);
 }
 
 // Writes each item's neighbour arrays under model_id.
@@ -109,8 +119,11 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
 
+    instr_time t0;
+    INSTR_TIME_SET_CURRENT(t0);
     CellBuffer cells;
     fetch_cells(sql, expected, &cells);
+    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s", cells.n, elapsed(t0));
 
     // The model is a C++ object: owned by the SPI context, so an error while
     // writing it frees it.
@@ -126,18 +139,23 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         std::vector<recsys::Triplet> v(cells.data, cells.data + cells.n);
         owned->obj = new recsys::Model(recsys::train(std::move(v), opt, pg_cancel_check()));
     });
-    pfree(cells.data);
+    int64 events = cells.events;
+    if (cells.data != NULL)
+        pfree(cells.data);
+    elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
 
     const recsys::Model* m = owned->obj;
     write_neighbors(model_id, m);
     write_popularity(model_id, m);
+    elog(DEBUG1, "recsys: model written in %.3f s", elapsed(t0));
 
-    Datum values[4];
-    bool nulls[4] = {false, false, false, false};
+    Datum values[5];
+    bool nulls[5] = {false, false, false, false, false};
     values[0] = Int64GetDatum(m->n_users);
     values[1] = Int64GetDatum((int64) m->item_ids.size());
     values[2] = Int64GetDatum(m->n_cells);
     values[3] = Int64GetDatum(m->pairs());
+    values[4] = Int64GetDatum(events);
     owned->release();
 
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
