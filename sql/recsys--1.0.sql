@@ -211,19 +211,37 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The weighted user-item matrix as SQL text: w(u,i) = sum of the weights of
--- u's events on i, one row per cell, with the number of events summed.
+-- u's events on i, one row per cell with the number of events summed.  The
+-- rows it ignores come out in two more rows with a NULL user_id, so that one
+-- scan also counts them: product_id -1 for rows with a NULL user, product or
+-- time, -2 for rows whose event type has no positive weight.
 CREATE FUNCTION recsys.matrix_sql(rel regclass, cond text DEFAULT NULL) RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT 'SELECT user_id, product_id, sum(weight) AS weight, count(*) AS events FROM ('
-        || recsys.events_sql(rel, cond) || ') e GROUP BY user_id, product_id'
+    SELECT format(
+        'SELECT user_id, product_id, sum(weight) AS weight, count(*) AS events FROM ('
+        'SELECT CASE WHEN ok THEN uid END AS user_id, '
+        'CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, '
+        'CASE WHEN ok THEN weight END AS weight FROM ('
+        'SELECT s.user_id::int4 AS uid, s.product_id::int4 AS pid, w.weight, '
+        '(s.user_id IS NULL OR s.product_id IS NULL OR s.event_time IS NULL) AS nullkey, '
+        '(s.user_id IS NOT NULL AND s.product_id IS NOT NULL AND s.event_time IS NOT NULL '
+        'AND coalesce(w.weight, 0) > 0) AS ok '
+        'FROM %s s LEFT JOIN recsys.event_weights w ON w.event_type = s.event_type::text%s) r) e '
+        'GROUP BY user_id, product_id',
+        rel, CASE WHEN cond IS NULL THEN '' ELSE ' WHERE (' || cond || ')' END)
 $$;
 
 -- Training's C++ half: reads the matrix, computes the neighbours and the
 -- popularity list, and writes them under model_id.
-CREATE FUNCTION recsys.train_store(model_id bigint, matrix_sql text, neighbors integer, max_cells bigint,
+CREATE FUNCTION recsys.train_store(model_id bigint, matrix_sql text, neighbors integer,
                                    OUT users bigint, OUT items bigint, OUT cells bigint, OUT pairs bigint,
-                                   OUT events bigint)
+                                   OUT events bigint, OUT ignored_null bigint, OUT ignored_type bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
+
+-- Bytes training needs at its peak for a matrix of this shape, besides the
+-- aggregation's work_mem (docs/operations.md).
+CREATE FUNCTION recsys.train_memory(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50)
+RETURNS bigint AS 'MODULE_PATHNAME', 'recsys_train_memory' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Evaluation's C++ half: trains on before_sql's cells, scores against after_sql's touches.
 CREATE FUNCTION recsys.evaluate_core(before_sql text, after_sql text, k integer, neighbors integer,
@@ -262,7 +280,7 @@ DECLARE
     cfg recsys.config;
     rel regclass;
     k integer;
-    n_rows bigint; n_null bigint; n_type bigint; n_used bigint;
+    n_null bigint; n_type bigint; n_used bigint;
     id bigint;
     r record;
     secs double precision;
@@ -278,17 +296,11 @@ BEGIN
     rel := recsys.check_source(coalesce(source, cfg.source_relation));
     PERFORM recsys.check_weights();
 
-    -- Rows with a NULL key are ignored; of the rest, train_store counts the
-    -- ones it used, so the others had an event type without a positive weight.
-    EXECUTE format(
-        'SELECT count(*), count(*) FILTER (WHERE s.user_id IS NULL OR s.product_id IS NULL OR s.event_time IS NULL) '
-        '  FROM %s s', rel)
-    INTO n_rows, n_null;
-
     id := nextval('recsys.model_id_seq');
-    r := recsys.train_store(id, recsys.matrix_sql(rel), k, n_rows - n_null);
+    r := recsys.train_store(id, recsys.matrix_sql(rel), k);
     n_used := r.events;
-    n_type := greatest(n_rows - n_null - n_used, 0);
+    n_null := r.ignored_null;
+    n_type := r.ignored_type;
     IF n_used = 0 THEN
         RAISE EXCEPTION 'relation "%" has no usable interactions', rel
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -452,7 +464,7 @@ CREATE FUNCTION recsys.user_item_matrix()
 RETURNS TABLE (user_id integer, product_id integer, weight double precision, events bigint)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN QUERY EXECUTE recsys.matrix_sql(
-        recsys.check_source((SELECT c.source_relation FROM recsys.config c)));
+    RETURN QUERY EXECUTE 'SELECT * FROM (' || recsys.matrix_sql(
+        recsys.check_source((SELECT c.source_relation FROM recsys.config c))) || ') m WHERE user_id IS NOT NULL';
 END $$;
 CREATE VIEW @extschema@.recsys_user_item_matrix AS SELECT * FROM recsys.user_item_matrix();

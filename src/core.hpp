@@ -68,6 +68,14 @@ struct Model {
     int64_t pairs() const { return static_cast<int64_t>(nbr_ids.size()); }
 };
 
+// Distinct users and items among n cells.
+struct MatrixShape {
+    int64_t users = 0;
+    int64_t items = 0;
+};
+// O(n) with a bitmap when the id range is at most 2^26, else a sort of copies.
+MatrixShape measure(const Triplet* cells, std::size_t n);
+
 // Upper bound, in bytes, of the heap that train() needs for `cells` input
 // triplets over at most `users` users and `items` items, keeping `neighbors`
 // per item (0 = all).  The input vector itself is included.

@@ -42,7 +42,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         elog(ERROR, "recsys: SPI_connect failed");
     CellBuffer before;
     TouchBuffer after;
-    fetch_cells(before_sql, 0, &before);
+    fetch_cells(before_sql, &before);
     fetch_touches(after_sql, &after);
 
     recsys::EvalResult res;

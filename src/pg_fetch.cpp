@@ -42,12 +42,18 @@ static bool receive_row(TupleTableSlot* slot, DestReceiver* self)
     slot_getallattrs(slot);
     Datum* v = slot->tts_values;
     bool* null = slot->tts_isnull;
-    if (null[0] || null[1])
-        return true;   // the queries filter these out; be safe anyway
+    if (r->cells && null[0] && !null[1] && !null[3]) {
+        // One of matrix_sql's two rows of ignored counts.
+        if (DatumGetInt32(v[1]) == -1)
+            r->cell_out->ignored_null += DatumGetInt64(v[3]);
+        else
+            r->cell_out->ignored_type += DatumGetInt64(v[3]);
+        return true;
+    }
+    if (null[0] || null[1] || (r->cells && null[2]))
+        return true;   // the queries produce none of these; be safe anyway
     MemoryContext old = MemoryContextSwitchTo(r->cxt);
     if (r->cells) {
-        if (null[2])
-            return true;
         CellBuffer* out = r->cell_out;
         out->data = (recsys::Triplet*) grow(out->data, &r->cap, out->n + 1, sizeof(recsys::Triplet));
         recsys::Triplet* t = &out->data[out->n++];
@@ -97,7 +103,7 @@ static void run_into(const char* sql, ArrayReceiver* r)
         elog(ERROR, "recsys: internal query failed: %s", SPI_result_code_string(rc));
 }
 
-void fetch_cells(const char* sql, int64 expected, CellBuffer* out)
+void fetch_cells(const char* sql, CellBuffer* out)
 {
     // Training is maintenance work: let the aggregation use that memory
     // instead of spilling at the session's work_mem.
@@ -105,6 +111,8 @@ void fetch_cells(const char* sql, int64 expected, CellBuffer* out)
     char wm[32];
     snprintf(wm, sizeof wm, "%d", Max(maintenance_work_mem / 2, 64));
     (void) set_config_option("work_mem", wm, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+    // JIT-compiling the aggregation costs more than it saves on one scan.
+    (void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
@@ -113,8 +121,8 @@ void fetch_cells(const char* sql, int64 expected, CellBuffer* out)
     out->data = NULL;
     out->n = 0;
     out->events = 0;
-    if (expected > 0)
-        out->data = (recsys::Triplet*) grow(NULL, &r.cap, expected, sizeof(recsys::Triplet));
+    out->ignored_null = 0;
+    out->ignored_type = 0;
     run_into(sql, &r);
     AtEOXact_GUC(true, nest);
 }

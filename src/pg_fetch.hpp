@@ -8,7 +8,9 @@
 struct CellBuffer {
     recsys::Triplet* data;
     int64 n;
-    int64 events;   // events summed into the cells
+    int64 events;         // events summed into the cells
+    int64 ignored_null;   // rows with a NULL user, product or time
+    int64 ignored_type;   // rows whose event type has no positive weight
 };
 
 // A palloc'd array of (user, item) pairs.
@@ -20,11 +22,12 @@ struct TouchBuffer {
 // Bytes a CellBuffer of `cells` cells takes.
 inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys::Triplet); }
 
-// Runs `sql` (user int4, product int4, weight float8, events int8) through a
-// cursor and collects every row; `expected` sizes the first allocation.  The
+// Runs a recsys.matrix_sql() query (user int4, product int4, weight float8,
+// events int8) and collects every cell; rows with a NULL user carry the
+// ignored counts (product -1: NULL key, -2: unweighted type).  The
 // query runs with work_mem = maintenance_work_mem / 2 (its hash table may use
-// hash_mem_multiplier times that), restored afterwards.
-void fetch_cells(const char* sql, int64 expected, CellBuffer* out);
+// hash_mem_multiplier times that) and without JIT, both restored afterwards.
+void fetch_cells(const char* sql, CellBuffer* out);
 
 // Runs `sql` (user int4, product int4) through a cursor and collects every row.
 void fetch_touches(const char* sql, TouchBuffer* out);

@@ -19,6 +19,7 @@ extern "C" {
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(recsys_train_store);
+PG_FUNCTION_INFO_V1(recsys_train_memory);
 }
 
 // Seconds since t0.
@@ -93,17 +94,16 @@ static void write_popularity(int64 model_id, const recsys::Model* m)
         elog(ERROR, "recsys: writing popularity failed");
 }
 
-// recsys.train_store(model_id, matrix_sql, neighbors, expected_cells)
-//   -> (users, items, cells, pairs)
+// recsys.train_store(model_id, matrix_sql, neighbors)
+//   -> (users, items, cells, pairs, events, ignored_null, ignored_type)
 extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
 {
-    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
         ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                         errmsg("recsys.train_store: arguments must not be NULL")));
     int64 model_id = PG_GETARG_INT64(0);
     char* sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
     int neighbors = PG_GETARG_INT32(2);
-    int64 expected = PG_GETARG_INT64(3);
     if (neighbors < 0)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("neighbors must be >= 0, not %d", neighbors)));
@@ -113,33 +113,35 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         elog(ERROR, "recsys.train_store: return type must be a row type");
     desc = BlessTupleDesc(desc);
 
-    // Say what the input needs before reading it (cells <= usable events).
-    check_memory_budget(cell_buffer_bytes(expected), "reading the interactions");
-
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
 
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);
     CellBuffer cells;
-    fetch_cells(sql, expected, &cells);
+    fetch_cells(sql, &cells);
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s", cells.n, elapsed(t0));
+
+    // Say what training needs, and refuse it over budget, before allocating.
+    Size need = 0;
+    core_call_or_error("training", [&] {
+        recsys::MatrixShape shape = recsys::measure(cells.data, (size_t) cells.n);
+        need = cell_buffer_bytes(cells.n) +
+               recsys::estimate_train_bytes(cells.n, shape.users, shape.items, neighbors);
+    });
+    elog(DEBUG1, "recsys: training " INT64_FORMAT " cells needs about %zu MB", cells.n, need / (1024 * 1024) + 1);
+    check_memory_budget(need, "training");
 
     // The model is a C++ object: owned by the SPI context, so an error while
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
-    Size need = 0;
-    core_call_or_error("training", [&] {
-        need = cell_buffer_bytes(cells.n) + recsys::estimate_train_bytes(cells.n, cells.n, cells.n, neighbors);
-    });
-    (void) need;
     core_call_or_error("training", [&] {
         recsys::TrainOptions opt;
         opt.neighbors = neighbors;
         std::vector<recsys::Triplet> v(cells.data, cells.data + cells.n);
         owned->obj = new recsys::Model(recsys::train(std::move(v), opt, pg_cancel_check()));
     });
-    int64 events = cells.events;
+    int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
     if (cells.data != NULL)
         pfree(cells.data);
     elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
@@ -149,13 +151,15 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     write_popularity(model_id, m);
     elog(DEBUG1, "recsys: model written in %.3f s", elapsed(t0));
 
-    Datum values[5];
-    bool nulls[5] = {false, false, false, false, false};
+    Datum values[7];
+    bool nulls[7] = {false, false, false, false, false, false, false};
     values[0] = Int64GetDatum(m->n_users);
     values[1] = Int64GetDatum((int64) m->item_ids.size());
     values[2] = Int64GetDatum(m->n_cells);
     values[3] = Int64GetDatum(m->pairs());
     values[4] = Int64GetDatum(events);
+    values[5] = Int64GetDatum(ignored_null);
+    values[6] = Int64GetDatum(ignored_type);
     owned->release();
 
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
@@ -163,4 +167,21 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     Datum result = SPI_datumTransfer(HeapTupleGetDatum(tuple), false, -1);
     SPI_finish();
     PG_RETURN_DATUM(result);
+}
+
+// recsys.train_memory(cells, users, items, neighbors) -> bytes training needs
+// at its peak besides the aggregation's work_mem: the cell buffer plus the
+// core's structures.
+extern "C" Datum recsys_train_memory(PG_FUNCTION_ARGS)
+{
+    int64 cells = PG_GETARG_INT64(0), users = PG_GETARG_INT64(1), items = PG_GETARG_INT64(2);
+    int neighbors = PG_GETARG_INT32(3);
+    if (cells < 0 || users < 0 || items < 0 || neighbors < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("recsys.train_memory: arguments must be >= 0")));
+    Size bytes = 0;
+    core_call_or_error("estimating memory", [&] {
+        bytes = cell_buffer_bytes(cells) + recsys::estimate_train_bytes(cells, users, items, neighbors);
+    });
+    PG_RETURN_INT64((int64) Min(bytes, (Size) PG_INT64_MAX));
 }
