@@ -1,0 +1,194 @@
+// recommend_test.cpp - recsys::recommend() and neighbors_of().
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "core.hpp"
+#include "test_util.hpp"
+
+using namespace recsys;
+
+namespace {
+
+// The hand example of train_test.cpp (see the arithmetic there):
+//   10: 20 (S), 30 (T)      S = 3/(sqrt5*sqrt3) = 0.7745966..., T = 0.4
+//   20: 10 (S), 30 (S)
+//   30: 20 (S), 10 (T)
+//   40: -
+//   popular: 20 (3 users), 40 (3), 10 (2), 30 (2)
+std::vector<Triplet> hand_cells() {
+    return {{1, 10, 1}, {1, 20, 1}, {2, 10, 2}, {2, 20, 1}, {2, 30, 1},
+            {3, 20, 1}, {3, 30, 2}, {4, 40, 3}, {5, 40, 1}, {6, 40, 1}};
+}
+const double kS = 3.0 / (std::sqrt(5.0) * std::sqrt(3.0));
+const double kT = 2.0 / (std::sqrt(5.0) * std::sqrt(5.0));
+
+const Model& hand_model() {
+    static const Model m = train(hand_cells(), TrainOptions{});
+    return m;
+}
+
+struct R {
+    int32_t item;
+    double score;
+    bool cf;
+};
+
+void expect_recs(const std::vector<Recommendation>& got, const std::vector<R>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t k = 0; k < want.size(); ++k) {
+        EXPECT_EQ(got[k].item, want[k].item) << "rank " << k;
+        EXPECT_DOUBLE_EQ(got[k].score, want[k].score) << "rank " << k;
+        EXPECT_EQ(got[k].from_cf, want[k].cf) << "rank " << k;
+    }
+}
+
+}  // namespace
+
+TEST(Recommend, ScoresAndExcludesHistory) {
+    // history {10: w 2}: score(20) = 2*S = 1.549..., score(30) = 2*T = 0.8;
+    // 10 itself is never recommended.  top 2 -> cf only.
+    expect_recs(recommend(hand_model(), {{10, 2}}, 2), {{20, 2 * kS, true}, {30, 2 * kT, true}});
+    // history {10: 1, 30: 1}: score(20) = 1*S (from 10) + 1*S (from 30) = 2S;
+    // 10 and 30 are history, even though they are each other's neighbours.
+    // Fill: 20 listed, 40 (3 users) -> popular; 10, 30 history.
+    expect_recs(recommend(hand_model(), {{10, 1}, {30, 1}}, 5),
+                {{20, 2 * kS, true}, {40, 3, false}});
+}
+
+TEST(Recommend, TiesByItemId) {
+    // history {20: 2}: score(10) = 2S, score(30) = 2S (exact tie) -> 10 first.
+    expect_recs(recommend(hand_model(), {{20, 2}}, 2), {{10, 2 * kS, true}, {30, 2 * kS, true}});
+    expect_recs(recommend(hand_model(), {{20, 2}}, 1), {{10, 2 * kS, true}});
+}
+
+TEST(Recommend, PopularityFillForUserWithoutHistory) {
+    // No history: popular order 20 (3), 40 (3), 10 (2), 30 (2).
+    expect_recs(recommend(hand_model(), {}, 3), {{20, 3, false}, {40, 3, false}, {10, 2, false}});
+    // Only non-positive weights: not history at all, same result.
+    expect_recs(recommend(hand_model(), {{10, 0}, {20, -1}}, 3),
+                {{20, 3, false}, {40, 3, false}, {10, 2, false}});
+    // More slots than items: every item once, nothing more.
+    expect_recs(recommend(hand_model(), {}, 10),
+                {{20, 3, false}, {40, 3, false}, {10, 2, false}, {30, 2, false}});
+}
+
+TEST(Recommend, TooFewCfCandidatesAreFilledSkippingListedAndHistory) {
+    // history {10: 1}: cf 20 (S), 30 (T).  Fill from 20 (listed), 40 -> add,
+    // 10 (history), 30 (listed).
+    expect_recs(recommend(hand_model(), {{10, 1}}, 4),
+                {{20, kS, true}, {30, kT, true}, {40, 3, false}});
+    // history {20: 2, 40: 1}: cf 10 (2S), 30 (2S); 40 has no neighbours.
+    // Fill: 20 history, 40 history, 10 and 30 listed -> only 2 results.
+    expect_recs(recommend(hand_model(), {{20, 2}, {40, 1}}, 4),
+                {{10, 2 * kS, true}, {30, 2 * kS, true}});
+    // history {40: 1}: no cf at all; fill 20, 10, 30 (40 is history).
+    expect_recs(recommend(hand_model(), {{40, 1}}, 4),
+                {{20, 3, false}, {10, 2, false}, {30, 2, false}});
+}
+
+TEST(Recommend, NonPositiveTopN) {
+    EXPECT_TRUE(recommend(hand_model(), {{10, 1}}, 0).empty());
+    EXPECT_TRUE(recommend(hand_model(), {{10, 1}}, -3).empty());
+    EXPECT_TRUE(recommend(hand_model(), {}, 0).empty());
+}
+
+TEST(Recommend, NeverMoreThanTopN) {
+    for (int n = 1; n <= 6; ++n) {
+        EXPECT_LE(recommend(hand_model(), {{10, 1}}, n).size(), static_cast<std::size_t>(n));
+        EXPECT_LE(recommend(hand_model(), {}, n).size(), static_cast<std::size_t>(n));
+    }
+}
+
+TEST(Recommend, HistoryDuplicatesSummedAndNonPositiveIgnored) {
+    // {10: 0.5, 10: 1.5} = {10: 2}; {30: -1} and {30: 0} and NaN are not
+    // history, so 30 can be recommended (score 2T) and is not excluded.
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const auto got =
+        recommend(hand_model(), {{10, 0.5}, {30, -1}, {10, 1.5}, {30, 0}, {30, nan}}, 2);
+    expect_recs(got, {{20, 2 * kS, true}, {30, 2 * kT, true}});
+    // An unknown history item adds nothing but is still excluded from the fill.
+    expect_recs(recommend(hand_model(), {{99, 1}, {40, 1}}, 2), {{20, 3, false}, {10, 2, false}});
+}
+
+TEST(Recommend, ExternalPopularListSkipsDuplicates) {
+    // Lookup with no neighbours; a popular list that repeats an id.
+    const NeighborLookup none = [](int32_t) { return NeighborList{}; };
+    const auto got = recommend({{1, 1}}, none, {5, 1, 5, 7}, {9, 8, 9, 2}, 3);
+    expect_recs(got, {{5, 9, false}, {7, 2, false}});
+    // An empty lookup function means no cf.
+    const auto got2 = recommend({{1, 1}}, NeighborLookup{}, {5, 7}, {9, 2}, 3);
+    expect_recs(got2, {{5, 9, false}, {7, 2, false}});
+    // Mismatched popular arrays are an error.
+    EXPECT_THROW(recommend({}, none, {1, 2}, {3}, 3), InvalidInput);
+}
+
+TEST(Recommend, ViaLookupEqualsViaModel) {
+    for (uint32_t seed = 1; seed <= 5; ++seed) {
+        const auto cells = recsys_test::random_cells(seed, 50, 30, 300);
+        const Model m = train(cells, TrainOptions{5});
+        int lookups = 0;
+        const NeighborLookup lookup = [&](int32_t item) {
+            ++lookups;
+            return neighbors_of(m, item);
+        };
+        for (std::size_t u = 0; u < 20; ++u) {
+            std::vector<HistoryItem> h;
+            for (std::size_t k = u; k < cells.size(); k += 37)
+                h.push_back(HistoryItem{cells[k].item, cells[k].weight});
+            for (int n : {1, 3, 10, 40}) {
+                const auto a = recommend(m, h, n);
+                const auto b = recommend(h, lookup, m.popular_ids, m.popular_users, n);
+                ASSERT_EQ(a.size(), b.size());
+                for (std::size_t k = 0; k < a.size(); ++k) {
+                    EXPECT_EQ(a[k].item, b[k].item);
+                    EXPECT_EQ(a[k].score, b[k].score);
+                    EXPECT_EQ(a[k].from_cf, b[k].from_cf);
+                }
+            }
+        }
+        EXPECT_GT(lookups, 0);
+    }
+}
+
+// Brute force: dense scores over every model item, full sort, then a naive
+// popularity fill; on random data with exact-arithmetic weights (so the
+// summation order cannot matter and ties are real).
+TEST(Recommend, AgreesWithBruteForce) {
+    for (uint32_t seed = 11; seed <= 16; ++seed) {
+        const auto cells = recsys_test::random_cells(seed, 40, 25, 250);
+        for (int k : {0, 2, 6}) {
+            const Model m = train(cells, TrainOptions{k});
+            for (std::size_t u = 0; u < 15; ++u) {
+                std::vector<HistoryItem> h;
+                for (std::size_t q = u * 3; q < cells.size(); q += 23)
+                    h.push_back(HistoryItem{cells[q].item, cells[q].weight});
+                std::map<int32_t, double> hw;  // summed history
+                for (const auto& x : h) hw[x.item] += x.weight;
+                std::map<int32_t, double> score;
+                for (const auto& [item, w] : hw)
+                    for (const auto& nb : recsys_test::model_nbrs(m, item))
+                        score[nb.id] += w * nb.sim;
+                std::vector<std::pair<double, int32_t>> ranked;
+                for (const auto& [item, s] : score)
+                    if (s > 0 && !hw.count(item)) ranked.push_back({-s, item});
+                std::sort(ranked.begin(), ranked.end());
+                for (int n : {1, 4, 8, 30}) {
+                    std::vector<R> want;
+                    for (std::size_t r = 0; r < ranked.size() && want.size() < std::size_t(n); ++r)
+                        want.push_back(R{ranked[r].second, -ranked[r].first, true});
+                    for (std::size_t p = 0; p < m.popular_ids.size() && want.size() < std::size_t(n);
+                         ++p) {
+                        const int32_t item = m.popular_ids[p];
+                        bool listed = hw.count(item) > 0;
+                        for (const R& x : want) listed = listed || x.item == item;
+                        if (!listed) want.push_back(R{item, double(m.popular_users[p]), false});
+                    }
+                    expect_recs(recommend(m, h, n), want);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+// train_test.cpp - recsys::train(): hand examples and brute-force agreement.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <thread>
+
+#include "core.hpp"
+#include "core_topk.hpp"
+#include "test_util.hpp"
+
+using namespace recsys;
+using recsys_test::model_nbrs;
+using recsys_test::NaiveNeighbor;
+
+namespace {
+
+// The hand example used throughout the tests.
+//
+//   user  item:weight
+//   1     10:1  20:1
+//   2     10:2  20:1  30:1
+//   3           20:1  30:2
+//   4     40:3
+//   5     40:1
+//   6     40:1
+//
+// Item columns over users 1..6:
+//   10 = (1,2,0,0,0,0)  |10| = sqrt(1+4)   = sqrt(5)
+//   20 = (1,1,1,0,0,0)  |20| = sqrt(1+1+1) = sqrt(3)
+//   30 = (0,1,2,0,0,0)  |30| = sqrt(1+4)   = sqrt(5)
+//   40 = (0,0,0,3,1,1)  |40| = sqrt(9+1+1) = sqrt(11)
+// Dot products:
+//   10.20 = 1*1 + 2*1 = 3   -> sim = 3/(sqrt5*sqrt3) = 0.7745966...
+//   10.30 = 2*1       = 2   -> sim = 2/(sqrt5*sqrt5) = 0.4
+//   20.30 = 1*1 + 1*2 = 3   -> sim = 3/(sqrt3*sqrt5) = 0.7745966...
+//   40.x  = 0               -> 40 has no neighbours
+// Neighbour lists (sim desc, id asc):
+//   10: 20 (0.7746), 30 (0.4)
+//   20: 10 (0.7746), 30 (0.7746)    <- exact tie, broken by id
+//   30: 20 (0.7746), 10 (0.4)
+//   40: -
+// Distinct users: 10 -> 2 (u1,u2), 20 -> 3, 30 -> 2 (u2,u3), 40 -> 3 (u4..u6)
+// popular: 20 (3), 40 (3) [tie, id asc], 10 (2), 30 (2) [tie, id asc].
+std::vector<Triplet> hand_cells() {
+    return {{1, 10, 1}, {1, 20, 1}, {2, 10, 2}, {2, 20, 1}, {2, 30, 1},
+            {3, 20, 1}, {3, 30, 2}, {4, 40, 3}, {5, 40, 1}, {6, 40, 1}};
+}
+
+const double kS = 3.0 / (std::sqrt(5.0) * std::sqrt(3.0));  // sim(10,20) = sim(20,30)
+const double kT = 2.0 / (std::sqrt(5.0) * std::sqrt(5.0));  // sim(10,30) = 0.4
+
+void expect_nbrs(const Model& m, int32_t item, const std::vector<NaiveNeighbor>& want) {
+    const auto got = model_nbrs(m, item);
+    ASSERT_EQ(got.size(), want.size()) << "item " << item;
+    for (std::size_t k = 0; k < want.size(); ++k) {
+        EXPECT_EQ(got[k].id, want[k].id) << "item " << item << " rank " << k;
+        EXPECT_DOUBLE_EQ(got[k].sim, want[k].sim) << "item " << item << " rank " << k;
+    }
+}
+
+void expect_valid_csr(const Model& m) {
+    ASSERT_EQ(m.nbr_offsets.size(), m.item_ids.size() + 1);
+    EXPECT_EQ(m.nbr_offsets.front(), 0);
+    EXPECT_EQ(m.nbr_offsets.back(), m.pairs());
+    EXPECT_EQ(m.nbr_ids.size(), m.nbr_sims.size());
+    for (std::size_t k = 0; k + 1 < m.nbr_offsets.size(); ++k)
+        EXPECT_LE(m.nbr_offsets[k], m.nbr_offsets[k + 1]);
+    EXPECT_TRUE(std::is_sorted(m.item_ids.begin(), m.item_ids.end()));
+    EXPECT_EQ(std::adjacent_find(m.item_ids.begin(), m.item_ids.end()), m.item_ids.end());
+    EXPECT_EQ(m.popular_ids.size(), m.item_ids.size());
+    EXPECT_EQ(m.popular_users.size(), m.item_ids.size());
+}
+
+}  // namespace
+
+TEST(Train, HandExample) {
+    const Model m = train(hand_cells(), TrainOptions{});
+    expect_valid_csr(m);
+    EXPECT_EQ(m.item_ids, (std::vector<int32_t>{10, 20, 30, 40}));
+    EXPECT_EQ(m.n_users, 6);
+    EXPECT_EQ(m.n_cells, 10);
+    EXPECT_EQ(m.pairs(), 6);
+    EXPECT_EQ(m.nbr_offsets, (std::vector<int64_t>{0, 2, 4, 6, 6}));
+    expect_nbrs(m, 10, {{20, kS}, {30, kT}});
+    expect_nbrs(m, 20, {{10, kS}, {30, kS}});
+    expect_nbrs(m, 30, {{20, kS}, {10, kT}});
+    expect_nbrs(m, 40, {});
+    EXPECT_NEAR(kS, 0.7745966692414834, 1e-15);
+    EXPECT_DOUBLE_EQ(kT, 0.4);
+    EXPECT_EQ(m.popular_ids, (std::vector<int32_t>{20, 40, 10, 30}));
+    EXPECT_EQ(m.popular_users, (std::vector<int32_t>{3, 3, 2, 2}));
+    // The exact formula: dot / (norm_i * norm_j) in double.
+    EXPECT_EQ(m.nbr_sims[0], 3.0 / (std::sqrt(5.0) * std::sqrt(3.0)));
+}
+
+TEST(Train, InputOrderDoesNotMatter) {
+    auto cells = hand_cells();
+    std::reverse(cells.begin(), cells.end());
+    const Model a = train(hand_cells(), TrainOptions{});
+    const Model b = train(cells, TrainOptions{});
+    EXPECT_EQ(a.item_ids, b.item_ids);
+    EXPECT_EQ(a.nbr_offsets, b.nbr_offsets);
+    EXPECT_EQ(a.nbr_ids, b.nbr_ids);
+    EXPECT_EQ(a.nbr_sims, b.nbr_sims);
+    EXPECT_EQ(a.popular_ids, b.popular_ids);
+}
+
+TEST(Train, KeepsTopKWithTieByIdAndZeroKeepsAll) {
+    // K = 1: 10 -> 20; 20 -> 10 (tie with 30 at kS, 10 < 30); 30 -> 20.
+    const Model k1 = train(hand_cells(), TrainOptions{1});
+    expect_valid_csr(k1);
+    expect_nbrs(k1, 10, {{20, kS}});
+    expect_nbrs(k1, 20, {{10, kS}});
+    expect_nbrs(k1, 30, {{20, kS}});
+    expect_nbrs(k1, 40, {});
+    EXPECT_EQ(k1.pairs(), 3);
+    // K = 0 keeps every positive neighbour: same as a large K here.
+    const Model k0 = train(hand_cells(), TrainOptions{0});
+    const Model k9 = train(hand_cells(), TrainOptions{9});
+    EXPECT_EQ(k0.pairs(), 6);
+    EXPECT_EQ(k0.nbr_ids, k9.nbr_ids);
+    EXPECT_EQ(k0.nbr_sims, k9.nbr_sims);
+    EXPECT_EQ(k0.nbr_offsets, k9.nbr_offsets);
+}
+
+TEST(Train, TieBreakingByNeighbourId) {
+    // Item 1 is bought with 9, 5, 7, 3 by users 1..4, each with weight 1:
+    // column 1 = (1,1,1,1), |1| = 2; columns 3,5,7,9 have one 1 each, |.| = 1.
+    // sim(1, j) = 1 / (2 * 1) = 0.5 for j in {3,5,7,9}: a four-way tie,
+    // listed by id ascending.  sim(j, j') = 0 for the singletons (no
+    // co-occurrence), so each of 3,5,7,9 has exactly one neighbour: 1.
+    const std::vector<Triplet> cells = {{1, 1, 1}, {1, 9, 1}, {2, 1, 1}, {2, 5, 1},
+                                        {3, 1, 1}, {3, 7, 1}, {4, 1, 1}, {4, 3, 1}};
+    const Model all = train(cells, TrainOptions{});
+    expect_nbrs(all, 1, {{3, 0.5}, {5, 0.5}, {7, 0.5}, {9, 0.5}});
+    for (int32_t j : {3, 5, 7, 9}) expect_nbrs(all, j, {{1, 0.5}});
+    const Model two = train(cells, TrainOptions{2});
+    expect_nbrs(two, 1, {{3, 0.5}, {5, 0.5}});
+    // popular: 1 has 4 users, the others 1 each -> 1, then 3,5,7,9 by id.
+    EXPECT_EQ(all.popular_ids, (std::vector<int32_t>{1, 3, 5, 7, 9}));
+    EXPECT_EQ(all.popular_users, (std::vector<int32_t>{4, 1, 1, 1, 1}));
+}
+
+TEST(Train, DuplicatesAreSummed) {
+    // (2,10) given as 0.5 + 1.5 = 2 and (3,30) as 1 + 1 = 2: the same matrix
+    // as the hand example, so the same model; n_cells counts distinct cells.
+    std::vector<Triplet> cells = {{1, 10, 1},   {1, 20, 1}, {2, 10, 0.5}, {2, 20, 1},
+                                  {2, 30, 1},   {3, 20, 1}, {3, 30, 1},   {4, 40, 3},
+                                  {2, 10, 1.5}, {5, 40, 1}, {6, 40, 1},   {3, 30, 1}};
+    const Model a = train(cells, TrainOptions{});
+    const Model b = train(hand_cells(), TrainOptions{});
+    EXPECT_EQ(a.n_cells, 10);
+    EXPECT_EQ(a.n_users, 6);
+    EXPECT_EQ(a.nbr_ids, b.nbr_ids);
+    EXPECT_EQ(a.nbr_sims, b.nbr_sims);
+    EXPECT_EQ(a.popular_ids, b.popular_ids);
+    EXPECT_EQ(a.popular_users, b.popular_users);  // duplicates count one user
+}
+
+TEST(Train, InvalidWeightsThrow) {
+    const double bad[] = {0.0, -0.0, -1.0, std::numeric_limits<double>::quiet_NaN(),
+                          std::numeric_limits<double>::infinity(),
+                          -std::numeric_limits<double>::infinity()};
+    for (double w : bad) {
+        auto cells = hand_cells();
+        cells.push_back(Triplet{7, 10, w});
+        EXPECT_THROW(train(cells, TrainOptions{}), InvalidInput) << "weight " << w;
+    }
+    // The message names the offending cell.
+    try {
+        train({{1, 2, 1.0}, {3, 4, -2.5}}, TrainOptions{});
+        FAIL() << "expected InvalidInput";
+    } catch (const InvalidInput& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("user 3"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("item 4"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("-2.5"), std::string::npos) << msg;
+    }
+    // Tiny positive and huge finite weights are fine on their own...
+    EXPECT_NO_THROW(train({{1, 1, 1e-300}, {1, 2, 1e150}}, TrainOptions{}));
+    // ...but a sum of duplicates that overflows is rejected, not turned into inf.
+    EXPECT_THROW(train({{1, 1, 1e308}, {1, 1, 1e308}}, TrainOptions{}), InvalidInput);
+}
+
+TEST(Train, NegativeNeighborsThrow) {
+    EXPECT_THROW(train(hand_cells(), TrainOptions{-1}), InvalidInput);
+    EXPECT_THROW(train({}, TrainOptions{-5}), InvalidInput);
+}
+
+TEST(Train, EmptyInput) {
+    const Model m = train({}, TrainOptions{});
+    EXPECT_EQ(m.n_users, 0);
+    EXPECT_EQ(m.n_cells, 0);
+    EXPECT_TRUE(m.item_ids.empty());
+    EXPECT_EQ(m.nbr_offsets, (std::vector<int64_t>{0}));
+    EXPECT_TRUE(m.nbr_ids.empty());
+    EXPECT_TRUE(m.nbr_sims.empty());
+    EXPECT_TRUE(m.popular_ids.empty());
+    EXPECT_TRUE(m.popular_users.empty());
+    EXPECT_EQ(neighbors_of(m, 1).size, 0u);
+}
+
+TEST(Train, SingleItem) {
+    // One item, three users (one with a duplicate): no pair i != j exists.
+    const Model m = train({{1, 7, 1}, {2, 7, 2}, {2, 7, 1}, {3, 7, 5}}, TrainOptions{0});
+    expect_valid_csr(m);
+    EXPECT_EQ(m.item_ids, (std::vector<int32_t>{7}));
+    EXPECT_EQ(m.nbr_offsets, (std::vector<int64_t>{0, 0}));
+    EXPECT_EQ(m.pairs(), 0);
+    EXPECT_EQ(m.n_users, 3);
+    EXPECT_EQ(m.n_cells, 3);
+    EXPECT_EQ(m.popular_ids, (std::vector<int32_t>{7}));
+    EXPECT_EQ(m.popular_users, (std::vector<int32_t>{3}));
+}
+
+TEST(Train, NoCooccurrence) {
+    // Every user has one item: all dot products are 0, so no neighbours.
+    // popular: 5 has users 1,2 (2); -3 has 3 (1); 8 has 4 (1) -> 5, -3, 8.
+    const Model m = train({{1, 5, 1}, {2, 5, 1}, {3, -3, 2}, {4, 8, 1}}, TrainOptions{});
+    expect_valid_csr(m);
+    EXPECT_EQ(m.item_ids, (std::vector<int32_t>{-3, 5, 8}));
+    EXPECT_EQ(m.pairs(), 0);
+    EXPECT_EQ(m.nbr_offsets, (std::vector<int64_t>{0, 0, 0, 0}));
+    EXPECT_EQ(m.popular_ids, (std::vector<int32_t>{5, -3, 8}));
+    EXPECT_EQ(m.popular_users, (std::vector<int32_t>{2, 1, 1}));
+}
+
+TEST(Train, ExtremeIds) {
+    // INT32_MIN and INT32_MAX as user and item ids (radix keys flip the sign).
+    // Both users have both items with weight 1: sim = 2 / (sqrt2*sqrt2) = 1.
+    const int32_t lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
+    const Model m = train({{hi, lo, 1}, {lo, hi, 1}, {lo, lo, 1}, {hi, hi, 1}}, TrainOptions{});
+    EXPECT_EQ(m.item_ids, (std::vector<int32_t>{lo, hi}));
+    EXPECT_EQ(m.n_users, 2);
+    expect_nbrs(m, lo, {{hi, 2.0 / (std::sqrt(2.0) * std::sqrt(2.0))}});
+    expect_nbrs(m, hi, {{lo, 2.0 / (std::sqrt(2.0) * std::sqrt(2.0))}});
+}
+
+TEST(Train, NeighborsOfUnknownItem) {
+    const Model m = train(hand_cells(), TrainOptions{});
+    for (int32_t item : {0, 11, 39, 41, -10}) {
+        const NeighborList nl = neighbors_of(m, item);
+        EXPECT_EQ(nl.size, 0u);
+        EXPECT_EQ(nl.ids, nullptr);
+    }
+}
+
+TEST(Train, CancelThrowsOnNthCall) {
+    const auto cells = recsys_test::random_cells(7, 400, 1500, 6000);
+    int calls = 0;
+    const Model full = train(cells, TrainOptions{}, [&] {
+        ++calls;
+        return false;
+    });
+    // Polled in every phase: at least once per 256 items (1500 items) plus
+    // the preparation steps.
+    ASSERT_GE(calls, 10);
+    for (int n = 1; n <= calls; ++n) {
+        int seen = 0;
+        EXPECT_THROW(train(cells, TrainOptions{}, [&] { return ++seen == n; }), Cancelled)
+            << "cancel on call " << n << " of " << calls;
+        EXPECT_EQ(seen, n);  // stops polling once it has thrown
+    }
+    // A check that never fires changes nothing.
+    const Model plain = train(cells, TrainOptions{});
+    EXPECT_EQ(plain.nbr_ids, full.nbr_ids);
+    EXPECT_EQ(plain.nbr_sims, full.nbr_sims);
+    // Empty input still polls once.
+    int seen = 0;
+    EXPECT_THROW(train({}, TrainOptions{}, [&] { return ++seen == 1; }), Cancelled);
+}
+
+// Brute force: dense cosine over all pairs + full sort, on seeded random data
+// with exact-arithmetic weights (ties are common with weights from a 5-value
+// set), negative/extreme ids, duplicates, and K = 0, 1, 3, 10, huge.
+TEST(Train, AgreesWithBruteForce) {
+    struct Config {
+        int users, items, cells;
+    };
+    const Config configs[] = {{5, 4, 12},    {20, 10, 60},   {40, 30, 150},
+                              {60, 25, 400}, {10, 80, 120},  {200, 40, 900}};
+    const int ks[] = {0, 1, 3, 10, 1000000};
+    int compared = 0;
+    for (uint32_t seed = 1; seed <= 6; ++seed) {
+        for (const Config& c : configs) {
+            const auto cells = recsys_test::random_cells(seed * 7919 + c.cells, c.users, c.items,
+                                                         c.cells);
+            for (int k : ks) {
+                const Model m = train(cells, TrainOptions{k});
+                const auto nm = recsys_test::naive_train(cells, k);
+                expect_valid_csr(m);
+                ASSERT_EQ(m.item_ids, nm.items);
+                EXPECT_EQ(m.n_users, nm.n_users);
+                EXPECT_EQ(m.n_cells, nm.n_cells);
+                EXPECT_EQ(m.popular_ids, nm.popular_ids);
+                EXPECT_EQ(m.popular_users, nm.popular_users);
+                for (int32_t item : nm.items) {
+                    const auto got = model_nbrs(m, item);
+                    const auto& want = nm.nbrs.at(item);
+                    ASSERT_EQ(got.size(), want.size()) << "seed " << seed << " k " << k;
+                    for (std::size_t r = 0; r < want.size(); ++r) {
+                        ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r;
+                        ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r;
+                    }
+                }
+                ++compared;
+            }
+        }
+    }
+    EXPECT_EQ(compared, 6 * 6 * 5);
+}
+
+TEST(Train, RandomInputHasTies) {
+    // Make sure the brute-force comparison above really exercised ties.
+    const auto cells = recsys_test::random_cells(3, 60, 25, 400);
+    const Model m = train(cells, TrainOptions{0});
+    int ties = 0;
+    for (std::size_t i = 0; i + 1 < m.nbr_offsets.size(); ++i)
+        for (int64_t p = m.nbr_offsets[i]; p + 1 < m.nbr_offsets[i + 1]; ++p)
+            ties += m.nbr_sims[p] == m.nbr_sims[p + 1];
+    EXPECT_GT(ties, 0);
+}
+
+namespace {
+
+void expect_same_model(const Model& a, const Model& b) {
+    EXPECT_EQ(a.n_users, b.n_users);
+    EXPECT_EQ(a.n_cells, b.n_cells);
+    EXPECT_EQ(a.item_ids, b.item_ids);
+    EXPECT_EQ(a.nbr_offsets, b.nbr_offsets);
+    EXPECT_EQ(a.nbr_ids, b.nbr_ids);
+    EXPECT_EQ(a.nbr_sims, b.nbr_sims);  // bit-identical
+    EXPECT_EQ(a.popular_ids, b.popular_ids);
+    EXPECT_EQ(a.popular_users, b.popular_users);
+}
+
+}  // namespace
+
+// The similarity pass may use a second thread (detail::train_threads; train()
+// picks automatically).  Results must be identical to the single-threaded run.
+TEST(Train, TwoThreadsGiveIdenticalResults) {
+    struct Config {
+        int users, items, cells;
+    };
+    const Config configs[] = {{5, 4, 12}, {60, 25, 400}, {400, 1500, 6000}, {3000, 500, 40000}};
+    for (const Config& c : configs) {
+        // real-valued weights here: identical results need identical arithmetic
+        auto cells = recsys_test::random_cells(c.cells, c.users, c.items, c.cells);
+        for (std::size_t k = 0; k < cells.size(); k += 3) cells[k].weight *= 1.37;
+        for (int nb : {0, 1, 5, 50}) {
+            const Model one = detail::train_threads(cells, TrainOptions{nb}, {}, 1);
+            const Model two = detail::train_threads(cells, TrainOptions{nb}, {}, 2);
+            const Model dflt = train(cells, TrainOptions{nb});
+            expect_same_model(one, two);
+            expect_same_model(one, dflt);
+        }
+    }
+    const Model e1 = detail::train_threads({}, TrainOptions{}, {}, 2);
+    EXPECT_TRUE(e1.item_ids.empty());
+    EXPECT_EQ(e1.nbr_offsets, (std::vector<int64_t>{0}));
+}
+
+TEST(Train, TwoThreadsCancelOnlyFromCallingThread) {
+    const auto cells = recsys_test::random_cells(8, 2000, 1500, 30000);
+    const std::thread::id caller = std::this_thread::get_id();
+    bool foreign = false;
+    int calls = 0;
+    const Model full = detail::train_threads(cells, TrainOptions{}, [&] {
+        foreign = foreign || std::this_thread::get_id() != caller;
+        ++calls;
+        return false;
+    }, 1);
+    EXPECT_FALSE(foreign);
+    int thrown = 0;
+    // A check that turns (and stays) true from its Nth call on.  Up to the
+    // similarity pass the polls are deterministic, so small N must throw;
+    // later ones throw unless that run happened to need fewer polls, in which
+    // case the result must be complete and identical.
+    for (int n = 1; n <= calls + 2; ++n) {
+        int seen = 0;
+        try {
+            const Model m = detail::train_threads(cells, TrainOptions{}, [&] {
+                foreign = foreign || std::this_thread::get_id() != caller;
+                return ++seen >= n;
+            }, 2);
+            EXPECT_GT(n, 10) << "prep-phase cancel must throw";
+            expect_same_model(m, full);
+        } catch (const Cancelled&) {
+            ++thrown;
+        }
+    }
+    EXPECT_FALSE(foreign) << "the CancelCheck was called from a worker thread";
+    EXPECT_GE(thrown, 10);
+    std::printf("[ threads  ] %d of %d sticky cancels threw (single-thread polls: %d)\n", thrown,
+                calls + 2, calls);
+}
