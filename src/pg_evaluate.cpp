@@ -45,6 +45,15 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     fetch_cells(before_sql, &before);
     fetch_touches(after_sql, &after);
 
+    // The same budget as training, checked before the core allocates.
+    Size need = 0;
+    core_call_or_error("evaluation", [&] {
+        recsys::MatrixShape shape = recsys::measure(before.data, (size_t) before.n);
+        need = cell_buffer_bytes(before.n) + (Size) after.n * sizeof(recsys::Touch) * 3 +
+               recsys::estimate_train_bytes(before.n, shape.users, shape.items, neighbors);
+    });
+    check_memory_budget(need, "evaluation");
+
     recsys::EvalResult res;
     core_call_or_error("evaluation", [&] {
         recsys::EvalOptions opt;
