@@ -117,7 +117,21 @@ ALTER TABLE recsys.event_weights ALTER COLUMN weight SET NOT NULL;
 ALTER TABLE recsys.event_weights ADD CONSTRAINT event_weights_weight_check
     CHECK (weight >= 0 AND weight < 'Infinity'::double precision);
 
--- Only the successful events_big training above replaced the model; the
+-- Over the memory budget (maintenance_work_mem): refused before allocating (54000).
+CREATE TABLE events_mem AS
+  SELECT g % 5000 AS user_id, g % 997 AS product_id, 'view'::text AS event_type,
+         timestamptz '2024-01-01' + g * interval '1 minute' AS event_time
+    FROM generate_series(1, 40000) g;
+SELECT recsys.train_memory(40000, 5000, 997, 50) > 1024 * 1024 AS needs_over_1mb;
+SET maintenance_work_mem = '1MB';
+SELECT * FROM recsys_train(source => 'events_mem');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(5, test_days => 1, source => 'events_mem');
+\echo :LAST_ERROR_SQLSTATE
+RESET maintenance_work_mem;
+SELECT users, items FROM recsys_train(source => 'events_mem');
+
+-- Only the successful events_big and events_mem trainings above replaced the model; the
 -- failures left the active model alone.  Train the shop's log again.
 SELECT count(*) AS models_added FROM recsys_models WHERE model_id > :active_before;
 SELECT users, items, neighbor_pairs FROM recsys_train(neighbors => 50);
