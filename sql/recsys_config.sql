@@ -1,3 +1,4 @@
+\set SHOW_CONTEXT never
 -- The DBA's configuration tables are extension config tables: pg_dump keeps
 -- their rows, and restoring them over the seeded rows replaces, not clashes.
 SELECT unnest(extconfig)::regclass AS config_table FROM pg_extension WHERE extname = 'recsys' ORDER BY 1;
@@ -24,3 +25,24 @@ SELECT user_id, product_id, source FROM recsys_recommend(ARRAY[3], 2);
 UPDATE recsys.config SET source_relation = 'interactions';
 SELECT users, items FROM recsys_train();
 SELECT source_relation FROM recsys_models WHERE active;
+
+-- A role without privileges gets a permission error, not a crash; with the
+-- grants docs/operations.md lists, it can recommend but not train.
+CREATE ROLE recsys_app;
+SET ROLE recsys_app;
+SELECT * FROM recsys_recommend(ARRAY[1], 2);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT USAGE ON SCHEMA recsys TO recsys_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA recsys TO recsys_app;
+GRANT SELECT ON interactions TO recsys_app;
+SET ROLE recsys_app;
+SELECT user_id, product_id, source FROM recsys_recommend(ARRAY[1], 2);
+SELECT product_id FROM recsys_similar_items(10, 1);
+SELECT * FROM recsys_train();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+REVOKE ALL ON ALL TABLES IN SCHEMA recsys FROM recsys_app;
+REVOKE ALL ON SCHEMA recsys FROM recsys_app;
+REVOKE ALL ON interactions FROM recsys_app;
+DROP ROLE recsys_app;
