@@ -10,9 +10,12 @@
 -- products=10000 events_per_user=10) well under a minute.
 --
 -- Determinism: every random draw is a hash of (seed, row key, draw number)
--- (hashint8extended), so the data depend only on the variables and on now()
--- (events end at now()), not on plans, scan order or parallelism.  setseed()
--- is called too, for anything a user adds with random().
+-- (hashint8extended), not random(), so the data do not depend on plans, scan
+-- order or parallelism.  Given the variables, users, products and the events
+-- (user, product, type, order) are always the same; only the timestamps move
+-- with now() (events end at now()), and with them the UTC days that group
+-- purchases into orders.  setseed() is called too, for anything a user adds
+-- with random().
 --
 -- What is in it:
 --   * users: ages 18-80 (bell shaped), genders, skewed city list, signups up
@@ -184,8 +187,8 @@ SELECT u.user_id,
             -- users that signed up recently
             ELSE 1 + floor((dp.events_per_user / 1.45 - 0.5) * 3
                            * pg_temp.u01(u.user_id, dp.salt + 25) ^ 2
-                           * (0.3 + 0.7 * extract(epoch FROM dp.t_end - w.t0)
-                                        / extract(epoch FROM dp.t_end - dp.t_start)))::int
+                           * (0.3 + 0.7 * least(1.0, ((dp.t_end AT TIME ZONE 'UTC')::date
+                                                       - u.signup_date)::float8 / dp.n_days)))::int
        END AS n_views
 FROM users u
 CROSS JOIN demo_params dp
@@ -218,7 +221,7 @@ WITH views AS (
     CROSS JOIN LATERAL (SELECT CASE WHEN x < 0.12 THEN NULL
                                     WHEN up.c2 IS NOT NULL AND x < 0.42 THEN up.c2
                                     ELSE up.c1 END AS c) cc
-), funnel AS (
+), funnel AS MATERIALIZED (
     SELECT v.*,
            -- click: more likely inside the user's own clusters
            pg_temp.u01(key, dp.salt + 41) < CASE WHEN c IS NULL THEN 0.15 ELSE 0.32 END AS clicked,
