@@ -86,7 +86,9 @@ note "shell tests (test/*.sh)"
 for t in test/*.sh; do
     [ -e "$t" ] || continue
     name=$(basename "$t" .sh)
-    step "$name" bash "$t"
+    # Each gets a database of its own (tests that need several make their own).
+    psql -qX -c "DROP DATABASE IF EXISTS test_$name" -c "CREATE DATABASE test_$name" >/dev/null 2>&1
+    PGDATABASE=test_$name step "$name" bash "$t" "$RECSYS_DATA"
 done
 
 if [ -f proxy/Makefile ]; then

@@ -128,6 +128,13 @@ SELECT * FROM recsys_train(source => 'events_mem');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM recsys_evaluate(5, test_days => 1, source => 'events_mem');
 \echo :LAST_ERROR_SQLSTATE
+-- Few cells read, but K = 0 over 2000 items may keep 2000 x 1999 pairs: the
+-- check on the matrix's shape refuses it before the core allocates.
+CREATE TABLE events_mem_small AS
+  SELECT g % 1000 AS user_id, g AS product_id, 'view'::text AS event_type, timestamptz '2024-01-01' AS event_time
+    FROM generate_series(1, 2000) g;
+SELECT * FROM recsys_train(neighbors => 0, source => 'events_mem_small');
+\echo :LAST_ERROR_SQLSTATE
 RESET maintenance_work_mem;
 SELECT users, items FROM recsys_train(source => 'events_mem');
 

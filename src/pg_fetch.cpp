@@ -19,7 +19,7 @@ static void* grow(void* data, int64* cap, int64 need, Size elem)
         return data;
     int64 newcap = Max(need, *cap * 2);
     newcap = Max(newcap, (int64) 1024);
-    check_memory_budget((Size) newcap * elem, "reading the interactions");
+    check_memory_budget((Size) newcap * elem * 2, "reading the interactions");
     *cap = newcap;
     if (data == NULL)
         return MemoryContextAllocHuge(CurrentMemoryContext, (Size) newcap * elem);
@@ -105,11 +105,13 @@ static void run_into(const char* sql, ArrayReceiver* r)
 
 void fetch_cells(const char* sql, CellBuffer* out)
 {
-    // Training is maintenance work: let the aggregation use that memory
-    // instead of spilling at the session's work_mem.
+    // Training is maintenance work: the aggregation's hash table gets half
+    // of maintenance_work_mem (work_mem times hash_mem_multiplier), the cell
+    // buffer the other half, instead of spilling at the session's work_mem.
     int nest = NewGUCNestLevel();
     char wm[32];
-    snprintf(wm, sizeof wm, "%d", Max(maintenance_work_mem / 2, 64));
+    double hash_kb = maintenance_work_mem / 2.0 / Max(hash_mem_multiplier, 1.0);
+    snprintf(wm, sizeof wm, "%d", Max((int) hash_kb, 64));
     (void) set_config_option("work_mem", wm, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
     // JIT-compiling the aggregation costs more than it saves on one scan.
     (void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);

@@ -24,9 +24,10 @@ inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys
 
 // Runs a recsys.matrix_sql() query (user int4, product int4, weight float8,
 // events int8) and collects every cell; rows with a NULL user carry the
-// ignored counts (product -1: NULL key, -2: unweighted type).  The
-// query runs with work_mem = maintenance_work_mem / 2 (its hash table may use
-// hash_mem_multiplier times that) and without JIT, both restored afterwards.
+// ignored counts (product -1: NULL key, -2: unweighted type).  The query's
+// hash table and the cell buffer each get half of maintenance_work_mem (the
+// query runs with work_mem = that / hash_mem_multiplier, and without JIT,
+// both restored afterwards).
 void fetch_cells(const char* sql, CellBuffer* out);
 
 // Runs `sql` (user int4, product int4) through a cursor and collects every row.
