@@ -28,7 +28,7 @@ fail=0
 cancel_after() {
     local sql=$1 delay=$2 out
     out=$(mktemp)
-    PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose -c "SET client_min_messages = debug1" -c "$sql" >"$out" 2>&1 &
+    PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '1GB'" -c "$sql" >"$out" 2>&1 &
     local victim=$!
     sleep "$delay"
     local t0 t1 pid
@@ -54,7 +54,7 @@ cancel_after() {
 }
 
 echo "recsys_train:"
-for d in 0.05 0.3 0.6 0.9 1.2 1.4 1.6 1.8 2.0 2.5; do cancel_after "SELECT * FROM recsys_train(neighbors => 0)" $d; done
+for d in 0.05 0.3 0.6 0.9 1.2 1.5 1.8 2.1 2.4 2.7 3.0 3.5; do cancel_after "SELECT * FROM recsys_train(neighbors => 0)" $d; done
 echo "recsys_evaluate:"
 for d in 0.1 0.4 0.8 1.2; do cancel_after "SELECT * FROM recsys_evaluate(10, test_days => 5, neighbors => 0)" $d; done
 
