@@ -332,6 +332,19 @@ AS 'MODULE_PATHNAME', 'recsys_recommend' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.recsys_recommend(integer[], integer) IS
     'top_n recommendations for each user, from the active model and the users'' current history';
 
+-- Checks an (id, list length) argument pair: neither NULL (22004), the
+-- length in 1..1000 (22023).
+CREATE FUNCTION recsys.check_id_and_limit(id integer, id_name text, n integer, n_name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF id IS NULL OR n IS NULL THEN
+        RAISE EXCEPTION '% and % must not be NULL', id_name, n_name USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF n < 1 OR n > 1000 THEN
+        RAISE EXCEPTION '% must be between 1 and 1000, not %', n_name, n USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
 -- recsys_similar_items' body (plpgsql cannot name an input and an output
 -- column alike, so the public function below only renames).
 CREATE FUNCTION recsys.similar_items(item integer, top_n integer)
@@ -340,12 +353,7 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     m recsys.models;
 BEGIN
-    IF item IS NULL OR top_n IS NULL THEN
-        RAISE EXCEPTION 'product_id and top_n must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF top_n < 1 OR top_n > 1000 THEN
-        RAISE EXCEPTION 'top_n must be between 1 and 1000, not %', top_n USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM recsys.check_id_and_limit(item, 'product_id', top_n, 'top_n');
     m := recsys.active();
     RETURN QUERY
         SELECT n.id, n.sim, n.ord::integer
@@ -370,12 +378,7 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     m recsys.models;
 BEGIN
-    IF user_id IS NULL OR max_items IS NULL THEN
-        RAISE EXCEPTION 'user_id and max_items must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF max_items < 1 OR max_items > 1000 THEN
-        RAISE EXCEPTION 'max_items must be between 1 and 1000, not %', max_items USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM recsys.check_id_and_limit(user_id, 'user_id', max_items, 'max_items');
     m := recsys.active();
     RETURN QUERY EXECUTE
         'SELECT product_id, sum(weight), max(event_time) FROM ('
