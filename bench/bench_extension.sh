@@ -63,6 +63,10 @@ cat "$DIR"/run*.txt | sort -n | sed -n 2p > "$DIR/median.txt"
 read -r train_s users items pairs hwm_before hwm_after < "$DIR/median.txt"
 paste -d' ' <(train_run 64MB) /tmp/recsys_hwm2 > "$DIR/default.txt"
 read -r def_s _ _ _ def_before def_after < "$DIR/default.txt"
+eigen_s=$(psql -qXAt -c "SET maintenance_work_mem = '$MWM'" -c "SET recsys.similarity_method = 'eigen'" \
+               -c "SELECT round(seconds::numeric, 3) FROM recsys_train()" | tail -1)
+echo "   recsys.similarity_method = eigen: ${eigen_s} s"
+psql -qX -c "SET maintenance_work_mem = '$MWM'" -c "SELECT * FROM recsys_train()" >/dev/null   # native model active again
 cells=$(psql -qXAt -c "SELECT cells FROM recsys_models WHERE active")
 echo "   runs (s): $(cut -d' ' -f1 "$DIR"/run*.txt | tr '\n' ' ')  median $train_s"
 peak_mb=$(( (hwm_after - hwm_before) / 1024 ))
@@ -122,6 +126,7 @@ echo "|---|---|"
 echo "| events / users / products | $(psql -qXAt -c "SELECT interactions_used || ' / ' || users || ' / ' || items FROM recsys_models WHERE active") |"
 echo "| recsys_train() median of 3 (maintenance_work_mem $MWM) | ${train_s} s |"
 echo "| recsys_train() with the default 64MB | ${def_s} s |"
+echo "| recsys_train() with recsys.similarity_method = eigen | ${eigen_s} s |"
 echo "| SQL self-join baseline | $(printf '%.2f' "$base_s") s |"
 echo "| speed-up | $(echo "scale=1; $base_s / $train_s" | bc)x |"
 echo "| recsys_recommend, 1 user | ${one_ms} ms |"

@@ -100,3 +100,13 @@ UPDATE recsys.event_weights SET weight = 0 WHERE event_type = 'purchase';
 SELECT user_id, product_id, round(score::numeric, 6) AS score, rank, source
   FROM recsys_recommend(ARRAY[1], 2);
 UPDATE recsys.event_weights SET weight = 5 WHERE event_type = 'purchase';
+
+-- The Eigen method (an independent second computation) gives the same model.
+SET recsys.similarity_method = 'eigen';
+SELECT users, items, neighbor_pairs FROM recsys_train(neighbors => 50);
+SELECT product_id, round(similarity::numeric, 6) AS sim, rank FROM recsys_similar_items(11, 10);
+SELECT user_id, product_id, round(score::numeric, 6) AS score, rank, source
+  FROM recsys_recommend(ARRAY[1, 2, 3, 4], 3);
+SET recsys.similarity_method = 'lapack';
+RESET recsys.similarity_method;
+SELECT users, items, neighbor_pairs FROM recsys_train(neighbors => 50);

@@ -85,6 +85,12 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
 // sim(i,j) = sum_u w(u,i) w(u,j) / (|w_i| |w_j|), i != j, kept when > 0.
 Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel = {});
 
+// The same model computed independently with Eigen sparse products (columns
+// scaled to unit norm, S = Wn^T Wn in blocks of items); sims can differ from
+// train() in the last bits.  For cross-checks and benchmarks (core_eigen.cpp).
+Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
+                  const CancelCheck& cancel = {});
+
 // ---------------------------------------------------------------------------
 // Recommending one user.
 

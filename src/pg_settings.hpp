@@ -1,0 +1,10 @@
+// pg_settings.hpp - the extension's GUC settings (defined in pg_module.cpp).
+#pragma once
+
+enum RecsysSimilarityMethod {
+    RECSYS_SIM_NATIVE = 0,
+    RECSYS_SIM_EIGEN = 1
+};
+
+// recsys.similarity_method
+extern int recsys_similarity_method;
