@@ -32,3 +32,17 @@ include $(PGXS)
 ifdef CI
 RECSYS_WERROR = -Werror
 endif
+
+# The HTTP proxy is built and installed with the extension; it goes to
+# $(PROXY_BINDIR), on the PATH (PGXS's bindir is PostgreSQL's own).
+PROXY_BINDIR ?= /usr/local/bin
+.PHONY: proxy install-proxy clean-proxy
+all: proxy
+proxy:
+	$(MAKE) -C proxy
+install: install-proxy
+install-proxy: proxy
+	$(MAKE) -C proxy install bindir=$(PROXY_BINDIR)
+clean: clean-proxy
+clean-proxy:
+	$(MAKE) -C proxy clean

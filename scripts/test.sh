@@ -23,11 +23,21 @@ count() { # count NAME PASSED FAILED
     [ "$3" -gt 0 ] && FAILURES+=("$1")
     printf -- '--- %s: %d passed, %d failed\n' "$1" "$2" "$3"
 }
-# step NAME CMD...: one test that passes when CMD exits 0; output in $LOG/NAME.log.
+# step NAME CMD...: runs CMD with its output in $LOG/NAME.log.  A CMD that
+# ends with its own "N passed, M failed" line counts those; otherwise it is
+# one test, passed when CMD exits 0.  A non-zero exit is always a failure.
 step() {
     local name=$1; shift
-    if "$@" >"$LOG/$name.log" 2>&1; then count "$name" 1 0
-    else tail -n 40 "$LOG/$name.log"; count "$name" 0 1; fi
+    "$@" >"$LOG/$name.log" 2>&1
+    local rc=$? p f line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOG/$name.log" | tail -1)
+    if [ -n "$line" ]; then
+        p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+    elif [ $rc -eq 0 ]; then p=1; f=0
+    else p=0; f=1; fi
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    [ "$f" -gt 0 ] && tail -n 40 "$LOG/$name.log"
+    count "$name" "$p" "$f"
 }
 # gtest_counts LOGFILE: prints "passed failed" from a GoogleTest run.
 gtest_counts() {
@@ -99,10 +109,15 @@ if [ -f proxy/Makefile ]; then
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
     [ "$f" -gt 0 ] && tail -n 40 "$LOG/proxy-unit.log"
     count proxy-unit "$p" "$f"
+    # The browser test's playwright-core (drives Debian's chromium).
+    (cd test/browser && npm ci --no-audit --no-fund) >"$LOG/npm.log" 2>&1 || tail -n 20 "$LOG/npm.log"
+    it_port=$((PORT + 1))
+    while (exec 3<>/dev/tcp/127.0.0.1/$it_port) 2>/dev/null; do it_port=$((it_port + 1)); done
     for t in proxy/test/*.sh; do
         [ -e "$t" ] || continue
-        step "proxy-$(basename "$t" .sh)" bash "$t"
+        RECSYS_IT_PGPORT=$it_port SCREENSHOT="$LOG/page.png" step "proxy-$(basename "$t" .sh)" bash "$t"
     done
+    [ -f "$LOG/page.png" ] && echo "screenshot of the web page: $LOG/page.png"
 fi
 
 note "summary"

@@ -1,0 +1,192 @@
+// config.cpp - see config.hpp.
+#include "config.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+namespace rsproxy {
+
+std::string usage_text() {
+    return R"(recsys-proxy - HTTP/JSON front end for the recsys PostgreSQL extension
+
+Usage: recsys-proxy [OPTIONS]
+
+Every option can also be set through the environment variable shown; a flag
+wins over its variable.  Durations are in milliseconds unless stated.
+
+  --listen HOST:PORT          RECSYS_LISTEN            address to serve on (default 127.0.0.1:8000)
+  --dsn CONNINFO              RECSYS_DSN               libpq connection string or URI; repeat the flag
+                                                       (or separate with ';' in the variable) for several
+                                                       servers: reads are spread round robin over the
+                                                       healthy ones (default: libpq defaults / PG* vars)
+  --pool-size N               RECSYS_POOL_SIZE         connections per DSN (default 4)
+  --threads N                 RECSYS_THREADS           HTTP I/O threads (default 2)
+  --acquire-timeout MS        RECSYS_ACQUIRE_TIMEOUT   max wait for a free connection -> 504 (default 1000)
+  --statement-timeout MS      RECSYS_STATEMENT_TIMEOUT statement_timeout per query -> 504 (default 5000)
+  --connect-timeout MS        RECSYS_CONNECT_TIMEOUT   libpq connect timeout (default 2000, rounded up to s)
+  --max-body-bytes N          RECSYS_MAX_BODY_BYTES    larger request bodies -> 413 (default 65536)
+  --max-user-ids N            RECSYS_MAX_USER_IDS      user_ids per request, 1..N else 422 (default 1000)
+  --max-top-n N               RECSYS_MAX_TOP_N         top_n bound, 1..N else 422 (default 1000)
+  --default-top-n N           RECSYS_DEFAULT_TOP_N     top_n when the body omits it (default 10)
+  --api-key KEY[,KEY...]      RECSYS_API_KEYS          require "Authorization: Bearer KEY" or
+                                                       "X-API-Key: KEY" on the data routes (repeatable)
+  --cache-size N              RECSYS_CACHE_SIZE        LRU entries (model, user, top_n); 0 = off (default 0)
+  --cache-ttl MS              RECSYS_CACHE_TTL         cache entry lifetime (default 30000)
+  --model-check MS            RECSYS_MODEL_CHECK       how often the active model id is polled (default 1000)
+  --max-batch N               RECSYS_MAX_BATCH         concurrent requests with the same top_n merged into
+                                                       one recsys_recommend call (default 64; 1 = off)
+  --access-log on|off         RECSYS_ACCESS_LOG        JSON access-log line per request on stderr (default on)
+  --idle-timeout S            RECSYS_IDLE_TIMEOUT      keep-alive idle timeout in seconds (default 60)
+  --shutdown-timeout MS       RECSYS_SHUTDOWN_TIMEOUT  SIGTERM grace for in-flight requests (default 10000)
+  --help                                               this text
+  --version                                            print the version
+)";
+}
+
+namespace {
+
+long to_long(const std::string& name, const std::string& v, long lo, long hi) {
+    char* end = nullptr;
+    errno = 0;
+    long x = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || errno || !end || *end || x < lo || x > hi)
+        throw std::invalid_argument(name + ": expected an integer in [" + std::to_string(lo) + ", " +
+                                    std::to_string(hi) + "], got '" + v + "'");
+    return x;
+}
+
+void split_into(const std::string& v, char sep, std::vector<std::string>& out) {
+    std::size_t start = 0;
+    while (start <= v.size()) {
+        std::size_t p = v.find(sep, start);
+        std::string part = v.substr(start, p == std::string::npos ? std::string::npos : p - start);
+        while (!part.empty() && (part.front() == ' ' || part.front() == '\t')) part.erase(0, 1);
+        while (!part.empty() && (part.back() == ' ' || part.back() == '\t')) part.pop_back();
+        if (!part.empty()) out.push_back(part);
+        if (p == std::string::npos) break;
+        start = p + 1;
+    }
+}
+
+void set_listen(Config& c, const std::string& v) {
+    auto colon = v.rfind(':');
+    if (colon == std::string::npos) throw std::invalid_argument("--listen: expected HOST:PORT, got '" + v + "'");
+    std::string host = v.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    c.listen_host = host.empty() ? "0.0.0.0" : host;
+    c.listen_port = static_cast<unsigned short>(to_long("--listen port", v.substr(colon + 1), 0, 65535));
+}
+
+bool to_bool(const std::string& name, const std::string& v) {
+    if (v == "on" || v == "true" || v == "1" || v == "yes") return true;
+    if (v == "off" || v == "false" || v == "0" || v == "no") return false;
+    throw std::invalid_argument(name + ": expected on or off, got '" + v + "'");
+}
+
+// Applies one setting; `name` without leading dashes. Multi-valued settings
+// append when `append` (flags), replace otherwise (the env sets them first).
+void apply(Config& c, const std::string& name, const std::string& v) {
+    if (name == "listen") set_listen(c, v);
+    else if (name == "dsn") c.dsns.push_back(v);
+    else if (name == "pool-size") c.pool_size = static_cast<int>(to_long("--pool-size", v, 1, 1000));
+    else if (name == "threads") c.threads = static_cast<int>(to_long("--threads", v, 1, 256));
+    else if (name == "acquire-timeout") c.acquire_timeout_ms = static_cast<int>(to_long("--acquire-timeout", v, 1, 3600000));
+    else if (name == "statement-timeout") c.statement_timeout_ms = static_cast<int>(to_long("--statement-timeout", v, 1, 3600000));
+    else if (name == "connect-timeout") c.connect_timeout_ms = static_cast<int>(to_long("--connect-timeout", v, 1, 600000));
+    else if (name == "max-body-bytes") c.limits.max_body_bytes = static_cast<std::size_t>(to_long("--max-body-bytes", v, 16, 1L << 30));
+    else if (name == "max-user-ids") c.limits.max_user_ids = static_cast<std::size_t>(to_long("--max-user-ids", v, 1, 1000000));
+    else if (name == "max-top-n") c.limits.max_top_n = static_cast<int>(to_long("--max-top-n", v, 1, 1000000));
+    else if (name == "default-top-n") c.limits.default_top_n = static_cast<int>(to_long("--default-top-n", v, 1, 1000000));
+    else if (name == "api-key") split_into(v, ',', c.api_keys);
+    else if (name == "cache-size") c.cache_size = static_cast<std::size_t>(to_long("--cache-size", v, 0, 100000000));
+    else if (name == "cache-ttl") c.cache_ttl_ms = static_cast<int>(to_long("--cache-ttl", v, 0, 86400000));
+    else if (name == "model-check") c.model_check_ms = static_cast<int>(to_long("--model-check", v, 10, 3600000));
+    else if (name == "max-batch") c.max_batch = static_cast<int>(to_long("--max-batch", v, 1, 100000));
+    else if (name == "access-log") c.access_log = to_bool("--access-log", v);
+    else if (name == "idle-timeout") c.idle_timeout_s = static_cast<int>(to_long("--idle-timeout", v, 1, 86400));
+    else if (name == "shutdown-timeout") c.shutdown_timeout_ms = static_cast<int>(to_long("--shutdown-timeout", v, 0, 3600000));
+    else throw std::invalid_argument("unknown option --" + name + " (see --help)");
+}
+
+struct EnvVar {
+    const char* var;
+    const char* name;
+};
+const EnvVar kEnv[] = {
+    {"RECSYS_LISTEN", "listen"},
+    {"RECSYS_POOL_SIZE", "pool-size"},
+    {"RECSYS_THREADS", "threads"},
+    {"RECSYS_ACQUIRE_TIMEOUT", "acquire-timeout"},
+    {"RECSYS_STATEMENT_TIMEOUT", "statement-timeout"},
+    {"RECSYS_CONNECT_TIMEOUT", "connect-timeout"},
+    {"RECSYS_MAX_BODY_BYTES", "max-body-bytes"},
+    {"RECSYS_MAX_USER_IDS", "max-user-ids"},
+    {"RECSYS_MAX_TOP_N", "max-top-n"},
+    {"RECSYS_DEFAULT_TOP_N", "default-top-n"},
+    {"RECSYS_API_KEYS", "api-key"},
+    {"RECSYS_CACHE_SIZE", "cache-size"},
+    {"RECSYS_CACHE_TTL", "cache-ttl"},
+    {"RECSYS_MODEL_CHECK", "model-check"},
+    {"RECSYS_MAX_BATCH", "max-batch"},
+    {"RECSYS_ACCESS_LOG", "access-log"},
+    {"RECSYS_IDLE_TIMEOUT", "idle-timeout"},
+    {"RECSYS_SHUTDOWN_TIMEOUT", "shutdown-timeout"},
+};
+
+const char* real_getenv(const char* n) { return std::getenv(n); }
+
+}  // namespace
+
+int parse_config(int argc, char** argv, Config& cfg, std::string& msg, bool& exit_now) {
+    return parse_config(argc, argv, cfg, msg, exit_now, &real_getenv);
+}
+
+int parse_config(int argc, char** argv, Config& cfg, std::string& msg, bool& exit_now, EnvLookup env) {
+    exit_now = false;
+    try {
+        for (const auto& e : kEnv) {
+            const char* v = env(e.var);
+            if (v && *v) apply(cfg, e.name, v);
+        }
+        if (const char* v = env("RECSYS_DSN"); v && *v) split_into(v, ';', cfg.dsns);
+        bool flag_dsn = false, flag_keys = false;
+        for (int i = 1; i < argc; ++i) {
+            std::string a = argv[i];
+            if (a == "--help" || a == "-h") {
+                msg = usage_text();
+                exit_now = true;
+                return 0;
+            }
+            if (a == "--version") {
+                msg = "recsys-proxy 0.1.0\n";
+                exit_now = true;
+                return 0;
+            }
+            if (a.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument '" + a + "' (see --help)");
+            std::string name = a.substr(2), value;
+            auto eq = name.find('=');
+            if (eq != std::string::npos) {
+                value = name.substr(eq + 1);
+                name = name.substr(0, eq);
+            } else {
+                if (i + 1 >= argc) throw std::invalid_argument("--" + name + " needs a value");
+                value = argv[++i];
+            }
+            // Flags replace what the environment said for multi-valued settings.
+            if (name == "dsn" && !flag_dsn) { cfg.dsns.clear(); flag_dsn = true; }
+            if (name == "api-key" && !flag_keys) { cfg.api_keys.clear(); flag_keys = true; }
+            apply(cfg, name, value);
+        }
+        if (cfg.limits.default_top_n > cfg.limits.max_top_n)
+            throw std::invalid_argument("--default-top-n exceeds --max-top-n");
+        if (cfg.dsns.empty()) cfg.dsns.push_back("");
+    } catch (const std::exception& ex) {
+        msg = std::string("recsys-proxy: ") + ex.what() + "\n";
+        exit_now = true;
+        return 2;
+    }
+    return 0;
+}
+
+}  // namespace rsproxy

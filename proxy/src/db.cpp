@@ -1,0 +1,570 @@
+// db.cpp - see db.hpp.
+#include "db.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <bitset>
+#include <cstring>
+#include <unordered_map>
+
+#include <libpq-fe.h>
+
+namespace rsproxy {
+
+using Clock = std::chrono::steady_clock;
+
+const char* stmt_sql(Stmt s) {
+    switch (s) {
+        case Stmt::Recommend:
+            return "SELECT user_id, product_id, score, rank, source FROM recsys_recommend($1::int[], $2)";
+        case Stmt::RecommendDetails:
+            return "SELECT r.user_id, r.product_id, r.score, r.rank, r.source, p.product_name::text, "
+                   "p.category::text, p.price::float8 "
+                   "FROM recsys_recommend($1::int[], $2) r LEFT JOIN products p ON p.product_id = r.product_id";
+        case Stmt::Similar:
+            return "SELECT coalesce(json_agg(json_build_object('product_id', s.product_id, 'similarity', "
+                   "s.similarity, 'rank', s.rank) ORDER BY s.rank), '[]')::text "
+                   "FROM recsys_similar_items($1::int, $2::int) s";
+        case Stmt::SimilarDetails:
+            return "SELECT coalesce(json_agg(json_build_object('product_id', s.product_id, 'similarity', "
+                   "s.similarity, 'rank', s.rank, 'product_name', p.product_name, 'category', p.category, "
+                   "'price', p.price::float8) ORDER BY s.rank), '[]')::text "
+                   "FROM recsys_similar_items($1::int, $2::int) s LEFT JOIN products p ON p.product_id = s.product_id";
+        case Stmt::History:
+            return "SELECT coalesce(json_agg(json_build_object('product_id', h.product_id, 'weight', h.weight, "
+                   "'last_event', h.last_event) ORDER BY h.last_event DESC, h.product_id), '[]')::text "
+                   "FROM recsys_user_history($1::int, $2::int) h";
+        case Stmt::HistoryDetails:
+            return "SELECT coalesce(json_agg(json_build_object('product_id', h.product_id, 'weight', h.weight, "
+                   "'last_event', h.last_event, 'product_name', p.product_name, 'category', p.category, "
+                   "'price', p.price::float8) ORDER BY h.last_event DESC, h.product_id), '[]')::text "
+                   "FROM recsys_user_history($1::int, $2::int) h LEFT JOIN products p ON p.product_id = h.product_id";
+        case Stmt::ModelActive:
+            return "SELECT row_to_json(m)::text FROM recsys_models m WHERE m.active LIMIT 1";
+        case Stmt::Evaluations:
+            return "SELECT coalesce(json_agg(e ORDER BY e.evaluated_at DESC, e.k), '[]')::text "
+                   "FROM recsys_evaluations e";
+        case Stmt::ActiveModelId:
+            return "SELECT model_id FROM recsys_models WHERE active LIMIT 1";
+        default:
+            return "SELECT 1";
+    }
+}
+
+static bool is_details(Stmt s) {
+    return s == Stmt::RecommendDetails || s == Stmt::SimilarDetails || s == Stmt::HistoryDetails;
+}
+static Stmt without_details(Stmt s) {
+    switch (s) {
+        case Stmt::RecommendDetails: return Stmt::Recommend;
+        case Stmt::SimilarDetails: return Stmt::Similar;
+        case Stmt::HistoryDetails: return Stmt::History;
+        default: return s;
+    }
+}
+
+namespace {
+
+class PgRows : public Rows {
+public:
+    explicit PgRows(const PGresult* r) : r_(r) {}
+    int nrows() const override { return PQntuples(r_); }
+    int ncols() const override { return PQnfields(r_); }
+    bool is_null(int r, int c) const override { return PQgetisnull(r_, r, c); }
+    std::string_view get(int r, int c) const override {
+        return std::string_view(PQgetvalue(r_, r, c), static_cast<std::size_t>(PQgetlength(r_, r, c)));
+    }
+private:
+    const PGresult* r_;
+};
+
+// A view of some rows of another Rows (one merged request's share of a batch).
+class SubsetRows : public Rows {
+public:
+    SubsetRows(const Rows& base, std::vector<int> idx) : base_(base), idx_(std::move(idx)) {}
+    int nrows() const override { return static_cast<int>(idx_.size()); }
+    int ncols() const override { return base_.ncols(); }
+    bool is_null(int r, int c) const override { return base_.is_null(idx_[r], c); }
+    std::string_view get(int r, int c) const override { return base_.get(idx_[r], c); }
+private:
+    const Rows& base_;
+    std::vector<int> idx_;
+};
+
+std::string field(const PGresult* r, int code) {
+    const char* v = PQresultErrorField(r, code);
+    return v ? std::string(v) : std::string();
+}
+
+// Server notices (e.g. "terminating connection due to administrator command")
+// go to stderr as JSON lines, like the access log, instead of libpq's plain text.
+void json_notice(void*, const char* message) {
+    std::string line = "{\"event\":\"pg_notice\",\"message\":";
+    std::string m = message ? message : "";
+    while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+    append_json_string(line, m);
+    line += "}\n";
+    std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+std::string trim_msg(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+}  // namespace
+
+struct Pool::Conn {
+    PGconn* pg = nullptr;
+    std::bitset<static_cast<int>(Stmt::Count)> prepared;
+    bool has_products = false;
+    ~Conn() { close(); }
+    void close() {
+        if (pg) PQfinish(pg);
+        pg = nullptr;
+        prepared.reset();
+    }
+    bool ok() const { return pg && PQstatus(pg) == CONNECTION_OK; }
+};
+
+Pool::Pool(PoolOptions opt) : opt_(std::move(opt)) {
+    if (opt_.dsns.empty()) opt_.dsns.push_back("");
+    for (const auto& d : opt_.dsns) {
+        auto s = std::make_unique<DsnState>();
+        s->dsn = d;
+        dsn_state_.push_back(std::move(s));
+    }
+}
+
+Pool::~Pool() { stop(); }
+
+void Pool::start() {
+    for (std::size_t d = 0; d < dsn_state_.size(); ++d)
+        for (int i = 0; i < opt_.pool_size; ++i) workers_.emplace_back([this, d] { worker(d); });
+    reaper_ = std::thread([this] { reap(); });
+}
+
+// Answers 504 to queued requests whose acquire deadline passed while every
+// connection was busy (checked every 20 ms).
+void Pool::reap() {
+    std::unique_lock<std::mutex> lk(mu_);
+    while (!reaper_stop_) {
+        reaper_cv_.wait_for(lk, std::chrono::milliseconds(20));
+        if (reaper_stop_) break;
+        auto now = Clock::now();
+        std::vector<Job> expired;
+        for (auto it = queue_.begin(); it != queue_.end();) {
+            if (now > it->deadline) {
+                expired.push_back(std::move(*it));
+                it = queue_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (expired.empty()) continue;
+        lk.unlock();
+        for (auto& j : expired) {
+            if (on_db_error) on_db_error("acquire_timeout");
+            fail(j, DbOutcome::AcquireTimeout, "timed out waiting for a database connection");
+        }
+        lk.lock();
+    }
+}
+
+void Pool::stop() {
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        if (stopped_) return;
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_)
+        if (t.joinable()) t.join();
+    workers_.clear();
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        reaper_stop_ = true;
+        stopped_ = true;
+    }
+    reaper_cv_.notify_all();
+    if (reaper_.joinable()) reaper_.join();
+    DbOutcome o;
+    o.kind = DbOutcome::Unavailable;
+    o.message = "the proxy is shutting down";
+    fail_all_queued(o);
+}
+
+long Pool::waiting() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return static_cast<long>(queue_.size());
+}
+
+long Pool::healthy_dsns() const {
+    long n = 0;
+    for (const auto& d : dsn_state_) n += d->healthy.load() ? 1 : 0;
+    return n;
+}
+
+std::vector<std::pair<bool, uint64_t>> Pool::dsn_stats() const {
+    std::vector<std::pair<bool, uint64_t>> v;
+    for (const auto& d : dsn_state_) v.emplace_back(d->healthy.load(), d->statements.load());
+    return v;
+}
+
+bool Pool::any_healthy() const { return healthy_dsns() > 0; }
+
+void Pool::fail(Job& j, DbOutcome::Kind k, const std::string& msg) {
+    DbOutcome o;
+    o.kind = k;
+    o.message = msg;
+    if (j.done) j.done(o);
+}
+
+void Pool::fail_all_queued(const DbOutcome& o) {
+    std::deque<Job> q;
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        q.swap(queue_);
+    }
+    for (auto& j : q)
+        if (j.done) j.done(o);
+}
+
+void Pool::enqueue(Job job) {
+    bool refuse = false;
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        refuse = stopped_;
+        if (!refuse && any_healthy()) {
+            job.deadline = Clock::now() + std::chrono::milliseconds(opt_.acquire_timeout_ms);
+            queue_.push_back(std::move(job));
+        } else {
+            refuse = true;
+        }
+    }
+    if (refuse) {
+        fail(job, DbOutcome::Unavailable, "the database is unreachable");
+        return;
+    }
+    cv_.notify_one();
+}
+
+void Pool::submit(Stmt stmt, std::vector<std::string> params, DbCallback done) {
+    Job j;
+    j.stmt = stmt;
+    j.params = std::move(params);
+    j.done = std::move(done);
+    enqueue(std::move(j));
+}
+
+void Pool::submit_recommend(std::vector<int32_t> ids, int top_n, bool details, DbCallback done) {
+    Job j;
+    j.stmt = details ? Stmt::RecommendDetails : Stmt::Recommend;
+    j.batchable = true;
+    j.ids = std::move(ids);
+    j.top_n = top_n;
+    j.details = details;
+    j.done = std::move(done);
+    enqueue(std::move(j));
+}
+
+namespace {
+
+// Waits for the complete result of the command sent on `pg`.  Returns the
+// last non-null PGresult (caller clears) or nullptr with `timed_out`/`broken`.
+PGresult* wait_result(PGconn* pg, Clock::time_point deadline, bool& timed_out) {
+    timed_out = false;
+    if (PQflush(pg) != 0) {
+        // nonblocking flush pending: keep flushing until done or deadline
+        while (true) {
+            int f = PQflush(pg);
+            if (f == 0) break;
+            if (f < 0) return nullptr;
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+            if (left <= 0) { timed_out = true; return nullptr; }
+            pollfd p{PQsocket(pg), POLLOUT | POLLIN, 0};
+            ::poll(&p, 1, static_cast<int>(left));
+        }
+    }
+    PGresult* last = nullptr;
+    while (true) {
+        while (PQisBusy(pg)) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+            if (left <= 0) {
+                timed_out = true;
+                if (last) PQclear(last);
+                return nullptr;
+            }
+            pollfd p{PQsocket(pg), POLLIN, 0};
+            int pr = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
+            if (pr < 0 && errno != EINTR) {
+                if (last) PQclear(last);
+                return nullptr;
+            }
+            if (pr > 0 && !PQconsumeInput(pg)) {
+                // connection lost; fall through to PQgetResult, which reports it
+                break;
+            }
+        }
+        PGresult* r = PQgetResult(pg);
+        if (!r) break;
+        if (last) PQclear(last);
+        last = r;
+        if (PQstatus(pg) == CONNECTION_BAD) {
+            // drain whatever is left without blocking forever
+            break;
+        }
+    }
+    return last;
+}
+
+}  // namespace
+
+void Pool::worker(std::size_t di) {
+    DsnState& ds = *dsn_state_[di];
+    Conn conn;
+    int backoff_ms = 50;
+    while (true) {
+        if (!conn.ok()) {
+            conn.close();
+            {
+                std::lock_guard<std::mutex> g(mu_);
+                if (stopping_ && queue_.empty()) return;
+            }
+            std::string ct = std::to_string(std::max(1, (opt_.connect_timeout_ms + 999) / 1000));
+            std::string opts = "-c statement_timeout=" + std::to_string(opt_.statement_timeout_ms) +
+                               " -c DateStyle=ISO,YMD -c extra_float_digits=1";
+            const char* keys[] = {"dbname", "connect_timeout", "application_name", "options", nullptr};
+            const char* vals[] = {ds.dsn.c_str(), ct.c_str(), "recsys-proxy", opts.c_str(), nullptr};
+            // With expand_dbname, a conninfo/URI in "dbname" is expanded; the later
+            // keywords override.  An empty DSN leaves libpq's defaults (PG* vars).
+            conn.pg = PQconnectdbParams(ds.dsn.empty() ? keys + 1 : keys, ds.dsn.empty() ? vals + 1 : vals, 1);
+            if (!conn.ok()) {
+                conn.close();
+                bool was = ds.healthy.exchange(false);
+                if (was && on_db_error) on_db_error("connection");
+                if (!any_healthy()) {
+                    DbOutcome o;
+                    o.kind = DbOutcome::Unavailable;
+                    o.message = "the database is unreachable";
+                    fail_all_queued(o);
+                }
+                std::unique_lock<std::mutex> lk(mu_);
+                cv_.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
+                if (stopping_ && (queue_.empty() || !any_healthy())) return;
+                backoff_ms = std::min(backoff_ms * 2, 1000);
+                continue;
+            }
+            backoff_ms = 50;
+            PQsetNoticeProcessor(conn.pg, json_notice, nullptr);
+            PQsetnonblocking(conn.pg, 1);
+            PGresult* r = PQexec(conn.pg, "SELECT to_regclass('products') IS NOT NULL");
+            conn.has_products = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                                std::strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+            if (r) PQclear(r);
+            ds.connected.fetch_add(1);
+            ds.healthy.store(true);
+        }
+        // Take one job, plus mergeable recommend jobs.
+        std::vector<Job> jobs;
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait_for(lk, std::chrono::milliseconds(500), [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                if (stopping_) {
+                    ds.connected.fetch_sub(1);
+                    return;
+                }
+                continue;
+            }
+            jobs.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+            if (jobs[0].batchable && opt_.max_batch > 1) {
+                std::size_t ids = jobs[0].ids.size();
+                for (auto it = queue_.begin();
+                     it != queue_.end() && jobs.size() < static_cast<std::size_t>(opt_.max_batch);) {
+                    if (it->batchable && it->top_n == jobs[0].top_n && it->details == jobs[0].details &&
+                        ids + it->ids.size() <= opt_.max_batch_ids) {
+                        ids += it->ids.size();
+                        jobs.push_back(std::move(*it));
+                        it = queue_.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+            }
+        }
+        // Acquire timeouts: requests that waited too long are answered 504.
+        auto now = Clock::now();
+        std::vector<Job> live;
+        live.reserve(jobs.size());
+        for (auto& j : jobs) {
+            if (now > j.deadline) {
+                if (on_db_error) on_db_error("acquire_timeout");
+                fail(j, DbOutcome::AcquireTimeout, "timed out waiting for a database connection");
+            } else {
+                live.push_back(std::move(j));
+            }
+        }
+        if (live.empty()) continue;
+        in_use_.fetch_add(1);
+        ds.statements.fetch_add(1, std::memory_order_relaxed);
+        run_jobs(conn, live);
+        in_use_.fetch_sub(1);
+        if (!conn.ok()) {
+            ds.connected.fetch_sub(1);
+            conn.close();
+        }
+    }
+}
+
+void Pool::run_jobs(Conn& c, std::vector<Job>& jobs) {
+    Job& j0 = jobs[0];
+    Stmt stmt = j0.stmt;
+    if (is_details(stmt) && !c.has_products) stmt = without_details(stmt);
+    const int si = static_cast<int>(stmt);
+    auto deadline = Clock::now() + std::chrono::milliseconds(opt_.statement_timeout_ms + 1000);
+
+    std::vector<std::string> params;
+    std::vector<int32_t> all_ids;
+    if (j0.batchable) {
+        if (jobs.size() == 1) {
+            all_ids = j0.ids;
+        } else {
+            for (auto& j : jobs) all_ids.insert(all_ids.end(), j.ids.begin(), j.ids.end());
+            std::sort(all_ids.begin(), all_ids.end());
+            all_ids.erase(std::unique(all_ids.begin(), all_ids.end()), all_ids.end());
+        }
+        params = {int_array_literal(all_ids), std::to_string(j0.top_n)};
+    } else {
+        params = j0.params;
+    }
+
+    auto connection_lost = [&](const std::string& why) {
+        if (on_db_error) on_db_error("connection");
+        c.close();
+        std::vector<Job> retry;
+        for (auto& j : jobs) {
+            if (!j.retried && Clock::now() < j.deadline + std::chrono::milliseconds(opt_.statement_timeout_ms)) {
+                j.retried = true;
+                retry.push_back(std::move(j));
+            } else {
+                fail(j, DbOutcome::Unavailable, why);
+            }
+        }
+        if (!retry.empty()) {
+            std::lock_guard<std::mutex> g(mu_);
+            for (auto it = retry.rbegin(); it != retry.rend(); ++it) queue_.push_front(std::move(*it));
+        }
+        cv_.notify_all();
+    };
+
+    bool timed_out = false;
+    if (!c.prepared.test(si)) {
+        char name[16];
+        std::snprintf(name, sizeof name, "rs%d", si);
+        if (!PQsendPrepare(c.pg, name, stmt_sql(stmt), 0, nullptr)) {
+            connection_lost(trim_msg(PQerrorMessage(c.pg)));
+            return;
+        }
+        PGresult* r = wait_result(c.pg, deadline, timed_out);
+        if (timed_out) {
+            if (on_db_error) on_db_error("timeout");
+            c.close();
+            for (auto& j : jobs) fail(j, DbOutcome::ClientTimeout, "the database did not answer in time");
+            return;
+        }
+        if (!r || PQstatus(c.pg) == CONNECTION_BAD) {
+            if (r) PQclear(r);
+            connection_lost(c.pg ? trim_msg(PQerrorMessage(c.pg)) : "connection lost");
+            return;
+        }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            DbOutcome o;
+            o.kind = DbOutcome::SqlError;
+            o.sqlstate = field(r, PG_DIAG_SQLSTATE);
+            o.message = trim_msg(field(r, PG_DIAG_MESSAGE_PRIMARY));
+            o.detail = field(r, PG_DIAG_MESSAGE_DETAIL);
+            o.hint = field(r, PG_DIAG_MESSAGE_HINT);
+            PQclear(r);
+            if (on_db_error) on_db_error(o.sqlstate);
+            for (auto& j : jobs)
+                if (j.done) j.done(o);
+            return;
+        }
+        PQclear(r);
+        c.prepared.set(si);
+    }
+
+    const char* pv[4] = {nullptr, nullptr, nullptr, nullptr};
+    for (std::size_t i = 0; i < params.size() && i < 4; ++i) pv[i] = params[i].c_str();
+    char name[16];
+    std::snprintf(name, sizeof name, "rs%d", si);
+    if (!PQsendQueryPrepared(c.pg, name, static_cast<int>(params.size()), pv, nullptr, nullptr, 0)) {
+        connection_lost(trim_msg(PQerrorMessage(c.pg)));
+        return;
+    }
+    PGresult* r = wait_result(c.pg, deadline, timed_out);
+    if (timed_out) {
+        // The server did not answer within statement_timeout + 1 s: drop the
+        // connection (its backend's statement_timeout ends the query).
+        if (on_db_error) on_db_error("timeout");
+        c.close();
+        for (auto& j : jobs) fail(j, DbOutcome::ClientTimeout, "the database did not answer in time");
+        return;
+    }
+    if (!r) {
+        connection_lost(trim_msg(PQerrorMessage(c.pg)));
+        return;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        DbOutcome o;
+        o.kind = DbOutcome::SqlError;
+        o.sqlstate = field(r, PG_DIAG_SQLSTATE);
+        o.message = trim_msg(field(r, PG_DIAG_MESSAGE_PRIMARY));
+        o.detail = field(r, PG_DIAG_MESSAGE_DETAIL);
+        o.hint = field(r, PG_DIAG_MESSAGE_HINT);
+        PQclear(r);
+        bool lost = PQstatus(c.pg) == CONNECTION_BAD || o.sqlstate.rfind("08", 0) == 0 ||
+                    o.sqlstate == "57P01" || o.sqlstate == "57P02" || o.sqlstate == "57P03";
+        if (lost) {
+            connection_lost(o.message.empty() ? "connection lost" : o.message);
+            return;
+        }
+        if (o.sqlstate == "26000" || o.sqlstate == "0A000") c.prepared.reset(si);  // plan gone/invalid
+        if (on_db_error) on_db_error(o.sqlstate);
+        for (auto& j : jobs)
+            if (j.done) j.done(o);
+        return;
+    }
+    PgRows rows(r);
+    if (jobs.size() == 1) {
+        DbOutcome o;
+        o.rows = &rows;
+        jobs[0].done(o);
+    } else {
+        // Split the merged result by user id (column 0).
+        std::unordered_map<int32_t, std::vector<int>> by_user;
+        by_user.reserve(all_ids.size() * 2);
+        for (int i = 0; i < rows.nrows(); ++i) {
+            int32_t uid;
+            if (!rows.is_null(i, 0) && parse_int32(rows.get(i, 0), uid)) by_user[uid].push_back(i);
+        }
+        for (auto& j : jobs) {
+            std::vector<int> idx;
+            for (int32_t id : j.ids) {
+                auto it = by_user.find(id);
+                if (it != by_user.end()) idx.insert(idx.end(), it->second.begin(), it->second.end());
+            }
+            SubsetRows sub(rows, std::move(idx));
+            DbOutcome o;
+            o.rows = &sub;
+            j.done(o);
+        }
+    }
+    PQclear(r);
+}
+
+}  // namespace rsproxy

@@ -1,0 +1,44 @@
+// fuzz_request.cpp - libFuzzer target for recsys-proxy's request parsing
+// (POST /recommendations bodies, path/query integers, API-key headers).
+// Build and run: make -C proxy fuzz [FUZZ_SECONDS=60]
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "api.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    std::string_view in(reinterpret_cast<const char*>(data), size);
+    rsproxy::Limits lim;
+    lim.max_user_ids = 64;
+    lim.max_top_n = 100;
+    rsproxy::RecRequest req;
+    rsproxy::ApiError err;
+    if (rsproxy::parse_rec_request(in, lim, req, err)) {
+        // Invariants of an accepted request.
+        if (req.user_ids.empty() || req.user_ids.size() > lim.max_user_ids) std::abort();
+        if (req.top_n < 1 || req.top_n > lim.max_top_n) std::abort();
+        // Format an empty result for it: every id must appear once.
+        rsproxy::VectorRows rows(5, {});
+        std::string out;
+        if (!rsproxy::format_recommendations(req, rows, out, err)) std::abort();
+        if (out.size() < 14 || out.compare(0, 12, "{\"results\":{") != 0) std::abort();
+        std::string lit = rsproxy::int_array_literal(req.user_ids);
+        if (lit.front() != '{' || lit.back() != '}') std::abort();
+    } else {
+        if (err.status != 400 && err.status != 422) std::abort();
+        std::string j = rsproxy::error_json(err);
+        if (j.empty() || j.front() != '{') std::abort();
+    }
+    int32_t v;
+    if (rsproxy::parse_int32(in, v) && std::to_string(v) != in) std::abort();
+    std::string q;
+    rsproxy::query_param(in, "top_n", q);
+    (void)rsproxy::presented_key(in, in);
+    (void)rsproxy::http_status_for_sqlstate(in);
+    std::string s;
+    rsproxy::append_json_string(s, in);
+    return 0;
+}

@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# integration.sh - end-to-end test of recsys-proxy against the REAL recsys
+# extension (not the dev stand-in).
+#
+# Starts a throw-away PostgreSQL 15 cluster on $RECSYS_IT_PGPORT (default
+# 55434), creates the extension, loads the demo shop (scripts/demo_data.sql,
+# users=$RECSYS_IT_USERS, default 2000), trains and evaluates, starts the proxy
+# (proxy/build/recsys-proxy, built by `make -C proxy`) on a free loopback port
+# and checks every route: status codes, good and bad input, that the JSON
+# equals recsys_recommend's rows computed through psql, errors mapped from the
+# extension's SQLSTATEs, several DSNs with one dead, a database restart
+# (503 + Retry-After while down, 200 within 5 s of its return) and SIGTERM.
+# Prerequisites: the extension installed (make && make install at the top),
+# curl, python3.  Runs as root (through runuser postgres) or as a normal user.
+# Prints "N passed, M failed"; exits non-zero when anything failed.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+proxy_dir=$(cd "$here/.." && pwd)
+repo=$(cd "$proxy_dir/.." && pwd)
+BIN=${RECSYS_PROXY_BIN:-$proxy_dir/build/recsys-proxy}
+PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+[ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
+PORT=${RECSYS_IT_PGPORT:-55434}
+USERS=${RECSYS_IT_USERS:-2000}
+KEY=it-key-$$
+
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   - $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $*"; }
+
+[ -x "$BIN" ] || { echo "build the proxy first: make -C $proxy_dir"; exit 2; }
+
+TMP=$(mktemp -d /tmp/recsys-it.XXXXXX)
+chmod 755 "$TMP"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$TMP"
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m immediate stop >/dev/null 2>&1
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+pg_start() {
+    as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -l "$TMP/pg.log" -w \
+        -o "-p $PORT -k $TMP -c listen_addresses=127.0.0.1" start >/dev/null
+}
+pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -w stop >/dev/null; }
+
+echo "# cluster on port $PORT in $TMP"
+as_pg "$PGBIN/initdb" -D "$TMP/data" --auth=trust -U postgres >/dev/null || { echo "initdb failed"; exit 2; }
+pg_start || { echo "cannot start PostgreSQL on port $PORT"; cat "$TMP/pg.log"; exit 2; }
+
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
+PSQL="psql -X -q -v ON_ERROR_STOP=1 -At"
+createdb shop && createdb empty || { echo "createdb failed"; exit 2; }
+$PSQL -d shop -c "CREATE EXTENSION recsys" || { echo "CREATE EXTENSION recsys failed (is it installed?)"; exit 2; }
+$PSQL -d empty -c "CREATE EXTENSION recsys" || exit 2
+echo "# loading demo data (users=$USERS)"
+$PSQL -d shop -v users="$USERS" -f "$repo/scripts/demo_data.sql" >/dev/null || { echo "demo data failed"; exit 2; }
+$PSQL -d shop -c "SELECT model_id FROM recsys_train()" >/dev/null || { echo "recsys_train failed"; exit 2; }
+for k in 5 10 20; do $PSQL -d shop -c "SELECT users_evaluated FROM recsys_evaluate($k)" >/dev/null || { echo "evaluate failed"; exit 2; }; done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+DSN="host=127.0.0.1 port=$PORT user=postgres dbname=shop"
+
+start_proxy() {  # start_proxy NAME ARGS... -> sets URL_<NAME>, PID_<NAME>
+    local name=$1; shift
+    local p; p=$(free_port)
+    "$BIN" --listen "127.0.0.1:$p" "$@" 2>"$TMP/proxy-$name.log" &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$p/healthz" && break
+        sleep 0.05
+    done
+    printf -v "URL_$name" '%s' "http://127.0.0.1:$p"
+    printf -v "PID_$name" '%s' "$pid"
+}
+
+start_proxy main --dsn "$DSN" --api-key "$KEY" --pool-size 4 --max-body-bytes 20000
+start_proxy nomodel --dsn "host=127.0.0.1 port=$PORT user=postgres dbname=empty"
+start_proxy slow --dsn "$DSN" --statement-timeout 1
+DEAD=$(free_port)
+start_proxy two --dsn "$DSN" --dsn "postgresql://postgres@127.0.0.1:$PORT/shop"
+start_proxy multi --dsn "host=127.0.0.1 port=$DEAD user=postgres dbname=shop connect_timeout=1" --dsn "$DSN" --cache-size 1000
+U=$URL_main
+AUTH=(-H "Authorization: Bearer $KEY")
+
+# status METHOD URL [curl args...] -> prints the HTTP status; body in $TMP/body, headers in $TMP/head
+status() {
+    local m=$1 u=$2; shift 2
+    curl -s -o "$TMP/body" -D "$TMP/head" -w '%{http_code}' -X "$m" "$u" "$@"
+}
+expect() {  # expect WANT NAME METHOD URL [curl args...]
+    local want=$1 name=$2; shift 2
+    local got; got=$(status "$@")
+    if [ "$got" = "$want" ]; then ok "$name -> $want"; else bad "$name: want $want, got $got: $(head -c 300 "$TMP/body")"; fi
+}
+json_post() { status POST "$1" -H 'Content-Type: application/json' "${@:3}" --data-binary "$2"; }
+expect_post() {  # expect_post WANT NAME URL BODY [curl args]
+    local want=$1 name=$2 url=$3 body=$4; shift 4
+    local got; got=$(json_post "$url" "$body" "$@")
+    if [ "$got" = "$want" ]; then ok "$name -> $want"; else bad "$name: want $want, got $got: $(head -c 300 "$TMP/body")"; fi
+}
+
+echo "# public routes"
+expect 200 "GET /healthz" GET "$U/healthz"
+expect 200 "GET /readyz" GET "$U/readyz"
+expect 200 "GET /" GET "$U/"
+grep -qi 'content-type: text/html' "$TMP/head" && ok "/ is text/html" || bad "/ content type"
+expect 200 "GET /openapi.json" GET "$U/openapi.json"
+python3 - "$TMP/body" <<'EOF' && ok "openapi.json is OpenAPI 3 with every route" || bad "openapi.json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["openapi"].startswith("3.")
+need = ["/recommendations", "/similar/{product_id}", "/models/active", "/users/{user_id}/history",
+        "/evaluations", "/healthz", "/readyz", "/metrics", "/openapi.json"]
+missing = [p for p in need if p not in d["paths"]]
+assert not missing, missing
+EOF
+expect 404 "unknown route" GET "$U/nope"
+
+echo "# /recommendations equals recsys_recommend"
+IDS="10,25,42,1,999999,7"
+expect_post 200 "POST /recommendations" "$U/recommendations" "{\"user_ids\":[$IDS],\"top_n\":7}" "${AUTH[@]}"
+cp "$TMP/body" "$TMP/rec.json"
+$PSQL -d shop -F $'\t' -c "SELECT user_id, product_id, rank FROM recsys_recommend('{$IDS}'::int[], 7)" > "$TMP/rec.tsv"
+python3 - "$TMP/rec.json" "$TMP/rec.tsv" "$IDS" <<'EOF' && ok "JSON equals the SQL rows (keys in request order, ranks in order)" || bad "JSON differs from SQL"
+import json, sys
+got = json.load(open(sys.argv[1]), object_pairs_hook=lambda kv: kv)
+ids = sys.argv[3].split(",")
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
+want = {i: [] for i in ids}
+for u, p, r in sorted(rows, key=lambda x: (int(x[0]), int(x[2]))):
+    want[u].append(int(p))
+want_pairs = [("results", [(i, want[i]) for i in ids])]
+if got != want_pairs:
+    print("got ", got); print("want", want_pairs); sys.exit(1)
+assert all(len(v) == 7 for _, v in want_pairs[0][1]), "expected 7 items per user"
+EOF
+expect_post 200 "details:true" "$U/recommendations" '{"user_ids":[10],"top_n":5,"details":true}' "${AUTH[@]}"
+cp "$TMP/body" "$TMP/det.json"
+$PSQL -d shop -F $'\t' -c "SELECT r.product_id, r.score, r.source, p.product_name, p.category, p.price
+  FROM recsys_recommend('{10}'::int[], 5) r LEFT JOIN products p USING (product_id) ORDER BY r.rank" > "$TMP/det.tsv"
+python3 - "$TMP/det.json" "$TMP/det.tsv" <<'EOF' && ok "details match SQL (score, source, name, category, price)" || bad "details differ"
+import json, sys
+got = json.load(open(sys.argv[1]))["results"]["10"]
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
+assert len(got) == len(rows) == 5, (len(got), len(rows))
+for g, (pid, score, src, name, cat, price) in zip(got, rows):
+    assert g["product_id"] == int(pid) and abs(g["score"] - float(score)) < 1e-9 * max(1, abs(float(score)))
+    assert g["source"] == src and g["product_name"] == name and g["category"] == cat
+    assert abs(g["price"] - float(price)) < 1e-9 and g["rank"] >= 1
+EOF
+
+echo "# concurrent single-user requests (merged into shared recsys_recommend calls) equal single-user SQL"
+$PSQL -d shop -F $'\t' -c "SELECT u, (SELECT string_agg(product_id::text, ',' ORDER BY rank)
+  FROM recsys_recommend(ARRAY[u], 6)) FROM generate_series(1, 300) u" > "$TMP/single.tsv"
+curl -s "$U/metrics" > "$TMP/m0"
+python3 - "$U" "$KEY" "$TMP/single.tsv" "$TMP/m0" <<'EOF' && ok "300 concurrent requests (32 threads) each equal recsys_recommend(ARRAY[u], 6)" || bad "concurrent requests differ"
+import json, re, sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+url, key = sys.argv[1], sys.argv[2]
+want = {}
+for line in open(sys.argv[3]):
+    u, items = line.rstrip("\n").split("\t")
+    want[u] = [int(x) for x in items.split(",")] if items else []
+def one(u):
+    req = urllib.request.Request(url + "/recommendations", data=json.dumps({"user_ids": [u], "top_n": 6}).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return u, json.load(r)["results"][str(u)]
+with ThreadPoolExecutor(32) as ex:
+    got = dict(ex.map(one, range(1, 301)))
+bad = [u for u in got if got[u] != want[str(u)]]
+assert not bad, (bad[:5], [(got[u], want[str(u)]) for u in bad[:3]])
+EOF
+curl -s "$U/metrics" > "$TMP/m1b"
+python3 - "$TMP/m0" "$TMP/m1b" <<'EOF' && ok "fewer statements than requests (batching happened)" || echo "# note: no batching observed (machine not loaded enough)"
+import re, sys
+def n(f): return sum(int(x) for x in re.findall(r'recsys_proxy_dsn_statements_total\{dsn="\d+"\} (\d+)', open(f).read()))
+d = n(sys.argv[2]) - n(sys.argv[1])
+print("    statements for 300 requests:", d)
+assert d < 300
+EOF
+
+echo "# bad input"
+expect_post 401 "no API key" "$U/recommendations" '{"user_ids":[1]}'
+expect_post 401 "wrong API key" "$U/recommendations" '{"user_ids":[1]}' -H "X-API-Key: nope"
+expect_post 200 "X-API-Key header" "$U/recommendations" '{"user_ids":[1]}' -H "X-API-Key: $KEY"
+expect_post 400 "malformed JSON" "$U/recommendations" '{"user_ids":[1' "${AUTH[@]}"
+expect_post 400 "not an object" "$U/recommendations" '[1,2]' "${AUTH[@]}"
+expect_post 400 "missing user_ids" "$U/recommendations" '{"top_n":3}' "${AUTH[@]}"
+expect_post 400 "user_ids wrong type" "$U/recommendations" '{"user_ids":["1"]}' "${AUTH[@]}"
+expect_post 400 "top_n wrong type" "$U/recommendations" '{"user_ids":[1],"top_n":"3"}' "${AUTH[@]}"
+expect_post 422 "empty user_ids" "$U/recommendations" '{"user_ids":[]}' "${AUTH[@]}"
+expect_post 422 "top_n 0" "$U/recommendations" '{"user_ids":[1],"top_n":0}' "${AUTH[@]}"
+expect_post 422 "top_n 1001" "$U/recommendations" '{"user_ids":[1],"top_n":1001}' "${AUTH[@]}"
+expect_post 422 "id beyond int32" "$U/recommendations" '{"user_ids":[2147483648]}' "${AUTH[@]}"
+expect_post 422 "1001 user ids" "$U/recommendations" "{\"user_ids\":[$(seq -s, 1 1001)]}" "${AUTH[@]}"
+expect_post 413 "body over --max-body-bytes" "$U/recommendations" "{\"user_ids\":[1],\"pad\":\"$(head -c 30000 /dev/zero | tr '\0' x)\"}" "${AUTH[@]}"
+expect 405 "GET /recommendations" GET "$U/recommendations" "${AUTH[@]}"
+python3 - "$TMP/body" <<'EOF' && ok "error body has code, message, details, hint" || bad "error body shape"
+import json, sys
+d = json.load(open(sys.argv[1])); assert set(d) == {"code", "message", "details", "hint"}, d
+EOF
+
+echo "# other data routes"
+expect 200 "GET /similar/5" GET "$U/similar/5?top_n=4" "${AUTH[@]}"
+cp "$TMP/body" "$TMP/sim.json"
+$PSQL -d shop -c "SELECT string_agg(product_id::text, ',' ORDER BY rank) FROM recsys_similar_items(5, 4)" > "$TMP/sim.txt"
+python3 - "$TMP/sim.json" "$TMP/sim.txt" <<'EOF' && ok "/similar equals recsys_similar_items" || bad "/similar differs"
+import json, sys
+d = json.load(open(sys.argv[1])); want = [int(x) for x in open(sys.argv[2]).read().strip().split(",")]
+assert [x["product_id"] for x in d["similar"]] == want, (d, want)
+assert all("product_name" in x and "similarity" in x for x in d["similar"])
+EOF
+expect 400 "/similar/abc" GET "$U/similar/abc" "${AUTH[@]}"
+expect 422 "/similar top_n=0" GET "$U/similar/5?top_n=0" "${AUTH[@]}"
+expect 401 "/similar without key" GET "$U/similar/5"
+expect 200 "GET /users/10/history" GET "$U/users/10/history?limit=5" "${AUTH[@]}"
+cp "$TMP/body" "$TMP/hist.json"
+$PSQL -d shop -c "SELECT string_agg(product_id::text, ',' ORDER BY last_event DESC, product_id) FROM recsys_user_history(10, 5)" > "$TMP/hist.txt"
+python3 - "$TMP/hist.json" "$TMP/hist.txt" <<'EOF' && ok "/users/10/history equals recsys_user_history" || bad "/history differs"
+import json, sys
+d = json.load(open(sys.argv[1])); want = [int(x) for x in open(sys.argv[2]).read().strip().split(",") if x]
+assert [x["product_id"] for x in d["history"]] == want, (d, want)
+EOF
+expect 422 "history limit=0" GET "$U/users/10/history?limit=0" "${AUTH[@]}"
+expect 200 "GET /models/active" GET "$U/models/active" "${AUTH[@]}"
+mid=$($PSQL -d shop -c "SELECT model_id FROM recsys_models WHERE active")
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['model_id']==$mid and d['active'] else 1)" \
+    && ok "/models/active is model $mid" || bad "/models/active content"
+expect 200 "GET /evaluations" GET "$U/evaluations" "${AUTH[@]}"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); ks=sorted({e['k'] for e in d['evaluations']}); sys.exit(0 if ks==[5,10,20] else 1)" \
+    && ok "/evaluations has k=5,10,20" || bad "/evaluations content"
+
+echo "# errors from the extension"
+expect_post 503 "no model trained (55000)" "$URL_nomodel/recommendations" '{"user_ids":[1]}'
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='55000' and 'recsys_train' in (d['hint'] or '') else 1)" \
+    && ok "55000 hint passed through" || bad "55000 body: $(cat "$TMP/body")"
+expect 503 "/readyz without a model" GET "$URL_nomodel/readyz"
+expect 404 "/models/active without a model" GET "$URL_nomodel/models/active"
+expect_post 504 "statement_timeout (57014)" "$URL_slow/recommendations" "{\"user_ids\":[$(seq -s, 1 1000)],\"top_n\":1000}"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='57014' else 1)" \
+    && ok "504 carries SQLSTATE 57014" || bad "504 body: $(cat "$TMP/body")"
+
+echo "# several DSNs, one dead"
+for i in 1 2 3 4 5 6; do
+    got=$(json_post "$URL_multi/recommendations" '{"user_ids":[10],"top_n":3}')
+    [ "$got" = 200 ] || break
+done
+[ "$got" = 200 ] && ok "6 requests answered 200 with one dead DSN" || bad "multi-DSN: got $got $(cat "$TMP/body")"
+curl -s "$URL_multi/metrics" > "$TMP/m1"
+grep -q '^recsys_proxy_dsn_healthy 1$' "$TMP/m1" && ok "metrics: 1 of 2 DSNs healthy" || bad "dsn_healthy gauge"
+grep -q '^recsys_proxy_dsn_up{dsn="0"} 0$' "$TMP/m1" && grep -q '^recsys_proxy_dsn_up{dsn="1"} 1$' "$TMP/m1" \
+    && ok "the dead DSN is marked down, the live one up" || bad "dsn_up gauges: $(grep dsn_up "$TMP/m1")"
+json_post "$URL_multi/recommendations" '{"user_ids":[10],"top_n":3}' >/dev/null
+for i in $(seq 20); do json_post "$URL_two/recommendations" "{\"user_ids\":[$i],\"top_n\":3}" >/dev/null; done
+curl -s "$URL_two/metrics" > "$TMP/m3"
+python3 - "$TMP/m3" <<'PY' && ok "two live DSNs both serve reads" || bad "reads not spread: $(grep dsn_statements "$TMP/m3")"
+import re, sys
+t = open(sys.argv[1]).read()
+n = {m.group(1): int(m.group(2)) for m in re.finditer(r'recsys_proxy_dsn_statements_total\{dsn="(\d)"\} (\d+)', t)}
+assert n.get("0", 0) >= 3 and n.get("1", 0) >= 3, n
+print("    statements per DSN:", n)
+PY
+curl -s "$URL_multi/metrics" > "$TMP/m2"
+grep -q '^recsys_proxy_cache_hits_total [1-9]' "$TMP/m2" && ok "cache hit counted" || bad "cache hits"
+
+echo "# metrics"
+curl -s "$U/metrics" > "$TMP/metrics"
+for m in recsys_proxy_requests_total recsys_proxy_request_duration_seconds_bucket recsys_proxy_pool_in_use \
+         recsys_proxy_pool_waiting recsys_proxy_cache_hits_total recsys_proxy_cache_misses_total \
+         recsys_proxy_db_errors_total; do
+    grep -q "^$m" "$TMP/metrics" || grep -q "^# TYPE $m" "$TMP/metrics" && ok "metric $m" || bad "metric $m missing"
+done
+grep -q 'recsys_proxy_requests_total{route="/recommendations",status="422"}' "$TMP/metrics" && ok "422s counted by route" || bad "route/status counter"
+
+echo "# access log"
+tail -1 "$TMP/proxy-main.log" > "$TMP/lastlog"; python3 -c "import json,sys; d=json.loads(sys.stdin.read()); assert {'method','path','status','ms'} <= set(d)" < "$TMP/lastlog" \
+    && ok "access log lines are JSON" || bad "access log: $(tail -1 "$TMP/proxy-main.log")"
+
+echo "# web page in headless Chromium (test/browser)"
+browser_dir="$repo/test/browser"
+if [ -d "$browser_dir/node_modules/playwright-core" ] && [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && command -v node >/dev/null; then
+    if (cd "$browser_dir" && RECSYS_URL="$U" RECSYS_API_KEY="$KEY" SCREENSHOT="${SCREENSHOT:-$TMP/page.png}" \
+            node --test page.test.mjs > "$TMP/browser.log" 2>&1); then
+        ok "browser test ($(grep -c '^ok ' "$TMP/browser.log") node:test cases)"
+    else
+        bad "browser test:"; sed 's/^/    /' "$TMP/browser.log" | tail -40
+    fi
+else
+    if [ -n "${CI:-}" ]; then
+        bad "browser test cannot run (npm ci in test/browser, apt-get install chromium)"
+    else
+        echo "# skipped: npm ci in test/browser and apt-get install chromium to run it"
+    fi
+fi
+
+echo "# database restart"
+pg_stop
+t0=$(date +%s.%N)
+got=$(json_post "$U/recommendations" '{"user_ids":[10],"top_n":3}' "${AUTH[@]}")
+t1=$(date +%s.%N)
+[ "$got" = 503 ] && ok "503 while the database is down" || bad "down: got $got $(cat "$TMP/body")"
+grep -qi '^retry-after:' "$TMP/head" && ok "Retry-After while down" || bad "no Retry-After"
+python3 -c "import sys; sys.exit(0 if $t1 - $t0 < 6 else 1)" && ok "answered within the timeout while down" || bad "slow 503"
+got=$(status GET "$U/readyz"); [ "$got" = 503 ] && ok "/readyz 503 while down" || bad "/readyz while down: $got"
+got=$(status GET "$U/healthz"); [ "$got" = 200 ] && ok "/healthz 200 while down" || bad "/healthz while down: $got"
+sleep 2
+pg_start
+t0=$(date +%s.%N)
+recovered=""
+while python3 -c "import sys; sys.exit(0 if $(date +%s.%N) - $t0 < 5 else 1)"; do
+    got=$(json_post "$U/recommendations" '{"user_ids":[10],"top_n":3}' "${AUTH[@]}")
+    if [ "$got" = 200 ]; then recovered=$(python3 -c "print(round($(date +%s.%N) - $t0, 3))"); break; fi
+    sleep 0.1
+done
+[ -n "$recovered" ] && ok "200 again ${recovered}s after the database returned" || bad "not recovered within 5 s (last $got)"
+kill -0 "$PID_main" 2>/dev/null && ok "proxy survived the restart" || bad "proxy died"
+
+echo "# database crash (immediate stop) under load"
+if command -v wrk >/dev/null; then
+    cat > "$TMP/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+request = function() return wrk.format(nil, nil, nil, '{"user_ids":[' .. math.random(1, 500) .. '],"top_n":10}') end
+LUA
+    wrk -t2 -c32 -d7s -s "$TMP/post.lua" "$U/recommendations" > "$TMP/wrk.txt" 2>&1 &
+    wrk_pid=$!
+    sleep 2
+    as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m immediate stop >/dev/null
+    sleep 1.5
+    pg_start
+    wait "$wrk_pid"
+    curl -s "$U/metrics" > "$TMP/m4"
+    python3 - "$TMP/m4" <<'PY' && ok "under load: /recommendations answered only 200 or 503" || bad "statuses under load"
+import re, sys
+t = open(sys.argv[1]).read()
+st = {m.group(1): int(m.group(2)) for m in re.finditer(r'recsys_proxy_requests_total\{route="/recommendations",status="(\d+)"\} (\d+)', t)}
+print("    /recommendations statuses so far:", st)
+assert st.get("200", 0) > 1000 and st.get("503", 0) > 0, st
+assert not any(k.startswith("5") and k != "503" for k in st), st
+PY
+    sleep 1.5
+    got=$(json_post "$U/recommendations" '{"user_ids":[10],"top_n":3}' "${AUTH[@]}")
+    [ "$got" = 200 ] && ok "200 after the crash and restart" || bad "after crash: $got $(cat "$TMP/body")"
+    kill -0 "$PID_main" 2>/dev/null && ok "proxy survived the crash under load" || bad "proxy died under load"
+else
+    echo "# skipped: wrk not installed"
+fi
+
+echo "# SIGTERM"
+kill -TERM "$PID_main"
+rc=""
+for _ in $(seq 100); do
+    if ! kill -0 "$PID_main" 2>/dev/null; then wait "$PID_main"; rc=$?; break; fi
+    sleep 0.05
+done
+[ "$rc" = 0 ] && ok "SIGTERM -> exit 0" || bad "SIGTERM exit status '$rc'"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
