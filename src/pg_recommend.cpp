@@ -32,10 +32,11 @@ static SPIPlanPtr popular_plan = NULL;
 static SPIPlanPtr history_plan = NULL;
 static char* history_source = NULL;   // the relation history_plan reads
 
-// Prepares and keeps a plan.
+// Prepares and keeps a generic plan: these queries are index lookups whose
+// best plan does not depend on the values, so re-planning per call is waste.
 static SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types)
 {
-    SPIPlanPtr plan = SPI_prepare(sql, nargs, types);
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
     if (plan == NULL)
         elog(ERROR, "recsys: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
     if (SPI_keepplan(plan) != 0)
