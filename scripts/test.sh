@@ -61,7 +61,7 @@ count build 1 0
 
 note "core unit tests (GoogleTest)"
 for target in test sanitize; do
-    make -C test/unit "$target" >"$LOG/unit-$target.log" 2>&1
+    make -j2 -C test/unit "$target" >"$LOG/unit-$target.log" 2>&1
     rc=$?
     read -r p f < <(gtest_counts "$LOG/unit-$target.log")
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
@@ -103,7 +103,7 @@ done
 
 if [ -f proxy/Makefile ]; then
     note "proxy"
-    make -C proxy test >"$LOG/proxy-unit.log" 2>&1
+    make -j2 -C proxy test >"$LOG/proxy-unit.log" 2>&1
     rc=$?
     read -r p f < <(gtest_counts "$LOG/proxy-unit.log")
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1

@@ -10,25 +10,32 @@ trap 'psql -qX -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || t
 export PGDATABASE=$DB
 psql -qX -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION recsys;
--- 600k events: 40k users, 4k products, each user in a 200-product cluster.
+-- 800k events: 20k users with 40 events each, 4k products, each user in a
+-- 200-product cluster: long enough phases (the core's work grows with the
+-- square of a user's items) to land a cancel in each.
 CREATE TABLE interactions AS
   SELECT u AS user_id,
          ((u % 20) * 200 + (hashint4(u * 31 + j) & 1023) % 200)::int AS product_id,
          (ARRAY['view', 'view', 'click', 'add_to_cart', 'purchase'])[1 + (hashint4(u + j) & 1023) % 5] AS event_type,
          timestamptz '2024-01-01' + (j * interval '1 hour') AS event_time
-    FROM generate_series(1, 40000) u, generate_series(1, 15) j;
+    FROM generate_series(1, 20000) u, generate_series(1, 40) j;
 CREATE INDEX ON interactions (user_id);
 SELECT model_id FROM recsys_train(neighbors => 20);
 SQL
 before=$(psql -qXAt -c "SELECT model_id FROM recsys_models WHERE active")
 fail=0
+HIT=""
+PHASE=""
 
 # cancel_after SQL DELAY: runs SQL, cancels it after DELAY seconds, and checks
 # the statement ended with 57014 within one second of the cancel.
 cancel_after() {
     local sql=$1 delay=$2 out
     out=$(mktemp)
-    PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '1GB'" -c "$sql" >"$out" 2>&1 &
+    # In a transaction rolled back at the end, so a run that finishes first
+    # leaves the active model alone too.
+    PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose -c "SET client_min_messages = debug1" \
+        -c "SET maintenance_work_mem = '1GB'" -c "BEGIN" -c "$sql" -c "ROLLBACK" >"$out" 2>&1 &
     local victim=$!
     sleep "$delay"
     local t0 t1 pid
@@ -36,25 +43,63 @@ cancel_after() {
     if [ -z "$pid" ]; then
         wait $victim || true
         echo "  delay $delay: statement finished before the cancel (no check)"
+        PHASE=finished
         rm -f "$out"; return 0
     fi
     t0=$(date +%s.%N)
-    psql -qXAt -c "SELECT pg_cancel_backend($pid)" >/dev/null
+    psql -qXAt -c "SELECT pg_cancel_backend($pid)" >/dev/null 2>&1
     wait $victim || true
     t1=$(date +%s.%N)
-    local secs phase
+    if ! grep -q '57014' "$out" && grep -q '^(1 row)' "$out"; then
+        echo "  delay $delay: statement finished as the cancel was sent (no check)"
+        PHASE=finished
+        rm -f "$out"; return 0
+    fi
+    local secs
     secs=$(echo "$t1 - $t0" | bc)
-    phase=$(grep -o 'recsys: [a-z]* [^(]*in' "$out" | tail -1 || true)
+    # The phase the cancel hit, from train_store's DEBUG lines.
+    if grep -q 'recsys: model written' "$out"; then PHASE=after-writing
+    elif grep -q 'recsys: trained in' "$out"; then PHASE=writing
+    elif grep -q 'recsys: read ' "$out"; then PHASE=core
+    else PHASE=reading; fi
     if grep -q '57014' "$out" && [ "$(echo "$secs < 1.0" | bc)" = 1 ]; then
-        echo "  ok: delay $delay, stopped ${secs}s after the cancel (last phase done: ${phase:-none})"
+        echo "  ok: delay $delay, stopped ${secs}s after the cancel, during: $PHASE"
+        HIT="$HIT $PHASE"
     else
         echo "  FAIL: delay $delay, ${secs}s after the cancel:"; cat "$out"; fail=1
     fi
     rm -f "$out"
 }
 
+# One uncancelled run gives the end of each phase (DEBUG lines of
+# recsys.train_store); then cancel in the middle of each phase, and around.
+TRAIN="SELECT * FROM recsys_train(neighbors => 0)"
+phases=$(psql -qX -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '1GB'" \
+              -c "BEGIN" -c "$TRAIN" -c "ROLLBACK" 2>&1 | grep -o ' in [0-9.]* s' | grep -o '[0-9.]*' | tr '\n' ' ')
+read -r t_read t_train t_write <<<"$phases"
+echo "recsys_train phases end at: read ${t_read}s, core ${t_train}s, written ${t_write}s"
+mid_read=$(echo "scale=3; $t_read / 2" | bc)
+mid_core=$(echo "scale=3; ($t_read + $t_train) / 2" | bc)
+mid_write=$(echo "scale=3; ($t_train + $t_write) / 2" | bc)
 echo "recsys_train:"
-for d in 0.05 0.3 0.6 0.9 1.2 1.5 1.8 2.1 2.4 2.7 3.0 3.5; do cancel_after "SELECT * FROM recsys_train(neighbors => 0)" $d; done
+cancel_after "$TRAIN" 0.05
+# Phases last 0.1-0.7 s and runs vary: step around each phase's middle until
+# a cancel lands in it.
+for target in "reading $mid_read" "core $mid_core" "writing $mid_write"; do
+    read -r name mid <<<"$target"
+    for off in 0 -0.04 0.04 -0.08 0.08 -0.12 0.12 -0.16 0.16 -0.2 0.2 -0.24 -0.28 -0.32 -0.36 -0.4 -0.45 -0.5; do
+        case " $HIT " in *" $name "*) break ;; esac
+        d=$(echo "$mid + $off" | bc)
+        [ "$(echo "$d > 0.01" | bc)" = 1 ] || continue
+        cancel_after "$TRAIN" "$d"
+    done
+done
+for p in reading core writing; do
+    case " $HIT " in
+        *" $p "*) ;;
+        *) echo "FAIL: no cancel landed in the $p phase"; fail=1 ;;
+    esac
+done
 echo "recsys_evaluate:"
 for d in 0.1 0.4 0.8 1.2; do cancel_after "SELECT * FROM recsys_evaluate(10, test_days => 5, neighbors => 0)" $d; done
 
