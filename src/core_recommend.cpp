@@ -39,11 +39,6 @@ bool in_history(const std::vector<HistoryItem>& h, int32_t item) {
     return it != h.end() && it->item == item;
 }
 
-struct Contribution {
-    int32_t item;
-    double score;
-};
-
 }  // namespace
 
 std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
@@ -59,25 +54,48 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
     const std::size_t n = static_cast<std::size_t>(top_n);
     const std::vector<HistoryItem> h = normalize_history(history);
 
-    // Collaborative scores: every (neighbour, w * sim) contribution, then
-    // summed per neighbour.  Summation order is history item ascending, then
-    // neighbour list order, so results do not depend on the input order.
-    std::vector<Contribution> contrib;
+    // Collaborative scores: w * sim summed per neighbour in an open-addressing
+    // table.  Each neighbour's contributions are added in generation order
+    // (history item ascending, then neighbour list order), so the sums do not
+    // depend on the input order.
+    std::size_t upper = 0;
+    std::vector<NeighborList> lists;
+    lists.reserve(h.size());
     if (neighbors) {
         for (const HistoryItem& hi : h) {
-            const NeighborList nl = neighbors(hi.item);
-            for (std::size_t k = 0; k < nl.size; ++k)
-                contrib.push_back(Contribution{nl.ids[k], hi.weight * nl.sims[k]});
+            lists.push_back(neighbors(hi.item));
+            upper += lists.back().size;
         }
     }
-    std::stable_sort(contrib.begin(), contrib.end(),
-                     [](const Contribution& a, const Contribution& b) { return a.item < b.item; });
+    std::size_t cap = 16;
+    while (cap < 2 * upper) cap <<= 1;
+    const std::size_t mask = cap - 1;
+    std::vector<int32_t> slot_item(cap);
+    std::vector<double> slot_score(cap);
+    std::vector<uint8_t> used(cap, 0);
+    std::vector<uint32_t> order;  // slots in first-seen order
+    order.reserve(upper);
+    for (std::size_t q = 0; q < lists.size(); ++q) {
+        const NeighborList& nl = lists[q];
+        const double w = h[q].weight;
+        for (std::size_t k = 0; k < nl.size; ++k) {
+            const int32_t item = nl.ids[k];
+            std::size_t pos = (static_cast<uint32_t>(item) * 2654435761u) & mask;
+            while (used[pos] && slot_item[pos] != item) pos = (pos + 1) & mask;
+            if (!used[pos]) {
+                used[pos] = 1;
+                slot_item[pos] = item;
+                slot_score[pos] = 0;
+                order.push_back(static_cast<uint32_t>(pos));
+            }
+            slot_score[pos] += w * nl.sims[k];
+        }
+    }
     std::vector<Scored> cand;
-    for (std::size_t k = 0; k < contrib.size();) {
-        const int32_t item = contrib[k].item;
-        double s = 0;
-        for (; k < contrib.size() && contrib[k].item == item; ++k) s += contrib[k].score;
-        if (s > 0 && !in_history(h, item)) cand.push_back(Scored{s, item});
+    cand.reserve(order.size());
+    for (uint32_t pos : order) {
+        const double sc = slot_score[pos];
+        if (sc > 0 && !in_history(h, slot_item[pos])) cand.push_back(Scored{sc, slot_item[pos]});
     }
     detail::select_top_k(cand, n);
 
