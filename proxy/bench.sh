@@ -7,7 +7,7 @@
 #   BENCH_DSN="host=... dbname=..." proxy/bench.sh   # use an existing database with a model
 #
 # Environment: BENCH_SECONDS (15), BENCH_CONNECTIONS (64), BENCH_USERS (2000),
-# BENCH_PGPORT (55434), BENCH_POOL (4, proxy connections), BENCH_THREADS (2,
+# BENCH_PGPORT (55434), BENCH_POOL (2, proxy connections: one per database core), BENCH_THREADS (2,
 # proxy I/O threads), BENCH_CACHE (0 = proxy cache off), BENCH_UVICORN_WORKERS (2).
 # Prints req/s and p99 for each and the ratio.  Needs wrk, python3-fastapi,
 # python3-uvicorn, python3-psycopg2 and the built proxy (make -C proxy).
@@ -19,7 +19,7 @@ SECS=${BENCH_SECONDS:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 USERS=${BENCH_USERS:-2000}
 PGPORT_B=${BENCH_PGPORT:-55434}
-POOL=${BENCH_POOL:-4}
+POOL=${BENCH_POOL:-2}
 THREADS=${BENCH_THREADS:-2}
 CACHE=${BENCH_CACHE:-0}
 UVW=${BENCH_UVICORN_WORKERS:-2}
