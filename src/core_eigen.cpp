@@ -58,13 +58,6 @@ constexpr int kBlockItems = 256;                      // item columns per produc
 // stays bounded even when a few items co-occur with almost everything.
 constexpr double kMaxBlockNnz = double(1 << 22);
 
-std::string describe_cell(const Triplet& t) {
-    std::ostringstream os;
-    os.precision(17);
-    os << "(user " << t.user << ", item " << t.item << ", weight " << t.weight << ")";
-    return os.str();
-}
-
 // Sorted distinct values of `ids`.
 std::vector<int32_t> distinct_sorted(std::vector<int32_t> ids) {
     std::sort(ids.begin(), ids.end());
@@ -91,16 +84,7 @@ Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
         throw InvalidInput("recsys: too many cells for train_eigen (" + std::to_string(n) + ")");
 
     // 1. Validate.
-    for (std::size_t base = 0; base < n; base += kChunk) {
-        poll_cancel(cancel);
-        const std::size_t end = std::min(n, base + kChunk);
-        for (std::size_t k = base; k < end; ++k) {
-            const double w = cells[k].weight;
-            if (!(std::isfinite(w) && w > 0))
-                throw InvalidInput("recsys: every weight must be finite and > 0, got " +
-                                   describe_cell(cells[k]));
-        }
-    }
+    detail::validate_cells(cells, cancel);
 
     Model m;
     if (n == 0) {

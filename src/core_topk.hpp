@@ -3,8 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "core.hpp"
@@ -74,6 +77,27 @@ private:
 // Only ever called from the thread that called into the core.
 inline void poll_cancel(const CancelCheck& cancel) {
     if (cancel && cancel()) throw Cancelled();
+}
+
+// Throws InvalidInput unless every weight is finite and > 0; polls `cancel`
+// every 2^16 cells.  Shared by train() and train_eigen().
+inline void validate_cells(const std::vector<Triplet>& cells, const CancelCheck& cancel) {
+    constexpr std::size_t chunk = std::size_t(1) << 16;
+    const std::size_t n = cells.size();
+    for (std::size_t base = 0; base < n; base += chunk) {
+        poll_cancel(cancel);
+        const std::size_t end = std::min(n, base + chunk);
+        for (std::size_t k = base; k < end; ++k) {
+            const Triplet& t = cells[k];
+            if (!(std::isfinite(t.weight) && t.weight > 0)) {
+                std::ostringstream os;
+                os.precision(17);
+                os << "recsys: every weight must be finite and > 0, got (user " << t.user << ", item "
+                   << t.item << ", weight " << t.weight << ")";
+                throw InvalidInput(os.str());
+            }
+        }
+    }
 }
 
 // train() with an explicit thread count for the similarity pass: 1 = the

@@ -293,13 +293,6 @@ void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck&
     if (worker_error) std::rethrow_exception(worker_error);
 }
 
-std::string describe_cell(const Triplet& t) {
-    std::ostringstream os;
-    os.precision(17);
-    os << "(user " << t.user << ", item " << t.item << ", weight " << t.weight << ")";
-    return os.str();
-}
-
 }  // namespace
 
 std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, int neighbors) {
@@ -349,16 +342,7 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
                            ")");
 
     // 1. Validate.
-    for (std::size_t base = 0; base < n; base += kChunk) {
-        poll_cancel(cancel);
-        const std::size_t end = std::min(n, base + kChunk);
-        for (std::size_t k = base; k < end; ++k) {
-            const double w = cells[k].weight;
-            if (!(std::isfinite(w) && w > 0))
-                throw InvalidInput("recsys: every weight must be finite and > 0, got " +
-                                   describe_cell(cells[k]));
-        }
-    }
+    detail::validate_cells(cells, cancel);
 
     Model m;
     if (n == 0) {
