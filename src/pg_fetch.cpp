@@ -7,6 +7,7 @@
 
 extern "C" {
 #include "executor/spi.h"
+#include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -73,12 +74,19 @@ static bool receive_row(TupleTableSlot* slot, DestReceiver* self)
     return true;
 }
 
+// Checks the query's columns: (int4, int4, float8, int8) or (int4, int4).
 static void receiver_startup(DestReceiver* self, int operation, TupleDesc desc)
 {
     ArrayReceiver* r = (ArrayReceiver*) self;
+    static const Oid cell_types[4] = {INT4OID, INT4OID, FLOAT8OID, INT8OID};
     int need = r->cells ? 4 : 2;
-    if (desc->natts < need)
-        elog(ERROR, "recsys: internal query returns %d columns, expected %d", desc->natts, need);
+    bool ok = desc->natts == need;
+    for (int i = 0; ok && i < need; i++)
+        ok = TupleDescAttr(desc, i)->atttypid == cell_types[i];
+    if (!ok)
+        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                        errmsg("recsys: the query must return %s",
+                               r->cells ? "(integer, integer, double precision, bigint)" : "(integer, integer)")));
 }
 
 static void receiver_noop(DestReceiver* self) {}
