@@ -47,6 +47,19 @@ SELECT * FROM recsys_user_history(1, 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM recsys_user_history(NULL);
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_similar_items(10, 1001);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_user_history(1, 1001);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_user_history(1, NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- Unknown ids are no error: no neighbours, no history.
+SELECT count(*) FROM recsys_similar_items(-2147483648, 1000);
+SELECT count(*) FROM recsys_user_history(2147483647, 1000);
+-- recsys.train_memory: negative shapes are refused (22023), NULL gives NULL.
+SELECT recsys.train_memory(-1, 1, 1, 50);
+\echo :LAST_ERROR_SQLSTATE
+SELECT recsys.train_memory(NULL, 1, 1) IS NULL AS null_in_null_out;
 
 -- recsys_evaluate: k NULL (22004), k <= 0 or > 1000 (22023), test_days < 1.
 SELECT * FROM recsys_evaluate(NULL);
