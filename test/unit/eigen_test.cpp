@@ -255,22 +255,10 @@ TEST(TrainEigen, EmptyInput) {
 TEST(TrainEigen, Cancel) {
     // 1500 items: 6 blocks of 256, polled between them and in preparation.
     const auto cells = recsys_test::random_cells(7, 400, 1500, 6000);
-    int calls = 0;
-    const Model full = train_eigen(cells, TrainOptions{}, [&] {
-        ++calls;
-        return false;
-    });
-    ASSERT_GE(calls, 6);
-    for (int n = 1; n <= calls; ++n) {
-        int seen = 0;
-        EXPECT_THROW(train_eigen(cells, TrainOptions{}, [&] { return ++seen == n; }), Cancelled)
-            << "cancel on call " << n << " of " << calls;
-        EXPECT_EQ(seen, n);  // stops polling once it has thrown
-    }
-    const Model plain = train_eigen(cells, TrainOptions{});
-    EXPECT_EQ(plain.nbr_ids, full.nbr_ids);
-    EXPECT_EQ(plain.nbr_sims, full.nbr_sims);
-    int seen = 0;
-    EXPECT_THROW(train_eigen({}, TrainOptions{}, [&] { return ++seen == 1; }), Cancelled);
+    recsys_test::expect_cancel_at_every_poll(
+        [](const std::vector<Triplet>& c, const TrainOptions& o, const recsys::CancelCheck& k) {
+            return train_eigen(c, o, k);
+        },
+        cells, 6);
     EXPECT_THROW(train_eigen(cells, TrainOptions{}, [] { return true; }), Cancelled);
 }

@@ -11,6 +11,8 @@
 #include <set>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "core.hpp"
 
 namespace recsys_test {
@@ -133,6 +135,34 @@ inline std::vector<NaiveNeighbor> model_nbrs(const Model& m, int32_t item) {
     const recsys::NeighborList nl = recsys::neighbors_of(m, item);
     for (std::size_t k = 0; k < nl.size; ++k) out.push_back(NaiveNeighbor{nl.ids[k], nl.sims[k]});
     return out;
+}
+
+// Checks that train_fn (train or train_eigen) polls its CancelCheck at least
+// min_calls times, throws Cancelled at whichever poll says so and stops
+// polling then, and that a check that never fires changes nothing.
+template <typename TrainFn>
+void expect_cancel_at_every_poll(TrainFn train_fn, const std::vector<Triplet>& cells, int min_calls) {
+    using recsys::Cancelled;
+    using recsys::Model;
+    using recsys::TrainOptions;
+    int calls = 0;
+    const Model full = train_fn(cells, TrainOptions{}, [&] {
+        ++calls;
+        return false;
+    });
+    ASSERT_GE(calls, min_calls);
+    for (int n = 1; n <= calls; ++n) {
+        int seen = 0;
+        EXPECT_THROW(train_fn(cells, TrainOptions{}, [&] { return ++seen == n; }), Cancelled)
+            << "cancel on call " << n << " of " << calls;
+        EXPECT_EQ(seen, n);  // stops polling once it has thrown
+    }
+    const Model plain = train_fn(cells, TrainOptions{}, recsys::CancelCheck{});
+    EXPECT_EQ(plain.nbr_ids, full.nbr_ids);
+    EXPECT_EQ(plain.nbr_sims, full.nbr_sims);
+    // Empty input still polls once.
+    int seen = 0;
+    EXPECT_THROW(train_fn({}, TrainOptions{}, [&] { return ++seen == 1; }), Cancelled);
 }
 
 }  // namespace recsys_test

@@ -247,28 +247,13 @@ TEST(Train, NeighborsOfUnknownItem) {
 }
 
 TEST(Train, CancelThrowsOnNthCall) {
-    const auto cells = recsys_test::random_cells(7, 400, 1500, 6000);
-    int calls = 0;
-    const Model full = train(cells, TrainOptions{}, [&] {
-        ++calls;
-        return false;
-    });
     // Polled in every phase: at least once per 256 items (1500 items) plus
     // the preparation steps.
-    ASSERT_GE(calls, 10);
-    for (int n = 1; n <= calls; ++n) {
-        int seen = 0;
-        EXPECT_THROW(train(cells, TrainOptions{}, [&] { return ++seen == n; }), Cancelled)
-            << "cancel on call " << n << " of " << calls;
-        EXPECT_EQ(seen, n);  // stops polling once it has thrown
-    }
-    // A check that never fires changes nothing.
-    const Model plain = train(cells, TrainOptions{});
-    EXPECT_EQ(plain.nbr_ids, full.nbr_ids);
-    EXPECT_EQ(plain.nbr_sims, full.nbr_sims);
-    // Empty input still polls once.
-    int seen = 0;
-    EXPECT_THROW(train({}, TrainOptions{}, [&] { return ++seen == 1; }), Cancelled);
+    recsys_test::expect_cancel_at_every_poll(
+        [](const std::vector<Triplet>& c, const TrainOptions& o, const recsys::CancelCheck& k) {
+            return train(c, o, k);
+        },
+        recsys_test::random_cells(7, 400, 1500, 6000), 10);
 }
 
 // Brute force: dense cosine over all pairs + full sort, on seeded random data
