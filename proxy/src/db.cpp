@@ -460,6 +460,14 @@ void Pool::run_jobs(Conn& c, std::vector<Job>& jobs) {
         cv_.notify_all();
     };
 
+    // The server did not answer within statement_timeout + 1 s: drop the
+    // connection (its backend's statement_timeout ends the query).
+    auto timed_out_all = [&] {
+        if (on_db_error) on_db_error("timeout");
+        c.close();
+        for (auto& j : jobs) fail(j, DbOutcome::ClientTimeout, "the database did not answer in time");
+    };
+
     bool timed_out = false;
     if (!c.prepared.test(si)) {
         char name[16];
@@ -470,9 +478,7 @@ void Pool::run_jobs(Conn& c, std::vector<Job>& jobs) {
         }
         PGresult* r = wait_result(c.pg, deadline, timed_out);
         if (timed_out) {
-            if (on_db_error) on_db_error("timeout");
-            c.close();
-            for (auto& j : jobs) fail(j, DbOutcome::ClientTimeout, "the database did not answer in time");
+            timed_out_all();
             return;
         }
         if (!r || PQstatus(c.pg) == CONNECTION_BAD) {
@@ -507,11 +513,7 @@ void Pool::run_jobs(Conn& c, std::vector<Job>& jobs) {
     }
     PGresult* r = wait_result(c.pg, deadline, timed_out);
     if (timed_out) {
-        // The server did not answer within statement_timeout + 1 s: drop the
-        // connection (its backend's statement_timeout ends the query).
-        if (on_db_error) on_db_error("timeout");
-        c.close();
-        for (auto& j : jobs) fail(j, DbOutcome::ClientTimeout, "the database did not answer in time");
+        timed_out_all();
         return;
     }
     if (!r) {
