@@ -1,7 +1,7 @@
 # recsys: PGXS build of the extension (and, through proxy/, its HTTP proxy).
 
 EXTENSION = recsys
-EXTVERSION = 1.0
+EXTVERSION = 1.1
 
 MODULE_big = recsys
 CORE_OBJS = src/core_train.o src/core_eigen.o src/core_recommend.o src/core_evaluate.o src/core_shape.o
