@@ -71,7 +71,10 @@ CREATE TABLE recsys.models (
     ignored_null bigint NOT NULL,
     ignored_type bigint NOT NULL,
     neighbor_pairs bigint NOT NULL,
-    seconds double precision NOT NULL
+    seconds double precision NOT NULL,
+    -- What the model was trained with (recsys.settings_snapshot()): serving
+    -- uses these, not the live configuration.
+    settings jsonb NOT NULL DEFAULT '{}'
 );
 CREATE SEQUENCE recsys.model_id_seq OWNED BY recsys.models.model_id;
 
@@ -179,6 +182,19 @@ LANGUAGE sql STABLE AS $$
     SELECT format('%I.%I', n.nspname, c.relname)
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = rel
+$$;
+
+-- The settings a training or evaluation runs with, as recorded with its
+-- model and in its run log: the source, the neighbour count, every event
+-- type's weight, the similarity method.
+CREATE FUNCTION recsys.settings_snapshot(rel regclass, neighbors integer) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'source', recsys.qualified_name(rel),
+        'neighbors', neighbors,
+        'weights', (SELECT pg_catalog.coalesce(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
+                      FROM recsys.event_weights w),
+        'similarity_method', pg_catalog.current_setting('recsys.similarity_method', true))
 $$;
 
 -- Refuses weights the DBA may have forced in past the CHECK constraint.
@@ -309,7 +325,8 @@ BEGIN
     END IF;
     secs := extract(epoch FROM clock_timestamp() - t0);
     INSERT INTO recsys.models VALUES (id, now(), recsys.qualified_name(rel), k, r.users, r.items, r.cells,
-                                      n_used, n_null + n_type, n_null, n_type, r.pairs, secs);
+                                      n_used, n_null + n_type, n_null, n_type, r.pairs, secs,
+                                      recsys.settings_snapshot(rel, k));
     INSERT INTO recsys.active_model VALUES (true, id)
         ON CONFLICT (singleton) DO UPDATE SET model_id = EXCLUDED.model_id;
 
