@@ -6,6 +6,10 @@
 -- test (test/upgrade_test.sh) compares the catalog an update leaves with the
 -- one a fresh 1.1 install leaves, so a change made in one file only fails CI.
 
+-- Like the install script, this one resolves no name through the caller's
+-- search_path (SET LOCAL: restored when the update ends).
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- Models record their settings.  A 1.0 model's settings were not recorded:
 -- the upgrade fills in the configuration as it stands, marked as such.
 ALTER TABLE recsys.models ADD COLUMN settings jsonb NOT NULL DEFAULT '{}';
@@ -15,7 +19,7 @@ LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.jsonb_build_object(
         'source', recsys.qualified_name(rel),
         'neighbors', neighbors,
-        'weights', (SELECT pg_catalog.coalesce(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
+        'weights', (SELECT COALESCE(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
                       FROM recsys.event_weights w),
         'similarity_method', pg_catalog.current_setting('recsys.similarity_method', true))
 $$;
@@ -23,6 +27,245 @@ $$;
 UPDATE recsys.models m
    SET settings = pg_catalog.jsonb_build_object(
            'source', m.source_relation, 'neighbors', m.neighbors,
-           'weights', (SELECT pg_catalog.coalesce(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
+           'weights', (SELECT COALESCE(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
                          FROM recsys.event_weights w),
            'recorded_at_upgrade', true);
+
+-- 1.0 bound the weights CHECK constraint's operators through the
+-- installer's search_path: bind them again, to pg_catalog's.
+ALTER TABLE recsys.event_weights DROP CONSTRAINT event_weights_weight_check;
+ALTER TABLE recsys.event_weights ADD CONSTRAINT event_weights_weight_check
+    CHECK (weight >= 0 AND weight < 'Infinity'::double precision);
+
+-- One reading path in C (src/pg_source.cpp): no function builds or takes
+-- SQL text any more, and the events relation is read as its owner.
+DROP FUNCTION recsys.train_store(bigint, text, integer);
+CREATE FUNCTION recsys.train_store(model_id bigint, source regclass, neighbors integer, settings jsonb,
+                                   OUT users bigint, OUT items bigint, OUT cells bigint, OUT pairs bigint,
+                                   OUT events bigint, OUT ignored_null bigint, OUT ignored_type bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
+
+DROP FUNCTION recsys.evaluate_core(text, text, integer, integer);
+CREATE FUNCTION recsys.evaluate_core(source regclass, settings jsonb, test_days integer, k integer,
+                                     neighbors integer,
+                                     OUT users_evaluated bigint, OUT "precision" double precision,
+                                     OUT recall double precision, OUT ndcg double precision,
+                                     OUT hit_rate double precision, OUT map double precision,
+                                     OUT coverage double precision, OUT pop_precision double precision,
+                                     OUT pop_recall double precision, OUT model_items bigint,
+                                     OUT cutoff timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'recsys_evaluate_core' LANGUAGE C VOLATILE;
+
+-- The serving functions are C, and call no internals (which PUBLIC can no
+-- longer execute).
+CREATE OR REPLACE FUNCTION @extschema@.recsys_similar_items(product_id integer, top_n integer DEFAULT 10)
+RETURNS TABLE (product_id integer, similarity double precision, rank integer)
+AS 'MODULE_PATHNAME', 'recsys_similar_items' LANGUAGE C STABLE;
+CREATE OR REPLACE FUNCTION @extschema@.recsys_user_history(user_id integer, max_items integer DEFAULT 20)
+RETURNS TABLE (product_id integer, weight double precision, last_event timestamptz)
+AS 'MODULE_PATHNAME', 'recsys_user_history' LANGUAGE C STABLE;
+
+DROP VIEW @extschema@.recsys_user_item_matrix;
+DROP FUNCTION recsys.user_item_matrix();
+CREATE FUNCTION @extschema@.recsys_user_item_matrix()
+RETURNS TABLE (user_id integer, product_id integer, weight double precision, events bigint)
+AS 'MODULE_PATHNAME', 'recsys_user_item_matrix' LANGUAGE C STABLE;
+CREATE VIEW @extschema@.recsys_user_item_matrix AS SELECT * FROM @extschema@.recsys_user_item_matrix();
+
+DROP FUNCTION recsys.similar_items(integer, integer);
+DROP FUNCTION recsys.check_id_and_limit(integer, text, integer, text);
+DROP FUNCTION recsys.active();
+DROP FUNCTION recsys.events_sql(regclass, text);
+DROP FUNCTION recsys.matrix_sql(regclass, text);
+
+-- Functions whose bodies changed in 1.1 (their final text, as in
+-- recsys--1.1.sql).
+CREATE OR REPLACE FUNCTION recsys.check_source(source text) RETURNS regclass
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    rel regclass;
+    parts text[];
+    missing text[];
+    col record;
+BEGIN
+    IF source IS NULL OR btrim(source) = '' THEN
+        RAISE EXCEPTION 'recsys source relation is not set'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'UPDATE recsys.config SET source_relation = ''public.interactions''';
+    END IF;
+    parts := parse_ident(source);
+    IF array_length(parts, 1) = 1 THEN
+        parts := ARRAY[(SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                         WHERE e.extname = 'recsys')] || parts;
+    END IF;
+    IF array_length(parts, 1) <> 2 THEN
+        RAISE EXCEPTION 'source relation name "%" is not of the form schema.relation', source
+            USING ERRCODE = 'invalid_name';
+    END IF;
+    rel := to_regclass(format('%I.%I', parts[1], parts[2]));
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'relation "%" does not exist', format('%I.%I', parts[1], parts[2])
+            USING ERRCODE = 'undefined_table',
+                  DETAIL = format('It is the events relation named by %s.',
+                                  CASE WHEN source IS NOT DISTINCT FROM (SELECT c.source_relation FROM recsys.config c)
+                                       THEN 'recsys.config.source_relation' ELSE 'the source argument' END),
+                  HINT = 'Create it, pass source => ''schema.table'', or set recsys.config.source_relation to your events relation.';
+    END IF;
+    SELECT array_agg(c ORDER BY ord) INTO missing
+      FROM unnest(ARRAY['user_id', 'product_id', 'event_type', 'event_time']) WITH ORDINALITY AS r(c, ord)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = rel AND a.attname = r.c AND a.attnum > 0 AND NOT a.attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%" lacks column(s) %', rel, array_to_string(missing, ', ')
+            USING ERRCODE = 'undefined_column',
+                  DETAIL = 'recsys needs user_id, product_id (integer types), event_type (text) and event_time (timestamp).';
+    END IF;
+    FOR col IN
+        SELECT a.attname, a.atttypid::regtype AS typ,
+               CASE a.attname
+                   WHEN 'event_type' THEN a.atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype, 'name'::regtype)
+                   WHEN 'event_time' THEN a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
+                   ELSE a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+               END AS ok
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = rel AND a.attname IN ('user_id', 'product_id', 'event_type', 'event_time')
+           AND a.attnum > 0 AND NOT a.attisdropped
+    LOOP
+        IF NOT col.ok THEN
+            RAISE EXCEPTION 'column "%" of relation "%" has type %, which recsys cannot use', col.attname, rel, col.typ
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = 'recsys needs user_id, product_id (smallint, integer or bigint), event_type (text) and event_time (timestamptz, timestamp or date).';
+        END IF;
+    END LOOP;
+    RETURN rel;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.recsys_train(neighbors integer DEFAULT NULL, source text DEFAULT NULL)
+RETURNS TABLE (model_id bigint, users bigint, items bigint, interactions_used bigint,
+               interactions_ignored bigint, neighbor_pairs bigint, seconds double precision)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    cfg recsys.config;
+    rel regclass;
+    k integer;
+    snap jsonb;
+    n_null bigint; n_type bigint; n_used bigint;
+    id bigint;
+    r record;
+    secs double precision;
+BEGIN
+    -- One training at a time; readers take no conflicting lock.
+    LOCK TABLE recsys.active_model IN SHARE ROW EXCLUSIVE MODE;
+    SELECT * INTO cfg FROM recsys.config;
+    k := coalesce(neighbors, cfg.neighbors);
+    IF k < 0 THEN
+        RAISE EXCEPTION 'neighbors must be >= 0, not %', k
+            USING ERRCODE = 'invalid_parameter_value', HINT = '0 keeps every neighbour with a positive similarity.';
+    END IF;
+    rel := recsys.check_source(coalesce(source, cfg.source_relation));
+    PERFORM recsys.check_weights();
+
+    snap := recsys.settings_snapshot(rel, k);
+    id := nextval('recsys.model_id_seq');
+    r := recsys.train_store(id, rel, k, snap);
+    n_used := r.events;
+    n_null := r.ignored_null;
+    n_type := r.ignored_type;
+    IF n_used = 0 THEN
+        RAISE EXCEPTION 'relation "%" has no usable interactions', rel
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s rows with a NULL user, product or time; %s rows of event types without a positive weight.', n_null, n_type),
+                  HINT = 'Event types are weighted by recsys.event_weights; the previous model, if any, keeps serving.';
+    END IF;
+    secs := extract(epoch FROM clock_timestamp() - t0);
+    INSERT INTO recsys.models VALUES (id, now(), recsys.qualified_name(rel), k, r.users, r.items, r.cells,
+                                      n_used, n_null + n_type, n_null, n_type, r.pairs, secs, snap);
+    INSERT INTO recsys.active_model VALUES (true, id)
+        ON CONFLICT (singleton) DO UPDATE SET model_id = EXCLUDED.model_id;
+
+    -- Keep the newest keep_models models (the active one always).
+    DELETE FROM recsys.neighbors nb WHERE nb.model_id IN (
+        SELECT m.model_id FROM recsys.models m ORDER BY m.model_id DESC OFFSET cfg.keep_models);
+    DELETE FROM recsys.popularity p WHERE p.model_id IN (
+        SELECT m.model_id FROM recsys.models m ORDER BY m.model_id DESC OFFSET cfg.keep_models);
+    DELETE FROM recsys.models m WHERE m.model_id IN (
+        SELECT m2.model_id FROM recsys.models m2 ORDER BY m2.model_id DESC OFFSET cfg.keep_models);
+
+    RETURN QUERY SELECT id, r.users, r.items, n_used, n_null + n_type, r.pairs, secs;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.recsys_evaluate(k integer, test_days integer DEFAULT 30,
+                                            neighbors integer DEFAULT NULL, source text DEFAULT NULL)
+RETURNS TABLE (users_evaluated bigint, "precision" double precision, recall double precision,
+               ndcg double precision, hit_rate double precision, map double precision,
+               coverage double precision, cutoff timestamptz,
+               pop_precision double precision, pop_recall double precision,
+               model_items bigint, seconds double precision)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    cfg recsys.config;
+    rel regclass;
+    nb integer;
+    snap jsonb;
+    r record;
+    secs double precision;
+BEGIN
+    IF k IS NULL OR k < 1 OR k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
+            USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
+    END IF;
+    IF test_days IS NULL OR test_days < 1 OR test_days > 36500 THEN
+        RAISE EXCEPTION 'test_days must be between 1 and 36500, not %', coalesce(test_days::text, 'NULL')
+            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  HINT = 'The test window is the last test_days days before the newest event.';
+    END IF;
+    SELECT * INTO cfg FROM recsys.config;
+    nb := coalesce(neighbors, cfg.neighbors);
+    IF nb < 0 THEN
+        RAISE EXCEPTION 'neighbors must be >= 0, not %', nb USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    rel := recsys.check_source(coalesce(source, cfg.source_relation));
+    PERFORM recsys.check_weights();
+    snap := recsys.settings_snapshot(rel, nb);
+    r := recsys.evaluate_core(rel, snap, test_days, k, nb);
+    secs := extract(epoch FROM clock_timestamp() - t0);
+    INSERT INTO recsys.evaluations (source_relation, k, test_days, neighbors, cutoff, users_evaluated,
+                                    "precision", recall, ndcg, hit_rate, map, coverage,
+                                    pop_precision, pop_recall, model_items, seconds)
+    VALUES (recsys.qualified_name(rel), k, test_days, nb, r.cutoff, r.users_evaluated, r."precision", r.recall,
+            r.ndcg, r.hit_rate, r.map, r.coverage, r.pop_precision, r.pop_recall, r.model_items, secs);
+    RETURN QUERY SELECT r.users_evaluated, r."precision", r.recall, r.ndcg, r.hit_rate, r.map,
+                        r.coverage, r.cutoff, r.pop_precision, r.pop_recall, r.model_items, secs;
+END $$;
+
+------------------------------------------------------------------------------
+-- Hardening: keep this block last, identical in the install script and in
+-- every upgrade script, so it covers every function the extension has.
+--
+-- Every function runs with search_path = pg_catalog, recsys, pg_temp:
+-- nothing it runs resolves a name in a schema the caller (or anyone who can
+-- create objects in public) controls.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT d.objid::regprocedure
+          FROM pg_depend d
+         WHERE d.classid = 'pg_proc'::regclass
+           AND d.refclassid = 'pg_extension'::regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'recsys')
+           AND d.deptype = 'e'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, recsys, pg_temp', f);
+    END LOOP;
+END $$;
+-- Internals, and training, are not for PUBLIC: the roles that train or
+-- evaluate get the grants docs/operations.md lists.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA recsys FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_train(integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text) FROM PUBLIC;

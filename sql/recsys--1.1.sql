@@ -1,6 +1,11 @@
 -- recsys 1.1: item-to-item collaborative filtering inside PostgreSQL.
 \echo Use "CREATE EXTENSION recsys" to load this file. \quit
 
+-- The script resolves no name through the installer's search_path: every
+-- object is schema-qualified, and an operator or function written bare is
+-- pg_catalog's (SET LOCAL: CREATE EXTENSION restores it afterwards).
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- Everything the extension stores lives in schema recsys; the functions a
 -- user calls live in the extension's schema (public by default), so that
 -- SELECT * FROM recsys_recommend(...) works with the default search_path.
@@ -128,23 +133,37 @@ CREATE TABLE recsys.evaluations (
 -- Internals
 
 -- Checks that a relation can feed training and returns it; errors name what
--- is missing.
+-- is missing.  An unqualified name means a relation in the extension's
+-- schema, never one found through the caller's search_path.
 CREATE FUNCTION recsys.check_source(source text) RETURNS regclass
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     rel regclass;
+    parts text[];
     missing text[];
     col record;
 BEGIN
     IF source IS NULL OR btrim(source) = '' THEN
         RAISE EXCEPTION 'recsys source relation is not set'
             USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'UPDATE recsys.config SET source_relation = ''interactions''';
+                  HINT = 'UPDATE recsys.config SET source_relation = ''public.interactions''';
     END IF;
-    rel := pg_catalog.to_regclass(source);
+    parts := parse_ident(source);
+    IF array_length(parts, 1) = 1 THEN
+        parts := ARRAY[(SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                         WHERE e.extname = 'recsys')] || parts;
+    END IF;
+    IF array_length(parts, 1) <> 2 THEN
+        RAISE EXCEPTION 'source relation name "%" is not of the form schema.relation', source
+            USING ERRCODE = 'invalid_name';
+    END IF;
+    rel := to_regclass(format('%I.%I', parts[1], parts[2]));
     IF rel IS NULL THEN
-        RAISE EXCEPTION 'relation "%" does not exist', source
+        RAISE EXCEPTION 'relation "%" does not exist', format('%I.%I', parts[1], parts[2])
             USING ERRCODE = 'undefined_table',
+                  DETAIL = format('It is the events relation named by %s.',
+                                  CASE WHEN source IS NOT DISTINCT FROM (SELECT c.source_relation FROM recsys.config c)
+                                       THEN 'recsys.config.source_relation' ELSE 'the source argument' END),
                   HINT = 'Create it, pass source => ''schema.table'', or set recsys.config.source_relation to your events relation.';
     END IF;
     SELECT array_agg(c ORDER BY ord) INTO missing
@@ -192,7 +211,7 @@ LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.jsonb_build_object(
         'source', recsys.qualified_name(rel),
         'neighbors', neighbors,
-        'weights', (SELECT pg_catalog.coalesce(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
+        'weights', (SELECT COALESCE(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
                       FROM recsys.event_weights w),
         'similarity_method', pg_catalog.current_setting('recsys.similarity_method', true))
 $$;
@@ -212,44 +231,10 @@ BEGIN
     END IF;
 END $$;
 
--- The weighted events of a relation as SQL text: one row per usable event,
--- (user_id int, product_id int, event_time timestamptz, weight float8).
--- `cond` is an extra condition on the raw columns (alias s), or NULL.
-CREATE FUNCTION recsys.events_sql(rel regclass, cond text DEFAULT NULL) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT format(
-        'SELECT s.user_id::int4 AS user_id, s.product_id::int4 AS product_id, '
-        's.event_time::timestamptz AS event_time, w.weight '
-        'FROM %s s JOIN recsys.event_weights w ON w.event_type = s.event_type::text '
-        'WHERE s.user_id IS NOT NULL AND s.product_id IS NOT NULL AND s.event_time IS NOT NULL '
-        'AND w.weight > 0%s',
-        rel, CASE WHEN cond IS NULL THEN '' ELSE ' AND (' || cond || ')' END)
-$$;
-
--- The weighted user-item matrix as SQL text: w(u,i) = sum of the weights of
--- u's events on i, one row per cell with the number of events summed.  The
--- rows it ignores come out in two more rows with a NULL user_id, so that one
--- scan also counts them: product_id -1 for rows with a NULL user, product or
--- time, -2 for rows whose event type has no positive weight.
-CREATE FUNCTION recsys.matrix_sql(rel regclass, cond text DEFAULT NULL) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT format(
-        'SELECT user_id, product_id, sum(weight) AS weight, count(*) AS events FROM ('
-        'SELECT CASE WHEN ok THEN uid END AS user_id, '
-        'CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, '
-        'CASE WHEN ok THEN weight END AS weight FROM ('
-        'SELECT s.user_id::int4 AS uid, s.product_id::int4 AS pid, w.weight, '
-        '(s.user_id IS NULL OR s.product_id IS NULL OR s.event_time IS NULL) AS nullkey, '
-        '(s.user_id IS NOT NULL AND s.product_id IS NOT NULL AND s.event_time IS NOT NULL '
-        'AND coalesce(w.weight, 0) > 0) AS ok '
-        'FROM %s s LEFT JOIN recsys.event_weights w ON w.event_type = s.event_type::text%s) r) e '
-        'GROUP BY user_id, product_id',
-        rel, CASE WHEN cond IS NULL THEN '' ELSE ' WHERE (' || cond || ')' END)
-$$;
-
--- Training's C++ half: reads the matrix, computes the neighbours and the
+-- Training's C++ half: reads the weighted matrix of source with the weights
+-- of settings (recsys.settings_snapshot), computes the neighbours and the
 -- popularity list, and writes them under model_id.
-CREATE FUNCTION recsys.train_store(model_id bigint, matrix_sql text, neighbors integer,
+CREATE FUNCTION recsys.train_store(model_id bigint, source regclass, neighbors integer, settings jsonb,
                                    OUT users bigint, OUT items bigint, OUT cells bigint, OUT pairs bigint,
                                    OUT events bigint, OUT ignored_null bigint, OUT ignored_type bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
@@ -259,29 +244,18 @@ RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
 CREATE FUNCTION recsys.train_memory(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50)
 RETURNS bigint AS 'MODULE_PATHNAME', 'recsys_train_memory' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
--- Evaluation's C++ half: trains on before_sql's cells, scores against after_sql's touches.
-CREATE FUNCTION recsys.evaluate_core(before_sql text, after_sql text, k integer, neighbors integer,
+-- Evaluation's C++ half: the cutoff is source's newest usable event minus
+-- test_days; trains on the cells before it and scores against the events
+-- at or after it.
+CREATE FUNCTION recsys.evaluate_core(source regclass, settings jsonb, test_days integer, k integer,
+                                     neighbors integer,
                                      OUT users_evaluated bigint, OUT "precision" double precision,
                                      OUT recall double precision, OUT ndcg double precision,
                                      OUT hit_rate double precision, OUT map double precision,
                                      OUT coverage double precision, OUT pop_precision double precision,
-                                     OUT pop_recall double precision, OUT model_items bigint)
+                                     OUT pop_recall double precision, OUT model_items bigint,
+                                     OUT cutoff timestamptz)
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_evaluate_core' LANGUAGE C VOLATILE;
-
--- The active model's id and source; errors with a hint when there is none.
-CREATE FUNCTION recsys.active() RETURNS recsys.models
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    m recsys.models;
-BEGIN
-    SELECT mo.* INTO m FROM recsys.active_model a JOIN recsys.models mo USING (model_id);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no recsys model has been trained yet'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Run SELECT * FROM recsys_train(); first.';
-    END IF;
-    RETURN m;
-END $$;
 
 ------------------------------------------------------------------------------
 -- The SQL interface
@@ -296,6 +270,7 @@ DECLARE
     cfg recsys.config;
     rel regclass;
     k integer;
+    snap jsonb;
     n_null bigint; n_type bigint; n_used bigint;
     id bigint;
     r record;
@@ -312,8 +287,9 @@ BEGIN
     rel := recsys.check_source(coalesce(source, cfg.source_relation));
     PERFORM recsys.check_weights();
 
+    snap := recsys.settings_snapshot(rel, k);
     id := nextval('recsys.model_id_seq');
-    r := recsys.train_store(id, recsys.matrix_sql(rel), k);
+    r := recsys.train_store(id, rel, k, snap);
     n_used := r.events;
     n_null := r.ignored_null;
     n_type := r.ignored_type;
@@ -325,8 +301,7 @@ BEGIN
     END IF;
     secs := extract(epoch FROM clock_timestamp() - t0);
     INSERT INTO recsys.models VALUES (id, now(), recsys.qualified_name(rel), k, r.users, r.items, r.cells,
-                                      n_used, n_null + n_type, n_null, n_type, r.pairs, secs,
-                                      recsys.settings_snapshot(rel, k));
+                                      n_used, n_null + n_type, n_null, n_type, r.pairs, secs, snap);
     INSERT INTO recsys.active_model VALUES (true, id)
         ON CONFLICT (singleton) DO UPDATE SET model_id = EXCLUDED.model_id;
 
@@ -349,60 +324,15 @@ AS 'MODULE_PATHNAME', 'recsys_recommend' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.recsys_recommend(integer[], integer) IS
     'top_n recommendations for each user, from the active model and the users'' current history';
 
--- Checks an (id, list length) argument pair: neither NULL (22004), the
--- length in 1..1000 (22023).
-CREATE FUNCTION recsys.check_id_and_limit(id integer, id_name text, n integer, n_name text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF id IS NULL OR n IS NULL THEN
-        RAISE EXCEPTION '% and % must not be NULL', id_name, n_name USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF n < 1 OR n > 1000 THEN
-        RAISE EXCEPTION '% must be between 1 and 1000, not %', n_name, n USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-END $$;
-
--- recsys_similar_items' body (plpgsql cannot name an input and an output
--- column alike, so the public function below only renames).
-CREATE FUNCTION recsys.similar_items(item integer, top_n integer)
-RETURNS TABLE (neighbor_id integer, similarity double precision, neighbor_rank integer)
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    m recsys.models;
-BEGIN
-    PERFORM recsys.check_id_and_limit(item, 'product_id', top_n, 'top_n');
-    m := recsys.active();
-    RETURN QUERY
-        SELECT n.id, n.sim, n.ord::integer
-          FROM recsys.neighbors nb,
-               unnest(nb.neighbor_ids, nb.sims) WITH ORDINALITY AS n(id, sim, ord)
-         WHERE nb.model_id = m.model_id AND nb.item_id = item AND n.ord <= top_n
-         ORDER BY n.ord;
-END $$;
-
 CREATE FUNCTION @extschema@.recsys_similar_items(product_id integer, top_n integer DEFAULT 10)
 RETURNS TABLE (product_id integer, similarity double precision, rank integer)
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM recsys.similar_items($1, $2)
-$$;
+AS 'MODULE_PATHNAME', 'recsys_similar_items' LANGUAGE C STABLE;
 COMMENT ON FUNCTION @extschema@.recsys_similar_items(integer, integer) IS
     'the active model''s stored neighbours of a product, most similar first';
 
 CREATE FUNCTION @extschema@.recsys_user_history(user_id integer, max_items integer DEFAULT 20)
 RETURNS TABLE (product_id integer, weight double precision, last_event timestamptz)
-LANGUAGE plpgsql STABLE AS $$
-#variable_conflict use_variable
-DECLARE
-    m recsys.models;
-BEGIN
-    PERFORM recsys.check_id_and_limit(user_id, 'user_id', max_items, 'max_items');
-    m := recsys.active();
-    RETURN QUERY EXECUTE
-        'SELECT product_id, sum(weight), max(event_time) FROM ('
-        || recsys.events_sql(m.source_relation::regclass, 's.user_id = $1')
-        || ') e GROUP BY product_id ORDER BY max(event_time) DESC, product_id LIMIT $2'
-        USING user_id, max_items;
-END $$;
+AS 'MODULE_PATHNAME', 'recsys_user_history' LANGUAGE C STABLE;
 COMMENT ON FUNCTION @extschema@.recsys_user_history(integer, integer) IS
     'a user''s history as recommending sees it: w(u,i) and the latest event, newest first';
 
@@ -420,8 +350,7 @@ DECLARE
     cfg recsys.config;
     rel regclass;
     nb integer;
-    cut timestamptz;
-    cut_lit text;
+    snap jsonb;
     r record;
     secs double precision;
 BEGIN
@@ -429,9 +358,10 @@ BEGIN
         RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
             USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
     END IF;
-    IF test_days IS NULL OR test_days < 1 THEN
-        RAISE EXCEPTION 'test_days must be at least 1, not %', coalesce(test_days::text, 'NULL')
-            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
+    IF test_days IS NULL OR test_days < 1 OR test_days > 36500 THEN
+        RAISE EXCEPTION 'test_days must be between 1 and 36500, not %', coalesce(test_days::text, 'NULL')
+            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  HINT = 'The test window is the last test_days days before the newest event.';
     END IF;
     SELECT * INTO cfg FROM recsys.config;
     nb := coalesce(neighbors, cfg.neighbors);
@@ -440,28 +370,16 @@ BEGIN
     END IF;
     rel := recsys.check_source(coalesce(source, cfg.source_relation));
     PERFORM recsys.check_weights();
-    EXECUTE 'SELECT max(event_time) - make_interval(days => $1) FROM (' || recsys.events_sql(rel) || ') e'
-        INTO cut USING test_days;
-    IF cut IS NULL THEN
-        RAISE EXCEPTION 'relation "%" has no usable interactions', rel
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Event types are weighted by recsys.event_weights.';
-    END IF;
-    -- The cutoff as an ISO literal, whatever DateStyle says.
-    cut_lit := quote_literal(to_char(cut AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
-    r := recsys.evaluate_core(
-        recsys.matrix_sql(rel, format('s.event_time < %s::timestamptz', cut_lit)),
-        'SELECT DISTINCT user_id, product_id FROM ('
-            || recsys.events_sql(rel, format('s.event_time >= %s::timestamptz', cut_lit)) || ') e',
-        k, nb);
+    snap := recsys.settings_snapshot(rel, nb);
+    r := recsys.evaluate_core(rel, snap, test_days, k, nb);
     secs := extract(epoch FROM clock_timestamp() - t0);
     INSERT INTO recsys.evaluations (source_relation, k, test_days, neighbors, cutoff, users_evaluated,
                                     "precision", recall, ndcg, hit_rate, map, coverage,
                                     pop_precision, pop_recall, model_items, seconds)
-    VALUES (recsys.qualified_name(rel), k, test_days, nb, cut, r.users_evaluated, r."precision", r.recall, r.ndcg,
-            r.hit_rate, r.map, r.coverage, r.pop_precision, r.pop_recall, r.model_items, secs);
+    VALUES (recsys.qualified_name(rel), k, test_days, nb, r.cutoff, r.users_evaluated, r."precision", r.recall,
+            r.ndcg, r.hit_rate, r.map, r.coverage, r.pop_precision, r.pop_recall, r.model_items, secs);
     RETURN QUERY SELECT r.users_evaluated, r."precision", r.recall, r.ndcg, r.hit_rate, r.map,
-                        r.coverage, cut, r.pop_precision, r.pop_recall, r.model_items, secs;
+                        r.coverage, r.cutoff, r.pop_precision, r.pop_recall, r.model_items, secs;
 END $$;
 COMMENT ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text) IS
     'time-split offline evaluation on a separate model; the active model is not touched';
@@ -479,12 +397,37 @@ CREATE VIEW @extschema@.recsys_evaluations AS
            model_items, seconds, evaluation_id
       FROM recsys.evaluations ORDER BY evaluation_id DESC;
 
--- The weighted user-item matrix of the configured events relation.
-CREATE FUNCTION recsys.user_item_matrix()
+-- The weighted user-item matrix of the configured events relation, with
+-- the current weights: what the next training reads.
+CREATE FUNCTION @extschema@.recsys_user_item_matrix()
 RETURNS TABLE (user_id integer, product_id integer, weight double precision, events bigint)
-LANGUAGE plpgsql STABLE AS $$
+AS 'MODULE_PATHNAME', 'recsys_user_item_matrix' LANGUAGE C STABLE;
+CREATE VIEW @extschema@.recsys_user_item_matrix AS SELECT * FROM @extschema@.recsys_user_item_matrix();
+
+------------------------------------------------------------------------------
+-- Hardening: keep this block last, identical in the install script and in
+-- every upgrade script, so it covers every function the extension has.
+--
+-- Every function runs with search_path = pg_catalog, recsys, pg_temp:
+-- nothing it runs resolves a name in a schema the caller (or anyone who can
+-- create objects in public) controls.
+DO $$
+DECLARE
+    f regprocedure;
 BEGIN
-    RETURN QUERY EXECUTE 'SELECT * FROM (' || recsys.matrix_sql(
-        recsys.check_source((SELECT c.source_relation FROM recsys.config c))) || ') m WHERE user_id IS NOT NULL';
+    FOR f IN
+        SELECT d.objid::regprocedure
+          FROM pg_depend d
+         WHERE d.classid = 'pg_proc'::regclass
+           AND d.refclassid = 'pg_extension'::regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'recsys')
+           AND d.deptype = 'e'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, recsys, pg_temp', f);
+    END LOOP;
 END $$;
-CREATE VIEW @extschema@.recsys_user_item_matrix AS SELECT * FROM recsys.user_item_matrix();
+-- Internals, and training, are not for PUBLIC: the roles that train or
+-- evaluate get the grants docs/operations.md lists.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA recsys FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_train(integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text) FROM PUBLIC;

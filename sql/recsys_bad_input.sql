@@ -151,10 +151,8 @@ SELECT * FROM recsys_train(neighbors => 0, source => 'events_mem_small');
 RESET maintenance_work_mem;
 SELECT users, items FROM recsys_train(source => 'events_mem');
 
--- The internal C functions check the shape of the SQL they are handed (42804).
-SELECT * FROM recsys.train_store(999999, 'SELECT 1::text, 2, 3.0::float8, 4::bigint', 5);
-\echo :LAST_ERROR_SQLSTATE
-SELECT * FROM recsys.evaluate_core('SELECT 1, 2, 3.0::float8, 4::bigint', 'SELECT 1', 5, 5);
+-- recsys_evaluate: an absurd test window (22023).
+SELECT * FROM recsys_evaluate(5, test_days => 100000);
 \echo :LAST_ERROR_SQLSTATE
 
 -- Only the successful events_big and events_mem trainings above replaced the model; the

@@ -45,9 +45,19 @@ SELECT users_evaluated, round("precision"::numeric, 6) AS "precision", round(rec
        round(pop_precision::numeric, 6) AS pop_precision, round(pop_recall::numeric, 6) AS pop_recall
   FROM recsys_evaluate(1, test_days => 30, source => 'eval_events');
 
--- A test window holding everything: nobody has history before the cutoff.
+-- A test window holding everything: nobody has history before the cutoff,
+-- a clear error (55000) naming the cutoff, and nothing is recorded.
 SELECT users_evaluated, "precision", recall, coverage
-  FROM recsys_evaluate(5, test_days => 100000, source => 'eval_events');
+  FROM recsys_evaluate(5, test_days => 36500, source => 'eval_events');
+\echo :LAST_ERROR_SQLSTATE
+
+-- An event at infinity has no cutoff before it (22008), and says so
+-- instead of failing inside generated SQL.
+CREATE TABLE eval_infinite AS SELECT * FROM eval_events;
+INSERT INTO eval_infinite VALUES (1, 10, 'view', 'infinity');
+SELECT users_evaluated FROM recsys_evaluate(5, source => 'eval_infinite');
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE eval_infinite;
 
 -- Evaluation never touches the active model and records each run.
 SELECT count(*) AS models, bool_or(source_relation = 'public.eval_events') AS eval_model_stored FROM recsys_models;

@@ -93,9 +93,9 @@ SELECT neighbor_pairs FROM recsys_train(neighbors => 0);
 -- A user's history as recommending sees it.
 SELECT product_id, weight, last_event FROM recsys_user_history(1, 10);
 
--- The weights table is read at call time: make purchases worth 0 (ignored)
--- and u1's history becomes 10:1, 11:2 (the model stays as trained):
---   12 = 1*0.415227 + 2*0.557086 = 1.529399,  13 = 2*0.666667 = 1.333333.
+-- Serving counts the history with the weights the model was trained with,
+-- not the live table: making purchases worth 0 changes nothing until the
+-- next training (u1 stays 10:6, 11:2: 12 = 3.605536, 13 = 1.333333).
 UPDATE recsys.event_weights SET weight = 0 WHERE event_type = 'purchase';
 SELECT user_id, product_id, round(score::numeric, 6) AS score, rank, source
   FROM recsys_recommend(ARRAY[1], 2);

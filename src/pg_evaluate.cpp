@@ -6,29 +6,60 @@
 #include <vector>
 
 #include "pg_fetch.hpp"
+#include "pg_limits.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(recsys_evaluate_core);
 }
 
-// recsys.evaluate_core(before_sql, after_sql, k, neighbors) -> metrics row
+// The evaluation's cutoff: the newest usable event of src minus test_days
+// days (in the session's time zone, as timestamptz arithmetic does).
+static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int test_days)
+{
+    Datum args[2] = {w->types, w->weights};
+    source_execute(src, SOURCE_MAX_TIME, args, 1);
+    bool isnull;
+    Datum newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    if (isnull)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("relation %s has no usable interactions", src->qualified),
+                        errhint("Event types are weighted by recsys.event_weights.")));
+    if (TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(newest)))
+        ereport(ERROR, (errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+                        errmsg("the newest event of %s is at %s", src->qualified,
+                               timestamptz_to_str(DatumGetTimestampTz(newest))),
+                        errdetail("The evaluation's cutoff is the newest event minus test_days."),
+                        errhint("Fix or delete the events whose event_time is infinite.")));
+    Interval* days = (Interval*) palloc0(sizeof(Interval));
+    days->day = test_days;
+    return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, newest, PointerGetDatum(days)));
+}
+
+// recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors)
+//   -> metrics row with the cutoff: the newest usable event minus test_days.
 extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (PG_ARGISNULL(i))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                             errmsg("recsys.evaluate_core: arguments must not be NULL")));
-    char* before_sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-    char* after_sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
-    int k = PG_GETARG_INT32(2);
-    int neighbors = PG_GETARG_INT32(3);
-    if (k < 1)
-        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("k must be at least 1, not %d", k)));
+    Oid relid = PG_GETARG_OID(0);
+    Datum settings = PG_GETARG_DATUM(1);
+    int test_days = PG_GETARG_INT32(2);
+    int k = PG_GETARG_INT32(3);
+    int neighbors = PG_GETARG_INT32(4);
+    if (k < 1 || k > RECSYS_MAX_K)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("k must be between 1 and %d, not %d", RECSYS_MAX_K, k)));
+    if (test_days < 1 || test_days > RECSYS_MAX_TEST_DAYS)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("test_days must be between 1 and %d, not %d", RECSYS_MAX_TEST_DAYS, test_days)));
     if (neighbors < 0)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("neighbors must be >= 0, not %d", neighbors)));
@@ -40,10 +71,16 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
+    SourceRel src;
+    SourceWeights weights;
+    source_open(relid, &src);
+    source_weights_from_settings(settings, "the evaluation's settings", &weights);
+    TimestampTz cutoff = evaluation_cutoff(&src, &weights, test_days);
+
     CellBuffer before;
     TouchBuffer after;
-    fetch_cells(before_sql, &before);
-    fetch_touches(after_sql, &after);
+    fetch_cells(&src, &weights, true, cutoff, &before);
+    fetch_touches(&src, &weights, cutoff, &after);
 
     // The same budget as training, checked before the core allocates.
     Size need = 0;
@@ -64,8 +101,18 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         res = recsys::evaluate(std::move(b), std::move(a), opt, pg_cancel_check());
     });
 
-    Datum values[10];
-    bool nulls[10] = {false};
+    if (res.users_evaluated == 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("recsys: no user to evaluate in %s with the cutoff at %s", src.qualified,
+                               timestamptz_to_str(cutoff)),
+                        errdetail("%lld distinct (user, product) events fall at or after the cutoff; no user "
+                                  "among them has both events before it and a product new to them after it.",
+                                  (long long) res.test_touches),
+                        errhint("The cutoff is the newest event minus test_days (%d): choose test_days so that "
+                                "users active after it were also active before it.", test_days)));
+
+    Datum values[11];
+    bool nulls[11] = {false};
     values[0] = Int64GetDatum(res.users_evaluated);
     values[1] = Float8GetDatum(res.precision);
     values[2] = Float8GetDatum(res.recall);
@@ -76,6 +123,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     values[7] = Float8GetDatum(res.pop_precision);
     values[8] = Float8GetDatum(res.pop_recall);
     values[9] = Int64GetDatum(res.model_items);
+    values[10] = TimestampTzGetDatum(cutoff);
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
     Datum result = SPI_datumTransfer(HeapTupleGetDatum(tuple), false, -1);
     SPI_finish();

@@ -11,6 +11,7 @@ extern "C" {
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 }
 
 // Grows a huge palloc'd array to hold at least `need` elements of `elem` bytes.
@@ -91,8 +92,10 @@ static void receiver_startup(DestReceiver* self, int operation, TupleDesc desc)
 
 static void receiver_noop(DestReceiver* self) {}
 
-// Runs sql read-only, sending every row to the receiver.
-static void run_into(const char* sql, ArrayReceiver* r)
+// Runs query q over src read-only, as src's owner, sending every row to the
+// receiver.  `extra` is the query's third parameter, if it has one.
+static void run_into(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
+                     ArrayReceiver* r)
 {
     r->pub.receiveSlot = receive_row;
     r->pub.rStartup = receiver_startup;
@@ -101,17 +104,34 @@ static void run_into(const char* sql, ArrayReceiver* r)
     r->pub.mydest = DestTuplestore;   // not DestNone: SPI would report SPI_OK_UTILITY
     r->cxt = CurrentMemoryContext;
 
+    Oid types[4];
+    char* sql = source_query_sql(src, q, types);
+    int nargs = source_query_nargs(q);
+    ParamListInfo params = makeParamList(nargs);
+    Datum values[3] = {w->types, w->weights, extra};
+    for (int i = 0; i < nargs; i++) {
+        params->params[i].value = values[i];
+        params->params[i].isnull = false;
+        params->params[i].pflags = PARAM_FLAG_CONST;
+        params->params[i].ptype = types[i];
+    }
+
     SPIExecuteOptions opt;
     memset(&opt, 0, sizeof opt);
+    opt.params = params;
     opt.read_only = true;
     opt.tcount = 0;
     opt.dest = &r->pub;
+    SourceSwitch sw;
+    source_enter(src, &sw);
     int rc = SPI_execute_extended(sql, &opt);
+    source_leave(&sw);
     if (rc != SPI_OK_SELECT)
-        elog(ERROR, "recsys: internal query failed: %s", SPI_result_code_string(rc));
+        elog(ERROR, "recsys: reading %s failed: %s", src->qualified, SPI_result_code_string(rc));
 }
 
-void fetch_cells(const char* sql, CellBuffer* out)
+void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
+                 CellBuffer* out)
 {
     // Training is maintenance work: the aggregation's hash table gets half
     // of maintenance_work_mem (work_mem times hash_mem_multiplier), the cell
@@ -133,11 +153,11 @@ void fetch_cells(const char* sql, CellBuffer* out)
     out->events = 0;
     out->ignored_null = 0;
     out->ignored_type = 0;
-    run_into(sql, &r);
+    run_into(src, w, before ? SOURCE_MATRIX_BEFORE : SOURCE_MATRIX, TimestampTzGetDatum(cutoff), &r);
     AtEOXact_GUC(true, nest);
 }
 
-void fetch_touches(const char* sql, TouchBuffer* out)
+void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out)
 {
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
@@ -145,7 +165,7 @@ void fetch_touches(const char* sql, TouchBuffer* out)
     r.touch_out = out;
     out->data = NULL;
     out->n = 0;
-    run_into(sql, &r);
+    run_into(src, w, SOURCE_TOUCHES_AFTER, TimestampTzGetDatum(cutoff), &r);
 }
 
 void check_memory_budget(Size bytes, const char* what)

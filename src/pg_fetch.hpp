@@ -2,7 +2,11 @@
 // C-style code (see pg_guard.hpp): call with SPI connected.
 #pragma once
 
-#include "pg_guard.hpp"
+#include "pg_source.hpp"
+
+extern "C" {
+#include "datatype/timestamp.h"
+}
 
 // A growable palloc'd array of matrix cells.
 struct CellBuffer {
@@ -22,16 +26,17 @@ struct TouchBuffer {
 // Bytes a CellBuffer of `cells` cells takes.
 inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys::Triplet); }
 
-// Runs a recsys.matrix_sql() query (user int4, product int4, weight float8,
-// events int8) and collects every cell; rows with a NULL user carry the
-// ignored counts (product -1: NULL key, -2: unweighted type).  The query's
-// hash table and the cell buffer each get half of maintenance_work_mem (the
-// query runs with work_mem = that / hash_mem_multiplier, and without JIT,
-// both restored afterwards).
-void fetch_cells(const char* sql, CellBuffer* out);
+// Reads the weighted matrix of src (SOURCE_MATRIX, or SOURCE_MATRIX_BEFORE
+// `cutoff` when before is true) and collects every cell, with the counts of
+// ignored rows.  The query's hash table and the cell buffer each get half of
+// maintenance_work_mem (the query runs with work_mem = that /
+// hash_mem_multiplier, and without JIT, both restored afterwards).
+void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
+                 CellBuffer* out);
 
-// Runs `sql` (user int4, product int4) through a cursor and collects every row.
-void fetch_touches(const char* sql, TouchBuffer* out);
+// Collects every usable (user, product) event of src at or after cutoff,
+// duplicates included (the core de-duplicates).
+void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out);
 
 // Errors out (54000) when `bytes` exceeds the training memory budget,
 // maintenance_work_mem; `what` says what needs it.

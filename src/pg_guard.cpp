@@ -6,9 +6,13 @@ extern "C" {
 }
 
 // True once a cancel, statement_timeout or termination is pending.
+// InterruptPending alone is not enough: it is also set for interrupts that
+// CHECK_FOR_INTERRUPTS() services and returns from (client connection
+// checks, ProcSignal barriers, memory-context logging), which must not stop
+// the work.  Those wait until the core returns.
 bool recsys_interrupt_pending() noexcept
 {
-    return InterruptPending != 0;
+    return QueryCancelPending || ProcDiePending;
 }
 
 // The core's CancelCheck: a flag read, nothing more.

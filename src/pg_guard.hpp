@@ -88,7 +88,8 @@ inline void core_call_or_error(const char* what, F&& f)
 }
 
 // The cancel check handed to the core: true once a cancel, timeout or
-// termination is pending.  Reads a flag only; calls no PostgreSQL function.
+// termination is pending (QueryCancelPending or ProcDiePending, not any
+// pending interrupt).  Reads flags only; calls no PostgreSQL function.
 bool recsys_interrupt_pending() noexcept;
 recsys::CancelCheck pg_cancel_check();
 

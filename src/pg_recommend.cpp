@@ -6,7 +6,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "pg_guard.hpp"
+#include "pg_limits.hpp"
+#include "pg_model.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -22,51 +23,28 @@ extern "C" {
 PG_FUNCTION_INFO_V1(recsys_recommend);
 }
 
-#define RECSYS_MAX_TOP_N 1000
-#define RECSYS_MAX_USER_IDS 10000
-
 // Plans kept for the life of the backend; the plan cache replans them after DDL.
-static SPIPlanPtr active_plan = NULL;
 static SPIPlanPtr neighbors_plan = NULL;
 static SPIPlanPtr popular_plan = NULL;
 static SPIPlanPtr history_plan = NULL;
-static char* history_source = NULL;   // the relation history_plan reads
+static Oid history_relid = InvalidOid;
+static char* history_rel = NULL;   // the name history_plan's text uses
 
-// Prepares and keeps a generic plan: these queries are index lookups whose
-// best plan does not depend on the values, so re-planning per call is waste.
-static SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types)
+// The history query over src: (user_id, product_id, w) sorted by user.
+static SPIPlanPtr get_history_plan(const SourceRel* src)
 {
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-    if (plan == NULL)
-        elog(ERROR, "recsys: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-    if (SPI_keepplan(plan) != 0)
-        elog(ERROR, "recsys: SPI_keepplan failed");
-    return plan;
-}
-
-// The history query for `source`: (user_id, product_id, w) sorted by user.
-static SPIPlanPtr get_history_plan(const char* source)
-{
-    if (history_plan != NULL && strcmp(history_source, source) == 0)
+    if (history_plan != NULL && history_relid == src->relid && strcmp(history_rel, src->qualified) == 0)
         return history_plan;
-    if (history_plan != NULL) {
+    if (history_plan != NULL)
         SPI_freeplan(history_plan);
-        history_plan = NULL;
-    }
-    Oid argtypes[1] = {TEXTOID};
-    Datum args[1] = {CStringGetTextDatum(source)};
-    int rc = SPI_execute_with_args("SELECT recsys.events_sql($1::regclass, 's.user_id = ANY($1)')",
-                                   1, argtypes, args, NULL, true, 1);
-    if (rc != SPI_OK_SELECT || SPI_processed != 1)
-        elog(ERROR, "recsys: could not build the history query");
-    char* events = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-    char* sql = psprintf("SELECT user_id, product_id, sum(weight) FROM (%s) e "
-                         "GROUP BY user_id, product_id ORDER BY user_id, product_id", events);
-    Oid types[1] = {INT4ARRAYOID};
-    history_plan = keep_plan(sql, 1, types);
-    if (history_source != NULL)
-        pfree(history_source);
-    history_source = MemoryContextStrdup(TopMemoryContext, source);
+    history_plan = NULL;
+    Oid types[3];
+    char* sql = source_query_sql(src, SOURCE_HISTORY, types);
+    history_plan = keep_plan(sql, source_query_nargs(SOURCE_HISTORY), types);
+    if (history_rel != NULL)
+        pfree(history_rel);
+    history_rel = MemoryContextStrdup(TopMemoryContext, src->qualified);
+    history_relid = src->relid;
     return history_plan;
 }
 
@@ -165,24 +143,16 @@ extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
 
-    // The active model.
-    if (active_plan == NULL)
-        active_plan = keep_plan("SELECT a.model_id, m.source_relation FROM recsys.active_model a "
-                                "JOIN recsys.models m USING (model_id)", 0, NULL);
-    if (SPI_execute_plan(active_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading the active model failed");
-    if (SPI_processed == 0)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("no recsys model has been trained yet"),
-                        errhint("Run SELECT * FROM recsys_train(); first.")));
+    // The active model, and the history of every requested user at call
+    // time (with the model's weights), sorted by user then item.
+    ActiveModel model;
+    active_model_read(&model);
+    int64 model_id = model.model_id;
+    SourceRel src;
+    active_model_source(&model, &src);
+    Datum hargs[3] = {model.weights.types, model.weights.weights, int_array(users, n_users)};
+    source_execute_plan(&src, get_history_plan(&src), hargs);
     bool isnull;
-    int64 model_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-    char* source = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-
-    // History of every requested user at call time, sorted by user then item.
-    Datum hargs[1] = {int_array(users, n_users)};
-    if (SPI_execute_plan(get_history_plan(source), hargs, NULL, true, 0) != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading the history failed");
     int n_hist = (int) SPI_processed;
     int32* h_user = (int32*) palloc(sizeof(int32) * Max(n_hist, 1));
     recsys::HistoryItem* h_item = (recsys::HistoryItem*) palloc(sizeof(recsys::HistoryItem) * Max(n_hist, 1));
@@ -217,7 +187,9 @@ extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
         if (neighbors_plan == NULL) {
             Oid types[2] = {INT8OID, INT4ARRAYOID};
             neighbors_plan = keep_plan("SELECT item_id, neighbor_ids, sims FROM recsys.neighbors "
-                                       "WHERE model_id = $1 AND item_id = ANY($2) ORDER BY item_id", 2, types);
+                                       "WHERE model_id OPERATOR(pg_catalog.=) $1 "
+                                       "AND item_id OPERATOR(pg_catalog.=) ANY ($2) ORDER BY item_id",
+                                       2, types);
         }
         Datum nargs[2] = {Int64GetDatum(model_id), int_array(items, n_items)};
         if (SPI_execute_plan(neighbors_plan, nargs, NULL, true, 0) != SPI_OK_SELECT)
@@ -254,7 +226,7 @@ extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
     if (popular_plan == NULL) {
         Oid types[2] = {INT8OID, INT4OID};
         popular_plan = keep_plan("SELECT item_id, users FROM recsys.popularity "
-                                 "WHERE model_id = $1 ORDER BY rank LIMIT $2", 2, types);
+                                 "WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY rank LIMIT $2", 2, types);
     }
     Datum pargs[2] = {Int64GetDatum(model_id), Int32GetDatum(top_n + max_hist)};
     if (SPI_execute_plan(popular_plan, pargs, NULL, true, 0) != SPI_OK_SELECT)

@@ -95,16 +95,20 @@ static void write_popularity(int64 model_id, const recsys::Model* m)
         elog(ERROR, "recsys: writing popularity failed");
 }
 
-// recsys.train_store(model_id, matrix_sql, neighbors)
+// recsys.train_store(model_id, source regclass, neighbors, settings jsonb)
 //   -> (users, items, cells, pairs, events, ignored_null, ignored_type)
+// settings is what recsys.settings_snapshot() recorded: its weights are the
+// ones the matrix is built with.
 extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
 {
-    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                        errmsg("recsys.train_store: arguments must not be NULL")));
+    for (int i = 0; i < 4; i++)
+        if (PG_ARGISNULL(i))
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("recsys.train_store: arguments must not be NULL")));
     int64 model_id = PG_GETARG_INT64(0);
-    char* sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+    Oid relid = PG_GETARG_OID(1);
     int neighbors = PG_GETARG_INT32(2);
+    Datum settings = PG_GETARG_DATUM(3);
     if (neighbors < 0)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("neighbors must be >= 0, not %d", neighbors)));
@@ -117,10 +121,15 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
 
+    SourceRel src;
+    SourceWeights weights;
+    source_open(relid, &src);
+    source_weights_from_settings(settings, "the training's settings", &weights);
+
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);
     CellBuffer cells;
-    fetch_cells(sql, &cells);
+    fetch_cells(&src, &weights, false, 0, &cells);
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s", cells.n, elapsed(t0));
 
     // Say what training needs, and refuse it over budget, before allocating.

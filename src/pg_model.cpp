@@ -1,0 +1,88 @@
+// pg_model.cpp - the active model, kept plans and argument checks shared by
+// the serving functions.
+#include "pg_model.hpp"
+#include "pg_limits.hpp"
+
+extern "C" {
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
+#include "utils/builtins.h"
+}
+
+SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types)
+{
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+    if (plan == NULL)
+        elog(ERROR, "recsys: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+    if (SPI_keepplan(plan) != 0)
+        elog(ERROR, "recsys: SPI_keepplan failed");
+    return plan;
+}
+
+static SPIPlanPtr active_plan = NULL;
+
+// Serving reads the model tables with the caller's rights: say which grants
+// are missing before a query on them fails with its text in the error.
+static void check_reader_grants(void)
+{
+    Oid nsp = get_namespace_oid("recsys", false);
+    Oid user = GetUserId();
+    Oid tables[2] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp)};
+    bool ok = pg_namespace_aclcheck(nsp, user, ACL_USAGE) == ACLCHECK_OK;
+    for (int i = 0; ok && i < 2; i++)
+        ok = OidIsValid(tables[i]) && pg_class_aclcheck(tables[i], user, ACL_SELECT) == ACLCHECK_OK;
+    if (!ok)
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("permission denied for the recsys model tables"),
+                        errdetail("Serving reads the tables of schema recsys with the caller's rights."),
+                        errhint("GRANT USAGE ON SCHEMA recsys TO %s; GRANT SELECT ON ALL TABLES IN SCHEMA recsys TO %s; "
+                                "(docs/operations.md, Privileges)",
+                                quote_identifier(GetUserNameFromId(user, false)),
+                                quote_identifier(GetUserNameFromId(user, false)))));
+}
+
+void active_model_read(ActiveModel* m)
+{
+    check_reader_grants();
+    if (active_plan == NULL)
+        active_plan = keep_plan("SELECT a.model_id, m.source_relation, " RECSYS_WEIGHTS_SQL("m.settings")
+                                " FROM recsys.active_model a JOIN recsys.models m"
+                                " ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
+                                0, NULL);
+    if (SPI_execute_plan(active_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading the active model failed");
+    if (SPI_processed == 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("no recsys model has been trained yet"),
+                        errhint("Run SELECT * FROM recsys_train(); first.")));
+    HeapTuple row = SPI_tuptable->vals[0];
+    TupleDesc desc = SPI_tuptable->tupdesc;
+    bool isnull;
+    m->model_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+    m->source = SPI_getvalue(row, desc, 2);
+    char whose[64];
+    snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
+    source_weights_from_row(row, desc, 3, whose, &m->weights);
+}
+
+void active_model_source(const ActiveModel* m, SourceRel* src)
+{
+    char whose[64];
+    snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
+    source_open(source_lookup(m->source, whose), src);
+}
+
+void check_id_and_limit(FunctionCallInfo fcinfo, int id_arg, const char* id_name, int n_arg, const char* n_name)
+{
+    if (PG_ARGISNULL(id_arg) || PG_ARGISNULL(n_arg))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("%s and %s must not be NULL", id_name, n_name)));
+    int n = PG_GETARG_INT32(n_arg);
+    if (n < 1 || n > RECSYS_MAX_TOP_N)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("%s must be between 1 and %d, not %d", n_name, RECSYS_MAX_TOP_N, n)));
+}

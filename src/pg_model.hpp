@@ -1,0 +1,33 @@
+// pg_model.hpp - what the serving functions share: kept plans, the active
+// model, argument checks.  C-style code (see pg_guard.hpp): call with SPI
+// connected.
+#pragma once
+
+#include "pg_source.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+}
+
+// Prepares a query once per backend and keeps its generic plan (the plan
+// cache replans it after DDL).
+SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types);
+
+// The active model and what serving reads with it.
+struct ActiveModel {
+    int64 model_id;
+    char* source;            // the events relation's stored name
+    SourceWeights weights;   // the weights it was trained with
+};
+
+// Reads the active model; 55000 with a hint when none is trained.
+void active_model_read(ActiveModel* m);
+
+// Opens the active model's events relation for reading (errors name the
+// model when it is gone or unreadable).
+void active_model_source(const ActiveModel* m, SourceRel* src);
+
+// Checks an (id, list length) argument pair: neither NULL (22004), the
+// length in 1..RECSYS_MAX_TOP_N (22023).
+void check_id_and_limit(FunctionCallInfo fcinfo, int id_arg, const char* id_name, int n_arg,
+                        const char* n_name);

@@ -1,0 +1,111 @@
+// pg_source.hpp - the events relation: finding it, building the queries that
+// read it, and running them the way PostgreSQL's own maintenance commands
+// (ANALYZE, REFRESH MATERIALIZED VIEW) read another owner's relation.
+//
+// Every query recsys runs over the events relation is built here, from the
+// relation's OID: its name is quoted with quote_qualified_identifier, every
+// operator is OPERATOR(pg_catalog.x) and every function pg_catalog.f, and the
+// event weights are parameters, so the query touches nothing but the relation.
+// It runs as the relation's owner inside a security-restricted operation with
+// search_path = pg_catalog, pg_temp: code the relation runs (a view's
+// functions, its policies) never gets the caller's rights.  The caller must
+// have SELECT on the relation.
+//
+// C-style code (see pg_guard.hpp): call with SPI connected.
+#pragma once
+
+#include "pg_guard.hpp"
+
+extern "C" {
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "executor/spi.h"
+#include "nodes/params.h"
+}
+
+// A resolved events relation.
+struct SourceRel {
+    Oid relid;
+    Oid owner;
+    char* qualified;   // "schema"."name", quoted as needed
+};
+
+// Resolves a stored relation name (schema-qualified text, as recsys.models
+// and recsys.config keep it) without the caller's search_path.  A name that
+// no longer resolves is an error (42P01) that names `whose` ("the active
+// model 12", "recsys.config.source_relation") and what to do.
+Oid source_lookup(const char* name, const char* whose);
+
+// Checks that the caller may read relid (42501 otherwise) and fills src.
+void source_open(Oid relid, SourceRel* src);
+
+// The event weights a query uses: parallel text[] and float8[] Datums of the
+// event types with a weight > 0.
+struct SourceWeights {
+    Datum types;
+    Datum weights;
+    int n;
+};
+
+// SQL for the weights recorded in a settings jsonb (the expression `js`):
+// three columns, the event types with a weight > 0 (text[]) and their
+// weights (float8[]) in event-type order, and the jsonb type of the
+// "weights" member ('object' when there is one).
+#define RECSYS_WEIGHTS_SQL(js)                                                                           \
+    "ARRAY(SELECT e.key FROM pg_catalog.jsonb_each(" js " OPERATOR(pg_catalog.->) 'weights') e " \
+    "WHERE pg_catalog.jsonb_typeof(e.value) OPERATOR(pg_catalog.=) 'number' "                          \
+    "AND e.value::pg_catalog.float8 OPERATOR(pg_catalog.>) 0 ORDER BY e.key), "                        \
+    "ARRAY(SELECT e.value::pg_catalog.float8 FROM pg_catalog.jsonb_each(" js                 \
+    " OPERATOR(pg_catalog.->) 'weights') e "                                                           \
+    "WHERE pg_catalog.jsonb_typeof(e.value) OPERATOR(pg_catalog.=) 'number' "                          \
+    "AND e.value::pg_catalog.float8 OPERATOR(pg_catalog.>) 0 ORDER BY e.key), "                        \
+    "pg_catalog.jsonb_typeof(" js " OPERATOR(pg_catalog.->) 'weights')"
+
+// Fills w from the three RECSYS_WEIGHTS_SQL columns starting at column
+// `col` of an SPI result row; no weights object is an error naming `whose`.
+void source_weights_from_row(HeapTuple row, TupleDesc desc, int col, const char* whose, SourceWeights* w);
+
+// The weights recorded in a settings jsonb ({"weights": {"view": 1, ...}}).
+// A settings value without weights is an error naming `whose`.
+void source_weights_from_settings(Datum settings, const char* whose, SourceWeights* w);
+
+// The queries.  Parameters: $1 text[] event types, $2 float8[] weights, then
+// as listed.
+enum SourceQuery {
+    // (user int4, product int4, weight float8, events int8): the weighted
+    // matrix, plus the two rows of ignored counts (recsys.matrix_sql's shape:
+    // NULL user, product -1 for NULL keys, -2 for unweighted types).
+    SOURCE_MATRIX,
+    // The same over the events before $3 timestamptz.
+    SOURCE_MATRIX_BEFORE,
+    // (user int4, product int4): usable events at or after $3 timestamptz.
+    SOURCE_TOUCHES_AFTER,
+    // (max timestamptz): the newest usable event.
+    SOURCE_MAX_TIME,
+    // (user int4, product int4, weight float8) of the users in $3 int4[],
+    // summed per cell, ordered by user and product.
+    SOURCE_HISTORY,
+    // (product int4, weight float8, last_event timestamptz) of user $3 int4,
+    // newest first, at most $4 int4 rows.
+    SOURCE_USER_HISTORY
+};
+// Number of parameters each query takes.
+int source_query_nargs(SourceQuery q);
+// The query text for src (palloc'd) and its parameter types.
+char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes);
+
+// Switches to the owner's identity for reading src; source_leave switches
+// back.  An error in between needs no cleanup: transaction and
+// subtransaction abort restore the user and the settings.
+struct SourceSwitch {
+    Oid save_uid;
+    int save_sec;
+    int nest;
+};
+void source_enter(const SourceRel* src, SourceSwitch* sw);
+void source_leave(SourceSwitch* sw);
+
+// Runs a query over src (built by source_query_sql, kept or not) read-only
+// as src's owner, erroring out unless it succeeds.  Results as SPI leaves them.
+void source_execute_plan(const SourceRel* src, SPIPlanPtr plan, Datum* args);
+void source_execute(const SourceRel* src, SourceQuery q, Datum* args, long tcount);
