@@ -101,7 +101,31 @@ for p in reading core writing; do
     esac
 done
 echo "recsys_evaluate:"
-for d in 0.1 0.4 0.8 1.2; do cancel_after "SELECT * FROM recsys_evaluate(10, test_days => 5, neighbors => 0)" $d; done
+for d in 0.1 0.4 0.8 1.2; do cancel_after "SELECT * FROM recsys_evaluate(10, test_days => 1, neighbors => 0)" $d; done
+
+# Interrupts that are not a cancel must not stop the work: a client
+# connection check every 100 ms, and memory-context logging requested from
+# another session, both set InterruptPending while the core runs.
+echo "other interrupts:"
+out=$(mktemp)
+PGAPPNAME=recsys_interrupt_victim psql -qX -v ON_ERROR_STOP=1 -c "SET client_connection_check_interval = '100ms'" \
+    -c "SET maintenance_work_mem = '1GB'" -c "BEGIN" -c "$TRAIN" -c "$TRAIN" -c "$TRAIN" -c "ROLLBACK" >"$out" 2>&1 &
+victim=$!
+signals=0
+while kill -0 $victim 2>/dev/null && [ $signals -lt 40 ]; do
+    pid=$(psql -qXAt -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'recsys_interrupt_victim' AND state = 'active'")
+    if [ -n "$pid" ] && [ "$(psql -qXAt -c "SELECT pg_log_backend_memory_contexts($pid)" 2>/dev/null)" = t ]; then
+        signals=$((signals + 1))
+    fi
+    sleep 0.05
+done
+if wait $victim; then
+    echo "  ok: three trainings under client_connection_check_interval = 100ms and $signals memory-context requests"
+else
+    echo "  FAIL: a non-cancel interrupt stopped training:"; cat "$out"; fail=1
+fi
+[ $signals -gt 0 ] || { echo "  FAIL: no memory-context request reached the training"; fail=1; }
+rm -f "$out"
 
 after=$(psql -qXAt -c "SELECT model_id FROM recsys_models WHERE active")
 if [ "$before" != "$after" ]; then echo "FAIL: active model changed from $before to $after"; fail=1; fi
