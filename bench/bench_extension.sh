@@ -67,6 +67,11 @@ eigen_s=$(psql -qXAt -c "SET maintenance_work_mem = '$MWM'" -c "SET recsys.simil
                -c "SELECT round(seconds::numeric, 3) FROM recsys_train()" | tail -1)
 echo "   recsys.similarity_method = eigen: ${eigen_s} s"
 psql -qX -c "SET maintenance_work_mem = '$MWM'" -c "SELECT * FROM recsys_train()" >/dev/null   # native model active again
+# Evaluation reads the log twice more than training (the newest event, the
+# test window's touches) and trains on the part before the cutoff.
+eval_s=$(psql -qXAt -c "SET maintenance_work_mem = '$MWM'" \
+              -c "SELECT round(seconds::numeric, 3) FROM recsys_evaluate(10)" | tail -1)
+echo "   recsys_evaluate(10): ${eval_s} s"
 cells=$(psql -qXAt -c "SELECT cells FROM recsys_models WHERE active")
 echo "   runs (s): $(cut -d' ' -f1 "$DIR"/run*.txt | tr '\n' ' ')  median $train_s"
 peak_mb=$(( (hwm_after - hwm_before) / 1024 ))
@@ -127,6 +132,7 @@ echo "| events / users / products | $(psql -qXAt -c "SELECT interactions_used ||
 echo "| recsys_train() median of 3 (maintenance_work_mem $MWM) | ${train_s} s |"
 echo "| recsys_train() with the default 64MB | ${def_s} s |"
 echo "| recsys_train() with recsys.similarity_method = eigen | ${eigen_s} s |"
+echo "| recsys_evaluate(10) (maintenance_work_mem $MWM) / its ratio to the median training | ${eval_s} s / $(echo "scale=2; $eval_s / $train_s" | bc)x |"
 echo "| SQL self-join baseline | $(printf '%.2f' "$base_s") s |"
 echo "| speed-up | $(echo "scale=1; $base_s / $train_s" | bc)x |"
 echo "| recsys_recommend, 1 user | ${one_ms} ms |"
