@@ -79,9 +79,7 @@ extern "C" Datum recsys_user_history(PG_FUNCTION_ARGS)
         if (user_history_plan != NULL)
             SPI_freeplan(user_history_plan);
         user_history_plan = NULL;
-        Oid types[4];
-        char* sql = source_query_sql(&src, SOURCE_USER_HISTORY, types);
-        user_history_plan = keep_plan(sql, source_query_nargs(SOURCE_USER_HISTORY), types);
+        user_history_plan = source_keep_plan(&src, SOURCE_USER_HISTORY);
         if (user_history_rel != NULL)
             pfree(user_history_rel);
         user_history_rel = MemoryContextStrdup(TopMemoryContext, src.qualified);

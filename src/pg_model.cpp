@@ -11,19 +11,9 @@ extern "C" {
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
 }
-
-SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types)
-{
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-    if (plan == NULL)
-        elog(ERROR, "recsys: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-    if (SPI_keepplan(plan) != 0)
-        elog(ERROR, "recsys: SPI_keepplan failed");
-    return plan;
-}
-
-static SPIPlanPtr active_plan = NULL;
 
 // Serving reads the model tables with the caller's rights: say which grants
 // are missing before a query on them fails with its text in the error.
@@ -35,23 +25,31 @@ static void check_reader_grants(void)
     bool ok = pg_namespace_aclcheck(nsp, user, ACL_USAGE) == ACLCHECK_OK;
     for (int i = 0; ok && i < 2; i++)
         ok = OidIsValid(tables[i]) && pg_class_aclcheck(tables[i], user, ACL_SELECT) == ACLCHECK_OK;
-    if (!ok)
+    if (!ok) {
+        const char* role = quote_identifier(GetUserNameFromId(user, false));
         ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                         errmsg("permission denied for the recsys model tables"),
                         errdetail("Serving reads the tables of schema recsys with the caller's rights."),
                         errhint("GRANT USAGE ON SCHEMA recsys TO %s; GRANT SELECT ON ALL TABLES IN SCHEMA recsys TO %s; "
-                                "(docs/operations.md, Privileges)",
-                                quote_identifier(GetUserNameFromId(user, false)),
-                                quote_identifier(GetUserNameFromId(user, false)))));
+                                "(docs/operations.md, Privileges)", role, role)));
+    }
 }
+
+static SPIPlanPtr active_plan = NULL;
+static SPIPlanPtr weights_plan = NULL;
+
+// The recorded weights of the last model served, kept for the backend's
+// life: a model's settings never change after training and model ids are
+// never reused, so the cache is keyed by the id alone.
+static int64 cached_model_id = -1;
+static SourceWeights cached_weights;
 
 void active_model_read(ActiveModel* m)
 {
     check_reader_grants();
     if (active_plan == NULL)
-        active_plan = keep_plan("SELECT a.model_id, m.source_relation, " RECSYS_WEIGHTS_SQL("m.settings")
-                                " FROM recsys.active_model a JOIN recsys.models m"
-                                " ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
+        active_plan = keep_plan("SELECT a.model_id, m.source_relation FROM recsys.active_model a "
+                                "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
                                 0, NULL);
     if (SPI_execute_plan(active_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "recsys: reading the active model failed");
@@ -59,14 +57,36 @@ void active_model_read(ActiveModel* m)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("no recsys model has been trained yet"),
                         errhint("Run SELECT * FROM recsys_train(); first.")));
-    HeapTuple row = SPI_tuptable->vals[0];
-    TupleDesc desc = SPI_tuptable->tupdesc;
     bool isnull;
-    m->model_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-    m->source = SPI_getvalue(row, desc, 2);
-    char whose[64];
-    snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
-    source_weights_from_row(row, desc, 3, whose, &m->weights);
+    m->model_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    m->source = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    if (m->model_id != cached_model_id) {
+        if (weights_plan == NULL) {
+            Oid types[1] = {INT8OID};
+            weights_plan = keep_plan("SELECT " RECSYS_WEIGHTS_SQL("m.settings") " FROM recsys.models m "
+                                     "WHERE m.model_id OPERATOR(pg_catalog.=) $1",
+                                     1, types);
+        }
+        Datum args[1] = {Int64GetDatum(m->model_id)};
+        if (SPI_execute_plan(weights_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+            elog(ERROR, "recsys: reading the active model's settings failed");
+        char whose[64];
+        snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
+        SourceWeights w;
+        source_weights_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, whose, &w);
+        // Keep copies for the backend's life; free the previous ones.
+        if (cached_model_id >= 0) {
+            pfree(DatumGetPointer(cached_weights.types));
+            pfree(DatumGetPointer(cached_weights.weights));
+        }
+        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+        cached_weights.types = datumCopy(w.types, false, -1);
+        cached_weights.weights = datumCopy(w.weights, false, -1);
+        cached_weights.n = w.n;
+        MemoryContextSwitchTo(old);
+        cached_model_id = m->model_id;
+    }
+    m->weights = cached_weights;
 }
 
 void active_model_source(const ActiveModel* m, SourceRel* src)

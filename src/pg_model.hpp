@@ -9,10 +9,6 @@ extern "C" {
 #include "executor/spi.h"
 }
 
-// Prepares a query once per backend and keeps its generic plan (the plan
-// cache replans it after DDL).
-SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types);
-
 // The active model and what serving reads with it.
 struct ActiveModel {
     int64 model_id;

@@ -38,9 +38,7 @@ static SPIPlanPtr get_history_plan(const SourceRel* src)
     if (history_plan != NULL)
         SPI_freeplan(history_plan);
     history_plan = NULL;
-    Oid types[3];
-    char* sql = source_query_sql(src, SOURCE_HISTORY, types);
-    history_plan = keep_plan(sql, source_query_nargs(SOURCE_HISTORY), types);
+    history_plan = source_keep_plan(src, SOURCE_HISTORY);
     if (history_rel != NULL)
         pfree(history_rel);
     history_rel = MemoryContextStrdup(TopMemoryContext, src->qualified);

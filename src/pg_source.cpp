@@ -25,6 +25,16 @@ extern "C" {
 #include "utils/syscache.h"
 }
 
+SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types)
+{
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+    if (plan == NULL)
+        elog(ERROR, "recsys: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+    if (SPI_keepplan(plan) != 0)
+        elog(ERROR, "recsys: SPI_keepplan failed");
+    return plan;
+}
+
 // The schema the extension was created in.
 static Oid extension_schema(void)
 {
@@ -217,4 +227,15 @@ void source_execute(const SourceRel* src, SourceQuery q, Datum* args, long tcoun
     source_leave(&sw);
     if (rc != SPI_OK_SELECT)
         elog(ERROR, "recsys: reading %s failed: %s", src->qualified, SPI_result_code_string(rc));
+}
+
+SPIPlanPtr source_keep_plan(const SourceRel* src, SourceQuery q)
+{
+    Oid types[4];
+    char* sql = source_query_sql(src, q, types);
+    SourceSwitch sw;
+    source_enter(src, &sw);
+    SPIPlanPtr plan = keep_plan(sql, source_query_nargs(q), types);
+    source_leave(&sw);
+    return plan;
 }

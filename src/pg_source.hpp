@@ -30,6 +30,10 @@ struct SourceRel {
     char* qualified;   // "schema"."name", quoted as needed
 };
 
+// Prepares a query once per backend and keeps its generic plan (the plan
+// cache replans it after DDL).
+SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types);
+
 // Resolves a stored relation name (schema-qualified text, as recsys.models
 // and recsys.config keep it) without the caller's search_path.  A name that
 // no longer resolves is an error (42P01) that names `whose` ("the active
@@ -104,6 +108,12 @@ struct SourceSwitch {
 };
 void source_enter(const SourceRel* src, SourceSwitch* sw);
 void source_leave(SourceSwitch* sw);
+
+// Prepares query q over src and keeps its generic plan for the backend's
+// life.  It is prepared in the context it runs in (the owner, the reading
+// search_path): a plan prepared under another search_path would be
+// re-planned at every execution.
+SPIPlanPtr source_keep_plan(const SourceRel* src, SourceQuery q);
 
 // Runs a query over src (built by source_query_sql, kept or not) read-only
 // as src's owner, erroring out unless it succeeds.  Results as SPI leaves them.
