@@ -41,7 +41,7 @@ ALTER TABLE recsys.models ADD COLUMN pinned boolean NOT NULL DEFAULT false;
 -- install starts (never below an id already handed out).
 SELECT pg_catalog.setval('recsys.model_id_seq',
     GREATEST(pg_catalog.trunc(EXTRACT(epoch FROM pg_catalog.clock_timestamp()) * 1000000)::bigint,
-                        (SELECT s.last_value + 1 FROM recsys.model_id_seq s)), false);
+             (SELECT s.last_value + 1 FROM recsys.model_id_seq s)), false);
 
 -- Evaluations are dumped by pg_dump from now on.
 SELECT pg_catalog.pg_extension_config_dump('recsys.evaluations', '');
