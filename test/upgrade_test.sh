@@ -20,7 +20,8 @@
 set -uo pipefail
 PFX=recsys_upgrade
 DATA_DB=${PFX}_data FRESH_DB=${PFX}_fresh PROBE_DB=${PFX}_probe
-DBS=("$DATA_DB" "$FRESH_DB" "$PROBE_DB")
+DBS=()
+READER=${PFX}_reader   # a role the DBA let read recsys_models (as the proxy's)
 WORK=$(mktemp -d /tmp/recsys-upgrade.XXXXXX)
 PASSED=0 FAILED=0
 
@@ -28,6 +29,7 @@ admin() { psql -qX -d postgres "$@" >/dev/null 2>&1; }
 cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "kept databases ${DBS[*]} and $WORK"; return; fi
     for db in "${DBS[@]}"; do admin -c "DROP DATABASE IF EXISTS $db"; done
+    admin -c "DROP ROLE IF EXISTS $READER"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -48,7 +50,8 @@ finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ]; exit $?; 
 
 # The catalog the extension leaves in a database, one sorted line per fact:
 # "<object>: <fact>".  Objects are named by pg_identify_object, never by OID;
-# data (rows, a sequence's current value) is not part of it.
+# data (rows, a sequence's current value) is not part of it.  Privileges are
+# the effective ones (a NULL ACL shown as the default it stands for).
 describe_catalog() {
     psql -qXAt -v ON_ERROR_STOP=1 -d "$1" <<'SQL'
 WITH ext AS (
@@ -94,7 +97,7 @@ facts(obj, seq, fact) AS (
            LATERAL pg_catalog.pg_identify_object(d.classoid, d.objoid, d.objsubid) o
     -- schemas
     UNION ALL
-    SELECT m.label, 2, pg_catalog.format('owner=%s acl=%s', n.nspowner::pg_catalog.regrole, COALESCE(n.nspacl::text, 'default'))
+    SELECT m.label, 2, pg_catalog.format('owner=%s acl=%s', n.nspowner::pg_catalog.regrole, COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner)))
       FROM member m JOIN pg_catalog.pg_namespace n ON n.oid = m.objid
      WHERE m.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
     -- functions: their properties on one line, then the whole definition line by line
@@ -104,7 +107,7 @@ facts(obj, seq, fact) AS (
                              'returns=%s%s config=%s owner=%s acl=%s',
                f.prokind, l.lanname, f.provolatile, f.proisstrict, f.prosecdef, f.proleakproof, f.proparallel,
                CASE WHEN f.proretset THEN 'setof ' ELSE '' END, f.prorettype::pg_catalog.regtype,
-               COALESCE(f.proconfig::text, 'none'), f.proowner::pg_catalog.regrole, COALESCE(f.proacl::text, 'default'))
+               COALESCE(f.proconfig::text, 'none'), f.proowner::pg_catalog.regrole, COALESCE(f.proacl, pg_catalog.acldefault('f', f.proowner)))
       FROM fn f JOIN pg_catalog.pg_language l ON l.oid = f.prolang
     UNION ALL
     SELECT f.label, 100 + d.n, 'def| ' || d.line
@@ -116,7 +119,7 @@ facts(obj, seq, fact) AS (
     SELECT r.label, 2,
            pg_catalog.format('persistence=%s options=%s rowsecurity=%s/%s replica_identity=%s owner=%s acl=%s',
                r.relpersistence, COALESCE(r.reloptions::text, 'none'), r.relrowsecurity, r.relforcerowsecurity,
-               r.relreplident, r.relowner::pg_catalog.regrole, COALESCE(r.relacl::text, 'default'))
+               r.relreplident, r.relowner::pg_catalog.regrole, COALESCE(r.relacl, pg_catalog.acldefault(CASE r.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", r.relowner)))
       FROM rel r
     -- columns by logical position (a dropped column leaves no gap; order
     -- matters to INSERT ... VALUES and SELECT *)
@@ -130,7 +133,7 @@ facts(obj, seq, fact) AS (
                CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END,
                CASE WHEN a.attgenerated <> '' THEN ' GENERATED ' || a.attgenerated::text ELSE '' END,
                CASE WHEN a.attcollation <> 0 THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation::text ELSE '' END,
-               COALESCE(a.attacl::text, 'default'))
+               COALESCE(a.attacl::text, 'none'))
       FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.reloid AND a.attnum > 0 AND NOT a.attisdropped
       LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     -- constraints, indexes, triggers, rules, policies
@@ -178,7 +181,7 @@ facts(obj, seq, fact) AS (
     UNION ALL
     SELECT m.label, 2,
            pg_catalog.format('typtype=%s base=%s owner=%s acl=%s', t.typtype, t.typbasetype::pg_catalog.regtype,
-                             t.typowner::pg_catalog.regrole, COALESCE(t.typacl::text, 'default'))
+                             t.typowner::pg_catalog.regrole, COALESCE(t.typacl, pg_catalog.acldefault('T', t.typowner)))
       FROM member m JOIN pg_catalog.pg_type t ON t.oid = m.objid
      WHERE m.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
 )
@@ -221,6 +224,7 @@ done
 # (a) 1.0 with data, updated
 
 newdb "$DATA_DB" && newdb "$FRESH_DB" && newdb "$PROBE_DB" || { fail "cannot create databases"; finish; }
+admin -c "DROP ROLE IF EXISTS $READER"; admin -c "CREATE ROLE $READER"
 D=$DATA_DB
 if ! psql -qX -v ON_ERROR_STOP=1 -d "$D" >"$WORK/setup.log" 2>&1 <<'SQL'
 CREATE EXTENSION recsys VERSION '1.0';
@@ -241,6 +245,7 @@ CREATE INDEX ON interactions (user_id);
 UPDATE recsys.event_weights SET weight = 2 WHERE event_type = 'view';
 INSERT INTO recsys.event_weights VALUES ('like', 3);
 UPDATE recsys.config SET neighbors = 2, keep_models = 5;
+GRANT SELECT ON recsys_models TO recsys_upgrade_reader;
 SQL
 then fail "setting up 1.0"; cat "$WORK/setup.log"; finish; fi
 same "installed version 1.0" "1.0" "$(q "$D" "SELECT extversion FROM pg_extension WHERE extname = 'recsys'")"
@@ -303,6 +308,7 @@ same "updated to the default version" "$DEFAULT" "$(q "$D" "SELECT extversion FR
 same "configuration kept" "$CONF0" "$(q "$D" "$Q_CONF")"
 same "evaluations kept" "$EVAL0" "$(q "$D" "$Q_EVAL")"
 same "the 1.0 model is still the active one" "$OLD_MODEL" "$(q "$D" "SELECT model_id FROM recsys_models WHERE active")"
+same "a grant on recsys_models survives the update" t "$(q "$D" "SELECT has_table_privilege('$READER', 'recsys_models', 'SELECT')")"
 same "the 1.0 model's settings are recorded from the configuration, marked as such, unpinned" \
     '{"like": 3, "view": 2, "click": 2, "purchase": 5, "add_to_cart": 3}|2|public.interactions|true|false' \
     "$(q "$D" "SELECT (settings->'weights')::text || '|' || (settings->>'neighbors') || '|' || (settings->>'source') || '|'
@@ -340,6 +346,9 @@ same "evaluating after the update adds a third evaluation after the kept ones" "
 
 ##############################################################################
 # (b) the catalog an update leaves is a fresh install's
+
+# The DBA's grant is not the install's: take it back before comparing.
+q "$D" "REVOKE SELECT ON recsys_models FROM $READER" >/dev/null
 
 if ! q "$FRESH_DB" "CREATE EXTENSION recsys" >/dev/null || ! describe_catalog "$FRESH_DB" >"$WORK/fresh.catalog"; then
     fail "fresh install of $DEFAULT"; finish
