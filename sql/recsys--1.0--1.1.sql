@@ -101,11 +101,11 @@ BEGIN
 END $$;
 
 ------------------------------------------------------------------------------
--- Model lifecycle: rollback to a kept model, pinning, retention.  Each
--- takes training's SHARE ROW EXCLUSIVE lock on recsys.active_model, so it
--- serialises with training (whose retention cannot drop a model between the
--- check and the change) while readers, which take no conflicting lock, see
--- the old state or the new one at commit.
+-- Model lifecycle: rollback to a kept model, pinning, retention.
+-- recsys_activate and recsys_pin take training's SHARE ROW EXCLUSIVE lock on
+-- recsys.active_model, so they serialise with training (whose retention
+-- cannot drop a model between their check and their change) while readers,
+-- which take no conflicting lock, see the old state or the new one at commit.
 
 -- A kept model by id; errors say what is wrong and where to look.
 CREATE FUNCTION recsys.kept_model(id bigint) RETURNS recsys.models
