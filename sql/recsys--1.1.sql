@@ -79,9 +79,18 @@ CREATE TABLE recsys.models (
     seconds double precision NOT NULL,
     -- What the model was trained with (recsys.settings_snapshot()): serving
     -- uses these, not the live configuration.
-    settings jsonb NOT NULL DEFAULT '{}'
+    settings jsonb NOT NULL DEFAULT '{}',
+    -- Kept by retention whatever keep_models says (recsys_pin()).
+    pinned boolean NOT NULL DEFAULT false
 );
 CREATE SEQUENCE recsys.model_id_seq OWNED BY recsys.models.model_id;
+-- Model ids are never reused, even after DROP EXTENSION and CREATE EXTENSION
+-- (the proxy's cache is keyed on them): they start from the install time in
+-- microseconds since the Unix epoch, and every training takes longer than a
+-- microsecond, so a reinstall starts above every id handed out before it
+-- unless the clock went back.  They stay below 2^53, exact in JSON.
+SELECT pg_catalog.setval('recsys.model_id_seq',
+    pg_catalog.trunc(EXTRACT(epoch FROM pg_catalog.clock_timestamp()) * 1000000)::bigint, false);
 
 -- The one active model.  Training replaces this row in its transaction, so
 -- the switch is atomic at commit and readers never wait.
@@ -128,6 +137,10 @@ CREATE TABLE recsys.evaluations (
     model_items bigint NOT NULL,
     seconds double precision NOT NULL
 );
+-- Evaluations are a record the DBA keeps, not derived data: pg_dump dumps
+-- them, and where their ids stand, as it does the configuration.
+SELECT pg_catalog.pg_extension_config_dump('recsys.evaluations', '');
+SELECT pg_catalog.pg_extension_config_dump('recsys.evaluations_evaluation_id_seq', '');
 
 ------------------------------------------------------------------------------
 -- Internals
@@ -305,18 +318,118 @@ BEGIN
     INSERT INTO recsys.active_model VALUES (true, id)
         ON CONFLICT (singleton) DO UPDATE SET model_id = EXCLUDED.model_id;
 
-    -- Keep the newest keep_models models (the active one always).
-    DELETE FROM recsys.neighbors nb WHERE nb.model_id IN (
-        SELECT m.model_id FROM recsys.models m ORDER BY m.model_id DESC OFFSET cfg.keep_models);
-    DELETE FROM recsys.popularity p WHERE p.model_id IN (
-        SELECT m.model_id FROM recsys.models m ORDER BY m.model_id DESC OFFSET cfg.keep_models);
-    DELETE FROM recsys.models m WHERE m.model_id IN (
-        SELECT m2.model_id FROM recsys.models m2 ORDER BY m2.model_id DESC OFFSET cfg.keep_models);
+    -- Retention: keep the newest keep_models models that are not pinned,
+    -- every pinned model besides them, and the active one always.
+    PERFORM recsys.drop_old_models(cfg.keep_models);
 
     RETURN QUERY SELECT id, r.users, r.items, n_used, n_null + n_type, r.pairs, secs;
 END $$;
 COMMENT ON FUNCTION @extschema@.recsys_train(integer, text) IS
     'trains a new item-to-item model from the events relation and makes it active at commit';
+
+------------------------------------------------------------------------------
+-- Model lifecycle: rollback to a kept model, pinning, retention.
+-- recsys_activate and recsys_pin take training's SHARE ROW EXCLUSIVE lock on
+-- recsys.active_model, so they serialise with training (whose retention
+-- cannot drop a model between their check and their change) while readers,
+-- which take no conflicting lock, see the old state or the new one at commit.
+
+-- A kept model by id; errors say what is wrong and where to look.
+CREATE FUNCTION recsys.kept_model(id bigint) RETURNS recsys.models
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m recsys.models;
+BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'model_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO m FROM recsys.models mo WHERE mo.model_id = id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'recsys model % does not exist', id
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'It was never trained, or retention dropped it (recsys.config.keep_models).',
+                  HINT = 'SELECT model_id, created_at, active, pinned FROM recsys_models lists the kept models.';
+    END IF;
+    RETURN m;
+END $$;
+
+-- Retention: drops every model but the newest `keep` models that are not
+-- pinned, the pinned ones and the active one; returns the ids dropped.
+-- Callers hold the lock above.
+CREATE FUNCTION recsys.drop_old_models(keep integer) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    dropped bigint[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM recsys.models m
+         WHERE m.model_id IN (SELECT k.model_id FROM recsys.models k WHERE NOT k.pinned
+                               ORDER BY k.model_id DESC OFFSET keep)
+           AND NOT EXISTS (SELECT 1 FROM recsys.active_model a WHERE a.model_id = m.model_id)
+        RETURNING m.model_id)
+    SELECT pg_catalog.array_agg(g.model_id) INTO dropped FROM gone g;
+    DELETE FROM recsys.neighbors nb WHERE nb.model_id = ANY (dropped);
+    DELETE FROM recsys.popularity p WHERE p.model_id = ANY (dropped);
+    RETURN dropped;
+END $$;
+
+-- recsys_activate's body (the public function below only renames).
+CREATE FUNCTION recsys.activate(id bigint)
+RETURNS TABLE (model_id bigint, previous_model_id bigint, created_at timestamptz,
+               source_relation text, settings jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    m recsys.models;
+    prev bigint;
+BEGIN
+    LOCK TABLE recsys.active_model IN SHARE ROW EXCLUSIVE MODE;
+    m := recsys.kept_model(id);
+    IF pg_catalog.to_regclass(m.source_relation) IS NULL THEN
+        RAISE EXCEPTION 'relation "%", which recsys model % was trained on, does not exist', m.source_relation, m.model_id
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Recommending reads users'' history from it: restore it, or activate or train another model.';
+    END IF;
+    SELECT a.model_id INTO prev FROM recsys.active_model a;
+    INSERT INTO recsys.active_model VALUES (true, m.model_id)
+        ON CONFLICT (singleton) DO UPDATE SET model_id = EXCLUDED.model_id;
+    RETURN QUERY SELECT m.model_id, prev, m.created_at, m.source_relation, m.settings;
+END $$;
+
+CREATE FUNCTION @extschema@.recsys_activate(model_id bigint)
+RETURNS TABLE (model_id bigint, previous_model_id bigint, created_at timestamptz,
+               source_relation text, settings jsonb)
+LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM recsys.activate($1)
+$$;
+COMMENT ON FUNCTION @extschema@.recsys_activate(bigint) IS
+    'makes a kept model the active one, atomically at commit (rollback to an earlier model)';
+
+-- recsys_pin's body (the public function below only renames).
+CREATE FUNCTION recsys.pin(id bigint, pin boolean)
+RETURNS TABLE (model_id bigint, pinned boolean, active boolean)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    m recsys.models;
+BEGIN
+    IF pin IS NULL THEN
+        RAISE EXCEPTION 'pinned must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    LOCK TABLE recsys.active_model IN SHARE ROW EXCLUSIVE MODE;
+    m := recsys.kept_model(id);
+    UPDATE recsys.models mo SET pinned = pin WHERE mo.model_id = m.model_id;
+    RETURN QUERY SELECT m.model_id, pin,
+                        EXISTS (SELECT 1 FROM recsys.active_model a WHERE a.model_id = m.model_id);
+END $$;
+
+CREATE FUNCTION @extschema@.recsys_pin(model_id bigint, pinned boolean DEFAULT true)
+RETURNS TABLE (model_id bigint, pinned boolean, active boolean)
+LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM recsys.pin($1, $2)
+$$;
+COMMENT ON FUNCTION @extschema@.recsys_pin(bigint, boolean) IS
+    'pins a kept model so that retention never drops it, or unpins it (pinned => false)';
 
 CREATE FUNCTION @extschema@.recsys_recommend(user_ids integer[], top_n integer)
 RETURNS TABLE (user_id integer, product_id integer, score double precision, rank integer, source text)
@@ -387,7 +500,8 @@ COMMENT ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text)
 CREATE VIEW @extschema@.recsys_models AS
     SELECT m.model_id, m.created_at, (a.model_id IS NOT NULL) AS active, m.users, m.items,
            m.interactions_used, m.interactions_ignored, m.neighbor_pairs, m.neighbors,
-           m.seconds, m.source_relation, m.cells, m.ignored_null, m.ignored_type
+           m.seconds, m.source_relation, m.cells, m.ignored_null, m.ignored_type,
+           m.settings, m.pinned
       FROM recsys.models m LEFT JOIN recsys.active_model a USING (model_id)
      ORDER BY m.model_id DESC;
 
@@ -426,8 +540,10 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, recsys, pg_temp', f);
     END LOOP;
 END $$;
--- Internals, and training, are not for PUBLIC: the roles that train or
--- evaluate get the grants docs/operations.md lists.
+-- Internals, training, and changing what is served are not for PUBLIC: the
+-- roles that do them get the grants docs/operations.md lists.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA recsys FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.recsys_train(integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_activate(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_pin(bigint, boolean) FROM PUBLIC;

@@ -164,6 +164,8 @@ SELECT user_id, product_id, rank FROM recsys_recommend(ARRAY[1], 2);
 
 -- 6. A source dropped or renamed after training: a clear error naming the
 -- model and what to do (42P01), and the model rows stay.
+-- (Model ids start from the clock; fix the next one for the messages below.)
+SELECT setval('recsys.model_id_seq', 1000, false) > 0 AS next_id_fixed;
 CREATE TABLE public.short_lived AS SELECT * FROM public.interactions;
 SELECT users FROM recsys_train(source => 'short_lived');
 ALTER TABLE public.short_lived RENAME TO renamed_events;
