@@ -370,10 +370,10 @@ for v in "${OLDER[@]}"; do
     else fail "installing $v and updating it"; fi
 done
 # The comparison sees a change as small as one function setting.
-q "$PROBE_DB" "CREATE EXTENSION recsys; ALTER FUNCTION recsys.active() SET work_mem = '1MB'" >/dev/null
+q "$PROBE_DB" "CREATE EXTENSION recsys; ALTER FUNCTION recsys.check_weights() SET work_mem = '1MB'" >/dev/null
 describe_catalog "$PROBE_DB" >"$WORK/probe.catalog"
-probe=$(diff "$WORK/fresh.catalog" "$WORK/probe.catalog" | grep -c '^[<>] function recsys.active()')
+probe=$(diff "$WORK/fresh.catalog" "$WORK/probe.catalog" | grep -c '^[<>] function recsys.check_weights()')
 [ "$probe" -gt 0 ] && ok "the comparison detects a changed function setting ($probe lines)" \
-                   || fail "the comparison missed ALTER FUNCTION recsys.active() SET work_mem"
+                   || fail "the comparison missed ALTER FUNCTION recsys.check_weights() SET work_mem"
 
 finish
