@@ -192,7 +192,7 @@ LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.jsonb_build_object(
         'source', recsys.qualified_name(rel),
         'neighbors', neighbors,
-        'weights', (SELECT pg_catalog.coalesce(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
+        'weights', (SELECT COALESCE(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
                       FROM recsys.event_weights w),
         'similarity_method', pg_catalog.current_setting('recsys.similarity_method', true))
 $$;
