@@ -162,6 +162,12 @@ BEGIN
         true);
 END $$;
 
+-- The writers are internal: only the extension's own functions call them.
+REVOKE EXECUTE ON FUNCTION recsys.run_log_write(jsonb, boolean), recsys.progress_start(bigint, text),
+    recsys.progress_phase(text, regclass), recsys.progress_stop(), recsys.progress_local(),
+    recsys.run_begin(bigint, text, timestamptz),
+    recsys.run_end(bigint, text, timestamptz, bigint, text, text, jsonb) FROM PUBLIC;
+
 CREATE VIEW @extschema@.recsys_training_runs AS
     SELECT r.run_id, r.kind, s.status, r.model_id, r.started_at, r.finished_at,
            pg_catalog.date_part('epoch', coalesce(r.finished_at,
