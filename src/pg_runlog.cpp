@@ -145,9 +145,12 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
 
         BackgroundWorkerHandle* handle;
         if (RegisterDynamicBackgroundWorker(&w, &handle)) {
-            // Interruptible: a cancel here raises, and the worker, if it got
-            // the segment, still writes the row.
+            // A cancel or termination arriving now is served once the row is
+            // written (milliseconds; the worker's lock_timeout bounds it), so
+            // the log never misses a start or an end that was under way.
+            HOLD_INTERRUPTS();
             BgwHandleStatus st = WaitForBackgroundWorkerShutdown(handle);
+            RESUME_INTERRUPTS();
             if (st == BGWH_POSTMASTER_DIED)
                 ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN),
                                 errmsg("recsys: the postmaster died while the run log was written")));
@@ -193,7 +196,7 @@ void recsys_run_log_main(Datum arg)
     // Our own settings, whatever the database or role defaults say.
     (void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
                              GUC_ACTION_SET, true, 0, false);
-    (void) set_config_option("lock_timeout", "60s", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+    (void) set_config_option("lock_timeout", "10s", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
     (void) set_config_option("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 
     MemoryContext cxt = CurrentMemoryContext;
