@@ -52,7 +52,7 @@ using Progress = std::function<void(const char* stage, int64_t done, int64_t tot
 
 struct TrainOptions {
     int neighbors = 50;  // neighbours kept per item; 0 keeps every positive one
-    Progress progress;   // optional
+    Progress progress{};   // optional
 };
 
 // A trained item-to-item model.
@@ -153,7 +153,7 @@ struct Touch {
 struct EvalOptions {
     int k = 10;          // list length
     int neighbors = 50;  // as TrainOptions::neighbors
-    Progress progress;   // optional: training's stages, then "scoring"
+    Progress progress{};   // optional: training's stages, then "scoring"
 };
 
 struct EvalResult {
