@@ -304,8 +304,6 @@ DECLARE
     -- The run log (recsys_training_runs): the body below runs in a block
     -- whose failure, cancel included, is logged and re-raised.
     run_id bigint := nextval('recsys.training_run_id_seq');
-    err_state text;
-    err_msg text;
 BEGIN
     BEGIN
     PERFORM recsys.run_begin(run_id, 'train', t0);
@@ -351,8 +349,7 @@ BEGIN
 
     RETURN QUERY SELECT id, r.users, r.items, n_used, n_null + n_type, r.pairs, secs;
     EXCEPTION WHEN query_canceled OR OTHERS THEN
-        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT;
-        PERFORM recsys.run_end(run_id, 'train', t0, NULL, err_state, err_msg, recsys.settings_snapshot(rel, k));
+        PERFORM recsys.run_end(run_id, 'train', t0, NULL, SQLSTATE, SQLERRM, recsys.settings_snapshot(rel, k));
         RAISE;
     END;
     PERFORM recsys.run_end(run_id, 'train', t0, id, NULL, NULL, recsys.settings_snapshot(rel, k));
@@ -443,8 +440,6 @@ DECLARE
     secs double precision;
     -- The run log, as in recsys_train.
     run_id bigint := nextval('recsys.training_run_id_seq');
-    err_state text;
-    err_msg text;
 BEGIN
     BEGIN
     PERFORM recsys.run_begin(run_id, 'evaluate', t0);
@@ -489,8 +484,7 @@ BEGIN
     RETURN QUERY SELECT r.users_evaluated, r."precision", r.recall, r.ndcg, r.hit_rate, r.map,
                         r.coverage, cut, r.pop_precision, r.pop_recall, r.model_items, secs;
     EXCEPTION WHEN query_canceled OR OTHERS THEN
-        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT;
-        PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, err_state, err_msg, recsys.settings_snapshot(rel, nb));
+        PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, SQLSTATE, SQLERRM, recsys.settings_snapshot(rel, nb));
         RAISE;
     END;
     PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, NULL, NULL, recsys.settings_snapshot(rel, nb));

@@ -15,6 +15,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -119,6 +120,11 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
     bool final = PG_GETARG_BOOL(1);
     int64 run_id = entry_run_id(j);
     char* entry = JsonbToCString(NULL, &j->root, VARSIZE(j));
+
+    // A standby can store nothing (and would never start the worker, which
+    // waits for recovery to end): the run fails on its own writes anyway.
+    if (RecoveryInProgress())
+        PG_RETURN_BOOL(false);
 
     if (run_id != in_transaction_run || in_transaction_run == 0) {
         Size len = strlen(entry);

@@ -141,17 +141,16 @@ case ",$preload," in
     *) check_not_preloaded; check_terminated ;;
 esac
 
-# The other mode on a throwaway server (scripts/pgcluster.sh), on a free port.
+# The other mode on a throwaway server (scripts/pgcluster.sh) that listens on
+# a Unix socket in its own directory only, so no TCP port can clash.
 if [ "${RECSYS_PROGRESS_NESTED:-}" = "" ]; then
-    port=$((PGPORT + 100))
-    while (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
     TMPPG=$(mktemp -d /tmp/recsys-progress-XXXXXX)
     case ",$preload," in
         *,recsys,*) other="max_worker_processes=20" ;;
         *) other="shared_preload_libraries=recsys" ;;
     esac
-    if scripts/pgcluster.sh start "$TMPPG" "$port" "$other" >/dev/null; then
-        PGHOST=$TMPPG PGPORT=$port RECSYS_PROGRESS_NESTED=1 bash "$0" || fail=1
+    if scripts/pgcluster.sh start "$TMPPG" "$PGPORT" "$other" "listen_addresses=''" >/dev/null; then
+        PGHOST=$TMPPG RECSYS_PROGRESS_NESTED=1 bash "$0" || fail=1
     else
         bad "could not start a second server ($other)"; tail -5 "$TMPPG/server.log" || true
     fi

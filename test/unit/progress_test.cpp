@@ -48,29 +48,27 @@ void check_stage(const std::vector<Call>& calls, const std::string& stage, int64
 
 }  // namespace
 
-TEST(Progress, TrainReportsEveryItemDone) {
-    // Enough work for the worker thread and many polls.
-    const auto cells = recsys_test::random_cells(7, 3000, 2000, 200000);
+// Trains with a recording callback (native or Eigen) and checks its calls.
+static void check_train(bool eigen, const std::vector<Triplet>& cells, int neighbors) {
     std::vector<Call> calls;
     TrainOptions opt;
-    opt.neighbors = 10;
+    opt.neighbors = neighbors;
     opt.progress = recorder(&calls);
-    const Model m = train(cells, opt);
+    const Model m = eigen ? train_eigen(cells, opt) : train(cells, opt);
     check_stage(calls, "similarities", static_cast<int64_t>(m.item_ids.size()));
     // The callback does not change the model.
-    const Model plain = train(cells, TrainOptions{10});
+    const Model plain = eigen ? train_eigen(cells, TrainOptions{neighbors}) : train(cells, TrainOptions{neighbors});
     EXPECT_EQ(m.nbr_ids, plain.nbr_ids);
     EXPECT_EQ(m.nbr_sims, plain.nbr_sims);
 }
 
+TEST(Progress, TrainReportsEveryItemDone) {
+    // Enough work for the worker thread and many polls.
+    check_train(false, recsys_test::random_cells(7, 3000, 2000, 200000), 10);
+}
+
 TEST(Progress, TrainEigenReportsEveryItemDone) {
-    const auto cells = recsys_test::random_cells(8, 500, 700, 20000);
-    std::vector<Call> calls;
-    TrainOptions opt;
-    opt.neighbors = 5;
-    opt.progress = recorder(&calls);
-    const Model m = train_eigen(cells, opt);
-    check_stage(calls, "similarities", static_cast<int64_t>(m.item_ids.size()));
+    check_train(true, recsys_test::random_cells(8, 500, 700, 20000), 5);
 }
 
 TEST(Progress, EvaluateReportsTrainingThenScoring) {
