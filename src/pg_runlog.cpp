@@ -25,6 +25,7 @@ extern "C" {
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -111,6 +112,35 @@ static int64 entry_run_id(Jsonb* j)
     return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
 }
 
+// Waits until the writer has exited.  A cancel arriving meanwhile is served
+// once the row is written (milliseconds; the worker's lock_timeout bounds
+// it), so the log never misses a start or an end that was under way.
+// Termination is not held: a backend told to die (fast shutdown, during
+// which the postmaster starts no more workers; pg_terminate_backend) stops
+// waiting at once, and its run shows as terminated.
+static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle)
+{
+    BgwHandleStatus st;
+    HOLD_INTERRUPTS();
+    for (;;) {
+        pid_t pid;
+        st = GetBackgroundWorkerPid(handle, &pid);
+        if (st == BGWH_STOPPED || st == BGWH_POSTMASTER_DIED)
+            break;
+        if (ProcDiePending) {
+            if (st == BGWH_NOT_YET_STARTED)
+                TerminateBackgroundWorker(handle);
+            break;
+        }
+        // The postmaster sets our latch when the worker starts and exits
+        // (bgw_notify_pid); the timeout only re-checks now and then.
+        (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+    RESUME_INTERRUPTS();
+    return st;
+}
+
 // recsys.run_log_write(entry jsonb, final boolean) -> true when a worker
 // wrote it (committed), false when it was written in this transaction or
 // not at all (a WARNING says which).
@@ -151,12 +181,9 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
 
         BackgroundWorkerHandle* handle;
         if (RegisterDynamicBackgroundWorker(&w, &handle)) {
-            // A cancel or termination arriving now is served once the row is
-            // written (milliseconds; the worker's lock_timeout bounds it), so
-            // the log never misses a start or an end that was under way.
-            HOLD_INTERRUPTS();
-            BgwHandleStatus st = WaitForBackgroundWorkerShutdown(handle);
-            RESUME_INTERRUPTS();
+            BgwHandleStatus st = wait_for_writer(handle);
+            if (ProcDiePending)
+                CHECK_FOR_INTERRUPTS();   // exits: no fallback write while dying
             if (st == BGWH_POSTMASTER_DIED)
                 ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN),
                                 errmsg("recsys: the postmaster died while the run log was written")));
