@@ -243,6 +243,15 @@ RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
 CREATE FUNCTION recsys.train_memory(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50)
 RETURNS bigint AS 'MODULE_PATHNAME', 'recsys_train_memory' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- How training a matrix of this shape proceeds within budget_kb kilobytes
+-- (NULL: maintenance_work_mem): in memory (passes = 0), in passes over the
+-- matrix spilled to disk, or refused (passes NULL); docs/operations.md.
+CREATE FUNCTION recsys.train_plan(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50,
+                                  budget_kb bigint DEFAULT NULL,
+                                  OUT in_memory bigint, OUT minimum bigint, OUT passes bigint,
+                                  OUT items_per_pass bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_plan' LANGUAGE C STABLE PARALLEL SAFE;
+
 -- Evaluation's C++ half: trains on before_sql's cells, scores against after_sql's touches.
 CREATE FUNCTION recsys.evaluate_core(before_sql text, after_sql text, k integer, neighbors integer,
                                      OUT users_evaluated bigint, OUT "precision" double precision,

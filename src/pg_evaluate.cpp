@@ -42,6 +42,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         elog(ERROR, "recsys: SPI_connect failed");
     CellBuffer before;
     TouchBuffer after;
+    cell_buffer_init(&before, false);   // evaluation does not spill: over budget is an error
     fetch_cells(before_sql, &before);
     fetch_touches(after_sql, &after);
 
