@@ -11,7 +11,7 @@ OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # Regression tests: sql/<name>.sql, expected/<name>.out (install scripts share sql/).
-REGRESS = recsys_setup recsys_semantics recsys_bad_input recsys_evaluate recsys_train recsys_config
+REGRESS = recsys_setup recsys_semantics recsys_bad_input recsys_evaluate recsys_train recsys_config recsys_passes
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 ISOLATION = train_vs_recommend
 ISOLATION_OPTS = --inputdir=. --load-extension=plpgsql
