@@ -5,10 +5,14 @@ extern "C" {
 #include "miscadmin.h"
 }
 
-// True once a cancel, statement_timeout or termination is pending.
+// True once a cancel, statement_timeout or termination is pending.  Not
+// InterruptPending alone: it is also set for requests a backend serves and
+// goes on (ProcSignal barriers, catch-up and memory-context-logging
+// requests...), which stopped long trainings in passes with a bogus
+// "training was cancelled"; those are served by the next CHECK_FOR_INTERRUPTS.
 bool recsys_interrupt_pending() noexcept
 {
-    return InterruptPending != 0;
+    return InterruptPending && (QueryCancelPending || ProcDiePending);
 }
 
 // The core's CancelCheck: a flag read, nothing more.
