@@ -53,6 +53,7 @@ SET maintenance_work_mem = :'mwm';
 SELECT pg_backend_pid() AS pid \gset
 \setenv PID :pid
 \setenv HWM :hwm
+SET max_parallel_workers_per_gather = 0;  -- the warm-up maps the pages itself, not workers
 SELECT count(*) FROM interactions \gset warm_
 SELECT count(*) FROM recsys.neighbors \gset warm_
 SELECT count(*) FROM recsys.popularity \gset warm_
