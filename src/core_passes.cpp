@@ -487,21 +487,7 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
             throw InvalidInput("recsys: weights of item " + std::to_string(m.item_ids[i]) +
                                " are too large: the squared norm overflows a double");
     }
-    {
-        // Popularity, exactly as train() ranks it.
-        std::vector<int32_t> order(n_items);
-        for (std::size_t i = 0; i < n_items; ++i) order[i] = static_cast<int32_t>(i);
-        std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-            if (users_of[a] != users_of[b]) return users_of[a] > users_of[b];
-            return a < b;
-        });
-        m.popular_ids.resize(n_items);
-        m.popular_users.resize(n_items);
-        for (std::size_t r = 0; r < n_items; ++r) {
-            m.popular_ids[r] = m.item_ids[order[r]];
-            m.popular_users[r] = users_of[order[r]];
-        }
-    }
+    detail::rank_popularity(m, [&](std::size_t i) { return users_of[i]; });
     std::vector<int32_t>().swap(users_of);
     const std::size_t keep = opt.neighbors > 0 ? static_cast<std::size_t>(opt.neighbors) : 0;
     const std::size_t k_cap = keep > 0 ? std::min(keep, n_items - 1) : n_items - 1;
