@@ -121,6 +121,23 @@ case " $HIT " in
     *" core "*) ;;
     *) echo "FAIL: no cancel landed in the passes"; fail=1 ;;
 esac
+# After a statement_timeout anywhere in training in passes (or none, if it
+# finished first), the session holds no temporary file of recsys open.
+for ms in 100 $(echo "$p_read * 1000 / 1" | bc) $(echo "($p_read + $p_train) * 500 / 1" | bc); do
+    left=$(psql -qXAt -v ON_ERROR_STOP=0 2>/dev/null <<SQL
+SET maintenance_work_mem = '$MWM';
+SELECT pg_backend_pid() AS pid \\gset
+\\setenv PID :pid
+BEGIN;
+SET LOCAL statement_timeout = '${ms}ms';
+$TRAIN_PASSES;
+ROLLBACK;
+\\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys' || true
+SQL
+)
+    if [ "$(tail -1 <<<"$left")" = 0 ]; then echo "  ok: timeout ${ms}ms, no temporary file left open"
+    else echo "  FAIL: timeout ${ms}ms, temporary files left open: $left"; fail=1; fi
+done
 MWM=1GB
 
 echo "recsys_evaluate:"
