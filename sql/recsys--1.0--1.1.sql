@@ -51,6 +51,16 @@ SELECT pg_catalog.setval('recsys.model_id_seq',
 SELECT pg_catalog.pg_extension_config_dump('recsys.evaluations', '');
 SELECT pg_catalog.pg_extension_config_dump('recsys.evaluations_evaluation_id_seq', '');
 
+-- Training within maintenance_work_mem in passes: the plan it follows.
+-- How training a matrix of this shape proceeds within budget_kb kilobytes
+-- (NULL: maintenance_work_mem): in memory (passes = 0), in passes over the
+-- matrix spilled to disk, or refused (passes NULL); docs/operations.md.
+CREATE FUNCTION recsys.train_plan(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50,
+                                  budget_kb bigint DEFAULT NULL,
+                                  OUT in_memory bigint, OUT minimum bigint, OUT passes bigint,
+                                  OUT items_per_pass bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_plan' LANGUAGE C STABLE PARALLEL SAFE;
+
 -- 1.0 bound the weights CHECK constraint's operators through the
 -- installer's search_path: bind them again, to pg_catalog's.
 ALTER TABLE recsys.event_weights DROP CONSTRAINT event_weights_weight_check;

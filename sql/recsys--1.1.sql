@@ -258,6 +258,15 @@ RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_store' LANGUAGE C VOLATILE;
 CREATE FUNCTION recsys.train_memory(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50)
 RETURNS bigint AS 'MODULE_PATHNAME', 'recsys_train_memory' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- How training a matrix of this shape proceeds within budget_kb kilobytes
+-- (NULL: maintenance_work_mem): in memory (passes = 0), in passes over the
+-- matrix spilled to disk, or refused (passes NULL); docs/operations.md.
+CREATE FUNCTION recsys.train_plan(cells bigint, users bigint, items bigint, neighbors integer DEFAULT 50,
+                                  budget_kb bigint DEFAULT NULL,
+                                  OUT in_memory bigint, OUT minimum bigint, OUT passes bigint,
+                                  OUT items_per_pass bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_plan' LANGUAGE C STABLE PARALLEL SAFE;
+
 -- Evaluation's C++ half: the cutoff is source's newest usable event minus
 -- test_days; trains on the cells before it and scores against the events
 -- at or after it.

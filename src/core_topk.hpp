@@ -100,6 +100,28 @@ inline void validate_cells(const std::vector<Triplet>& cells, const CancelCheck&
     }
 }
 
+// Fills m.popular_ids/popular_users: every item of m.item_ids by its distinct
+// users (users_of(dense index)) descending, then id ascending.  Holds 4I more
+// bytes while it sorts.  Shared by train() and train_passes().
+template <class UsersOf>
+void rank_popularity(Model& m, UsersOf users_of) {
+    const std::size_t n = m.item_ids.size();
+    std::vector<int32_t> order(n);
+    for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(i);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        const int32_t ca = users_of(static_cast<std::size_t>(a)), cb = users_of(static_cast<std::size_t>(b));
+        if (ca != cb) return ca > cb;
+        return a < b;
+    });
+    m.popular_ids.resize(n);
+    m.popular_users.resize(n);
+    for (std::size_t r = 0; r < n; ++r) {
+        const std::size_t i = static_cast<std::size_t>(order[r]);
+        m.popular_ids[r] = m.item_ids[i];
+        m.popular_users[r] = users_of(i);
+    }
+}
+
 // train() with an explicit thread count for the similarity pass: 1 = the
 // calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when
 // the work is large enough and 2+ CPUs exist).  Results never depend on it.

@@ -481,22 +481,8 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
                                " are too large: the squared norm overflows a double");
     }
 
-    {
-        std::vector<int32_t> order(n_items);
-        for (std::size_t i = 0; i < n_items; ++i) order[i] = static_cast<int32_t>(i);
-        std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-            const int64_t ca = col_off[a + 1] - col_off[a], cb = col_off[b + 1] - col_off[b];
-            if (ca != cb) return ca > cb;
-            return a < b;
-        });
-        m.popular_ids.resize(n_items);
-        m.popular_users.resize(n_items);
-        for (std::size_t r = 0; r < n_items; ++r) {
-            const int32_t i = order[r];
-            m.popular_ids[r] = m.item_ids[i];
-            m.popular_users[r] = static_cast<int32_t>(col_off[i + 1] - col_off[i]);
-        }
-    }
+    detail::rank_popularity(
+        m, [&](std::size_t i) { return static_cast<int32_t>(col_off[i + 1] - col_off[i]); });
     poll_cancel(cancel);
 
     // 6. Similarities.  Each item gets an output slot sized by an upper

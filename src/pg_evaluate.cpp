@@ -80,6 +80,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 
     CellBuffer before;
     TouchBuffer after;
+    cell_buffer_init(&before, false);   // evaluation does not spill: over budget is an error
     fetch_cells(&src, &weights, true, cutoff, &before);
     fetch_touches(&src, &weights, cutoff, &after);
 

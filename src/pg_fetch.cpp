@@ -15,8 +15,9 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-// Grows a huge palloc'd array to hold at least `need` elements of `elem` bytes.
-static void* grow(void* data, int64* cap, int64 need, Size elem)
+// Grows a huge palloc'd array (in CurrentMemoryContext) to hold at least
+// `need` elements of `elem` bytes; errors out (54000) over maintenance_work_mem.
+void* grow_array(void* data, int64* cap, int64 need, Size elem)
 {
     if (need <= *cap)
         return data;
@@ -60,16 +61,12 @@ static bool receive_row(TupleTableSlot* slot, DestReceiver* self)
     MemoryContext old = MemoryContextSwitchTo(r->cxt);
     if (r->cells) {
         CellBuffer* out = r->cell_out;
-        out->data = (recsys::Triplet*) grow(out->data, &r->cap, out->n + 1, sizeof(recsys::Triplet));
-        recsys::Triplet* t = &out->data[out->n++];
-        t->user = DatumGetInt32(v[0]);
-        t->item = DatumGetInt32(v[1]);
-        t->weight = DatumGetFloat8(v[2]);
+        cell_buffer_append(out, DatumGetInt32(v[0]), DatumGetInt32(v[1]), DatumGetFloat8(v[2]));
         if (!null[3])
             out->events += DatumGetInt64(v[3]);
     } else {
         TouchBuffer* out = r->touch_out;
-        out->data = (recsys::Touch*) grow(out->data, &r->cap, out->n + 1, sizeof(recsys::Touch));
+        out->data = (recsys::Touch*) grow_array(out->data, &r->cap, out->n + 1, sizeof(recsys::Touch));
         recsys::Touch* t = &out->data[out->n++];
         t->user = DatumGetInt32(v[0]);
         t->item = DatumGetInt32(v[1]);
@@ -150,12 +147,7 @@ void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, Time
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
     r.cells = true;
-    r.cell_out = out;
-    out->data = NULL;
-    out->n = 0;
-    out->events = 0;
-    out->ignored_null = 0;
-    out->ignored_type = 0;
+    r.cell_out = out;   // set up by cell_buffer_init
     run_into(src, w, before ? SOURCE_MATRIX_BEFORE : SOURCE_MATRIX, TimestampTzGetDatum(cutoff), &r);
     AtEOXact_GUC(true, nest);
 }

@@ -8,14 +8,41 @@ extern "C" {
 #include "datatype/timestamp.h"
 }
 
-// A growable palloc'd array of matrix cells.
+namespace recsys {
+class CellSpill;
+}
+
+// A growable palloc'd array of matrix cells that may spill to disk
+// (pg_spill.cpp): set up by cell_buffer_init, filled by cell_buffer_append.
 struct CellBuffer {
     recsys::Triplet* data;
     int64 n;
     int64 events;         // events summed into the cells
     int64 ignored_null;   // rows with a NULL user, product or time
     int64 ignored_type;   // rows whose event type has no positive weight
+    int64 spilled;        // cells written to the runs so far
+    int64 cap;            // cells data has room for
+    int64 max_cap;        // spilling: the buffer's size, in cells (0: no spilling)
+    MemoryContext cxt;    // where data lives
+    OwnedByContext<recsys::CellSpill>* spill;  // spilling: the runs on disk (obj NULL until the first)
+    char dir[MAXPGPATH];  // spilling: the temporary files' directory
 };
+
+// Cells the buffer holds before it spills, for a budget of `budget` bytes:
+// its half of the budget (the aggregation has the other) holds the buffer
+// and the sort of a run, 16 bytes a cell each.
+inline int64 cell_buffer_max_cells(Size budget) { return Max((int64) (budget / 2 / 32), (int64) 1024); }
+
+// An empty buffer in CurrentMemoryContext.  With may_spill, a full buffer
+// becomes a sorted run in a temporary file (core_passes.hpp) and the buffer
+// is reused; without, growing it over maintenance_work_mem is an error.
+void cell_buffer_init(CellBuffer* b, bool may_spill);
+// Appends one cell (may spill, or error out over budget).
+void cell_buffer_append(CellBuffer* b, int32 user, int32 item, double weight);
+// True once a run has been written (then n counts only the buffered cells).
+bool cell_buffer_spilled(const CellBuffer* b);
+// Writes the cells still buffered as the last run and frees the buffer.
+void cell_buffer_spill_rest(CellBuffer* b);
 
 // A palloc'd array of (user, item) pairs.
 struct TouchBuffer {
@@ -30,13 +57,18 @@ inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys
 // `cutoff` when before is true) and collects every cell, with the counts of
 // ignored rows.  The query's hash table and the cell buffer each get half of
 // maintenance_work_mem (the query runs with work_mem = that /
-// hash_mem_multiplier, and without JIT, both restored afterwards).
+// hash_mem_multiplier, and without JIT, both restored afterwards).  `out`
+// comes from cell_buffer_init.
 void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
                  CellBuffer* out);
 
 // Collects every usable (user, product) event of src at or after cutoff,
 // duplicates included (the core de-duplicates).
 void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out);
+
+// Grows a huge palloc'd array (in CurrentMemoryContext) to hold at least
+// `need` elements of `elem` bytes; errors out (54000) over maintenance_work_mem.
+void* grow_array(void* data, int64* cap, int64 need, Size elem);
 
 // Errors out (54000) when `bytes` exceeds the training memory budget,
 // maintenance_work_mem; `what` says what needs it.

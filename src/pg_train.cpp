@@ -6,6 +6,7 @@
 // previous model active.
 #include <vector>
 
+#include "core_passes.hpp"
 #include "pg_fetch.hpp"
 #include "pg_progress.hpp"
 #include "pg_settings.hpp"
@@ -22,6 +23,7 @@ extern "C" {
 
 PG_FUNCTION_INFO_V1(recsys_train_store);
 PG_FUNCTION_INFO_V1(recsys_train_memory);
+PG_FUNCTION_INFO_V1(recsys_train_plan);
 }
 
 // Seconds since t0.
@@ -96,6 +98,115 @@ static void write_popularity(int64 model_id, const recsys::Model* m)
         elog(ERROR, "recsys: writing popularity failed");
 }
 
+// MB, rounded up, for messages.
+static Size mb(Size bytes)
+{
+    return bytes / (1024 * 1024) + (bytes % (1024 * 1024) != 0);
+}
+
+// Trains on the cells read into `cells` within maintenance_work_mem, leaving
+// the model in owned->obj.  Says what training needs before the heavy work:
+// in memory when the whole job fits the budget (as train_memory() says);
+// else in passes over the spilled matrix (core_passes.hpp) with a NOTICE
+// giving the figures; else, when even one item per pass does not fit, an
+// error whose hint is the least budget that works.
+static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext<recsys::Model>* owned)
+{
+    Size budget = (Size) maintenance_work_mem * 1024;
+    bool spilled = cell_buffer_spilled(cells);
+    bool eigen = recsys_similarity_method == RECSYS_SIM_EIGEN;
+    recsys::PassPlan plan;
+    int64 n_cells = cells->n, runs = 1, items = 0;
+    core_call_or_error("training", [&] {
+        int64 users;
+        if (spilled) {
+            // The last cells join the runs first; the shape comes from the
+            // spill (distinct items exactly, users as a bound).
+            cells->spill->obj->add_run(cells->data, (size_t) cells->n, pg_cancel_check());
+            cells->n = 0;
+            n_cells = cells->spill->obj->cells();
+            users = cells->spill->obj->users_bound();
+            items = cells->spill->obj->items();
+            runs = cells->spill->obj->runs();
+        } else {
+            recsys::MatrixShape shape = recsys::measure(cells->data, (size_t) cells->n);
+            users = shape.users;
+            items = shape.items;
+        }
+        plan = recsys::plan_passes(n_cells, users, items, neighbors, runs, budget);
+    });
+    // (The Eigen method's peak measured 1.3x the native one's: budget 1.5x.)
+    Size in_memory = plan.in_memory;
+    if (eigen) {
+        Size core = in_memory - cell_buffer_bytes(n_cells);
+        in_memory += core / 2;
+    }
+    elog(DEBUG1, "recsys: training " INT64_FORMAT " cells needs about %zu MB in memory, %zu MB at least in passes",
+         n_cells, mb(in_memory), mb(plan.minimum));
+
+    if (in_memory <= budget) {
+        if (spilled) {
+            pfree(cells->data);
+            cells->data = NULL;
+        }
+        core_call_or_error("training", [&] {
+            recsys::TrainOptions opt;
+            opt.neighbors = neighbors;
+            opt.progress = pg_progress();
+            std::vector<recsys::Triplet> v;
+            if (spilled) {
+                v = cells->spill->obj->load(pg_cancel_check());
+                delete cells->spill->obj;   // closes the file
+                cells->spill->obj = nullptr;
+            } else {
+                v.assign(cells->data, cells->data + cells->n);
+            }
+            owned->obj = new recsys::Model(eigen ? recsys::train_eigen(v, opt, pg_cancel_check())
+                                                 : recsys::train(std::move(v), opt, pg_cancel_check()));
+        });
+        if (cells->data != NULL)
+            pfree(cells->data);
+        cells->data = NULL;
+        return;
+    }
+    if (plan.passes == 0) {
+        // Even one item per pass needs more than the budget.  The hint is
+        // the least budget that trains: what the passes need, or what
+        // training in memory needs when that is less (the shape measured
+        // exactly); both only shrink with a larger budget (fewer runs).
+        Size least = spilled ? plan.minimum : Min(plan.minimum, in_memory);
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("recsys: training needs about %zu MB, more than maintenance_work_mem (%zu MB)",
+                        mb(Min(in_memory, plan.minimum)), budget / (1024 * 1024)),
+                 errdetail("In memory it needs %zu MB; in passes over the matrix on disk, at least %zu MB.",
+                           mb(in_memory), mb(plan.minimum)),
+                 errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
+                         mb(least))));
+    }
+    ereport(NOTICE,
+            (errmsg("recsys: training needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
+                    " passes", mb(in_memory), budget / (1024 * 1024), plan.passes),
+             errdetail("Each pass reads the matrix from a temporary file (about %zu MB) and computes the"
+                       " neighbours of " INT64_FORMAT " of the " INT64_FORMAT " items.%s",
+                       mb(cell_buffer_bytes(n_cells) * 3 / 4), plan.items_per_pass, items,
+                       eigen ? " The passes use the native similarity method." : "")));
+    if (!spilled)
+        cell_buffer_spill_rest(cells);
+    else if (cells->data != NULL) {
+        pfree(cells->data);
+        cells->data = NULL;
+    }
+    core_call_or_error("training", [&] {
+        recsys::TrainOptions opt;
+        opt.neighbors = neighbors;
+        opt.progress = pg_progress();
+        owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
+        delete cells->spill->obj;
+        cells->spill->obj = nullptr;
+    });
+}
+
 // recsys.train_store(model_id, source regclass, neighbors, settings jsonb)
 //   -> (users, items, cells, pairs, events, ignored_null, ignored_type)
 // settings is what recsys.settings_snapshot() recorded: its weights are the
@@ -130,36 +241,17 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);
     CellBuffer cells;
+    cell_buffer_init(&cells, true);
     fetch_cells(&src, &weights, false, 0, &cells);
-    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s", cells.n, elapsed(t0));
-
-    // Say what training needs, and refuse it over budget, before allocating.
-    // (The Eigen method's peak measured 1.3x the native one's: budget 1.5x.)
-    bool eigen = recsys_similarity_method == RECSYS_SIM_EIGEN;
-    Size need = 0;
-    core_call_or_error("training", [&] {
-        recsys::MatrixShape shape = recsys::measure(cells.data, (size_t) cells.n);
-        Size core = recsys::estimate_train_bytes(cells.n, shape.users, shape.items, neighbors);
-        need = cell_buffer_bytes(cells.n) + (eigen ? core + core / 2 : core);
-    });
-    elog(DEBUG1, "recsys: training " INT64_FORMAT " cells needs about %zu MB", cells.n, need / (1024 * 1024) + 1);
-    check_memory_budget(need, "training");
+    int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
+    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s (" INT64_FORMAT " spilled to disk)",
+         cells.spilled + cells.n, elapsed(t0), cells.spilled);
 
     // The model is a C++ object: owned by the SPI context, so an error while
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    core_call_or_error("training", [&] {
-        recsys::TrainOptions opt;
-        opt.neighbors = neighbors;
-        opt.progress = pg_progress();
-        std::vector<recsys::Triplet> v(cells.data, cells.data + cells.n);
-        owned->obj = new recsys::Model(eigen ? recsys::train_eigen(v, opt, pg_cancel_check())
-                                             : recsys::train(std::move(v), opt, pg_cancel_check()));
-    });
-    int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
-    if (cells.data != NULL)
-        pfree(cells.data);
+    train_within_budget(&cells, neighbors, owned);
     elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
 
     const recsys::Model* m = owned->obj;
@@ -201,4 +293,50 @@ extern "C" Datum recsys_train_memory(PG_FUNCTION_ARGS)
         bytes = cell_buffer_bytes(cells) + recsys::estimate_train_bytes(cells, users, items, neighbors);
     });
     PG_RETURN_INT64((int64) Min(bytes, (Size) PG_INT64_MAX));
+}
+
+// recsys.train_plan(cells, users, items, neighbors, budget_kb)
+//   -> (in_memory, minimum, passes, items_per_pass)
+// How training a matrix of this shape proceeds within budget_kb kilobytes
+// (NULL: maintenance_work_mem), as recsys.train_store decides it: in memory
+// (passes 0) when in_memory fits; else in `passes` passes of items_per_pass
+// items when `minimum` fits; else refused (passes and items_per_pass NULL).
+// The cells are assumed spilled in as many runs as reading them would write.
+extern "C" Datum recsys_train_plan(PG_FUNCTION_ARGS)
+{
+    for (int i = 0; i < 4; i++)
+        if (PG_ARGISNULL(i))
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("recsys.train_plan: cells, users, items and neighbors must not be NULL")));
+    int64 cells = PG_GETARG_INT64(0), users = PG_GETARG_INT64(1), items = PG_GETARG_INT64(2);
+    int neighbors = PG_GETARG_INT32(3);
+    int64 budget_kb = PG_ARGISNULL(4) ? (int64) maintenance_work_mem : PG_GETARG_INT64(4);
+    if (cells < 0 || users < 0 || items < 0 || neighbors < 0 || budget_kb < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("recsys.train_plan: arguments must be >= 0")));
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "recsys.train_plan: return type must be a row type");
+    desc = BlessTupleDesc(desc);
+    Size budget = (Size) Min(budget_kb, (int64) (PG_INT64_MAX / 1024)) * 1024;
+    int64 per_run = cell_buffer_max_cells(budget);
+    int64 runs = cells > per_run ? (cells + per_run - 1) / per_run : 1;
+    recsys::PassPlan plan;
+    core_call_or_error("estimating memory", [&] {
+        plan = recsys::plan_passes(cells, users, items, neighbors, runs, budget);
+    });
+    Datum values[4];
+    bool nulls[4] = {false, false, false, false};
+    values[0] = Int64GetDatum((int64) Min(plan.in_memory, (Size) PG_INT64_MAX));
+    values[1] = Int64GetDatum((int64) Min(plan.minimum, (Size) PG_INT64_MAX));
+    if (plan.in_memory <= budget) {
+        values[2] = Int64GetDatum(0);
+        nulls[3] = true;
+    } else if (plan.passes > 0) {
+        values[2] = Int64GetDatum(plan.passes);
+        values[3] = Int64GetDatum(plan.items_per_pass);
+    } else {
+        nulls[2] = nulls[3] = true;
+    }
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

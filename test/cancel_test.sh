@@ -24,6 +24,7 @@ SELECT model_id FROM recsys_train(neighbors => 20);
 SQL
 before=$(psql -qXAt -c "SELECT model_id FROM recsys_models WHERE active")
 fail=0
+MWM=1GB   # maintenance_work_mem of the cancelled statements
 HIT=""
 PHASE=""
 
@@ -35,7 +36,7 @@ cancel_after() {
     # In a transaction rolled back at the end, so a run that finishes first
     # leaves the active model alone too.
     PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose -c "SET client_min_messages = debug1" \
-        -c "SET maintenance_work_mem = '1GB'" -c "BEGIN" -c "$sql" -c "ROLLBACK" >"$out" 2>&1 &
+        -c "SET maintenance_work_mem = '$MWM'" -c "BEGIN" -c "$sql" -c "ROLLBACK" >"$out" 2>&1 &
     local victim=$!
     sleep "$delay"
     local t0 t1 pid
@@ -74,6 +75,7 @@ cancel_after() {
 # One uncancelled run gives the end of each phase (DEBUG lines of
 # recsys.train_store); then cancel in the middle of each phase, and around.
 TRAIN="SELECT * FROM recsys_train(neighbors => 0)"
+TRAIN_PASSES="SELECT * FROM recsys_train(neighbors => 20)"
 phases=$(psql -qX -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '1GB'" \
               -c "BEGIN" -c "$TRAIN" -c "ROLLBACK" 2>&1 | grep -o ' in [0-9.]* s' | grep -o '[0-9.]*' | tr '\n' ' ')
 read -r t_read t_train t_write <<<"$phases"
@@ -100,6 +102,44 @@ for p in reading core writing; do
         *) echo "FAIL: no cancel landed in the $p phase"; fail=1 ;;
     esac
 done
+# Training in passes (a budget far below the in-memory figure): the core
+# phase is the merge and the passes over the matrix on disk; cancels there
+# stop it as fast, and the temporary files go with it.
+MWM=2MB
+out=$(psql -qX -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '$MWM'" \
+           -c "BEGIN" -c "$TRAIN_PASSES" -c "ROLLBACK" 2>&1)
+if ! grep -q 'computing in [0-9]* passes' <<<"$out"; then
+    echo "FAIL: no training in passes at $MWM:"; echo "$out"; fail=1
+fi
+read -r p_read p_train _ <<<"$(grep -o ' in [0-9.]* s' <<<"$out" | grep -o '[0-9.]*' | tr '\n' ' ')"
+echo "recsys_train in passes ($(grep -o 'computing in [0-9]* passes' <<<"$out")): read ${p_read}s, core ${p_train}s"
+HIT=""
+for f in 0.3 0.5 0.7 0.9; do
+    cancel_after "$TRAIN_PASSES" "$(echo "$p_read + ($p_train - $p_read) * $f" | bc)"
+done
+case " $HIT " in
+    *" core "*) ;;
+    *) echo "FAIL: no cancel landed in the passes"; fail=1 ;;
+esac
+# After a statement_timeout anywhere in training in passes (or none, if it
+# finished first), the session holds no temporary file of recsys open.
+for ms in 100 $(echo "$p_read * 1000 / 1" | bc) $(echo "($p_read + $p_train) * 500 / 1" | bc); do
+    left=$(psql -qXAt -v ON_ERROR_STOP=0 2>/dev/null <<SQL
+SET maintenance_work_mem = '$MWM';
+SELECT pg_backend_pid() AS pid \\gset
+\\setenv PID :pid
+BEGIN;
+SET LOCAL statement_timeout = '${ms}ms';
+$TRAIN_PASSES;
+ROLLBACK;
+\\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys' || true
+SQL
+)
+    if [ "$(tail -1 <<<"$left")" = 0 ]; then echo "  ok: timeout ${ms}ms, no temporary file left open"
+    else echo "  FAIL: timeout ${ms}ms, temporary files left open: $left"; fail=1; fi
+done
+MWM=1GB
+
 echo "recsys_evaluate:"
 for d in 0.1 0.4 0.8 1.2; do cancel_after "SELECT * FROM recsys_evaluate(10, test_days => 1, neighbors => 0)" $d; done
 

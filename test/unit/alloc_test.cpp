@@ -13,7 +13,12 @@
 #include <cstdlib>
 #include <new>
 
+#include <unistd.h>
+
+#include <string>
+
 #include "core.hpp"
+#include "core_passes.hpp"
 #include "core_topk.hpp"
 #include "test_util.hpp"
 
@@ -148,4 +153,54 @@ TEST(EstimateTrainBytes, MonotoneAndSane) {
     EXPECT_GE(estimate_train_bytes(1000000, 100000, 10000, 50), 1000000u * sizeof(recsys::Triplet));
     // Huge inputs saturate instead of overflowing.
     EXPECT_GT(estimate_train_bytes(INT64_MAX, INT64_MAX, INT64_MAX, 0), 0u);
+}
+
+// train_passes() holds at most its budget: its real peak heap (the spill
+// filled before the window) against the budget, from the minimum up.
+TEST(PassesBudget, PeakWithinBudget) {
+    char tmpl[] = "/tmp/recsys-alloc-XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    struct Case {
+        int users, items, cells, k;
+        std::size_t run;
+    };
+    const Case cases[] = {{2000, 300, 20000, 50, 1000}, {20000, 3000, 60000, 10, 5000},
+                          {500, 2000, 5000, 0, 700},    {200, 200, 40000, 0, 4000},
+                          {5000, 50, 30000, 0, 100},    {3000, 1500, 50000, 20, 20000}};
+    for (const Case& c : cases) {
+        const auto cells = recsys_test::random_cells(42, c.users, c.items, c.cells);
+        recsys::PassPlan probe;
+        {
+            recsys::CellSpill s(dir);
+            std::vector<recsys::Triplet> v(cells);
+            for (std::size_t b = 0; b < v.size(); b += c.run)
+                s.add_run(v.data() + b, std::min(c.run, v.size() - b));
+            probe = recsys::plan_passes(s.cells(), s.users_bound(), s.items(), c.k, s.runs(), 0);
+        }
+        for (double f : {1.0, 1.5, 4.0, 100.0}) {
+            const std::size_t budget = static_cast<std::size_t>(static_cast<double>(probe.minimum) * f);
+            recsys::CellSpill s(dir);
+            std::vector<recsys::Triplet> v(cells);
+            for (std::size_t b = 0; b < v.size(); b += c.run)
+                s.add_run(v.data() + b, std::min(c.run, v.size() - b));
+            std::vector<recsys::Triplet>().swap(v);
+            const recsys::PassPlan plan =
+                recsys::plan_passes(s.cells(), s.users_bound(), s.items(), c.k, s.runs(), budget);
+            const long long base = g_live.load();
+            g_peak.store(base);
+            long long peak = 0;
+            {
+                const recsys::Model m = recsys::train_passes(s, recsys::TrainOptions{c.k}, budget);
+                peak = g_peak.load() - base;
+                EXPECT_EQ(m.nbr_ids, recsys::train(cells, recsys::TrainOptions{c.k}).nbr_ids);
+            }
+            EXPECT_LE(peak, static_cast<long long>(budget))
+                << c.cells << " cells, k " << c.k << ", budget x" << f;
+            std::printf("[ passes   ] cells %d items %d k %d budget %zu (x%.1f): %lld passes, "
+                        "peak %lld (%.2f of the budget)\n",
+                        c.cells, c.items, c.k, budget, f, static_cast<long long>(plan.passes), peak,
+                        static_cast<double>(peak) / static_cast<double>(budget));
+        }
+    }
+    rmdir(dir.c_str());
 }

@@ -137,6 +137,18 @@ inline std::vector<NaiveNeighbor> model_nbrs(const Model& m, int32_t item) {
     return out;
 }
 
+// Two models are the same: ids, order, and bit-identical similarities.
+inline void expect_same_model(const Model& a, const Model& b) {
+    EXPECT_EQ(a.n_users, b.n_users);
+    EXPECT_EQ(a.n_cells, b.n_cells);
+    EXPECT_EQ(a.item_ids, b.item_ids);
+    EXPECT_EQ(a.nbr_offsets, b.nbr_offsets);
+    EXPECT_EQ(a.nbr_ids, b.nbr_ids);
+    EXPECT_EQ(a.nbr_sims, b.nbr_sims);  // bit-identical
+    EXPECT_EQ(a.popular_ids, b.popular_ids);
+    EXPECT_EQ(a.popular_users, b.popular_users);
+}
+
 // Checks that train_fn (train or train_eigen) polls its CancelCheck at least
 // min_calls times, throws Cancelled at whichever poll says so and stops
 // polling then, and that a check that never fires changes nothing.

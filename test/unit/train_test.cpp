@@ -12,6 +12,7 @@
 using namespace recsys;
 using recsys_test::model_nbrs;
 using recsys_test::NaiveNeighbor;
+using recsys_test::expect_same_model;
 
 namespace {
 
@@ -306,21 +307,6 @@ TEST(Train, RandomInputHasTies) {
             ties += m.nbr_sims[p] == m.nbr_sims[p + 1];
     EXPECT_GT(ties, 0);
 }
-
-namespace {
-
-void expect_same_model(const Model& a, const Model& b) {
-    EXPECT_EQ(a.n_users, b.n_users);
-    EXPECT_EQ(a.n_cells, b.n_cells);
-    EXPECT_EQ(a.item_ids, b.item_ids);
-    EXPECT_EQ(a.nbr_offsets, b.nbr_offsets);
-    EXPECT_EQ(a.nbr_ids, b.nbr_ids);
-    EXPECT_EQ(a.nbr_sims, b.nbr_sims);  // bit-identical
-    EXPECT_EQ(a.popular_ids, b.popular_ids);
-    EXPECT_EQ(a.popular_users, b.popular_users);
-}
-
-}  // namespace
 
 // The similarity pass may use a second thread (detail::train_threads; train()
 // picks automatically).  Results must be identical to the single-threaded run.

@@ -1,0 +1,99 @@
+-- Training within maintenance_work_mem: beyond it the cells spill to disk
+-- and the similarities are computed in passes, giving the very model an
+-- unlimited budget gives; refused only below the least workable budget, with
+-- that budget as the hint, before any of training's own work.
+\set SHOW_CONTEXT never
+-- 40000 events, 4000 users, 1000 products (skewed), weights from 3 event types.
+CREATE TABLE events_passes AS
+  SELECT (g % 4000) AS user_id,
+         ((hashint4(g) & 1023) * (hashint4(g * 7) & 1023) / 1024) % 1000 AS product_id,
+         (ARRAY['view', 'click', 'purchase'])[1 + (hashint4(g * 13) & 3) % 3] AS event_type,
+         timestamptz '2024-01-01' + g * interval '1 minute' AS event_time
+    FROM generate_series(1, 40000) g;
+SELECT count(*) AS cells, count(DISTINCT user_id) AS users, count(DISTINCT product_id) AS items
+  FROM (SELECT DISTINCT user_id, product_id FROM events_passes) c \gset
+-- The plan at the minimum budget, 1MB: in passes, not refused.
+SELECT in_memory > 1024 * 1024 AS over_1mb, minimum <= 1024 * 1024 AS passes_fit, passes > 1 AS many_passes,
+       passes = ceil(:items / items_per_pass::numeric) AS passes_cover_items
+  FROM recsys.train_plan(:cells, :users, :items, 50, 1024);
+-- With a large budget: in memory.
+SELECT passes FROM recsys.train_plan(:cells, :users, :items, 50, 1024 * 1024);
+
+-- Large budget: in memory, no NOTICE.
+SET maintenance_work_mem = '1GB';
+SELECT model_id AS big_model FROM recsys_train(source => 'events_passes') \gset
+-- The minimum budget: a NOTICE with the figures, then the same model.
+SET maintenance_work_mem = '1MB';
+SELECT model_id AS small_model, users, items FROM recsys_train(source => 'events_passes') \gset
+SELECT :small_model > :big_model AS newer, :users = :'users' AS same_users, :items = :'items' AS same_items;
+-- Every neighbour row identical (ids, order, similarities to the last bit).
+SELECT count(*) AS items_with_neighbors,
+       count(*) FILTER (WHERE a.neighbor_ids = b.neighbor_ids AND a.sims = b.sims) AS identical,
+       count(*) FILTER (WHERE a.item_id IS NULL OR b.item_id IS NULL) AS missing
+  FROM (SELECT * FROM recsys.neighbors WHERE model_id = :big_model) a
+  FULL JOIN (SELECT * FROM recsys.neighbors WHERE model_id = :small_model) b USING (item_id);
+SELECT (SELECT array_agg(item_id || ':' || users ORDER BY rank) FROM recsys.popularity WHERE model_id = :big_model) =
+       (SELECT array_agg(item_id || ':' || users ORDER BY rank) FROM recsys.popularity WHERE model_id = :small_model)
+       AS same_popularity;
+SELECT a.users = b.users AND a.items = b.items AND a.cells = b.cells AND a.neighbor_pairs = b.neighbor_pairs
+       AS same_counts
+  FROM recsys_models a, recsys_models b WHERE a.model_id = :big_model AND b.model_id = :small_model;
+-- K = 3 too (K = 0 would keep up to 990 neighbours per item: 12MB, refused at 1MB).
+SET maintenance_work_mem = '1GB';
+SELECT model_id AS big0 FROM recsys_train(neighbors => 3, source => 'events_passes') \gset
+SET maintenance_work_mem = '1MB';
+SET client_min_messages = warning;
+SELECT model_id AS small0 FROM recsys_train(neighbors => 3, source => 'events_passes') \gset
+RESET client_min_messages;
+SELECT count(*) AS rows, count(*) FILTER (WHERE a.neighbor_ids = b.neighbor_ids AND a.sims = b.sims) AS identical
+  FROM (SELECT * FROM recsys.neighbors WHERE model_id = :big0) a
+  FULL JOIN (SELECT * FROM recsys.neighbors WHERE model_id = :small0) b USING (item_id);
+
+-- Below the least workable budget: refused (54000) with a hint naming that
+-- budget; setting exactly the hinted value then trains.  3000 products with
+-- K = 50 need more than 1MB even one item per pass (the 12 bytes per stored
+-- neighbour alone are 1.8MB).  The temporary file the refused run spilled to
+-- is closed: the backend has as many descriptors open as before (a refused
+-- run writes nothing, so PostgreSQL opens no new relation fork meanwhile;
+-- test/cancel_test.sh checks the same after cancels).
+CREATE TABLE events_refused AS
+  SELECT g % 5000 AS user_id, (hashint4(g) & 65535) % 3000 AS product_id, 'view'::text AS event_type,
+         timestamptz '2024-01-01' + g * interval '1 minute' AS event_time
+    FROM generate_series(1, 40000) g;
+CREATE FUNCTION pg_temp.open_fds() RETURNS bigint LANGUAGE sql AS
+  $$ SELECT count(*) FROM pg_catalog.pg_ls_dir('/proc/self/fd') $$;
+SELECT model_id AS before_refused FROM recsys_models WHERE active \gset
+SET maintenance_work_mem = '1MB';
+SELECT count(*) AS warm_up FROM events_refused;  -- its file stays open, as the tables training touched
+SELECT pg_temp.open_fds() AS fds_before \gset
+SELECT * FROM recsys_train(source => 'events_refused');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pg_temp.open_fds() = :fds_before AS no_file_left_open;
+SELECT model_id = :before_refused AS previous_model_serves FROM recsys_models WHERE active;
+DO $$
+DECLARE
+    hint text;
+    mb text;
+BEGIN
+    BEGIN
+        PERFORM * FROM recsys_train(source => 'events_refused');
+    EXCEPTION WHEN program_limit_exceeded THEN
+        GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
+    END;
+    mb := substring(hint FROM 'maintenance_work_mem = ''([0-9]+MB)''');
+    PERFORM set_config('maintenance_work_mem', mb, false);
+    RAISE NOTICE 'hinted: %', mb;
+END $$;
+SET client_min_messages = warning;
+SELECT items, neighbor_pairs > 0 AS trained FROM recsys_train(source => 'events_refused');
+RESET client_min_messages;
+-- One MB less is refused again: the hint is the least budget in whole MB.
+SELECT (pg_catalog.current_setting('maintenance_work_mem')::text ~ '^[0-9]+MB$') AS in_mb;
+SELECT set_config('maintenance_work_mem',
+                  (pg_catalog.regexp_replace(pg_catalog.current_setting('maintenance_work_mem'), 'MB$', '')::int - 1) || 'MB',
+                  false) IS NOT NULL AS lowered;
+SELECT * FROM recsys_train(source => 'events_refused');
+\echo :LAST_ERROR_SQLSTATE
+
+RESET maintenance_work_mem;
+DROP TABLE events_passes, events_refused;
