@@ -44,17 +44,18 @@ static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* 
 
 // recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors)
 //   -> metrics row with the cutoff: the newest usable event minus test_days.
+// A database still at 1.0 calls it as 1.0 did, (before_sql, after_sql, k,
+// neighbors), from its own recsys_evaluate(): see recsys_train_store.
 extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 {
-    for (int i = 0; i < 5; i++)
+    bool legacy = PG_NARGS() == 4;
+    for (int i = 0; i < PG_NARGS(); i++)
         if (PG_ARGISNULL(i))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                             errmsg("recsys.evaluate_core: arguments must not be NULL")));
-    Oid relid = PG_GETARG_OID(0);
-    Datum settings = PG_GETARG_DATUM(1);
-    int test_days = PG_GETARG_INT32(2);
-    int k = PG_GETARG_INT32(3);
-    int neighbors = PG_GETARG_INT32(4);
+    int test_days = legacy ? 1 : PG_GETARG_INT32(2);
+    int k = PG_GETARG_INT32(legacy ? 2 : 3);
+    int neighbors = PG_GETARG_INT32(legacy ? 3 : 4);
     if (k < 1 || k > RECSYS_MAX_K)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("k must be between 1 and %d, not %d", RECSYS_MAX_K, k)));
@@ -74,15 +75,20 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         elog(ERROR, "recsys: SPI_connect failed");
     SourceRel src;
     SourceWeights weights;
-    source_open(relid, &src);
-    source_weights_from_settings(settings, "the evaluation's settings", &weights);
-    TimestampTz cutoff = evaluation_cutoff(&src, &weights, test_days);
-
+    TimestampTz cutoff = 0;
     CellBuffer before;
     TouchBuffer after;
     cell_buffer_init(&before, false);   // evaluation does not spill: over budget is an error
-    fetch_cells(&src, &weights, true, cutoff, &before);
-    fetch_touches(&src, &weights, cutoff, &after);
+    if (legacy) {
+        fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
+        fetch_touches_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &after);
+    } else {
+        source_open(PG_GETARG_OID(0), &src);
+        source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
+        cutoff = evaluation_cutoff(&src, &weights, test_days);
+        fetch_cells(&src, &weights, true, cutoff, &before);
+        fetch_touches(&src, &weights, cutoff, &after);
+    }
 
     // The same budget as training, checked before the core allocates.
     Size need = 0;
@@ -105,7 +111,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         res = recsys::evaluate(std::move(b), std::move(a), opt, pg_cancel_check());
     });
 
-    if (res.users_evaluated == 0)
+    if (res.users_evaluated == 0 && !legacy)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("recsys: no user to evaluate in %s with the cutoff at %s", src.qualified,
                                timestamptz_to_str(cutoff)),
@@ -127,7 +133,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     values[7] = Float8GetDatum(res.pop_precision);
     values[8] = Float8GetDatum(res.pop_recall);
     values[9] = Int64GetDatum(res.model_items);
-    values[10] = TimestampTzGetDatum(cutoff);
+    values[10] = TimestampTzGetDatum(cutoff);   // 1.1's OUT cutoff; 1.0's row has 10 columns
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
     Datum result = SPI_datumTransfer(HeapTupleGetDatum(tuple), false, -1);
     SPI_finish();

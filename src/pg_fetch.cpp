@@ -92,10 +92,8 @@ static void receiver_startup(DestReceiver* self, int operation, TupleDesc desc)
 
 static void receiver_noop(DestReceiver* self) {}
 
-// Runs query q over src read-only, as src's owner, sending every row to the
-// receiver.  `extra` is the query's third parameter, if it has one.
-static void run_into(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
-                     ArrayReceiver* r)
+// Runs sql read-only with params, sending every row to the receiver.
+static void receive_into(const char* sql, ParamListInfo params, ArrayReceiver* r)
 {
     r->pub.receiveSlot = receive_row;
     r->pub.rStartup = receiver_startup;
@@ -104,6 +102,27 @@ static void run_into(const SourceRel* src, const SourceWeights* w, SourceQuery q
     r->pub.mydest = DestTuplestore;   // not DestNone: SPI would report SPI_OK_UTILITY
     r->cxt = CurrentMemoryContext;
 
+    SPIExecuteOptions opt;
+    memset(&opt, 0, sizeof opt);
+    opt.params = params;
+    opt.read_only = true;
+    opt.tcount = 0;
+    opt.dest = &r->pub;
+    int rc = SPI_execute_extended(sql, &opt);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "recsys: an internal query failed: %s", SPI_result_code_string(rc));
+}
+
+// Runs query q over src, as src's owner, sending every row to the receiver;
+// or, when src is NULL, legacy_sql with the caller's rights (see
+// fetch_cells_sql).  `extra` is q's third parameter, if it has one.
+static void run_into(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
+                     const char* legacy_sql, ArrayReceiver* r)
+{
+    if (src == NULL) {
+        receive_into(legacy_sql, NULL, r);
+        return;
+    }
     Oid types[4];
     char* sql = source_query_sql(src, q, types);
     int nargs = source_query_nargs(q);
@@ -115,23 +134,15 @@ static void run_into(const SourceRel* src, const SourceWeights* w, SourceQuery q
         params->params[i].pflags = PARAM_FLAG_CONST;
         params->params[i].ptype = types[i];
     }
-
-    SPIExecuteOptions opt;
-    memset(&opt, 0, sizeof opt);
-    opt.params = params;
-    opt.read_only = true;
-    opt.tcount = 0;
-    opt.dest = &r->pub;
     SourceSwitch sw;
     source_enter(src, &sw);
-    int rc = SPI_execute_extended(sql, &opt);
+    receive_into(sql, params, r);
     source_leave(&sw);
-    if (rc != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading %s failed: %s", src->qualified, SPI_result_code_string(rc));
 }
 
-void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
-                 CellBuffer* out)
+// The matrix into `out`, from src's query q or from legacy_sql.
+static void read_cells(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
+                       const char* legacy_sql, CellBuffer* out)
 {
     // Training is maintenance work: the aggregation's hash table gets half
     // of maintenance_work_mem (work_mem times hash_mem_multiplier), the cell
@@ -148,11 +159,13 @@ void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, Time
     memset(&r, 0, sizeof r);
     r.cells = true;
     r.cell_out = out;   // set up by cell_buffer_init
-    run_into(src, w, before ? SOURCE_MATRIX_BEFORE : SOURCE_MATRIX, TimestampTzGetDatum(cutoff), &r);
+    run_into(src, w, q, extra, legacy_sql, &r);
     AtEOXact_GUC(true, nest);
 }
 
-void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out)
+// The touches into `out`, from src's query or from legacy_sql.
+static void read_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, const char* legacy_sql,
+                         TouchBuffer* out)
 {
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
@@ -160,7 +173,28 @@ void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cut
     r.touch_out = out;
     out->data = NULL;
     out->n = 0;
-    run_into(src, w, SOURCE_TOUCHES_AFTER, TimestampTzGetDatum(cutoff), &r);
+    run_into(src, w, SOURCE_TOUCHES_AFTER, TimestampTzGetDatum(cutoff), legacy_sql, &r);
+}
+
+void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
+                 CellBuffer* out)
+{
+    read_cells(src, w, before ? SOURCE_MATRIX_BEFORE : SOURCE_MATRIX, TimestampTzGetDatum(cutoff), NULL, out);
+}
+
+void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out)
+{
+    read_touches(src, w, cutoff, NULL, out);
+}
+
+void fetch_cells_sql(const char* sql, CellBuffer* out)
+{
+    read_cells(NULL, NULL, SOURCE_MATRIX, 0, sql, out);
+}
+
+void fetch_touches_sql(const char* sql, TouchBuffer* out)
+{
+    read_touches(NULL, NULL, 0, sql, out);
 }
 
 void check_memory_budget(Size bytes, const char* what)

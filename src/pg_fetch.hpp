@@ -66,6 +66,13 @@ void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, Time
 // duplicates included (the core de-duplicates).
 void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out);
 
+// The same from query text, run with the caller's rights: only for the
+// 1.0 SQL functions of a database not yet updated (ALTER EXTENSION recsys
+// UPDATE), whose recsys.matrix_sql()/events_sql() built it.  1.1's SQL never
+// passes SQL text.
+void fetch_cells_sql(const char* sql, CellBuffer* out);
+void fetch_touches_sql(const char* sql, TouchBuffer* out);
+
 // Grows a huge palloc'd array (in CurrentMemoryContext) to hold at least
 // `need` elements of `elem` bytes; errors out (54000) over maintenance_work_mem.
 void* grow_array(void* data, int64* cap, int64 need, Size elem);

@@ -18,10 +18,7 @@ extern "C" Datum recsys_user_item_matrix(PG_FUNCTION_ARGS)
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
     // The configured relation and the current weights, read as the caller.
-    if (SPI_execute("SELECT c.source_relation, " RECSYS_WEIGHTS_SQL(
-                        "pg_catalog.jsonb_build_object('weights', (SELECT COALESCE("
-                        "pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}') FROM recsys.event_weights w))")
-                    " FROM recsys.config c",
+    if (SPI_execute("SELECT c.source_relation, " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS) " FROM recsys.config c",
                     true, 1) != SPI_OK_SELECT ||
         SPI_processed != 1)
         elog(ERROR, "recsys: reading recsys.config failed");

@@ -35,6 +35,14 @@ static void check_reader_grants(void)
     }
 }
 
+// True when recsys.models has no settings column: the database still has
+// 1.0's SQL objects (ALTER EXTENSION recsys UPDATE not run yet).
+static bool legacy_schema(void)
+{
+    Oid models = get_relname_relid("models", get_namespace_oid("recsys", false));
+    return get_attnum(models, "settings") == InvalidAttrNumber;
+}
+
 static SPIPlanPtr active_plan = NULL;
 static SPIPlanPtr weights_plan = NULL;
 
@@ -60,6 +68,15 @@ void active_model_read(ActiveModel* m)
     bool isnull;
     m->model_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
     m->source = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    if (legacy_schema()) {
+        // A database still at 1.0 serves with the live weights, as 1.0 did.
+        if (SPI_execute("SELECT " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS), true, 1) != SPI_OK_SELECT ||
+            SPI_processed != 1)
+            elog(ERROR, "recsys: reading recsys.event_weights failed");
+        source_weights_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, "recsys.event_weights",
+                                &m->weights);
+        return;
+    }
     if (m->model_id != cached_model_id) {
         if (weights_plan == NULL) {
             Oid types[1] = {INT8OID};

@@ -65,6 +65,12 @@ struct SourceWeights {
     "AND e.value::pg_catalog.float8 OPERATOR(pg_catalog.>) 0 ORDER BY e.key), "                        \
     "pg_catalog.jsonb_typeof(" js " OPERATOR(pg_catalog.->) 'weights')"
 
+// The live weights (recsys.event_weights) as a settings jsonb, for
+// RECSYS_WEIGHTS_SQL: what the next training would record.
+#define RECSYS_LIVE_WEIGHTS                                                                            \
+    "pg_catalog.jsonb_build_object('weights', (SELECT COALESCE(pg_catalog.jsonb_object_agg(w.event_type, " \
+    "w.weight), '{}') FROM recsys.event_weights w))"
+
 // Fills w from the three RECSYS_WEIGHTS_SQL columns starting at column
 // `col` of an SPI result row; no weights object is an error naming `whose`.
 void source_weights_from_row(HeapTuple row, TupleDesc desc, int col, const char* whose, SourceWeights* w);

@@ -211,16 +211,19 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
 //   -> (users, items, cells, pairs, events, ignored_null, ignored_type)
 // settings is what recsys.settings_snapshot() recorded: its weights are the
 // ones the matrix is built with.
+// A database still at 1.0 (not yet ALTER EXTENSION recsys UPDATE) calls it
+// as 1.0 did, (model_id, matrix_sql text, neighbors), from its own
+// recsys_train(): that query text is run as 1.0 ran it, with the caller's
+// rights, until the update replaces those SQL functions.
 extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
 {
-    for (int i = 0; i < 4; i++)
+    bool legacy = PG_NARGS() == 3;
+    for (int i = 0; i < PG_NARGS(); i++)
         if (PG_ARGISNULL(i))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                             errmsg("recsys.train_store: arguments must not be NULL")));
     int64 model_id = PG_GETARG_INT64(0);
-    Oid relid = PG_GETARG_OID(1);
     int neighbors = PG_GETARG_INT32(2);
-    Datum settings = PG_GETARG_DATUM(3);
     if (neighbors < 0)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("neighbors must be >= 0, not %d", neighbors)));
@@ -235,14 +238,19 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
 
     SourceRel src;
     SourceWeights weights;
-    source_open(relid, &src);
-    source_weights_from_settings(settings, "the training's settings", &weights);
+    if (!legacy) {
+        source_open(PG_GETARG_OID(1), &src);
+        source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &weights);
+    }
 
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);
     CellBuffer cells;
     cell_buffer_init(&cells, true);
-    fetch_cells(&src, &weights, false, 0, &cells);
+    if (legacy)
+        fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &cells);
+    else
+        fetch_cells(&src, &weights, false, 0, &cells);
     int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s (" INT64_FORMAT " spilled to disk)",
          cells.spilled + cells.n, elapsed(t0), cells.spilled);
