@@ -100,6 +100,18 @@ inline void validate_cells(const std::vector<Triplet>& cells, const CancelCheck&
     }
 }
 
+// Percentile bootstrap (core_evaluate.cpp).  `metrics` are k columns of n
+// per-unit values; each of `resamples` resamples draws n indices uniformly
+// with replacement (std::mt19937_64 seeded with `seed`; index = x mod n for
+// the first draw x < 2^64 - (2^64 mod n)) and takes every column's mean over
+// them (paired).  Interval of column c: the (1-level)/2 and (1+level)/2
+// quantiles of its resample means, linear interpolation between order
+// statistics at position q (resamples - 1).  No values or resamples = 0:
+// NaN intervals.  Polls `cancel` every resample.
+std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
+                                           int resamples, uint64_t seed, double level,
+                                           const CancelCheck& cancel);
+
 // train() with an explicit thread count for the similarity pass: 1 = the
 // calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when
 // the work is large enough and 2+ CPUs exist).  Results never depend on it.
