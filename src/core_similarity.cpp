@@ -130,14 +130,15 @@ namespace detail {
 
 CellWeighting::CellWeighting(const SimilaritySettings& s, const CellStats& st) : kind_(s.weighting) {
     if (kind_ != Weighting::tfidf && kind_ != Weighting::bm25) return;
-    // idf(u) = max(0, ln N - ln(1 + |I_u|)), N = number of items: implicit's
-    // tfidf_weight/bm25_weight on the item x user matrix (items are the
-    // documents, users the terms), clamped at 0.
+    // idf(u) = max(0, ln(N / (1 + |I_u|))), N = number of items: implicit's
+    // tfidf_weight/bm25_weight (ln N - ln(1 + df)) on the item x user matrix
+    // (items are the documents, users the terms), clamped at 0.  The quotient
+    // form makes idf exactly 0 when 1 + |I_u| = N.
     const std::size_t n_items = st.item_users.size();
-    const double log_n = std::log(static_cast<double>(n_items));
+    const double n = static_cast<double>(n_items);
     idf_.resize(st.user_items.size());
     for (std::size_t u = 0; u < idf_.size(); ++u)
-        idf_[u] = std::max(0.0, log_n - std::log1p(static_cast<double>(st.user_items[u])));
+        idf_[u] = std::max(0.0, std::log(n / (1.0 + static_cast<double>(st.user_items[u]))));
     if (kind_ != Weighting::bm25) return;
     // L_i = (1 - b) + b len_i / avglen, len_i = sum_u w(u,i), avglen = mean len_i.
     double total = 0;
