@@ -9,9 +9,13 @@
 
 namespace recsys {
 
+namespace {
+constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws between cancel polls
+}  // namespace
+
 std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
-                                                   int resamples, uint64_t seed, double level,
-                                                   const CancelCheck& cancel) {
+                                                   int resamples, uint64_t seed, double q_lo,
+                                                   double q_hi, const CancelCheck& cancel) {
     std::vector<Interval> out(metrics.size());
     const std::size_t n = metrics.empty() ? 0 : metrics[0].size();
     if (n == 0 || resamples <= 0) return out;
@@ -24,8 +28,13 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
     std::mt19937_64 rng(seed);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
     std::vector<double> sum(k);
+    std::size_t draws = kPollDraws;
     for (std::size_t r = 0; r < B; ++r) {
-        poll_cancel(cancel);
+        if (draws >= kPollDraws) {
+            poll_cancel(cancel);
+            draws = 0;
+        }
+        draws += n;
         std::fill(sum.begin(), sum.end(), 0.0);
         for (std::size_t d = 0; d < n; ++d) {
             uint64_t x = rng();
@@ -43,8 +52,8 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
     };
     for (std::size_t c = 0; c < k; ++c) {
         std::sort(means[c].begin(), means[c].end());
-        out[c].lo = quantile(means[c], (1 - level) / 2);
-        out[c].hi = quantile(means[c], (1 + level) / 2);
+        out[c].lo = quantile(means[c], q_lo);
+        out[c].hi = quantile(means[c], q_hi);
     }
     return out;
 }
@@ -193,7 +202,7 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
     r.users_without_history = no_history;
     if (!per_user.empty()) {
         const std::vector<Interval> ci = detail::percentile_bootstrap(
-            per_user, opt.bootstrap_resamples, opt.bootstrap_seed, 0.95, cancel);
+            per_user, opt.bootstrap_resamples, opt.bootstrap_seed, 0.025, 0.975, cancel);
         r.precision_ci = ci[0];
         r.recall_ci = ci[1];
         r.ndcg_ci = ci[2];

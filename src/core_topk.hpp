@@ -104,12 +104,13 @@ inline void validate_cells(const std::vector<Triplet>& cells, const CancelCheck&
 // per-unit values; each of `resamples` resamples draws n indices uniformly
 // with replacement (std::mt19937_64 seeded with `seed`; index = x mod n for
 // the first draw x < 2^64 - (2^64 mod n)) and takes every column's mean over
-// them (paired).  Interval of column c: the (1-level)/2 and (1+level)/2
-// quantiles of its resample means, linear interpolation between order
-// statistics at position q (resamples - 1).  No values or resamples = 0:
-// NaN intervals.  Polls `cancel` every resample.
+// them (paired).  Interval of column c: the q_lo and q_hi quantiles of its
+// resample means (0.025 and 0.975 for a 95% interval), linear interpolation
+// between the sorted means at position q (resamples - 1).  No values or
+// resamples = 0: NaN intervals.  Polls `cancel` before the first resample
+// and then every 2^16 draws.
 std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
-                                           int resamples, uint64_t seed, double level,
+                                           int resamples, uint64_t seed, double q_lo, double q_hi,
                                            const CancelCheck& cancel);
 
 // train() with an explicit thread count for the similarity pass: 1 = the
