@@ -173,13 +173,14 @@ public:
         }
         top_.clear();
         const double ni = cx_.norm[i];
+        const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
             const int32_t j = touched[t];
             const double dot = acc[j];
             acc[j] = 0;
             if (static_cast<std::size_t>(j) == i) continue;
-            const double sim = cx_.finish ? (*cx_.finish)(i, static_cast<std::size_t>(j), dot)
-                                          : dot / (ni * cx_.norm[j]);
+            const double sim = finish ? (*finish)(i, static_cast<std::size_t>(j), dot)
+                                      : dot / (ni * cx_.norm[j]);
             if (sim > 0 && std::isfinite(sim)) top_.offer(Scored{sim, j});
         }
         const std::vector<Scored>& best = top_.sorted();
