@@ -11,6 +11,7 @@ namespace recsys {
 
 namespace {
 constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws between cancel polls
+constexpr std::size_t kMaxColumns = 8;                    // bootstrap metrics at once
 }  // namespace
 
 std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
@@ -19,15 +20,21 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
     std::vector<Interval> out(metrics.size());
     const std::size_t n = metrics.empty() ? 0 : metrics[0].size();
     if (n == 0 || resamples <= 0) return out;
+    if (metrics.size() > kMaxColumns) throw InvalidInput("recsys: too many bootstrap columns");
     for (const std::vector<double>& col : metrics)
         if (col.size() != n) throw InvalidInput("recsys: bootstrap columns differ in length");
     const std::size_t B = static_cast<std::size_t>(resamples), k = metrics.size();
-    // Unbiased index in [0, n): reject the top 2^64 mod n values.
+    // Unbiased index in [0, n) by Lemire's multiply-shift: idx = floor(x n / 2^64),
+    // rejecting x when (x n mod 2^64) < (2^64 mod n); no division per draw.
     const uint64_t un = static_cast<uint64_t>(n);
-    const uint64_t reject_from = un == 1 ? 0 : (0 - un) % un;  // 2^64 mod n
+    const uint64_t reject_below = (0 - un) % un;  // 2^64 mod n
+    // Row-major copy: one cache line per drawn unit.
+    std::vector<double> vals(n * k);
+    for (std::size_t c = 0; c < k; ++c)
+        for (std::size_t u = 0; u < n; ++u) vals[u * k + c] = metrics[c][u];
     std::mt19937_64 rng(seed);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    std::vector<double> sum(k);
+    double sum[kMaxColumns];
     std::size_t draws = kPollDraws;
     for (std::size_t r = 0; r < B; ++r) {
         if (draws >= kPollDraws) {
@@ -35,12 +42,13 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
             draws = 0;
         }
         draws += n;
-        std::fill(sum.begin(), sum.end(), 0.0);
+        std::fill(sum, sum + k, 0.0);
         for (std::size_t d = 0; d < n; ++d) {
-            uint64_t x = rng();
-            while (reject_from != 0 && x >= uint64_t(0) - reject_from) x = rng();
-            const std::size_t idx = static_cast<std::size_t>(x % un);
-            for (std::size_t c = 0; c < k; ++c) sum[c] += metrics[c][idx];
+            unsigned __int128 m = static_cast<unsigned __int128>(rng()) * un;
+            while (static_cast<uint64_t>(m) < reject_below)
+                m = static_cast<unsigned __int128>(rng()) * un;
+            const double* row = &vals[static_cast<std::size_t>(m >> 64) * k];
+            for (std::size_t c = 0; c < k; ++c) sum[c] += row[c];
         }
         for (std::size_t c = 0; c < k; ++c) means[c][r] = sum[c] / static_cast<double>(n);
     }

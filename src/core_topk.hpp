@@ -100,11 +100,12 @@ inline void validate_cells(const std::vector<Triplet>& cells, const CancelCheck&
     }
 }
 
-// Percentile bootstrap (core_evaluate.cpp).  `metrics` are k columns of n
+// Percentile bootstrap (core_evaluate.cpp).  `metrics` are k <= 8 columns of n
 // per-unit values; each of `resamples` resamples draws n indices uniformly
-// with replacement (std::mt19937_64 seeded with `seed`; index = x mod n for
-// the first draw x < 2^64 - (2^64 mod n)) and takes every column's mean over
-// them (paired).  Interval of column c: the q_lo and q_hi quantiles of its
+// with replacement (std::mt19937_64 seeded with `seed`; index = the high 64
+// bits of x n for the first draw x whose low 64 bits of x n are >= 2^64 mod n:
+// Lemire's unbiased multiply-shift) and takes every column's mean over them,
+// summed in draw order (paired).  Interval of column c: the q_lo and q_hi quantiles of its
 // resample means (0.025 and 0.975 for a 95% interval), linear interpolation
 // between the sorted means at position q (resamples - 1).  No values or
 // resamples = 0: NaN intervals.  Polls `cancel` before the first resample

@@ -36,23 +36,23 @@ std::vector<Touch> hand_after() {
 }
 
 // The bootstrap recipe of core_topk.hpp, written again from its description:
-// std::mt19937_64(seed); an index is x mod n for the first draw x below the
-// largest multiple of n that fits in 2^64; the mean of each resample in draw
+// std::mt19937_64(seed); an index is floor(x n / 2^64) for the first draw x
+// with (x n mod 2^64) >= (2^64 mod n); the mean of each resample in draw
 // order; quantiles by linear interpolation at q (B - 1) of the sorted means.
 Interval ref_bootstrap(const std::vector<double>& v, int B, uint64_t seed) {
     Interval out;
     const std::size_t n = v.size();
     if (n == 0 || B == 0) return out;
     const unsigned __int128 two64 = static_cast<unsigned __int128>(1) << 64;
-    const unsigned __int128 limit = two64 - two64 % n;  // largest multiple of n <= 2^64
+    const unsigned __int128 threshold = two64 % n;
     std::mt19937_64 rng(seed);
     std::vector<double> means;
     for (int b = 0; b < B; ++b) {
         double sum = 0;
         for (std::size_t d = 0; d < n; ++d) {
-            unsigned __int128 x = rng();
-            while (x >= limit) x = rng();
-            sum += v[static_cast<std::size_t>(x % n)];
+            unsigned __int128 xn = static_cast<unsigned __int128>(rng()) * n;
+            while (xn % two64 < threshold) xn = static_cast<unsigned __int128>(rng()) * n;
+            sum += v[static_cast<std::size_t>(xn / two64)];
         }
         means.push_back(sum / static_cast<double>(n));
     }
