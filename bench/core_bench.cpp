@@ -2,8 +2,10 @@
 // 100k users, 10k items, ~10 cells per user, skewed (Zipf-like) item
 // popularity, 100 taste clusters (70% of a user's cells come from their
 // cluster's items).  Build and run: make -C test/unit bench
-// Optional args: users items cells_per_user neighbors repeats threads eigen_repeats
-// (threads: 0 = automatic as in train(), 1 = calling thread only, 2 = two)
+// Optional args: users items cells_per_user neighbors repeats threads eigen_repeats settings
+// (threads: 0 = automatic as in train(), 1 = calling thread only, 2 = two;
+// settings: 1 = also time train() with every weighting/similarity setting,
+// see time_settings() below)
 //
 // Then times recsys::train_eigen() (the same model via Eigen sparse products,
 // always single-threaded) on the same log, checks that the two models agree,
@@ -156,6 +158,44 @@ void print_peak(const char* what, double bytes) {
         std::printf("%s peak extra RSS: %.1f MB\n", what, bytes / 1048576.0);
 }
 
+// train() with each weighting and similarity setting on the same log.
+void time_settings(const std::vector<recsys::Triplet>& cells, int neighbors, int repeats,
+                   int threads) {
+    using recsys::Similarity;
+    using recsys::Weighting;
+    struct Setting {
+        const char* name;
+        Weighting w;
+        Similarity s;
+        double shrink;
+    };
+    const Setting settings[] = {
+        {"weights cosine (1.0 defaults)", Weighting::weights, Similarity::cosine, 0},
+        {"weights cosine shrink 10", Weighting::weights, Similarity::cosine, 10},
+        {"binary cosine", Weighting::binary, Similarity::cosine, 0},
+        {"tfidf cosine shrink 200", Weighting::tfidf, Similarity::cosine, 200},
+        {"bm25 cosine", Weighting::bm25, Similarity::cosine, 0},
+        {"weights asymmetric_cosine", Weighting::weights, Similarity::asymmetric_cosine, 0},
+        {"weights rp3beta", Weighting::weights, Similarity::rp3beta, 0},
+        {"binary rp3beta", Weighting::binary, Similarity::rp3beta, 0},
+        {"binary jaccard", Weighting::binary, Similarity::jaccard, 0},
+    };
+    std::printf("settings (train(), threads %d, best of %d):\n", threads, repeats);
+    for (const Setting& st : settings) {
+        recsys::TrainOptions o;
+        o.neighbors = neighbors;
+        o.weighting = st.w;
+        o.similarity = st.s;
+        o.shrink = st.shrink;
+        recsys::Model m;
+        const Timing t = time_runs(repeats, cells, m, [&](std::vector<recsys::Triplet>&& copy) {
+            return recsys::detail::train_threads(std::move(copy), o, {}, threads);
+        });
+        std::printf("  %-32s best %.4f s, mean %.4f s (best CPU %.4f s), %lld pairs\n", st.name,
+                    t.best, t.total / t.runs, t.best_cpu, static_cast<long long>(m.pairs()));
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -235,5 +275,6 @@ int main(int argc, char** argv) {
                 "%.2fx CPU\n",
                 te.best / tt.best, te.best / t1.best, te.best_cpu / tt.best_cpu);
 
+    if (argc > 8 && std::atoi(argv[8]) != 0) time_settings(cells, neighbors, repeats, threads);
     return 0;
 }

@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -50,10 +52,59 @@ using CancelCheck = std::function<bool()>;
 // not throw.  May be empty.
 using Progress = std::function<void(const char* stage, int64_t done, int64_t total)>;
 
+// How the summed matrix w(u,i) is turned into the matrix x(u,i) that the
+// similarity reads (docs/sql.md "Similarity settings" has the formulas).
+enum class Weighting {
+    weights,  // x = w (1.0)
+    binary,   // x = 1
+    tfidf,    // x = idf(u), binary tf: IDF down-weighting of heavy users
+    bm25,     // x = w (k1+1) / (k1 L_i + w) * idf(u)
+};
+
+// The item-item similarity computed from x.
+enum class Similarity {
+    cosine,             // dot / (|x_i| |x_j| + shrink)                      (1.0, shrink 0)
+    asymmetric_cosine,  // dot / (|x_i|^(2 alpha) |x_j|^(2 (1 - alpha)) + shrink)
+    rp3beta,            // sum_u P_iu^alpha P_uj^alpha / |U_j|^beta
+    jaccard,            // |U_i & U_j| / (|U_i| + |U_j| - |U_i & U_j| + shrink)
+};
+
+// Training settings.  The defaults reproduce release 1.0 exactly.  An unset
+// optional takes the default of the setting that reads it; setting one that
+// the chosen weighting/similarity does not read is an InvalidInput.
 struct TrainOptions {
     int neighbors = 50;  // neighbours kept per item; 0 keeps every positive one
-    Progress progress{};   // optional
+    Weighting weighting = Weighting::weights;
+    Similarity similarity = Similarity::cosine;
+    std::optional<double> alpha = std::nullopt;  // asymmetric_cosine: 0..1, default 0.5; rp3beta: >= 0, default 1
+    std::optional<double> beta = std::nullopt;   // rp3beta: >= 0, default 0.5
+    std::optional<double> k1 = std::nullopt;     // bm25: >= 0, default 1.2
+    std::optional<double> b = std::nullopt;      // bm25: 0..1, default 0.75
+    double shrink = 0;            // cosine, asymmetric_cosine, jaccard: >= 0
+    Progress progress{};          // optional
 };
+
+// TrainOptions validated, with the defaults filled in: what a model records.
+// Parameters the settings do not read are NaN.
+struct SimilaritySettings {
+    int neighbors = 50;
+    Weighting weighting = Weighting::weights;
+    Similarity similarity = Similarity::cosine;
+    double alpha = 0, beta = 0, k1 = 0, b = 0, shrink = 0;
+    // true for the 1.0 model: weights, cosine, shrink 0 (any K)
+    bool plain() const {
+        return weighting == Weighting::weights && similarity == Similarity::cosine && shrink == 0;
+    }
+};
+// Throws InvalidInput (naming the parameter and its range) for bad settings.
+SimilaritySettings resolve_settings(const TrainOptions& opt);
+
+// Names as used in SQL ('weights', 'asymmetric_cosine', ...), and back; the
+// parsers throw InvalidInput listing the accepted names.
+const char* weighting_name(Weighting w);
+const char* similarity_name(Similarity s);
+Weighting parse_weighting(const std::string& name);
+Similarity parse_similarity(const std::string& name);
 
 // A trained item-to-item model.
 struct Model {
@@ -87,14 +138,20 @@ MatrixShape measure(const Triplet* cells, std::size_t n);
 // triplets over at most `users` users and `items` items, keeping `neighbors`
 // per item (0 = all).  The input vector itself is included.
 std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, int neighbors);
+// The same for any settings: adds the per-user and per-item statistics that
+// a weighting or similarity other than the 1.0 defaults keeps.
+std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items,
+                                 const TrainOptions& opt);
 
-// Cosine item-item similarity over the columns of w, top-K per item.
-// sim(i,j) = sum_u w(u,i) w(u,j) / (|w_i| |w_j|), i != j, kept when > 0.
+// Item-item similarity, top-K per item.  With the default options: the
+// cosine of the columns of w, sim(i,j) = sum_u w(u,i) w(u,j) / (|w_i| |w_j|),
+// i != j, kept when > 0; the other settings: see Weighting and Similarity.
 Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel = {});
 
 // The same model computed independently with Eigen sparse products (columns
-// scaled to unit norm, S = Wn^T Wn in blocks of items); sims can differ from
-// train() in the last bits.  For cross-checks and benchmarks (core_eigen.cpp).
+// scaled to unit norm, S = Wn^T Wn in blocks of items; every other setting
+// with its own matrix formulation); sims can differ from train() in the last
+// bits.  For cross-checks and benchmarks (core_eigen.cpp).
 Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
                   const CancelCheck& cancel = {});
 
@@ -126,17 +183,19 @@ struct Recommendation {
 // score(u,j) = sum_{i in history} w(u,i) sim_K(i,j); history items excluded;
 // top_n by score desc, id asc, score > 0; the remaining slots are filled from
 // `popular` (ids in popularity order, counts alongside) skipping history and
-// already listed items.
+// already listed items.  With exclude_seen = false, history items are
+// candidates like any other (scored through the other history items, as
+// sim(j,j) is not stored) and the fill skips only already listed items.
 std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
                                       const NeighborLookup& neighbors,
                                       const std::vector<int32_t>& popular_ids,
                                       const std::vector<int32_t>& popular_users,
-                                      int top_n);
+                                      int top_n, bool exclude_seen = true);
 
 // Same, against an in-memory model.
 std::vector<Recommendation> recommend(const Model& model,
                                       const std::vector<HistoryItem>& history,
-                                      int top_n);
+                                      int top_n, bool exclude_seen = true);
 
 // Neighbour lookup over an in-memory model (binary search on item_ids).
 NeighborList neighbors_of(const Model& model, int32_t item);
@@ -154,11 +213,32 @@ struct EvalOptions {
     int k = 10;          // list length
     int neighbors = 50;  // as TrainOptions::neighbors
     Progress progress{};   // optional: training's stages, then "scoring"
+    // Repeat purchases count: history items may be recommended and a touch
+    // after the cutoff of a history item is relevant (default: neither).
+    bool count_repeats = false;
+    // Percentile bootstrap over the evaluated users (95% CI of precision,
+    // recall, nDCG): resamples (0 = no CI, at most 100000) and the seed.
+    int bootstrap_resamples = 1000;
+    uint64_t bootstrap_seed = 1;
+    // Model settings (weighting, similarity, ...); its `neighbors` is
+    // ignored: EvalOptions::neighbors above is used.
+    TrainOptions settings = {};
+};
+
+// A confidence interval; NaN bounds when there is none (no evaluated user,
+// or bootstrap_resamples = 0).
+struct Interval {
+    double lo = std::numeric_limits<double>::quiet_NaN();
+    double hi = std::numeric_limits<double>::quiet_NaN();
 };
 
 struct EvalResult {
     int64_t users_evaluated = 0;
+    // Users with a touch after the cutoff but no cell before it: they cannot
+    // be evaluated (nothing to recommend from); not in users_evaluated.
+    int64_t users_without_history = 0;
     double precision = 0, recall = 0, ndcg = 0, hit_rate = 0, map = 0, coverage = 0;
+    Interval precision_ci, recall_ci, ndcg_ci;  // 95% percentile bootstrap
     double pop_precision = 0, pop_recall = 0;  // popularity-only baseline
     int64_t model_items = 0;                   // items in the pre-cutoff model
     int64_t model_users = 0;
@@ -168,7 +248,8 @@ struct EvalResult {
 
 // Trains on `before` (cells before the cutoff), recommends k items to every
 // user with >= 1 cell before and >= 1 relevant item (touched after, not in
-// the user's history before), and averages the metrics over those users.
+// the user's history before -- or any touched item with count_repeats), and
+// averages the metrics over those users.
 EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after,
                     const EvalOptions& opt, const CancelCheck& cancel = {});
 

@@ -16,6 +16,15 @@
 // extreme, below ~1e-154 or above ~1e154, that squares or products leave the
 // normal double range).  Everything else (ids, n_users, n_cells, popularity,
 // errors) is exactly as in train().
+//
+// Settings other than the 1.0 defaults (weighting, similarity, shrink) are
+// computed here a second way, from the docs/sql.md formulas as matrix
+// expressions, sharing no code with core_similarity.cpp:
+//   X = the weighted matrix (W itself, its pattern B, diag(idf) B, or BM25
+//       cell by cell); S = R^T L per block, where L and R are the owner's and
+//       the neighbour's factors (X and X; B and B; for rp3beta
+//       (X diag(1/colsum))^.alpha and (diag(1/rowsum) X)^.alpha); then each
+//       entry of S is finished with per-item vectors (norms, counts, pop^beta).
 // PostgreSQL-free.  Not part of the extension build (see Makefile CORE_OBJS).
 #include <algorithm>
 #include <climits>
@@ -51,6 +60,7 @@ using detail::Scored;
 
 using SpMat = Eigen::SparseMatrix<double, Eigen::ColMajor, int>;
 using SpTriplet = Eigen::Triplet<double, int>;
+using Eigen::VectorXd;
 
 constexpr std::size_t kChunk = std::size_t(1) << 16;  // cells between cancel polls
 constexpr int kBlockItems = 256;                      // item columns per product block
@@ -70,13 +80,115 @@ inline int dense_index(const std::vector<int32_t>& sorted, int32_t id) {
     return static_cast<int>(std::lower_bound(sorted.begin(), sorted.end(), id) - sorted.begin());
 }
 
+// The final formula of a non-default similarity, from S(nbr, owner).
+struct Finish {
+    Similarity kind = Similarity::cosine;
+    double shrink = 0;
+    VectorXd a, b;  // per item, see settings_factors()
+    double operator()(int owner, int nbr, double dot) const {
+        switch (kind) {
+            case Similarity::cosine:  // a = b = |x|
+            case Similarity::asymmetric_cosine:  // a = |x|^(2 alpha), b = |x|^(2 (1 - alpha))
+                return dot / (a[owner] * b[nbr] + shrink);
+            case Similarity::jaccard:  // a = |U|
+                return dot / (a[owner] + a[nbr] - dot + shrink);
+            case Similarity::rp3beta:  // b = |U|^beta
+                return dot / b[nbr];
+        }
+        return 0;
+    }
+};
+
+// x^p on the stored non-zeros (0 stays 0, also for p = 0).
+SpMat power(const SpMat& m, double p) {
+    return m.unaryExpr([p](double v) { return v > 0 ? std::pow(v, p) : 0.0; });
+}
+
+// 1/v, 0 for 0.
+VectorXd inverse(const VectorXd& v) {
+    return v.unaryExpr([](double x) { return x > 0 ? 1.0 / x : 0.0; });
+}
+
+// The weighted matrix X of W (users x items) for settings `s`.
+SpMat weighted(const SimilaritySettings& s, const SpMat& W) {
+    const SpMat B = W.unaryExpr([](double) { return 1.0; });
+    const double n_items = static_cast<double>(W.cols());
+    // idf(u) = max(0, log(N / (1 + |I_u|))), |I_u| = row sums of B.
+    auto idf = [&] {
+        const VectorXd deg = B * VectorXd::Ones(W.cols());
+        return VectorXd(deg.unaryExpr(
+            [n_items](double d) { return std::max(0.0, std::log(n_items / (1.0 + d))); }));
+    };
+    switch (s.weighting) {
+        case Weighting::weights: return W;
+        case Weighting::binary: return B;
+        case Weighting::tfidf: return SpMat(idf().asDiagonal() * B);
+        case Weighting::bm25: {
+            const VectorXd f = idf();
+            const VectorXd len = W.transpose() * VectorXd::Ones(W.rows());  // sum_u w(u,i)
+            if (!std::isfinite(len.sum()))
+                throw InvalidInput("recsys: weights too large for bm25: their sum overflows a double");
+            const double avg = len.mean();
+            SpMat X = W;
+            for (int i = 0; i < X.outerSize(); ++i) {
+                const double L = 1.0 - s.b + s.b * (len[i] / avg);
+                for (SpMat::InnerIterator it(X, i); it; ++it) {
+                    const double w = it.value();
+                    it.valueRef() = f[it.row()] * (w * (s.k1 + 1.0) / (w + s.k1 * L));
+                }
+            }
+            return X;
+        }
+    }
+    return W;
+}
+
+// For non-default settings: Rt (items x users, the neighbour's factor
+// transposed), L (users x items, the owner's factor) and the finish.
+void settings_factors(const SimilaritySettings& s, const SpMat& W,
+                      const std::vector<int32_t>& users_of, SpMat& Rt, SpMat& L, Finish& fin) {
+    fin.kind = s.similarity;
+    fin.shrink = s.shrink;
+    const int n_items = static_cast<int>(W.cols());
+    VectorXd count(n_items);
+    for (int i = 0; i < n_items; ++i) count[i] = users_of[static_cast<std::size_t>(i)];
+    if (s.similarity == Similarity::jaccard) {
+        L = W.unaryExpr([](double) { return 1.0; });
+        Rt = L.transpose();
+        fin.a = count;
+        return;
+    }
+    const SpMat X = weighted(s, W);
+    if (s.similarity == Similarity::rp3beta) {
+        const VectorXd rowsum = X * VectorXd::Ones(n_items);
+        const VectorXd colsum = X.transpose() * VectorXd::Ones(X.rows());
+        if (!rowsum.allFinite() || !colsum.allFinite())
+            throw InvalidInput("recsys: weights too large: a summed weight overflows a double");
+        L = power(SpMat(X * inverse(colsum).asDiagonal()), s.alpha);  // P_iu^alpha, transposed
+        Rt = SpMat(power(SpMat(inverse(rowsum).asDiagonal() * X), s.alpha).transpose());
+        fin.b = count.unaryExpr([&s](double c) { return std::pow(c, s.beta); });
+        return;
+    }
+    const VectorXd sq = X.cwiseProduct(X).transpose() * VectorXd::Ones(X.rows());
+    if (!sq.allFinite())
+        throw InvalidInput("recsys: weights too large: an item's squared norm overflows a double");
+    if (s.similarity == Similarity::cosine) {
+        fin.a = sq.cwiseSqrt();
+        fin.b = fin.a;
+    } else {
+        fin.a = sq.unaryExpr([&s](double v) { return std::pow(v, s.alpha); });
+        fin.b = sq.unaryExpr([&s](double v) { return std::pow(v, 1.0 - s.alpha); });
+    }
+    L = X;
+    Rt = X.transpose();
+}
+
 }  // namespace
 
 Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
                   const CancelCheck& cancel) {
-    if (opt.neighbors < 0)
-        throw InvalidInput("recsys: neighbors must be >= 0 (0 keeps all), got " +
-                           std::to_string(opt.neighbors));
+    const SimilaritySettings settings = resolve_settings(opt);  // validates
+    const bool plain = settings.plain();
     poll_cancel(cancel);
 
     const std::size_t n = cells.size();
@@ -146,7 +258,7 @@ Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
             ++row_nnz[static_cast<std::size_t>(it.row())];
         }
         const double norm = std::sqrt(s);
-        if (!std::isfinite(norm))
+        if (plain && !std::isfinite(norm))
             throw InvalidInput("recsys: weights of item " +
                                std::to_string(m.item_ids[static_cast<std::size_t>(i)]) +
                                " are too large: the squared norm overflows a double");
@@ -184,10 +296,20 @@ Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
 
     // 4. Wn = W D^-1 (unit columns); Wt = Wn^T stored column-major, so that
     // column u of Wt is user u's row: the product walks rows, as train() does.
-    SpMat Wn = W * inv_norm.asDiagonal();
-    W = SpMat();
-    Wn.makeCompressed();
-    SpMat Wt = Wn.transpose();
+    // Other settings: Wt = R^T, Wn = L (see the top of this file).
+    SpMat Wn, Wt;
+    Finish fin;
+    if (plain) {
+        Wn = W * inv_norm.asDiagonal();
+        W = SpMat();
+        Wn.makeCompressed();
+        Wt = Wn.transpose();
+    } else {
+        settings_factors(settings, W, users_of, Wt, Wn, fin);
+        W = SpMat();
+        Wn.makeCompressed();
+        Wt.makeCompressed();
+    }
     poll_cancel(cancel);
 
     // 5. Similarities, a block of item columns at a time.
@@ -216,7 +338,7 @@ Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
             for (SpMat::InnerIterator it(S, c); it; ++it) {
                 const int i = static_cast<int>(it.row());
                 if (i == j) continue;
-                const double sim = it.value();
+                const double sim = plain ? it.value() : fin(j, i, it.value());
                 if (sim > 0 && std::isfinite(sim)) top.offer(Scored{sim, i});
             }
             for (const Scored& s : top.sorted()) {

@@ -376,6 +376,12 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
     if (opt.neighbors < 0)
         throw InvalidInput("recsys: neighbors must be >= 0 (0 keeps all), got " +
                            std::to_string(opt.neighbors));
+    // The passes compute 1.0's plain cosine on the summed weights; the other
+    // weighting and similarity settings (core_similarity.hpp) are computed in
+    // memory only, so far.
+    if (!resolve_settings(opt).plain())
+        throw InvalidInput("recsys: training in passes supports only weighting 'weights' and similarity "
+                           "'cosine' with shrink 0 so far; raise maintenance_work_mem to train in memory");
     poll_cancel(cancel);
     const PassPlan plan = plan_passes(spill.cells(), spill.users_bound(), spill.items(), opt.neighbors,
                                       spill.runs(), budget);

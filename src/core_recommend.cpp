@@ -44,7 +44,8 @@ bool in_history(const std::vector<HistoryItem>& h, int32_t item) {
 std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
                                       const NeighborLookup& neighbors,
                                       const std::vector<int32_t>& popular_ids,
-                                      const std::vector<int32_t>& popular_users, int top_n) {
+                                      const std::vector<int32_t>& popular_users, int top_n,
+                                      bool exclude_seen) {
     std::vector<Recommendation> out;
     if (top_n <= 0) return out;
     if (popular_ids.size() != popular_users.size())
@@ -95,7 +96,8 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
     cand.reserve(order.size());
     for (uint32_t pos : order) {
         const double sc = slot_score[pos];
-        if (sc > 0 && !in_history(h, slot_item[pos])) cand.push_back(Scored{sc, slot_item[pos]});
+        if (sc > 0 && !(exclude_seen && in_history(h, slot_item[pos])))
+            cand.push_back(Scored{sc, slot_item[pos]});
     }
     detail::select_top_k(cand, n);
 
@@ -107,7 +109,7 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
     }
     for (std::size_t r = 0; r < popular_ids.size() && out.size() < n; ++r) {
         const int32_t item = popular_ids[r];
-        if (in_history(h, item) || listed.count(item)) continue;
+        if ((exclude_seen && in_history(h, item)) || listed.count(item)) continue;
         out.push_back(Recommendation{item, static_cast<double>(popular_users[r]), false});
         listed.insert(item);
     }
@@ -131,10 +133,10 @@ NeighborList neighbors_of(const Model& model, int32_t item) {
 }
 
 std::vector<Recommendation> recommend(const Model& model, const std::vector<HistoryItem>& history,
-                                      int top_n) {
+                                      int top_n, bool exclude_seen) {
     return recommend(
         history, [&model](int32_t item) { return neighbors_of(model, item); }, model.popular_ids,
-        model.popular_users, top_n);
+        model.popular_users, top_n, exclude_seen);
 }
 
 }  // namespace recsys

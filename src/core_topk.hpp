@@ -122,6 +122,20 @@ void rank_popularity(Model& m, UsersOf users_of) {
     }
 }
 
+// Percentile bootstrap (core_evaluate.cpp).  `metrics` are k <= 8 columns of n
+// per-unit values; each of `resamples` resamples draws n indices uniformly
+// with replacement (std::mt19937_64 seeded with `seed`; index = the high 64
+// bits of x n for the first draw x whose low 64 bits of x n are >= 2^64 mod n:
+// Lemire's unbiased multiply-shift) and takes every column's mean over them,
+// summed in draw order (paired).  Interval of column c: the q_lo and q_hi quantiles of its
+// resample means (0.025 and 0.975 for a 95% interval), linear interpolation
+// between the sorted means at position q (resamples - 1).  No values or
+// resamples = 0: NaN intervals.  Polls `cancel` before the first resample
+// and then every 2^16 draws.
+std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
+                                           int resamples, uint64_t seed, double q_lo, double q_hi,
+                                           const CancelCheck& cancel);
+
 // train() with an explicit thread count for the similarity pass: 1 = the
 // calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when
 // the work is large enough and 2+ CPUs exist).  Results never depend on it.

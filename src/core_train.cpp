@@ -9,6 +9,8 @@
 //   5. item-major CSC, column norms, popularity;
 //   6. per item i: dense accumulator of dot products over all users u of i and
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
+// Settings other than the 1.0 defaults hook in after 4 (the weighting) and 5
+// (the similarity's factors and final formula): core_similarity.hpp.
 // PostgreSQL-free.
 #include <algorithm>
 #include <atomic>
@@ -23,10 +25,12 @@
 #endif
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 
 #include "core.hpp"
+#include "core_similarity.hpp"
 #include "core_topk.hpp"
 
 namespace recsys {
@@ -126,6 +130,7 @@ struct SimContext {
     int64_t* out_count;  // item i stores its neighbour count at out_count[i]
     std::size_t n_items;
     std::size_t keep;    // 0 = all
+    const detail::SimilarityFinish* finish = nullptr;  // null: cosine (the 1.0 formula)
 };
 
 // One thread's state: a dense accumulator, the touched list, a top-K buffer.
@@ -168,12 +173,14 @@ public:
         }
         top_.clear();
         const double ni = cx_.norm[i];
+        const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
             const int32_t j = touched[t];
             const double dot = acc[j];
             acc[j] = 0;
             if (static_cast<std::size_t>(j) == i) continue;
-            const double sim = dot / (ni * cx_.norm[j]);
+            const double sim = finish ? (*finish)(i, static_cast<std::size_t>(j), dot)
+                                      : dot / (ni * cx_.norm[j]);
             if (sim > 0 && std::isfinite(sim)) top_.offer(Scored{sim, j});
         }
         const std::vector<Scored>& best = top_.sorted();
@@ -333,11 +340,21 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     return static_cast<std::size_t>(total);
 }
 
+std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items,
+                                 const TrainOptions& opt) {
+    const std::size_t base = estimate_train_bytes(cells, users, items, opt.neighbors);
+    const double extra = detail::similarity_extra_bytes(
+        static_cast<double>(std::max<int64_t>(std::min(users, cells), 0)),
+        static_cast<double>(std::max<int64_t>(std::min(items, cells), 0)), resolve_settings(opt));
+    const double total = static_cast<double>(base) + extra;
+    if (!(total < static_cast<double>(std::numeric_limits<std::size_t>::max())))
+        return std::numeric_limits<std::size_t>::max();
+    return static_cast<std::size_t>(total);
+}
+
 Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
                             const CancelCheck& cancel, int threads) {
-    if (opt.neighbors < 0)
-        throw InvalidInput("recsys: neighbors must be >= 0 (0 keeps all), got " +
-                           std::to_string(opt.neighbors));
+    const SimilaritySettings settings = resolve_settings(opt);  // validates
     poll_cancel(cancel);
 
     const std::size_t n = cells.size();
@@ -451,6 +468,9 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     m.n_cells = nnz;
     poll_cancel(cancel);
 
+    // Hook: w -> x, the matrix weighting (a no-op for 'weights').
+    detail::apply_weighting(settings, rows.data(), row_off.data(), n_users, n_items, cancel);
+
     // 5. Item-major CSC (users ascending within an item); each entry carries
     // the user's row position and length, so the hot loop needs no row_off.
     std::vector<int64_t> col_off(n_items + 1, 0);
@@ -468,6 +488,11 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     }
     for (std::size_t i = n_items; i > 0; --i) col_off[i] = col_off[i - 1];
     col_off[0] = 0;
+    // Hook: the similarity's factors (CSC: left, CSR: right) and final formula.
+    std::optional<detail::SimilarityFinish> finish;
+    if (!settings.plain())
+        finish.emplace(detail::prepare_similarity(settings, rows.data(), row_off.data(), n_users,
+                                                  cols.data(), col_off.data(), n_items, cancel));
     release(row_off);
     poll_cancel(cancel);
 
@@ -516,6 +541,7 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     cx.out_count = m.nbr_offsets.data() + 1;
     cx.n_items = n_items;
     cx.keep = opt.neighbors > 0 ? static_cast<std::size_t>(opt.neighbors) : 0;
+    cx.finish = finish ? &*finish : nullptr;
 
     if (threads <= 0)
         threads = (total_work >= kMinParallelWork && std::thread::hardware_concurrency() >= 2) ? 2 : 1;

@@ -105,6 +105,9 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         recsys::EvalOptions opt;
         opt.k = k;
         opt.neighbors = neighbors;
+        // The SQL function does not report confidence intervals yet: skip the
+        // core's bootstrap rather than compute what is thrown away.
+        opt.bootstrap_resamples = 0;
         opt.progress = pg_progress();
         std::vector<recsys::Triplet> b(before.data, before.data + before.n);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);

@@ -70,12 +70,14 @@ namespace {
 struct Measured {
     long long peak = 0;        // peak heap during input construction + train()
     std::size_t estimate = 0;  // estimate_train_bytes for the same input
+    int64_t users = 0, items = 0;  // distinct
     recsys::Model model;
 };
 
 // Builds the input vector inside the measured window (train() takes it by
 // value and we move it in, so its bytes are part of train()'s peak).
-Measured measure(const std::vector<recsys::Triplet>& src, int neighbors, int threads = 0) {
+Measured measure(const std::vector<recsys::Triplet>& src, const recsys::TrainOptions& opt,
+                 int threads = 0) {
     // distinct counts for the estimate (computed before the window)
     std::vector<int32_t> u, i;
     for (const auto& t : src) {
@@ -88,17 +90,26 @@ Measured measure(const std::vector<recsys::Triplet>& src, int neighbors, int thr
     const auto items = std::unique(i.begin(), i.end()) - i.begin();
 
     Measured out;
+    out.users = users;
+    out.items = items;
     const long long base = g_live.load();
     g_peak.store(base);
     {
         std::vector<recsys::Triplet> cells(src.begin(), src.end());  // exact size
-        out.model = recsys::detail::train_threads(std::move(cells),
-                                                  recsys::TrainOptions{neighbors}, {}, threads);
+        out.model = recsys::detail::train_threads(std::move(cells), opt, {}, threads);
     }
     out.peak = g_peak.load() - base;
-    out.estimate = recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), users, items,
-                                                neighbors);
+    out.estimate =
+        recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), users, items, opt);
     return out;
+}
+
+Measured measure(const std::vector<recsys::Triplet>& src, int neighbors, int threads = 0) {
+    Measured m = measure(src, recsys::TrainOptions{neighbors}, threads);
+    // The default settings add nothing to the 1.0 estimate.
+    EXPECT_EQ(m.estimate, recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), m.users,
+                                                       m.items, neighbors));
+    return m;
 }
 
 }  // namespace
@@ -203,4 +214,35 @@ TEST(PassesBudget, PeakWithinBudget) {
         }
     }
     rmdir(dir.c_str());
+}
+
+// The same bound for every weighting and similarity: their per-user and
+// per-item statistics are counted by estimate_train_bytes(..., TrainOptions).
+TEST(EstimateTrainBytes, BoundsRealPeakForSettings) {
+    using recsys::Similarity;
+    using recsys::Weighting;
+    struct Case {
+        int users, items, cells, k;
+    };
+    // Many users per cell and many items: where the statistics weigh most.
+    const Case cases[] = {{1, 1, 1, 50}, {20000, 3000, 30000, 10}, {5000, 8000, 12000, 0},
+                          {2000, 300, 20000, 50}};
+    for (Weighting w : {Weighting::weights, Weighting::binary, Weighting::tfidf, Weighting::bm25}) {
+        for (Similarity s : {Similarity::cosine, Similarity::asymmetric_cosine,
+                             Similarity::rp3beta, Similarity::jaccard}) {
+            if (s == Similarity::jaccard && (w == Weighting::tfidf || w == Weighting::bm25)) continue;
+            recsys::TrainOptions o;
+            o.weighting = w;
+            o.similarity = s;
+            if (s != Similarity::rp3beta) o.shrink = 1;
+            for (const Case& c : cases) {
+                o.neighbors = c.k;
+                const auto cells = recsys_test::random_cells(43, c.users, c.items, c.cells);
+                const Measured m = measure(cells, o, 1);
+                EXPECT_GE(static_cast<long long>(m.estimate), m.peak)
+                    << recsys::weighting_name(w) << " " << recsys::similarity_name(s) << " "
+                    << c.cells << " cells, k " << c.k;
+            }
+        }
+    }
 }

@@ -97,11 +97,14 @@ void expect_agree(const Model& e, const Model& t, const Model& all, const std::s
 }
 
 void expect_agree_all_k(const std::vector<Triplet>& cells, const std::vector<int>& ks,
-                        const std::string& what, AgreeStats* stats = nullptr) {
-    const Model all = train(cells, TrainOptions{0});
+                        const std::string& what, AgreeStats* stats = nullptr,
+                        TrainOptions opt = TrainOptions{}) {
+    opt.neighbors = 0;
+    const Model all = train(cells, opt);
     for (int k : ks) {
-        const Model t = train(cells, TrainOptions{k});
-        const Model e = train_eigen(cells, TrainOptions{k});
+        opt.neighbors = k;
+        const Model t = train(cells, opt);
+        const Model e = train_eigen(cells, opt);
         expect_agree(e, t, all, what + " k=" + std::to_string(k), stats);
     }
 }
@@ -210,6 +213,90 @@ TEST(TrainEigen, AgreesWithTrainOnRandomInputs) {
     std::printf("[ eigen    ] %lld sims compared: %lld bit-identical, max rel diff %.3g, "
                 "%lld id swaps among near-ties\n",
                 stats.sims, stats.bit_identical, stats.max_rel, stats.id_swaps);
+}
+
+// Every weighting x similarity (and shrink, alpha, beta, k1, b away from
+// their defaults) on seeded random inputs: train() (core_similarity hooks in
+// the CSR/CSC pipeline) and train_eigen() (matrix expressions) must agree as
+// above, similarities within a relative 1e-12.
+TEST(TrainEigen, AgreesWithTrainForEverySetting) {
+    struct Setting {
+        const char* name;
+        TrainOptions opt;
+    };
+    std::vector<Setting> settings;
+    auto add = [&](const char* name, Weighting w, Similarity s, auto tweak) {
+        TrainOptions o;
+        o.weighting = w;
+        o.similarity = s;
+        tweak(o);
+        settings.push_back(Setting{name, o});
+    };
+    auto none = [](TrainOptions&) {};
+    for (Weighting w : {Weighting::weights, Weighting::binary, Weighting::tfidf, Weighting::bm25}) {
+        add("cosine", w, Similarity::cosine, none);
+        add("cosine shrink 10", w, Similarity::cosine, [](TrainOptions& o) { o.shrink = 10; });
+        add("asymmetric 0.2 shrink 3", w, Similarity::asymmetric_cosine, [](TrainOptions& o) {
+            o.alpha = 0.2;
+            o.shrink = 3;
+        });
+        add("asymmetric 0.9", w, Similarity::asymmetric_cosine, [](TrainOptions& o) { o.alpha = 0.9; });
+        add("rp3beta", w, Similarity::rp3beta, none);
+        if (w == Weighting::binary) {
+            add("asymmetric 0.5", w, Similarity::asymmetric_cosine, none);
+            add("rp3beta 1.5 0", w, Similarity::rp3beta, [](TrainOptions& o) {
+                o.alpha = 1.5;
+                o.beta = 0;
+            });
+        }
+        add("rp3beta 0.6 0.3", w, Similarity::rp3beta, [](TrainOptions& o) {
+            o.alpha = 0.6;
+            o.beta = 0.3;
+        });
+    }
+    for (Weighting w : {Weighting::weights, Weighting::binary}) {
+        add("jaccard", w, Similarity::jaccard, none);
+        add("jaccard shrink 200", w, Similarity::jaccard, [](TrainOptions& o) { o.shrink = 200; });
+    }
+    add("bm25 k1 100 b 0.8", Weighting::bm25, Similarity::cosine, [](TrainOptions& o) {
+        o.k1 = 100;
+        o.b = 0.8;
+    });
+    add("bm25 k1 0.5 b 0 asym", Weighting::bm25, Similarity::asymmetric_cosine, [](TrainOptions& o) {
+        o.k1 = 0.5;
+        o.b = 0;
+        o.alpha = 0.7;
+    });
+    add("tfidf shrink 200 (the issue's best)", Weighting::tfidf, Similarity::cosine,
+        [](TrainOptions& o) { o.shrink = 200; });
+
+    struct Config {
+        int users, items, cells;
+    };
+    const Config configs[] = {{5, 4, 12}, {40, 30, 150}, {200, 40, 900}, {10, 80, 120}, {300, 300, 3000}};
+    AgreeStats stats;
+    int runs = 0;
+    for (const Setting& st : settings) {
+        for (uint32_t seed = 1; seed <= 2; ++seed) {
+            for (const Config& c : configs) {
+                auto cells = recsys_test::random_cells(seed * 104729 + static_cast<uint32_t>(c.cells),
+                                                       c.users, c.items, c.cells);
+                if (seed == 2)
+                    for (std::size_t k = 0; k < cells.size(); k += 3) cells[k].weight *= 1.37;
+                expect_agree_all_k(cells, {0, 1, 50},
+                                   std::string(st.name) + " " + weighting_name(st.opt.weighting) +
+                                       " seed " + std::to_string(seed) + " items " +
+                                       std::to_string(c.items),
+                                   &stats, st.opt);
+                ++runs;
+            }
+        }
+    }
+    EXPECT_EQ(runs, static_cast<int>(settings.size()) * 2 * 5);
+    EXPECT_GT(stats.sims, 50000);
+    std::printf("[ settings ] %zu settings, %lld sims compared: %lld bit-identical, max rel diff "
+                "%.3g, %lld id swaps among near-ties\n",
+                settings.size(), stats.sims, stats.bit_identical, stats.max_rel, stats.id_swaps);
 }
 
 TEST(TrainEigen, InvalidInputThrows) {

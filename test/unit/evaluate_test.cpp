@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <map>
+#include <random>
 #include <set>
 
 #include "core.hpp"
+#include "core_topk.hpp"
 #include "test_util.hpp"
 
 using namespace recsys;
@@ -31,6 +33,44 @@ std::vector<Triplet> hand_before() {
 //   u9: no cell before                             -> not evaluated
 std::vector<Touch> hand_after() {
     return {{1, 30}, {1, 30}, {1, 10}, {2, 50}, {3, 10}, {3, 50}, {4, 40}, {9, 10}, {3, 10}};
+}
+
+// The bootstrap recipe of core_topk.hpp, written again from its description:
+// std::mt19937_64(seed); an index is floor(x n / 2^64) for the first draw x
+// with (x n mod 2^64) >= (2^64 mod n); the mean of each resample in draw
+// order; quantiles by linear interpolation at q (B - 1) of the sorted means.
+Interval ref_bootstrap(const std::vector<double>& v, int B, uint64_t seed) {
+    Interval out;
+    const std::size_t n = v.size();
+    if (n == 0 || B == 0) return out;
+    const unsigned __int128 two64 = static_cast<unsigned __int128>(1) << 64;
+    const unsigned __int128 threshold = two64 % n;
+    std::mt19937_64 rng(seed);
+    std::vector<double> means;
+    for (int b = 0; b < B; ++b) {
+        double sum = 0;
+        for (std::size_t d = 0; d < n; ++d) {
+            unsigned __int128 xn = static_cast<unsigned __int128>(rng()) * n;
+            while (xn % two64 < threshold) xn = static_cast<unsigned __int128>(rng()) * n;
+            sum += v[static_cast<std::size_t>(xn / two64)];
+        }
+        means.push_back(sum / static_cast<double>(n));
+    }
+    std::sort(means.begin(), means.end());
+    auto q = [&](double p) {
+        const double pos = p * (B - 1);
+        const std::size_t i = static_cast<std::size_t>(pos);
+        const double frac = pos - static_cast<double>(i);
+        return i + 1 < means.size() ? means[i] + frac * (means[i + 1] - means[i]) : means[i];
+    };
+    out.lo = q(0.025);
+    out.hi = q(0.975);
+    return out;
+}
+
+void expect_ci(const Interval& got, const Interval& want) {
+    EXPECT_EQ(got.lo, want.lo);
+    EXPECT_EQ(got.hi, want.hi);
 }
 
 }  // namespace
@@ -59,6 +99,7 @@ TEST(Evaluate, HandExampleK2) {
     const EvalResult r = evaluate(hand_before(), hand_after(), EvalOptions{2, 50});
     const double L = 1.0 / std::log2(3.0);  // 0.6309...
     EXPECT_EQ(r.users_evaluated, 3);
+    EXPECT_EQ(r.users_without_history, 1);  // u9
     EXPECT_DOUBLE_EQ(r.precision, 1.0 / 3);
     EXPECT_DOUBLE_EQ(r.recall, 0.5);
     EXPECT_DOUBLE_EQ(r.ndcg, (1.0 + 1.0 / (1.0 + L)) / 3);
@@ -116,6 +157,9 @@ TEST(Evaluate, NoEvaluableUsers) {
     // Touches only by unknown users or of history items.
     const EvalResult r = evaluate(hand_before(), {{9, 10}, {4, 40}, {1, 10}}, EvalOptions{});
     EXPECT_EQ(r.users_evaluated, 0);
+    EXPECT_EQ(r.users_without_history, 1);  // u9; u4 and u1 have history
+    EXPECT_TRUE(std::isnan(r.precision_ci.lo) && std::isnan(r.precision_ci.hi));
+    EXPECT_TRUE(std::isnan(r.ndcg_ci.lo));
     EXPECT_EQ(r.precision, 0);
     EXPECT_EQ(r.recall, 0);
     EXPECT_EQ(r.ndcg, 0);
@@ -137,6 +181,7 @@ TEST(Evaluate, NoEvaluableUsers) {
     // Empty before, touches after: nobody has history.
     const EvalResult f = evaluate({}, {{1, 2}, {1, 2}, {3, 4}}, EvalOptions{});
     EXPECT_EQ(f.users_evaluated, 0);
+    EXPECT_EQ(f.users_without_history, 2);
     EXPECT_EQ(f.test_touches, 2);
 }
 
@@ -144,6 +189,18 @@ TEST(Evaluate, InvalidOptionsAndInput) {
     EXPECT_THROW(evaluate(hand_before(), hand_after(), EvalOptions{0, 50}), InvalidInput);
     EXPECT_THROW(evaluate(hand_before(), hand_after(), EvalOptions{-1, 50}), InvalidInput);
     EXPECT_THROW(evaluate(hand_before(), hand_after(), EvalOptions{10, -1}), InvalidInput);
+    EvalOptions o;
+    o.bootstrap_resamples = -1;
+    EXPECT_THROW(evaluate(hand_before(), hand_after(), o), InvalidInput);
+    o.bootstrap_resamples = 100001;
+    EXPECT_THROW(evaluate(hand_before(), hand_after(), o), InvalidInput);
+    o = EvalOptions{};
+    o.settings.similarity = Similarity::rp3beta;
+    o.settings.shrink = 5;  // rejected before any work
+    EXPECT_THROW(evaluate(hand_before(), hand_after(), o), InvalidInput);
+    o.settings.neighbors = -7;  // ignored: EvalOptions::neighbors counts
+    o.settings.shrink = 0;
+    EXPECT_NO_THROW(evaluate(hand_before(), hand_after(), o));
     auto bad = hand_before();
     bad.push_back(Triplet{1, 30, -1});
     EXPECT_THROW(evaluate(bad, hand_after(), EvalOptions{}), InvalidInput);
@@ -181,8 +238,23 @@ TEST(Evaluate, AgreesWithBruteForce) {
             if (t.user % 3 == 0) after.push_back(Touch{t.user, t.item});
         for (int k : {1, 3, 10}) {
             for (int nb : {0, 2, 50}) {
-                const EvalResult r = evaluate(before, after, EvalOptions{k, nb});
-                const Model m = train(before, TrainOptions{nb});
+              for (int variant = 0; variant < 3; ++variant) {
+                // 0: 1.0 defaults; 1: count repeats; 2: tfidf + rp3beta, repeats
+                const bool repeats = variant > 0;
+                EvalOptions eo{k, nb};
+                eo.count_repeats = repeats;
+                eo.bootstrap_resamples = 200;
+                eo.bootstrap_seed = seed;
+                TrainOptions to{nb};
+                if (variant == 2) {
+                    to.weighting = eo.settings.weighting = Weighting::tfidf;
+                    to.similarity = eo.settings.similarity = Similarity::rp3beta;
+                }
+                const EvalResult r = evaluate(before, after, eo);
+                const Model m = train(before, to);
+                if (variant == 2) {  // the settings really change the model
+                    ASSERT_NE(m.nbr_sims, train(before, TrainOptions{nb}).nbr_sims);
+                }
                 std::map<int32_t, std::map<int32_t, double>> hist;
                 for (const auto& t : before) hist[t.user][t.item] += t.weight;
                 std::map<int32_t, std::set<int32_t>> touched;
@@ -191,17 +263,21 @@ TEST(Evaluate, AgreesWithBruteForce) {
                 for (const auto& [u, s] : touched) touches += s.size();
                 double P = 0, Rc = 0, N = 0, H = 0, AP = 0, PP = 0, PR = 0;
                 std::set<int32_t> rec_items;
-                int64_t users = 0;
+                int64_t users = 0, no_history = 0;
+                std::vector<double> user_p, user_r, user_n;
                 for (const auto& [u, items] : touched) {
-                    if (!hist.count(u)) continue;
+                    if (!hist.count(u)) {
+                        ++no_history;
+                        continue;
+                    }
                     std::set<int32_t> rel;
                     for (int32_t i : items)
-                        if (!hist[u].count(i)) rel.insert(i);
+                        if (repeats || !hist[u].count(i)) rel.insert(i);
                     if (rel.empty()) continue;
                     ++users;
                     std::vector<HistoryItem> h;
                     for (const auto& [i, w] : hist[u]) h.push_back(HistoryItem{i, w});
-                    const auto recs = recommend(m, h, k);
+                    const auto recs = recommend(m, h, k, !repeats);
                     double hits = 0, dcg = 0, ap = 0, idcg = 0;
                     for (std::size_t r = 0; r < recs.size(); ++r) {
                         rec_items.insert(recs[r].item);
@@ -216,13 +292,16 @@ TEST(Evaluate, AgreesWithBruteForce) {
                     P += hits / k;
                     Rc += hits / rel.size();
                     N += dcg / idcg;
+                    user_p.push_back(hits / k);
+                    user_r.push_back(hits / rel.size());
+                    user_n.push_back(dcg / idcg);
                     H += hits > 0;
                     AP += ap / ideal;
                     double ph = 0;
                     int listed = 0;
                     for (int32_t i : m.popular_ids) {
                         if (listed == k) break;
-                        if (hist[u].count(i)) continue;
+                        if (!repeats && hist[u].count(i)) continue;
                         ++listed;
                         ph += rel.count(i);
                     }
@@ -231,6 +310,11 @@ TEST(Evaluate, AgreesWithBruteForce) {
                 }
                 ASSERT_EQ(r.users_evaluated, users);
                 ASSERT_GT(users, 0);
+                EXPECT_EQ(r.users_without_history, no_history);
+                // The CIs: the documented bootstrap recipe re-done here.
+                expect_ci(r.precision_ci, ref_bootstrap(user_p, 200, seed));
+                expect_ci(r.recall_ci, ref_bootstrap(user_r, 200, seed));
+                expect_ci(r.ndcg_ci, ref_bootstrap(user_n, 200, seed));
                 EXPECT_NEAR(r.precision, P / users, 1e-12);
                 EXPECT_NEAR(r.recall, Rc / users, 1e-12);
                 EXPECT_NEAR(r.ndcg, N / users, 1e-12);
@@ -243,7 +327,189 @@ TEST(Evaluate, AgreesWithBruteForce) {
                 EXPECT_EQ(r.train_cells, m.n_cells);
                 EXPECT_EQ(r.model_users, m.n_users);
                 EXPECT_EQ(r.model_items, static_cast<int64_t>(m.item_ids.size()));
+              }
             }
         }
     }
+}
+
+TEST(Evaluate, CountRepeatsHandExample) {
+    // count_repeats, k = 2: relevant = every item touched after the cutoff;
+    // history items may be recommended; the popularity baseline is the k most
+    // popular items, history included.  S = 0.7746 (sim 10-20, 20-30), T = 0.4.
+    // u1 {10:1, 20:1}, relevant {10, 30}: scores 10 = S (via 20), 20 = S (via
+    //    10), 30 = T + S = 1.1746 -> [30, 10] (10/20 tie, id asc): 2 hits.
+    //    P 1, R 1, DCG 1 + L = IDCG -> nDCG 1, AP (1/1 + 2/2)/2 = 1.
+    //    pop [20, 40]: 0.
+    // u2 {10:2, 20:1, 30:1}, relevant {50}: [20 (3S), 30 (2T + S)]: 0 hits.
+    // u3 {20:1, 30:2}, relevant {10, 50}: 10 = S + 2T = 1.5746, 20 = 2S = 1.549,
+    //    30 = S -> [10, 20]: hit at 1: P 1/2, R 1/2, nDCG 1/(1 + L), AP 1/2.
+    // u4 {40:3}, relevant {40}: no cf (40 has no neighbours); fill [20, 40]:
+    //    hit at 2: P 1/2, R 1, nDCG L/1, AP (1/2)/1.  pop [20, 40]: pP 1/2, pR 1.
+    // u9: no history: not evaluated, counted in users_without_history.
+    // Averages over 4 users: precision (1 + 0 + 1/2 + 1/2)/4 = 1/2,
+    // recall (1 + 0 + 1/2 + 1)/4 = 5/8, ndcg (1 + 0 + 1/(1+L) + L)/4,
+    // hit 3/4, map (1 + 0 + 1/2 + 1/2)/4 = 1/2, coverage {30,10,20,40} = 1,
+    // pop_precision (1/2)/4 = 1/8, pop_recall 1/4.
+    EvalOptions o{2, 50};
+    o.count_repeats = true;
+    const EvalResult r = evaluate(hand_before(), hand_after(), o);
+    const double L = 1.0 / std::log2(3.0);
+    EXPECT_EQ(r.users_evaluated, 4);
+    EXPECT_EQ(r.users_without_history, 1);
+    EXPECT_DOUBLE_EQ(r.precision, 0.5);
+    EXPECT_DOUBLE_EQ(r.recall, 5.0 / 8);
+    EXPECT_DOUBLE_EQ(r.ndcg, (1 + 1 / (1 + L) + L) / 4);
+    EXPECT_DOUBLE_EQ(r.hit_rate, 0.75);
+    EXPECT_DOUBLE_EQ(r.map, 0.5);
+    EXPECT_DOUBLE_EQ(r.coverage, 1.0);
+    EXPECT_DOUBLE_EQ(r.pop_precision, 1.0 / 8);
+    EXPECT_DOUBLE_EQ(r.pop_recall, 0.25);
+    EXPECT_EQ(r.test_touches, 7);
+}
+
+TEST(Evaluate, RecommendWithoutExcludingSeen) {
+    const Model m = train(hand_before(), TrainOptions{});
+    // History {10, 20}: 30 (T + S), then 10 and 20 (S each, id asc).
+    const auto recs = recommend(m, {{10, 1}, {20, 1}}, 3, false);
+    ASSERT_EQ(recs.size(), 3u);
+    EXPECT_EQ(recs[0].item, 30);
+    EXPECT_EQ(recs[1].item, 10);
+    EXPECT_EQ(recs[2].item, 20);
+    EXPECT_TRUE(recs[2].from_cf);
+    // The fill may list history items: {40} -> popular 20, 40.
+    const auto fill = recommend(m, {{40, 3}}, 2, false);
+    ASSERT_EQ(fill.size(), 2u);
+    EXPECT_EQ(fill[0].item, 20);
+    EXPECT_EQ(fill[1].item, 40);
+    EXPECT_FALSE(fill[1].from_cf);
+    // The default still excludes them.
+    const auto ex = recommend(m, {{40, 3}}, 2);
+    EXPECT_EQ(ex[1].item, 10);
+}
+
+TEST(Evaluate, SettingsReachTheModel) {
+    // rp3beta, alpha 1, beta 2, K = 1 on the hand example.  Column sums
+    // 10: 3, 20: 3, 30: 3; row sums u1 2, u2 4, u3 3; |U| 10: 2, 20: 3, 30: 2.
+    //   sim(10,20) = (1/3 1/2 + 2/3 1/4)/3^2 = (1/3)/9 = 0.037
+    //   sim(10,30) = (2/3 1/4)/2^2 = (1/6)/4 = 0.0417    -> 10: [30]
+    //   sim(20,10) = (1/3 1/2 + 1/3 2/4)/4 = (1/3)/4     -> 20: [10]
+    //   sim(20,30) = (1/3 1/4 + 1/3 2/3)/4 = (11/36)/4
+    //   sim(30,10) = (1/3 2/4)/4 = 0.0417, sim(30,20) = (11/36)/9 -> 30: [10]
+    // k = 2.  u1 {10, 20}: cf 30 (via 10) -> [30, 40]: hit at 1 (cosine K = 1:
+    //   [40, 30], hit at 2; HandExampleNeighborsOption).  u2: [40], 0.
+    //   u3 {20, 30}: cf 10 -> [10, 40]: hit at 1 of {10, 50}.
+    // precision (1/2 + 0 + 1/2)/3 = 1/3, ndcg (1 + 0 + 1/(1+L))/3,
+    // map (1 + 0 + 1/2)/3 = 1/2 (cosine K = 1: ndcg (L + 1/(1+L))/3, map 1/3).
+    EvalOptions o{2, 1};
+    o.settings.similarity = Similarity::rp3beta;
+    o.settings.alpha = 1;
+    o.settings.beta = 2;
+    const EvalResult r = evaluate(hand_before(), hand_after(), o);
+    const double L = 1.0 / std::log2(3.0);
+    EXPECT_EQ(r.users_evaluated, 3);
+    EXPECT_DOUBLE_EQ(r.precision, 1.0 / 3);
+    EXPECT_DOUBLE_EQ(r.ndcg, (1 + 1 / (1 + L)) / 3);
+    EXPECT_DOUBLE_EQ(r.map, 0.5);
+    const EvalResult c = evaluate(hand_before(), hand_after(), EvalOptions{2, 1});
+    EXPECT_DOUBLE_EQ(c.ndcg, (L + 1 / (1 + L)) / 3);
+    EXPECT_DOUBLE_EQ(c.map, 1.0 / 3);
+}
+
+TEST(Evaluate, BootstrapReproducibleAndContainsEstimate) {
+    const auto before = recsys_test::random_cells(31, 300, 80, 2500);
+    std::vector<Touch> after;  // users and items of `before`, mixed
+    for (std::size_t k = 0; k < before.size(); k += 2)
+        after.push_back(Touch{before[(k * 7) % before.size()].user, before[(k * 13 + 5) % before.size()].item});
+    EvalOptions o{10, 50};
+    o.bootstrap_seed = 42;
+    const EvalResult a = evaluate(before, after, o);
+    const EvalResult b = evaluate(before, after, o);
+    ASSERT_GT(a.users_evaluated, 100);
+    // Same seed: bit-identical intervals.
+    expect_ci(a.precision_ci, b.precision_ci);
+    expect_ci(a.recall_ci, b.recall_ci);
+    expect_ci(a.ndcg_ci, b.ndcg_ci);
+    // The point estimate lies inside, the interval has width.
+    for (const auto& [v, ci] : {std::pair{a.precision, a.precision_ci}, std::pair{a.recall, a.recall_ci},
+                                std::pair{a.ndcg, a.ndcg_ci}}) {
+        EXPECT_LE(ci.lo, v);
+        EXPECT_GE(ci.hi, v);
+        EXPECT_LT(ci.lo, ci.hi);
+        EXPECT_GE(ci.lo, 0);
+        EXPECT_LE(ci.hi, 1);
+    }
+    // Another seed: another interval (same point estimates).
+    o.bootstrap_seed = 43;
+    const EvalResult c = evaluate(before, after, o);
+    EXPECT_EQ(c.precision, a.precision);
+    EXPECT_TRUE(c.precision_ci.lo != a.precision_ci.lo || c.precision_ci.hi != a.precision_ci.hi ||
+                c.ndcg_ci.lo != a.ndcg_ci.lo || c.ndcg_ci.hi != a.ndcg_ci.hi);
+    // No resamples: no interval, the metrics unchanged.
+    o.bootstrap_resamples = 0;
+    const EvalResult z = evaluate(before, after, o);
+    EXPECT_TRUE(std::isnan(z.precision_ci.lo) && std::isnan(z.recall_ci.hi) &&
+                std::isnan(z.ndcg_ci.lo));
+    EXPECT_EQ(z.precision, a.precision);
+    EXPECT_EQ(z.ndcg, a.ndcg);
+}
+
+TEST(Evaluate, BootstrapOneUserHasZeroWidth) {
+    // Only u1 is evaluable (relevant {30}): k = 2 -> precision 1/2, recall 1,
+    // nDCG 1; every resample is u1 again.
+    const EvalResult r = evaluate(hand_before(), {{1, 30}, {9, 10}}, EvalOptions{2, 50});
+    ASSERT_EQ(r.users_evaluated, 1);
+    EXPECT_EQ(r.precision_ci.lo, 0.5);
+    EXPECT_EQ(r.precision_ci.hi, 0.5);
+    EXPECT_EQ(r.recall_ci.lo, 1.0);
+    EXPECT_EQ(r.recall_ci.hi, 1.0);
+    EXPECT_EQ(r.ndcg_ci.lo, 1.0);
+    EXPECT_EQ(r.ndcg_ci.hi, 1.0);
+}
+
+TEST(Evaluate, BootstrapSmallCases) {
+    using recsys::detail::percentile_bootstrap;
+    // Two users with values 0 and 1: a resample mean is 0 (both draws the
+    // first, probability 1/4), 1/2 (1/2) or 1 (1/4).  Of 1000 resamples about
+    // 250 are 0 and 250 are 1, so the 2.5% and 97.5% quantiles (positions
+    // 24.975 and 974.025 of the sorted means) are exactly 0 and 1.
+    const auto two = percentile_bootstrap({{0.0, 1.0}}, 1000, 7, 0.025, 0.975, {});
+    ASSERT_EQ(two.size(), 1u);
+    EXPECT_EQ(two[0].lo, 0.0);
+    EXPECT_EQ(two[0].hi, 1.0);
+    // Constant values: zero width, any n.
+    const auto flat = percentile_bootstrap({{0.25, 0.25, 0.25}, {1, 1, 1}}, 50, 3, 0.025, 0.975, {});
+    EXPECT_EQ(flat[0].lo, 0.25);
+    EXPECT_EQ(flat[0].hi, 0.25);
+    EXPECT_EQ(flat[1].lo, 1.0);
+    // One resample: both bounds are its mean, one of 0, 1/3, 2/3, 1 here.
+    const auto one = percentile_bootstrap({{0, 0, 1}}, 1, 11, 0.025, 0.975, {});
+    EXPECT_EQ(one[0].lo, one[0].hi);
+    const double m3 = one[0].lo * 3;
+    EXPECT_EQ(m3, std::round(m3));
+    // The recipe, re-done independently, for n = 5 and 3 (rejection bounds
+    // differ) and a few seeds and resample counts, every column paired.
+    const std::vector<double> v5 = {0.1, 0.5, 0.0, 1.0, 0.25};
+    const std::vector<double> w5 = {1.0, 0.0, 0.0, 0.5, 0.75};
+    for (uint64_t seed : {0ull, 1ull, 12345ull, ~0ull}) {
+        for (int B : {1, 2, 7, 100, 999}) {
+            const auto got = percentile_bootstrap({v5, w5}, B, seed, 0.025, 0.975, {});
+            expect_ci(got[0], ref_bootstrap(v5, B, seed));
+            expect_ci(got[1], ref_bootstrap(w5, B, seed));
+            const std::vector<double> v3 = {0.0, 0.5, 1.0};
+            expect_ci(percentile_bootstrap({v3}, B, seed, 0.025, 0.975, {})[0], ref_bootstrap(v3, B, seed));
+        }
+    }
+    // Empty: NaN.
+    const auto none = percentile_bootstrap({{}}, 100, 1, 0.025, 0.975, {});
+    EXPECT_TRUE(std::isnan(none[0].lo) && std::isnan(none[0].hi));
+    // Polls the CancelCheck first, then every 2^16 draws: 5 x 30000 draws
+    // -> polls before draws 0, 65540, 131080.
+    int calls = 0;
+    percentile_bootstrap({v5}, 30000, 1, 0.025, 0.975, [&] {
+        ++calls;
+        return false;
+    });
+    EXPECT_EQ(calls, 3);
+    EXPECT_THROW(percentile_bootstrap({v5}, 37, 1, 0.025, 0.975, [] { return true; }), Cancelled);
 }

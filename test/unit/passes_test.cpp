@@ -143,6 +143,26 @@ TEST(Passes, LoadThenTrainIsTheSame) {
     EXPECT_LE(s.users_bound(), s.cells());
 }
 
+// Settings other than 1.0's plain cosine are refused in passes (they would
+// give another model than train()), naming what works instead.
+TEST(Passes, RefusesOtherSimilaritySettings) {
+    TmpDir dir;
+    const auto cells = inexact_cells(5, 300, 80, 5000);
+    CellSpill s(dir.path);
+    spill_into(s, cells, 123);
+    TrainOptions opt{20};
+    opt.weighting = Weighting::binary;
+    try {
+        (void) train_passes(s, opt, std::size_t(1) << 30);
+        FAIL() << "expected InvalidInput";
+    } catch (const InvalidInput& e) {
+        EXPECT_NE(std::string(e.what()).find("maintenance_work_mem"), std::string::npos) << e.what();
+    }
+    opt.weighting = Weighting::weights;
+    opt.shrink = 10;
+    EXPECT_THROW((void) train_passes(s, opt, std::size_t(1) << 30), InvalidInput);
+}
+
 // The hand example of train_test.cpp, at the least budget.
 TEST(Passes, HandExampleAtMinimum) {
     TmpDir dir;
