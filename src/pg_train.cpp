@@ -131,7 +131,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         } else {
             recsys::MatrixShape shape = recsys::measure(cells->data, (size_t) cells->n);
             users = shape.users;
-            items = shape.items;
+            items = shape.items;   // (in the NOTICE too)
         }
         plan = recsys::plan_passes(n_cells, users, items, neighbors, runs, budget);
     });
