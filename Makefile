@@ -10,11 +10,6 @@ GLUE_OBJS = src/pg_module.o src/pg_guard.o src/pg_source.o src/pg_model.o src/pg
             src/pg_recommend.o src/pg_lookup.o src/pg_matrix.o src/pg_evaluate.o src/pg_progress.o src/pg_runlog.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
-# PGXS tracks no header dependencies: rebuild every object when a header
-# changes (a stale object that still links against an old signature fails
-# only when the server loads the library).
-$(OBJS): $(wildcard src/*.hpp)
-
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # Regression tests: sql/<name>.sql, expected/<name>.out (install scripts share sql/).
@@ -35,6 +30,11 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies: rebuild every object when a header
+# changes (a stale object that still links against an old signature fails
+# only when the server loads the library).
+$(OBJS): $(wildcard src/*.hpp)
 
 # CI builds with warnings as errors.
 ifdef CI
