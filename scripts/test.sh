@@ -75,7 +75,7 @@ PGDIR="$LOG/pg"
 PORT=${RECSYS_TEST_PORT:-55490}
 while (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do PORT=$((PORT + 1)); done
 if ! scripts/pgcluster.sh start "$PGDIR" "$PORT" \
-        "shared_preload_libraries=pg_cron" "cron.database_name=postgres" "cron.use_background_workers=on" \
+        "shared_preload_libraries=pg_cron,recsys" "cron.database_name=postgres" "cron.use_background_workers=on" \
         "max_worker_processes=20"; then
     cat "$PGDIR/server.log" 2>/dev/null | tail -20; echo "$PASSED passed, $((FAILED + 1)) failed"; exit 1
 fi

@@ -44,8 +44,15 @@ public:
 // work; returning true makes the core throw Cancelled.  May be empty.
 using CancelCheck = std::function<bool()>;
 
+// Told how far a long stage has come: `stage` names it ("similarities",
+// "scoring"), `done` of `total` units (items, test touches).  Called only from
+// the thread that called into the core, where it polls its CancelCheck; must
+// not throw.  May be empty.
+using Progress = std::function<void(const char* stage, int64_t done, int64_t total)>;
+
 struct TrainOptions {
     int neighbors = 50;  // neighbours kept per item; 0 keeps every positive one
+    Progress progress{};   // optional
 };
 
 // A trained item-to-item model.
@@ -146,6 +153,7 @@ struct Touch {
 struct EvalOptions {
     int k = 10;          // list length
     int neighbors = 50;  // as TrainOptions::neighbors
+    Progress progress{};   // optional: training's stages, then "scoring"
 };
 
 struct EvalResult {

@@ -200,6 +200,7 @@ Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
     SpMat S;
     for (int start = 0; start < n_items;) {
         poll_cancel(cancel);
+        if (opt.progress) opt.progress("similarities", start, n_items);
         int len = 0;
         double bound = 0;
         while (start + len < n_items && len < kBlockItems) {
@@ -227,6 +228,7 @@ Model train_eigen(const std::vector<Triplet>& cells, const TrainOptions& opt,
         start += len;
     }
     poll_cancel(cancel);
+    if (opt.progress) opt.progress("similarities", n_items, n_items);
     m.nbr_ids.shrink_to_fit();
     m.nbr_sims.shrink_to_fit();
     return m;

@@ -32,7 +32,7 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
     hist.resize(out);
     detail::poll_cancel(cancel);
 
-    const Model model = train(std::move(before), TrainOptions{opt.neighbors}, cancel);
+    const Model model = train(std::move(before), TrainOptions{opt.neighbors, opt.progress}, cancel);
 
     // Distinct touches after the cutoff, by (user, item).
     std::sort(after.begin(), after.end(), [](const Touch& a, const Touch& b) {
@@ -78,7 +78,11 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
         const int32_t user = after[ap].user;
         std::size_t ae = ap;
         while (ae < after.size() && after[ae].user == user) ++ae;
-        if ((users_seen++ & 255) == 0) detail::poll_cancel(cancel);
+        if ((users_seen++ & 255) == 0) {
+            detail::poll_cancel(cancel);
+            if (opt.progress)
+                opt.progress("scoring", static_cast<int64_t>(ap), static_cast<int64_t>(after.size()));
+        }
 
         while (hp < hist.size() && hist[hp].user < user) ++hp;
         history.clear();
@@ -132,6 +136,8 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
         sum_pop_p += static_cast<double>(pop_hits) / k;
         sum_pop_r += static_cast<double>(pop_hits) / static_cast<double>(relevant.size());
     }
+    if (opt.progress)
+        opt.progress("scoring", static_cast<int64_t>(after.size()), static_cast<int64_t>(after.size()));
 
     r.users_evaluated = evaluated;
     if (evaluated > 0) {

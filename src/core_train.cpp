@@ -226,7 +226,8 @@ std::thread start_thread_without_signals(F&& fn) {
 // stops when `stop` is set; its exceptions are handed back and rethrown here.
 // Every item is computed by the same code whichever thread takes it, so the
 // result does not depend on the thread count.
-void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck& cancel) {
+void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck& cancel,
+                      const Progress& progress) {
     std::atomic<std::size_t> next{0};
     std::atomic<bool> stop{false}, done{false};
     std::exception_ptr worker_error;
@@ -278,6 +279,8 @@ void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck&
         for (std::size_t i = b; i < e; ++i) {
             if ((items++ & 255) == 0 || work >= kWorkPerPoll) {
                 poll_cancel(cancel);  // throws; ~Joiner stops and joins the worker
+                if (progress) progress("similarities", static_cast<int64_t>(std::min(b, cx.n_items)),
+                                       static_cast<int64_t>(cx.n_items));
                 work = 0;
             }
             work += w.item(i);
@@ -291,6 +294,7 @@ void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck&
         joiner.t.join();
     }
     if (worker_error) std::rethrow_exception(worker_error);
+    if (progress) progress("similarities", static_cast<int64_t>(cx.n_items), static_cast<int64_t>(cx.n_items));
 }
 
 }  // namespace
@@ -529,7 +533,7 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
 
     if (threads <= 0)
         threads = (total_work >= kMinParallelWork && std::thread::hardware_concurrency() >= 2) ? 2 : 1;
-    run_similarities(cx, threads > 1, cancel);
+    run_similarities(cx, threads > 1, cancel, opt.progress);
 
     // Compact the slots: counts -> offsets, pairs moved down in place.
     int64_t pos = 0;

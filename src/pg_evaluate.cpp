@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pg_fetch.hpp"
+#include "pg_progress.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -55,10 +56,12 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     check_memory_budget(need, "evaluation");
 
     recsys::EvalResult res;
+    progress_set_phase("training");
     core_call_or_error("evaluation", [&] {
         recsys::EvalOptions opt;
         opt.k = k;
         opt.neighbors = neighbors;
+        opt.progress = pg_progress();
         std::vector<recsys::Triplet> b(before.data, before.data + before.n);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
         res = recsys::evaluate(std::move(b), std::move(a), opt, pg_cancel_check());

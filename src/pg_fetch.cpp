@@ -4,6 +4,7 @@
 // palloc'd array: no tuple is copied into an SPI tuptable, and the executor
 // checks for interrupts as it runs.
 #include "pg_fetch.hpp"
+#include "pg_progress.hpp"
 
 extern "C" {
 #include "executor/spi.h"
@@ -43,6 +44,8 @@ static bool receive_row(TupleTableSlot* slot, DestReceiver* self)
     slot_getallattrs(slot);
     Datum* v = slot->tts_values;
     bool* null = slot->tts_isnull;
+    // Progress in source rows: a cell counts the events summed into it.
+    progress_add_rows(r->cells ? (null[3] ? 0 : DatumGetInt64(v[3])) : 1);
     if (r->cells && null[0] && !null[1] && !null[3]) {
         // One of matrix_sql's two rows of ignored counts.
         if (DatumGetInt32(v[1]) == -1)

@@ -1,5 +1,6 @@
 // pg_module.cpp - the module's identity for the server and its settings.
 #include "pg_guard.hpp"
+#include "pg_progress.hpp"
 #include "pg_settings.hpp"
 
 extern "C" {
@@ -28,4 +29,5 @@ void _PG_init(void)
                              &recsys_similarity_method, RECSYS_SIM_NATIVE, similarity_methods,
                              PGC_USERSET, 0, NULL, NULL, NULL);
     MarkGUCPrefixReserved("recsys");
+    progress_init();
 }

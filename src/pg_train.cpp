@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pg_fetch.hpp"
+#include "pg_progress.hpp"
 #include "pg_settings.hpp"
 
 extern "C" {
@@ -138,9 +139,11 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     // The model is a C++ object: owned by the SPI context, so an error while
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
+    progress_set_phase("training");
     core_call_or_error("training", [&] {
         recsys::TrainOptions opt;
         opt.neighbors = neighbors;
+        opt.progress = pg_progress();
         std::vector<recsys::Triplet> v(cells.data, cells.data + cells.n);
         owned->obj = new recsys::Model(eigen ? recsys::train_eigen(v, opt, pg_cancel_check())
                                              : recsys::train(std::move(v), opt, pg_cancel_check()));
@@ -151,6 +154,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
 
     const recsys::Model* m = owned->obj;
+    progress_set_phase("writing");
     write_neighbors(model_id, m);
     write_popularity(model_id, m);
     elog(DEBUG1, "recsys: model written in %.3f s", elapsed(t0));
