@@ -47,6 +47,18 @@ const char* stmt_sql(Stmt s) {
                    "FROM recsys_evaluations e";
         case Stmt::ActiveModelId:
             return "SELECT model_id FROM recsys_models WHERE active LIMIT 1";
+        case Stmt::ModelStatus:
+            // Always one row; the last column says whether LastTraining can run
+            // (the view is missing before 1.1, or the role may not read it).
+            return "SELECT m.model_id, date_part('epoch', m.created_at)::float8, "
+                   "date_part('epoch', clock_timestamp() - m.created_at)::float8, "
+                   "coalesce(has_table_privilege(to_regclass('recsys_training_runs'), 'SELECT'), false) "
+                   "FROM (SELECT) AS one LEFT JOIN (SELECT model_id, created_at FROM recsys_models WHERE active "
+                   "LIMIT 1) m ON true";
+        case Stmt::LastTraining:
+            return "SELECT status, seconds::float8, date_part('epoch', finished_at)::float8 "
+                   "FROM recsys_training_runs WHERE kind = 'train' AND status <> 'running' "
+                   "ORDER BY coalesce(finished_at, started_at) DESC, run_id DESC LIMIT 1";
         default:
             return "SELECT 1";
     }

@@ -39,6 +39,8 @@ enum class Stmt : int {
     ModelActive,       // -> one JSON text or no row
     Evaluations,       // -> one JSON text
     ActiveModelId,     // -> model_id or no row
+    ModelStatus,       // -> one row: active model_id, created_at and age (NULL when none), runs view readable
+    LastTraining,      // -> the newest finished training: status, seconds, finished_at; or no row
     Count
 };
 
