@@ -23,7 +23,8 @@ set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 PGBIN=$(pg_config --bindir)
 BIN=${RECSYS_PROXY_BIN:-$repo/proxy/build/recsys-proxy}
-DEMO_USERS=${RECSYS_REPLICA_DEMO_USERS:-2000}
+DEMO_USERS=${RECSYS_REPLICA_DEMO_USERS:-2000}         # the demo shop's size (scripts/demo_data.sql)
+DEMO_PRODUCTS=${RECSYS_REPLICA_DEMO_PRODUCTS:-1000}
 STOP_MODE=${RECSYS_REPLICA_STOP:-fast}   # how the primary is stopped: fast, or immediate (a crash)
 
 pass=0
@@ -97,7 +98,7 @@ INSERT INTO interactions VALUES
     (4, 13, 'view', '2026-01-05 10:00+00');
 SQL
 q "$P1" demo "CREATE EXTENSION recsys" >/dev/null || { bad "CREATE EXTENSION in demo"; finish; }
-psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$P1" -U postgres -d demo -v users="$DEMO_USERS" \
+psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$P1" -U postgres -d demo -v users="$DEMO_USERS" -v products="$DEMO_PRODUCTS" \
     -f "$repo/scripts/demo_data.sql" >/dev/null || { bad "loading the demo shop"; finish; }
 
 echo "# pg_basebackup -D $TMP/standby/data -R -X stream -c fast -h 127.0.0.1 -p $P1 -U postgres"
@@ -167,7 +168,7 @@ else
     bad "recsys_train on the standby: $out"
 fi
 
-echo "# the demo shop ($DEMO_USERS users): how long until the standby serves a new model"
+echo "# the demo shop ($DEMO_USERS users, $DEMO_PRODUCTS products): how long until the standby serves a new model"
 wait_replayed >/dev/null || { bad "standby behind before the demo training"; finish; }
 t0=$(now)
 dmid=$(q "$P1" demo "SET synchronous_commit = on; SELECT model_id FROM recsys_train()")
