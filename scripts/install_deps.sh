@@ -9,6 +9,7 @@ PKGS=(
     clang libclang-rt-14-dev
     bc wrk hyperfine python3-fastapi python3-uvicorn python3-psycopg2
     chromium nodejs npm
+    prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do

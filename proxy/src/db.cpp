@@ -47,6 +47,18 @@ const char* stmt_sql(Stmt s) {
                    "FROM recsys_evaluations e";
         case Stmt::ActiveModelId:
             return "SELECT model_id FROM recsys_models WHERE active LIMIT 1";
+        case Stmt::ModelStatus:
+            // Always one row; the last column says whether LastTraining can run
+            // (the view is missing before 1.1, or the role may not read it).
+            return "SELECT m.model_id, date_part('epoch', m.created_at)::float8, "
+                   "date_part('epoch', clock_timestamp() - m.created_at)::float8, "
+                   "coalesce(has_table_privilege(to_regclass('recsys_training_runs'), 'SELECT'), false) "
+                   "FROM (SELECT) AS one LEFT JOIN (SELECT model_id, created_at FROM recsys_models WHERE active "
+                   "LIMIT 1) m ON true";
+        case Stmt::LastTraining:
+            return "SELECT status, seconds::float8, date_part('epoch', finished_at)::float8 "
+                   "FROM recsys_training_runs WHERE kind = 'train' AND status <> 'running' "
+                   "ORDER BY coalesce(finished_at, started_at) DESC, run_id DESC LIMIT 1";
         default:
             return "SELECT 1";
     }
@@ -214,6 +226,40 @@ std::vector<std::pair<bool, uint64_t>> Pool::dsn_stats() const {
 
 bool Pool::any_healthy() const { return healthy_dsns() > 0; }
 
+// True when a DSN other than `dsn` is healthy and has a live connection.
+bool Pool::other_dsn_serving(int dsn) const {
+    for (std::size_t d = 0; d < dsn_state_.size(); ++d)
+        if (static_cast<int>(d) != dsn && dsn_state_[d]->healthy.load() && dsn_state_[d]->connected.load() > 0)
+            return true;
+    return false;
+}
+
+// A job whose connection broke on DSN d goes to another DSN while one serves.
+bool Pool::runnable_on(const Job& j, std::size_t dsn) const {
+    return j.avoid_dsn != static_cast<int>(dsn) || !other_dsn_serving(j.avoid_dsn);
+}
+
+// The first queued job this DSN's worker may run (mu_ held).
+std::deque<Pool::Job>::iterator Pool::next_job_for(std::size_t dsn) {
+    auto it = queue_.begin();
+    while (it != queue_.end() && !runnable_on(*it, dsn)) ++it;
+    return it;
+}
+
+// Puts jobs that did not reach the server back at the head of the queue, in
+// order, steering them away from `dsn`.
+void Pool::requeue_front(std::vector<Job>& jobs, std::size_t dsn) {
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+            it->avoid_dsn = static_cast<int>(dsn);
+            queue_.push_front(std::move(*it));
+        }
+    }
+    jobs.clear();
+    cv_.notify_all();
+}
+
 void Pool::fail(Job& j, DbOutcome::Kind k, const std::string& msg) {
     DbOutcome o;
     o.kind = k;
@@ -319,6 +365,16 @@ PGresult* wait_result(PGconn* pg, Clock::time_point deadline, bool& timed_out) {
     return last;
 }
 
+// True when the server has closed an idle connection (e.g. a fast shutdown
+// sends FATAL 57P01 and hangs up): checked without blocking before a request
+// is sent on it, so the request does not spend its one retry on a dead socket.
+bool closed_by_server(PGconn* pg) {
+    pollfd p{PQsocket(pg), POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    if (!PQconsumeInput(pg)) return true;
+    return PQstatus(pg) != CONNECTION_OK;
+}
+
 }  // namespace
 
 void Pool::worker(std::size_t di) {
@@ -370,22 +426,25 @@ void Pool::worker(std::size_t di) {
         std::vector<Job> jobs;
         {
             std::unique_lock<std::mutex> lk(mu_);
-            cv_.wait_for(lk, std::chrono::milliseconds(500), [&] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) {
-                if (stopping_) {
+            cv_.wait_for(lk, std::chrono::milliseconds(500),
+                         [&] { return stopping_ || next_job_for(di) != queue_.end(); });
+            auto first = next_job_for(di);
+            if (first == queue_.end() && stopping_) first = queue_.begin();  // draining: any DSN will do
+            if (first == queue_.end()) {
+                if (stopping_ && queue_.empty()) {
                     ds.connected.fetch_sub(1);
                     return;
                 }
                 continue;
             }
-            jobs.push_back(std::move(queue_.front()));
-            queue_.pop_front();
+            jobs.push_back(std::move(*first));
+            queue_.erase(first);
             if (jobs[0].batchable && opt_.max_batch > 1) {
                 std::size_t ids = jobs[0].ids.size();
                 for (auto it = queue_.begin();
                      it != queue_.end() && jobs.size() < static_cast<std::size_t>(opt_.max_batch);) {
                     if (it->batchable && it->top_n == jobs[0].top_n && it->details == jobs[0].details &&
-                        ids + it->ids.size() <= opt_.max_batch_ids) {
+                        ids + it->ids.size() <= opt_.max_batch_ids && runnable_on(*it, di)) {
                         ids += it->ids.size();
                         jobs.push_back(std::move(*it));
                         it = queue_.erase(it);
@@ -408,9 +467,16 @@ void Pool::worker(std::size_t di) {
             }
         }
         if (live.empty()) continue;
+        if (closed_by_server(conn.pg)) {
+            if (on_db_error) on_db_error("connection");
+            requeue_front(live, di);
+            ds.connected.fetch_sub(1);
+            conn.close();
+            continue;
+        }
         in_use_.fetch_add(1);
         ds.statements.fetch_add(1, std::memory_order_relaxed);
-        run_jobs(conn, live);
+        run_jobs(conn, di, live);
         in_use_.fetch_sub(1);
         if (!conn.ok()) {
             ds.connected.fetch_sub(1);
@@ -419,7 +485,7 @@ void Pool::worker(std::size_t di) {
     }
 }
 
-void Pool::run_jobs(Conn& c, std::vector<Job>& jobs) {
+void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
     Job& j0 = jobs[0];
     Stmt stmt = j0.stmt;
     if (is_details(stmt) && !c.has_products) stmt = without_details(stmt);
@@ -453,11 +519,7 @@ void Pool::run_jobs(Conn& c, std::vector<Job>& jobs) {
                 fail(j, DbOutcome::Unavailable, why);
             }
         }
-        if (!retry.empty()) {
-            std::lock_guard<std::mutex> g(mu_);
-            for (auto it = retry.rbegin(); it != retry.rend(); ++it) queue_.push_front(std::move(*it));
-        }
-        cv_.notify_all();
+        requeue_front(retry, dsn);
     };
 
     // The server did not answer within statement_timeout + 1 s: drop the

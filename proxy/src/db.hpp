@@ -5,6 +5,10 @@
 // shared FIFO queue; a worker with a live connection takes the next one, so
 // reads spread over every healthy DSN and a DSN whose connections fail is
 // skipped until a reconnect succeeds (exponential backoff 50 ms .. 1 s).
+// A request whose connection broke is retried once, on another DSN when one
+// has live connections (so a stopped primary costs no request while a standby
+// serves), and a worker checks that its idle connection was not closed by the
+// server before it sends a request on it.
 // Queries run with PQsendQueryPrepared + poll() against a deadline, so a hung
 // server never holds a request past statement_timeout + 1 s.
 #pragma once
@@ -35,6 +39,8 @@ enum class Stmt : int {
     ModelActive,       // -> one JSON text or no row
     Evaluations,       // -> one JSON text
     ActiveModelId,     // -> model_id or no row
+    ModelStatus,       // -> one row: active model_id, created_at and age (NULL when none), runs view readable
+    LastTraining,      // -> the newest finished training: status, seconds, finished_at; or no row
     Count
 };
 
@@ -96,6 +102,7 @@ private:
         int top_n = 0;
         bool details = false;
         bool retried = false;
+        int avoid_dsn = -1;  // the DSN whose connection broke under this job (-1: none)
         std::chrono::steady_clock::time_point deadline;  // acquire deadline
         DbCallback done;
     };
@@ -111,8 +118,12 @@ private:
     void worker(std::size_t dsn_index);
     void reap();
     bool any_healthy() const;
+    bool other_dsn_serving(int dsn) const;
+    bool runnable_on(const Job& j, std::size_t dsn) const;
+    std::deque<Job>::iterator next_job_for(std::size_t dsn);
+    void requeue_front(std::vector<Job>& jobs, std::size_t dsn);
     void fail_all_queued(const DbOutcome& o);
-    void run_jobs(Conn& c, std::vector<Job>& jobs);
+    void run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs);
     static void fail(Job& j, DbOutcome::Kind k, const std::string& msg);
 
     PoolOptions opt_;

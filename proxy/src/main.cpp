@@ -163,6 +163,10 @@ public:
         if (old != id && id > 0) cache_.retain_model(id);
     }
     int64_t model_id() const { return model_id_.load(); }
+    // After recsys_training_runs failed with an SQL error, /metrics leaves it
+    // alone for a while instead of logging the same error on every scrape.
+    Clock::time_point runs_retry_at() const { return Clock::time_point(Clock::duration(runs_retry_at_.load())); }
+    void set_runs_retry_at(Clock::time_point t) { runs_retry_at_.store(t.time_since_epoch().count()); }
 
 private:
     void do_accept();
@@ -183,6 +187,7 @@ private:
     net::executor_work_guard<net::io_context::executor_type> guard_;
     std::atomic<bool> stopping_{false};
     std::atomic<int64_t> model_id_{-1};
+    std::atomic<Clock::rep> runs_retry_at_{0};
     Clock::time_point shutdown_started_;
     std::mutex sess_mu_;
     std::set<std::shared_ptr<Session>> sessions_;
@@ -451,12 +456,30 @@ void App::handle(const std::shared_ptr<Session>& s, const http::request<http::st
     if (path == "/metrics") {
         route = Route::Metrics;
         if (!need(http::verb::get, "GET")) return;
-        PoolGauges g{pool_.in_use(), pool_.waiting(), pool_.size(), pool_.healthy_dsns(), pool_.dsns(),
-                     pool_.dsn_stats()};
-        Reply r;
-        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = metrics_.render(g, static_cast<long>(cache_.size()), model_id());
-        s->send(std::move(r));
+        // The pool as it is now (before the status statements below occupy a connection).
+        auto g = std::make_shared<PoolGauges>(PoolGauges{pool_.in_use(), pool_.waiting(), pool_.size(),
+                                                         pool_.healthy_dsns(), pool_.dsns(), pool_.dsn_stats()});
+        auto st = std::make_shared<ModelStatus>();
+        auto send = [this, s, g, st] {
+            Reply r;
+            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            r.body = metrics_.render(*g, static_cast<long>(cache_.size()), model_id(), st.get());
+            s->send(std::move(r));
+        };
+        // The model's and the last training's gauges are read at scrape time;
+        // without the database they are left out and the rest is served.
+        pool_.submit(Stmt::ModelStatus, {}, [this, st, send](const DbOutcome& o) {
+            if (o.kind != DbOutcome::Ok || !parse_model_status(*o.rows, *st)) return send();
+            set_model_id(st->active_model_id);
+            if (!st->runs_readable || Clock::now() < runs_retry_at()) return send();
+            pool_.submit(Stmt::LastTraining, {}, [this, st, send](const DbOutcome& o2) {
+                if (o2.kind == DbOutcome::Ok)
+                    parse_last_training(*o2.rows, *st);
+                else if (o2.kind == DbOutcome::SqlError)  // e.g. no EXECUTE on a function the view calls
+                    set_runs_retry_at(Clock::now() + std::chrono::minutes(5));
+                send();
+            });
+        });
         return;
     }
     if (path == "/readyz") {

@@ -1,7 +1,9 @@
 // metrics.cpp - see metrics.hpp.
 #include "metrics.hpp"
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace rsproxy {
 
@@ -38,7 +40,126 @@ void Metrics::db_error(const std::string& sqlstate) {
     ++db_errors_[sqlstate.empty() ? std::string("connection") : sqlstate];
 }
 
-std::string Metrics::render(const PoolGauges& pool, long cache_entries, int64_t active_model) const {
+namespace {
+
+bool to_double(const Rows& r, int row, int col, double& out) {
+    if (r.is_null(row, col)) return false;
+    std::string t(r.get(row, col));
+    char* end = nullptr;
+    out = std::strtod(t.c_str(), &end);
+    return !t.empty() && end && *end == '\0' && std::isfinite(out);
+}
+
+// A label value in the exposition format: \ " and newline escaped.
+std::string label_value(std::string_view v) {
+    std::string o;
+    for (char c : v) {
+        if (c == '\\' || c == '"') o.push_back('\\');
+        if (c == '\n') {
+            o += "\\n";
+            continue;
+        }
+        o.push_back(c);
+    }
+    return o;
+}
+
+}  // namespace
+
+bool parse_model_status(const Rows& r, ModelStatus& st) {
+    if (r.nrows() != 1 || r.ncols() != 4 || r.is_null(0, 3)) return false;
+    ModelStatus n = st;
+    n.known = true;
+    n.runs_readable = r.get(0, 3) == "t";
+    if (r.is_null(0, 0)) {
+        n.active_model_id = -1;
+    } else {
+        std::string t(r.get(0, 0));
+        char* end = nullptr;
+        long long v = std::strtoll(t.c_str(), &end, 10);
+        if (t.empty() || *end || v < 1) return false;
+        n.active_model_id = v;
+        if (!to_double(r, 0, 1, n.created_epoch) || !to_double(r, 0, 2, n.age_seconds)) return false;
+    }
+    st = n;
+    return true;
+}
+
+bool parse_last_training(const Rows& r, ModelStatus& st) {
+    if (r.ncols() != 3 || r.nrows() > 1) return false;
+    if (r.nrows() == 0) {  // no finished training yet
+        st.has_training = false;
+        return true;
+    }
+    if (r.is_null(0, 0)) return false;
+    st.has_training = true;
+    st.status = std::string(r.get(0, 0));
+    double d;
+    st.duration_seconds = to_double(r, 0, 1, d) ? std::optional<double>(d) : std::nullopt;
+    st.end_epoch = to_double(r, 0, 2, d) ? std::optional<double>(d) : std::nullopt;
+    return true;
+}
+
+std::string render_model_status(const ModelStatus& st) {
+    std::string o;
+    if (!st.known) return o;
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "# HELP recsys_active_model_id The active model's id (recsys_models), -1 when none is active.\n"
+                  "# TYPE recsys_active_model_id gauge\nrecsys_active_model_id %lld\n",
+                  static_cast<long long>(st.active_model_id));
+    o += buf;
+    if (st.active_model_id > 0) {
+        std::snprintf(buf, sizeof buf,
+                      "# HELP recsys_active_model_created_timestamp_seconds When the active model was trained "
+                      "(created_at, Unix time).\n"
+                      "# TYPE recsys_active_model_created_timestamp_seconds gauge\n"
+                      "recsys_active_model_created_timestamp_seconds %.3f\n"
+                      "# HELP recsys_active_model_age_seconds Age of the active model by the database's clock.\n"
+                      "# TYPE recsys_active_model_age_seconds gauge\nrecsys_active_model_age_seconds %.3f\n",
+                      st.created_epoch, st.age_seconds);
+        o += buf;
+    }
+    if (!st.has_training) return o;
+    static const char* const kStates[] = {"succeeded", "failed", "cancelled", "rolled back", "terminated"};
+    std::snprintf(buf, sizeof buf,
+                  "# HELP recsys_last_training_success 1 when the newest finished training (recsys_training_runs) "
+                  "succeeded.\n"
+                  "# TYPE recsys_last_training_success gauge\nrecsys_last_training_success %d\n"
+                  "# HELP recsys_last_training_status The newest finished training's status (1 for the current one).\n"
+                  "# TYPE recsys_last_training_status gauge\n",
+                  st.status == "succeeded" ? 1 : 0);
+    o += buf;
+    bool listed = false;
+    for (const char* s : kStates) {
+        listed |= st.status == s;
+        o += "recsys_last_training_status{status=\"";
+        o += s;
+        o += st.status == s ? "\"} 1\n" : "\"} 0\n";
+    }
+    if (!listed) o += "recsys_last_training_status{status=\"" + label_value(st.status) + "\"} 1\n";
+    if (st.duration_seconds) {
+        std::snprintf(buf, sizeof buf,
+                      "# HELP recsys_last_training_duration_seconds How long the newest finished training ran.\n"
+                      "# TYPE recsys_last_training_duration_seconds gauge\n"
+                      "recsys_last_training_duration_seconds %.6f\n",
+                      *st.duration_seconds);
+        o += buf;
+    }
+    if (st.end_epoch) {
+        std::snprintf(buf, sizeof buf,
+                      "# HELP recsys_last_training_end_timestamp_seconds When the newest finished training ended "
+                      "(Unix time).\n"
+                      "# TYPE recsys_last_training_end_timestamp_seconds gauge\n"
+                      "recsys_last_training_end_timestamp_seconds %.3f\n",
+                      *st.end_epoch);
+        o += buf;
+    }
+    return o;
+}
+
+std::string Metrics::render(const PoolGauges& pool, long cache_entries, int64_t active_model,
+                            const ModelStatus* model) const {
     std::string o;
     o.reserve(8192);
     char buf[1024];
@@ -133,6 +254,7 @@ std::string Metrics::render(const PoolGauges& pool, long cache_entries, int64_t 
             o += buf;
         }
     }
+    if (model) o += render_model_status(*model);
     return o;
 }
 

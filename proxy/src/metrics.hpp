@@ -6,9 +6,12 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "api.hpp"
 
 namespace rsproxy {
 
@@ -38,6 +41,29 @@ struct PoolGauges {
     std::vector<std::pair<bool, uint64_t>> per_dsn;  // (healthy, statements) in --dsn order
 };
 
+// What /metrics reports about the database's models, read at scrape time
+// (db.cpp: Stmt::ModelStatus, then Stmt::LastTraining when runs_readable).
+struct ModelStatus {
+    bool known = false;              // recsys_models was read
+    int64_t active_model_id = -1;    // -1: no model is active
+    double created_epoch = 0;        // the active model's created_at (Unix seconds)
+    double age_seconds = 0;          // the server's clock_timestamp() - created_at
+    bool runs_readable = false;      // recsys_training_runs exists and the role may SELECT it
+    bool has_training = false;       // a finished training was read from it
+    std::string status;              // 'succeeded', 'failed', 'cancelled', 'rolled back', 'terminated'
+    std::optional<double> duration_seconds;  // NULL for a terminated run
+    std::optional<double> end_epoch;         // finished_at; NULL for a terminated run
+};
+
+// Fill `st` from the rows of Stmt::ModelStatus (model_id, created epoch, age,
+// runs readable) and Stmt::LastTraining (status, seconds, finished epoch).
+// Return false, leaving `st` unchanged, when the shape is not the expected one.
+bool parse_model_status(const Rows& rows, ModelStatus& st);
+bool parse_last_training(const Rows& rows, ModelStatus& st);
+
+// The Prometheus text of `st` (empty when !st.known).
+std::string render_model_status(const ModelStatus& st);
+
 class Metrics {
 public:
     static constexpr int kBuckets = 14;
@@ -50,7 +76,9 @@ public:
     void db_error(const std::string& sqlstate);
 
     // Prometheus text exposition format 0.0.4.
-    std::string render(const PoolGauges& pool, long cache_entries, int64_t active_model) const;
+    // `model`, when given, adds the recsys_active_model_* / recsys_last_training_* gauges.
+    std::string render(const PoolGauges& pool, long cache_entries, int64_t active_model,
+                       const ModelStatus* model = nullptr) const;
 
 private:
     static constexpr int kRoutes = static_cast<int>(Route::Count);

@@ -332,6 +332,98 @@ TEST(Metrics, RenderPrometheus) {
     EXPECT_NE(t.find("recsys_proxy_dsn_statements_total{dsn=\"0\"} 5\n"), std::string::npos);
 }
 
+static const std::string kNull = "\x01NULL";
+
+TEST(Metrics, ModelStatusFromRows) {
+    ModelStatus st;
+    ASSERT_TRUE(parse_model_status(VectorRows(4, {"7", "1795000000.25", "93.5", "t"}), st));
+    EXPECT_TRUE(st.known);
+    EXPECT_EQ(st.active_model_id, 7);
+    EXPECT_DOUBLE_EQ(st.created_epoch, 1795000000.25);
+    EXPECT_DOUBLE_EQ(st.age_seconds, 93.5);
+    EXPECT_TRUE(st.runs_readable);
+    ASSERT_TRUE(parse_last_training(VectorRows(3, {"failed", "0.75", "1795000100.5"}), st));
+    EXPECT_TRUE(st.has_training);
+    EXPECT_EQ(st.status, "failed");
+    EXPECT_DOUBLE_EQ(st.duration_seconds.value(), 0.75);
+    EXPECT_DOUBLE_EQ(st.end_epoch.value(), 1795000100.5);
+    // A terminated run has no end and no duration.
+    ASSERT_TRUE(parse_last_training(VectorRows(3, {"terminated", kNull, kNull}), st));
+    EXPECT_FALSE(st.duration_seconds.has_value());
+    EXPECT_FALSE(st.end_epoch.has_value());
+    // No finished training yet.
+    ASSERT_TRUE(parse_last_training(VectorRows(3, {}), st));
+    EXPECT_FALSE(st.has_training);
+    // No active model, view not readable.
+    ModelStatus none;
+    ASSERT_TRUE(parse_model_status(VectorRows(4, {kNull, kNull, kNull, "f"}), none));
+    EXPECT_EQ(none.active_model_id, -1);
+    EXPECT_FALSE(none.runs_readable);
+    // Wrong shapes leave the status untouched.
+    ModelStatus bad;
+    EXPECT_FALSE(parse_model_status(VectorRows(4, {}), bad));
+    EXPECT_FALSE(parse_model_status(VectorRows(3, {"7", "1", "2"}), bad));
+    EXPECT_FALSE(parse_model_status(VectorRows(4, {"x", "1", "2", "t"}), bad));
+    EXPECT_FALSE(parse_model_status(VectorRows(4, {"7", kNull, "2", "t"}), bad));
+    EXPECT_FALSE(bad.known);
+    EXPECT_FALSE(parse_last_training(VectorRows(2, {"failed", "1"}), bad));
+    EXPECT_FALSE(parse_last_training(VectorRows(3, {kNull, "1", "2"}), bad));
+    EXPECT_FALSE(bad.has_training);
+}
+
+TEST(Metrics, RenderModelStatus) {
+    EXPECT_EQ(render_model_status(ModelStatus{}), "");  // not read: nothing at all
+    ModelStatus st;
+    st.known = true;
+    st.active_model_id = 12;
+    st.created_epoch = 1795000000.5;
+    st.age_seconds = 3600.25;
+    std::string t = render_model_status(st);
+    EXPECT_NE(t.find("# TYPE recsys_active_model_id gauge\nrecsys_active_model_id 12\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_active_model_created_timestamp_seconds 1795000000.500\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_active_model_age_seconds 3600.250\n"), std::string::npos);
+    EXPECT_EQ(t.find("recsys_last_training"), std::string::npos);  // none read
+    st.has_training = true;
+    st.status = "failed";
+    st.duration_seconds = 1.5;
+    st.end_epoch = 1795000100.0;
+    t = render_model_status(st);
+    EXPECT_NE(t.find("\nrecsys_last_training_success 0\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_last_training_status{status=\"failed\"} 1\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_last_training_status{status=\"succeeded\"} 0\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_last_training_status{status=\"rolled back\"} 0\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_last_training_duration_seconds 1.500000\n"), std::string::npos);
+    EXPECT_NE(t.find("\nrecsys_last_training_end_timestamp_seconds 1795000100.000\n"), std::string::npos);
+    // Exactly one status is 1.
+    std::size_t ones = 0;
+    for (std::size_t p = t.find("recsys_last_training_status{"); p != std::string::npos;
+         p = t.find("recsys_last_training_status{", p + 1))
+        ones += t.compare(t.find('}', p), 4, "} 1\n") == 0;
+    EXPECT_EQ(ones, 1u);
+    st.status = "succeeded";
+    st.duration_seconds.reset();
+    st.end_epoch.reset();
+    t = render_model_status(st);
+    EXPECT_NE(t.find("\nrecsys_last_training_success 1\n"), std::string::npos);
+    EXPECT_EQ(t.find("recsys_last_training_duration_seconds"), std::string::npos);
+    EXPECT_EQ(t.find("recsys_last_training_end_timestamp_seconds"), std::string::npos);
+    // A status this build does not know is still reported, its label escaped.
+    st.status = "odd\"one\\";
+    t = render_model_status(st);
+    EXPECT_NE(t.find("recsys_last_training_status{status=\"odd\\\"one\\\\\"} 1\n"), std::string::npos);
+    // No active model: the id is -1 and there is no age.
+    ModelStatus none;
+    none.known = true;
+    t = render_model_status(none);
+    EXPECT_NE(t.find("\nrecsys_active_model_id -1\n"), std::string::npos);
+    EXPECT_EQ(t.find("recsys_active_model_age_seconds"), std::string::npos);
+    // render() appends it after the proxy's own metrics, and only when given.
+    Metrics m;
+    PoolGauges g{0, 0, 2, 1, 1, {{true, 0}}};
+    EXPECT_EQ(m.render(g, 0, 12).find("recsys_active_model_id"), std::string::npos);
+    EXPECT_NE(m.render(g, 0, 12, &st).find("\nrecsys_active_model_id 12\n"), std::string::npos);
+}
+
 // ----------------------------------------------------------------- config --
 
 static const char* fake_env(const char* name) {
