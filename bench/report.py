@@ -61,6 +61,8 @@ def main():
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for (size, events), systems in data.items():
+        if "projected" in systems:
+            continue
         r = systems.get("recsys", {})
         log = systems.get("log", {})
         base = num(r.get("train_s"))
@@ -107,12 +109,14 @@ def main():
                     cells[8] = "skipped: " + m["reco_skipped"]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    gen = ", ".join(f"{s} {fmt_s(sy.get('log', {}).get('generate_s'))} s" for (s, _), sy in data.items())
-    load = ", ".join(f"{s} {sy.get('run', {}).get('loadavg', '?')}" for (s, _), sy in data.items())
+    measured = [(k, sy) for k, sy in data.items() if "projected" not in sy]
+    gen = ", ".join(f"{s} {fmt_s(sy.get('log', {}).get('generate_s'))} s" for (s, _), sy in measured)
+    load = ", ".join(f"{s} {sy.get('run', {}).get('loadavg', '?')}" for (s, _), sy in measured)
     lines.append(f"Generating the logs took: {gen}. 1-minute load average when each size started: {load}.")
     versions = {sy: m["version"] for systems in data.values() for sy, m in systems.items() if "version" in m}
     if versions:
         lines.append("Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".")
+    lines += projection(data)
     with open(table_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -120,10 +124,68 @@ def main():
         chart(data, chart_path, mwm)
 
 
+def exponent(points):
+    """b of the least-squares line through (log events, log value), i.e. the
+    growth value ~ events^b over the measured sizes; None below two points."""
+    import math
+    pts = [(math.log(x), math.log(y)) for x, y in points if y is not None and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
+
+
+def projection(data):
+    """The 100M-event projection: each measure scaled linearly in events from
+    the largest measured size, the exponent fitted over all sizes beside it,
+    and train_memory() at the projected matrix shape (run.sh computed it)."""
+    proj = next((sy["projected"] for (s, _), sy in data.items() if "projected" in sy), None)
+    measured = [(k, sy) for k, sy in data.items() if "projected" not in sy]
+    target = 1e8
+    rows = []
+    for sysname, metric, label, unit in (
+            ("recsys", "train_s", "recsys_train() end to end", "s"),
+            ("recsys", "read_s", "&nbsp;&nbsp;reading the matrix (SQL aggregation)", "s"),
+            ("recsys", "core_s", "&nbsp;&nbsp;the C++ core (similarities)", "s"),
+            ("recsys", "evaluate_s", "recsys_evaluate(10)", "s"),
+            ("recsys", "peak_mb", "recsys_train() peak memory growth", "MB"),
+            ("scipy", "train_s", "scipy.sparse compute", "s"),
+            ("scipy", "peak_mb", "scipy.sparse peak memory growth", "MB"),
+            ("recsys", "floor_madds", "the floor, Σdeg²", "multiply-adds")):
+        pts = [(ev, num(sy.get(sysname, {}).get(metric))) for (_, ev), sy in measured]
+        pts = [(x, y) for x, y in pts if y is not None and y > 0]
+        if not pts:
+            continue
+        x, y = max(pts)
+        val = y * target / x
+
+        def show(v):
+            return human(v) if unit == "multiply-adds" else (f"{v:.0f}" if v >= 10 else f"{v:.2f}")
+        b = exponent(pts)
+        rows.append(f"| {label} | {show(y)} {unit} at {human(x)} | {show(val)} {unit} | "
+                    + (f"events^{b:.2f}" if b is not None else "") + " |")
+    if not rows and not proj:
+        return []
+    out = ["", "Projected to 100M events (NOT measured): each measure scaled linearly in events from the "
+           "largest measured size; the growth fitted over the measured sizes (least squares on log-log) "
+           "is shown beside it: below 1, linear scaling over-estimates.", "",
+           "| measure | measured | 100M events, linear | fitted growth |", "|---|---|---|---|"]
+    out += rows
+    if proj:
+        out.append(f"| recsys.train_memory() at {human(proj['cells'])} cells, {human(proj['users'])} users, "
+                   f"{human(proj['items'])} items (cells and users scaled linearly, products by the generator's rule) "
+                   f"| | {proj['predicted_mb']} MB | the documented formula |")
+    return out
+
+
 def chart(data, path, mwm):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    plt.rcParams["svg.fonttype"] = "none"      # text stays text: small, diffable SVG
+    plt.rcParams["svg.hashsalt"] = "recsys-bench"
 
     series = [("recsys", f"recsys_train() (maintenance_work_mem {mwm})", "o-", "train_s"),
               ("recsys", "recsys core: similarities only", "o:", "core_s"),
@@ -133,7 +195,8 @@ def chart(data, path, mwm):
               ("dense", "dense pandas + scikit-learn", "v-", "train_s")]
     fig, ax = plt.subplots(figsize=(7, 4.6))
     for sysname, label, style, metric in series:
-        pts = [(ev, num(sy.get(sysname, {}).get(metric))) for (_, ev), sy in data.items()]
+        pts = [(ev, num(sy.get(sysname, {}).get(metric))) for (_, ev), sy in data.items()
+               if "projected" not in sy]
         pts = [(x, y) for x, y in pts if y is not None and y > 0]
         if pts:
             ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=label)
@@ -145,7 +208,10 @@ def chart(data, path, mwm):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
+    if path.endswith(".png"):
+        fig.savefig(path, dpi=110)
+    else:
+        fig.savefig(path, format="svg", metadata={"Date": None})
 
 
 if __name__ == "__main__":

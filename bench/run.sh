@@ -338,6 +338,24 @@ SQL
     rm -f "$DIR/nb.csv"
 done
 
+# ------------------------------------------------ 100M events, on paper --
+# What train_memory() says 100M events of the same generator need: cells and
+# users scaled linearly from the largest measured size (cells per event and
+# users per event held), products by the generator's rule (sqrt of events).
+# report.py adds the time and peak fitted to the measured sizes.
+SIZE=100M; EVENTS=100000000
+read -r l_events l_cells l_users < <(tail -n +2 "$CSV" | awk -F, '
+    $3 == "recsys" && $4 == "cells" { gsub(/"/, "", $5); c[$2] = $5 }
+    $3 == "recsys" && $4 == "users" { gsub(/"/, "", $5); u[$2] = $5 }
+    END { best = 0; for (e in c) if (e + 0 > best) best = e + 0; if (best) print best, c[best], u[best] }')
+if [ -n "${l_events:-}" ]; then
+    p_cells=$(echo "$l_cells * $EVENTS / $l_events" | bc)
+    p_users=$(echo "$l_users * $EVENTS / $l_events" | bc)
+    p_items=$(q -c "SELECT greatest(50, round(50000 * sqrt($EVENTS / 1e7)))::int")
+    put projected cells "$p_cells"; put projected users "$p_users"; put projected items "$p_items"
+    put projected predicted_mb "$(q -c "SELECT round(recsys.train_memory($p_cells, $p_users, $p_items, $K) / 1048576.0)")"
+fi
+
 echo
 if have_py matplotlib; then
     "$PY" bench/report.py "$CSV" "$OUT/meta.txt" "$OUT/table.md" "$CHART"
