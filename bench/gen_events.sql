@@ -113,9 +113,9 @@ SELECT w.user_id, w.product_id, (ARRAY['view', 'click', 'add_to_cart', 'purchase
 FROM gen_params gp
 JOIN gen_visits gv ON gv.start < gp.n_events
 CROSS JOIN LATERAL (
-    SELECT 1 + floor(gp.n_users * pg_temp.u01(gv.v, gp.salt + 11) ^ 1.6)::int AS user_id) uu
+    SELECT 1 + floor(gp.n_users * pg_temp.u01(gv.v, gp.salt + 11) ^ 1.6)::int AS user_id OFFSET 0) uu
 CROSS JOIN LATERAL (
-    SELECT floor(gp.n_clusters * pg_temp.u01(uu.user_id, gp.salt + 12))::int AS c) cc
+    SELECT floor(gp.n_clusters * pg_temp.u01(uu.user_id, gp.salt + 12))::int AS c OFFSET 0) cc
 CROSS JOIN LATERAL (
     SELECT uu.user_id,
            CASE WHEN pg_temp.u01(gv.v, gp.salt + 13) < 0.65
@@ -129,7 +129,7 @@ CROSS JOIN LATERAL (
            make_interval(secs => 5 + floor(296 * pg_temp.u01(gv.v, gp.salt + 17))) AS dc,
            make_interval(secs => 20 + floor(1781 * pg_temp.u01(gv.v, gp.salt + 18))) AS da,
            make_interval(secs => 60 + floor(7141 * pg_temp.u01(gv.v, gp.salt + 19))) AS dp
-    FROM (SELECT (gp.n_products - cc.c - 1) / gp.n_clusters + 1 AS n) nc) w
+    FROM (SELECT (gp.n_products - cc.c - 1) / gp.n_clusters + 1 AS n OFFSET 0) nc OFFSET 0) w
 CROSS JOIN LATERAL generate_series(0, gv.len - 1) AS k
 WHERE gv.start + k < gp.n_events;
 

@@ -39,7 +39,6 @@
 #   BENCH_NO_BUILD=1   skip make && make install
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 SIZES=${BENCH_SIZES:-"200k 1M 10M"}
 MWM=${BENCH_MWM:-1GB}
 SQL_MAX=${BENCH_SQL_MAX:-1000000}
