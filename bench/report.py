@@ -116,12 +116,61 @@ def main():
     versions = {sy: m["version"] for systems in data.values() for sy, m in systems.items() if "version" in m}
     if versions:
         lines.append("Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".")
+    lines += summary(measured)
     lines += projection(data)
     with open(table_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
     if chart_path:
         chart(data, chart_path, mwm)
+
+
+def summary(measured):
+    """The run's findings, each computed from the table's numbers."""
+    if not measured:
+        return []
+    out = ["", "Summary of this run (computed from the table):", ""]
+    per = [(size, ev, sy) for (size, ev), sy in measured]
+    r = lambda sy, k: num(sy.get("recsys", {}).get(k))  # noqa: E731
+    # where the time goes, at the largest size
+    size, ev, sy = max(per, key=lambda t: t[1])
+    t, rd, core = r(sy, "train_s"), r(sy, "read_s"), r(sy, "core_s")
+    if t and rd is not None and core is not None:
+        out.append(f"- At {size}, recsys_train() took {fmt_s(t)} s: reading the matrix {fmt_s(rd)} s "
+                   f"({100 * rd / t:.0f}%), the C++ core {fmt_s(core)} s ({100 * core / t:.0f}%), "
+                   f"writing the model and the rest {fmt_s(t - rd - core)} s.")
+    out.append("- The core's ns per multiply-add of the floor Σdeg²: "
+               + ", ".join(f"{s} {r(y, 'ns_per_madd'):.1f}" for s, _, y in per if r(y, "ns_per_madd")) + ".")
+    for sysname, label in (("sql", "The plain-SQL self-join"), ("scipy", "The scipy.sparse computation"),
+                           ("dense", "The dense pandas + scikit-learn pipeline")):
+        ratios = [(s, num(y.get(sysname, {}).get("train_s")) / r(y, "train_s"))
+                  for s, _, y in per if num(y.get(sysname, {}).get("train_s")) and r(y, "train_s")]
+        agree = [f"{s}: {y[sysname]['agreement']}" for s, _, y in per if y.get(sysname, {}).get("agreement")]
+        if ratios:
+            out.append(f"- {label} took " + ", ".join(f"{x:.1f}× ({s})" for s, x in ratios)
+                       + " recsys's training; agreement " + "; ".join(agree) + ".")
+    mem = [(s, float(y["recsys"]["peak_mb"]) / r(y, "predicted_mb"))
+           for s, _, y in per if y.get("recsys", {}).get("peak_mb") and r(y, "predicted_mb")]
+    if mem:
+        out.append("- Peak memory growth over recsys.train_memory(): "
+                   + ", ".join(f"{s} {x:.2f}×" for s, x in mem) + ".")
+    d64 = []
+    for s, _, y in per:
+        m = y.get("recsys_64MB", {})
+        if "failed" in m:
+            d64.append(f"{s} refused ({m['failed']})")
+        elif m.get("train_s"):
+            d64.append(f"{s} {fmt_s(m['train_s'])} s, peak {m.get('peak_mb', '?')} MB")
+    if d64:
+        out.append("- At the default maintenance_work_mem 64MB: " + "; ".join(d64) + ".")
+    ev = [(s, r(y, "evaluate_s") / r(y, "train_s")) for s, _, y in per if r(y, "evaluate_s") and r(y, "train_s")]
+    if ev:
+        out.append("- recsys_evaluate(10) / training: " + ", ".join(f"{s} {x:.2f}×" for s, x in ev) + ".")
+    if sy.get("recsys", {}).get("reco1_p50_ms"):
+        m = sy["recsys"]
+        out.append(f"- recsys_recommend at the {size} model: 1 user p50 {m['reco1_p50_ms']} ms, p99 "
+                   f"{m['reco1_p99_ms']} ms; 100 users p50 {m['reco100_p50_ms']} ms, p99 {m['reco100_p99_ms']} ms.")
+    return out
 
 
 def exponent(points):
