@@ -62,6 +62,7 @@ to_events() { # 200k -> 200000, 1M -> 1000000, 1500 -> 1500
 }
 for s in $SIZES; do to_events "$s" >/dev/null; done
 
+T_START=$(date +%s)
 # ------------------------------------------------------------- dependencies --
 pkgs=()
 "$PY" -c 'import numpy, scipy' 2>/dev/null || pkgs+=(python3-numpy python3-scipy)
@@ -364,3 +365,4 @@ fi
 cat "$OUT/table.md"
 echo
 echo "raw numbers: $CSV; table: $OUT/table.md; chart: ${CHART}"
+echo "bench/run.sh took $(( $(date +%s) - T_START )) s"
