@@ -104,6 +104,17 @@ static Size mb(Size bytes)
     return bytes / (1024 * 1024) + (bytes % (1024 * 1024) != 0);
 }
 
+// The core's options for a training from SQL: the neighbour count, and
+// progress reported to recsys_progress.  Builds C++ objects: call inside
+// core_call only.
+static recsys::TrainOptions training_options(int neighbors)
+{
+    recsys::TrainOptions opt;
+    opt.neighbors = neighbors;
+    opt.progress = pg_progress();
+    return opt;
+}
+
 // Trains on the cells read into `cells` within maintenance_work_mem, leaving
 // the model in owned->obj.  Says what training needs before the heavy work:
 // in memory when the whole job fits the budget (as train_memory() says);
@@ -150,9 +161,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
             cells->data = NULL;
         }
         core_call_or_error("training", [&] {
-            recsys::TrainOptions opt;
-            opt.neighbors = neighbors;
-            opt.progress = pg_progress();
+            const recsys::TrainOptions opt = training_options(neighbors);
             std::vector<recsys::Triplet> v;
             if (spilled) {
                 v = cells->spill->obj->load(pg_cancel_check());
@@ -198,9 +207,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         cells->data = NULL;
     }
     core_call_or_error("training", [&] {
-        recsys::TrainOptions opt;
-        opt.neighbors = neighbors;
-        opt.progress = pg_progress();
+        const recsys::TrainOptions opt = training_options(neighbors);
         owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
         delete cells->spill->obj;
         cells->spill->obj = nullptr;
