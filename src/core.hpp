@@ -253,4 +253,12 @@ struct EvalResult {
 EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after,
                     const EvalOptions& opt, const CancelCheck& cancel = {});
 
+// The scoring half of evaluate(), for a model already trained on the cells
+// before the cutoff (in memory or in passes): `history` holds the cells before
+// the cutoff of at least every user in `after` (any order, duplicates summed;
+// other users' cells are ignored), so a caller within a memory budget keeps
+// only the test users' cells.  opt.neighbors and opt.settings are not used.
+EvalResult evaluate_model(const Model& model, std::vector<Triplet> history, std::vector<Touch> after,
+                          const EvalOptions& opt, const CancelCheck& cancel = {});
+
 }  // namespace recsys

@@ -66,21 +66,35 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
     return out;
 }
 
-EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const EvalOptions& opt,
-                    const CancelCheck& cancel) {
+namespace {
+void check_eval_options(const EvalOptions& opt) {
     if (opt.k <= 0) throw InvalidInput("recsys: k must be > 0, got " + std::to_string(opt.k));
     if (opt.bootstrap_resamples < 0 || opt.bootstrap_resamples > 100000)
         throw InvalidInput("recsys: bootstrap resamples must be between 0 and 100000, got " +
                            std::to_string(opt.bootstrap_resamples));
+}
+}  // namespace
+
+EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const EvalOptions& opt,
+                    const CancelCheck& cancel) {
+    check_eval_options(opt);
     TrainOptions topt = opt.settings;
     topt.neighbors = opt.neighbors;
     topt.progress = opt.progress;
     resolve_settings(topt);  // validates before any work
     detail::poll_cancel(cancel);
+    // train() validates the weights: it throws before any history is used.
+    std::vector<Triplet> history(before);
+    const Model model = train(std::move(before), topt, cancel);
+    return evaluate_model(model, std::move(history), std::move(after), opt, cancel);
+}
 
+EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::vector<Touch> after,
+                          const EvalOptions& opt, const CancelCheck& cancel) {
+    check_eval_options(opt);
+    detail::poll_cancel(cancel);
     // Histories: cells before the cutoff by (user, item), duplicates summed
-    // (train() validates the weights; it throws before any history is used).
-    std::vector<Triplet> hist(before);
+    // in input order.
     std::stable_sort(hist.begin(), hist.end(), [](const Triplet& a, const Triplet& b) {
         return a.user != b.user ? a.user < b.user : a.item < b.item;
     });
@@ -94,7 +108,6 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
     hist.resize(out);
     detail::poll_cancel(cancel);
 
-    const Model model = train(std::move(before), topt, cancel);
 
     // Distinct touches after the cutoff, by (user, item).
     std::sort(after.begin(), after.end(), [](const Touch& a, const Touch& b) {

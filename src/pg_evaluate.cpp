@@ -3,11 +3,13 @@
 // Reads the pre-cutoff matrix and the post-cutoff touches, then trains and
 // scores a throwaway model in the core.  Nothing is written: the active
 // model is never touched.
+#include <algorithm>
 #include <vector>
 
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
+#include "pg_train.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -40,6 +42,21 @@ static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* 
     Interval* days = (Interval*) palloc0(sizeof(Interval));
     days->day = test_days;
     return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, newest, PointerGetDatum(days)));
+}
+
+// The distinct users of the touches, ascending, in a palloc'd array.
+static int32* distinct_users(const TouchBuffer* t, int64* n)
+{
+    int32* users = (int32*) MemoryContextAllocHuge(CurrentMemoryContext, (Size) Max(t->n, (int64) 1) * sizeof(int32));
+    for (int64 i = 0; i < t->n; i++)
+        users[i] = t->data[i].user;
+    std::sort(users, users + t->n);
+    int64 out = 0;
+    for (int64 i = 0; i < t->n; i++)
+        if (out == 0 || users[out - 1] != users[i])
+            users[out++] = users[i];
+    *n = out;
+    return users;
 }
 
 // recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors)
@@ -76,31 +93,42 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     SourceRel src;
     SourceWeights weights;
     TimestampTz cutoff = 0;
-    CellBuffer before;
     TouchBuffer after;
-    cell_buffer_init(&before, false);   // evaluation does not spill: over budget is an error
+    // The touches after the cutoff first: they are few, and they say whose
+    // histories scoring needs.
     if (legacy) {
-        fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
         fetch_touches_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &after);
     } else {
         source_open(PG_GETARG_OID(0), &src);
         source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
         cutoff = evaluation_cutoff(&src, &weights, test_days);
-        fetch_cells(&src, &weights, true, cutoff, &before);
         fetch_touches(&src, &weights, cutoff, &after);
     }
+    int64 n_test_users = 0;
+    int32* test_users = distinct_users(&after, &n_test_users);
 
-    // The same budget as training, checked before the core allocates.
-    Size need = 0;
-    core_call_or_error("evaluation", [&] {
-        recsys::MatrixShape shape = recsys::measure(before.data, (size_t) before.n);
-        need = cell_buffer_bytes(before.n) + (Size) after.n * sizeof(recsys::Touch) * 3 +
-               recsys::estimate_train_bytes(before.n, shape.users, shape.items, neighbors);
-    });
-    check_memory_budget(need, "evaluation");
+    // The matrix before the cutoff, read as training reads it (spilling
+    // beyond its share of maintenance_work_mem), keeping the test users'
+    // cells aside for scoring.
+    CellBuffer before;
+    cell_buffer_init(&before, true);
+    before.keep_users = test_users;
+    before.keep_n = n_test_users;
+    if (legacy)
+        fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
+    else
+        fetch_cells(&src, &weights, true, cutoff, &before);
+
+    // Held besides the model: the touches and the kept histories, and the
+    // core's copy of each for scoring (sorting that copy takes scratch
+    // memory of the same size, which training's freed buffers cover).
+    Size reserved = ((Size) after.n * sizeof(recsys::Touch) + (Size) before.n_kept * sizeof(recsys::Triplet)) * 2;
+    auto* model = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
+    progress_set_phase("training");
+    train_within_budget(&before, neighbors, reserved, "evaluation", model);
 
     recsys::EvalResult res;
-    progress_set_phase("training");
+    progress_set_phase("scoring");
     core_call_or_error("evaluation", [&] {
         recsys::EvalOptions opt;
         opt.k = k;
@@ -109,9 +137,9 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         // core's bootstrap rather than compute what is thrown away.
         opt.bootstrap_resamples = 0;
         opt.progress = pg_progress();
-        std::vector<recsys::Triplet> b(before.data, before.data + before.n);
+        std::vector<recsys::Triplet> h(before.kept, before.kept + before.n_kept);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
-        res = recsys::evaluate(std::move(b), std::move(a), opt, pg_cancel_check());
+        res = recsys::evaluate_model(*model->obj, std::move(h), std::move(a), opt, pg_cancel_check());
     });
 
     if (res.users_evaluated == 0 && !legacy)

@@ -10,6 +10,7 @@
 #include "pg_fetch.hpp"
 #include "pg_progress.hpp"
 #include "pg_settings.hpp"
+#include "pg_train.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -115,20 +116,24 @@ static recsys::TrainOptions training_options(int neighbors)
     return opt;
 }
 
-// Trains on the cells read into `cells` within maintenance_work_mem, leaving
-// the model in owned->obj.  Says what training needs before the heavy work:
-// in memory when the whole job fits the budget (as train_memory() says);
-// else in passes over the spilled matrix (core_passes.hpp) with a NOTICE
-// giving the figures; else, when even one item per pass does not fit, an
-// error whose hint is the least budget that works.
-static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext<recsys::Model>* owned)
+// See pg_train.hpp.
+void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
+                         OwnedByContext<recsys::Model>* owned)
 {
-    Size budget = (Size) maintenance_work_mem * 1024;
+    Size mwm = (Size) maintenance_work_mem * 1024;
+    if (reserved >= mwm)
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("recsys: %s holds %zu MB besides the model, more than maintenance_work_mem (%zu MB)",
+                        what, mb(reserved), mwm / (1024 * 1024)),
+                 errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB'.",
+                         mb(reserved) * 2)));
+    Size budget = mwm - reserved;
     bool spilled = cell_buffer_spilled(cells);
     bool eigen = recsys_similarity_method == RECSYS_SIM_EIGEN;
     recsys::PassPlan plan;
     int64 n_cells = cells->n, runs = 1, items = 0;
-    core_call_or_error("training", [&] {
+    core_call_or_error(what, [&] {
         int64 users;
         if (spilled) {
             // The last cells join the runs first; the shape comes from the
@@ -152,15 +157,15 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         Size core = in_memory - cell_buffer_bytes(n_cells);
         in_memory += core / 2;
     }
-    elog(DEBUG1, "recsys: training " INT64_FORMAT " cells needs about %zu MB in memory, %zu MB at least in passes",
-         n_cells, mb(in_memory), mb(plan.minimum));
+    elog(DEBUG1, "recsys: %s on " INT64_FORMAT " cells needs about %zu MB in memory, %zu MB at least in passes",
+         what, n_cells, mb(in_memory), mb(plan.minimum));
 
     if (in_memory <= budget) {
         if (spilled) {
             pfree(cells->data);
             cells->data = NULL;
         }
-        core_call_or_error("training", [&] {
+        core_call_or_error(what, [&] {
             const recsys::TrainOptions opt = training_options(neighbors);
             std::vector<recsys::Triplet> v;
             if (spilled) {
@@ -183,19 +188,19 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         // the least budget that trains: what the passes need, or what
         // training in memory needs when that is less (the shape measured
         // exactly); both only shrink with a larger budget (fewer runs).
-        Size least = spilled ? plan.minimum : Min(plan.minimum, in_memory);
+        Size least = (spilled ? plan.minimum : Min(plan.minimum, in_memory)) + reserved;
         ereport(ERROR,
                 (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                 errmsg("recsys: training needs about %zu MB, more than maintenance_work_mem (%zu MB)",
-                        mb(Min(in_memory, plan.minimum)), budget / (1024 * 1024)),
+                 errmsg("recsys: %s needs about %zu MB, more than maintenance_work_mem (%zu MB)", what,
+                        mb(Min(in_memory, plan.minimum) + reserved), mwm / (1024 * 1024)),
                  errdetail("In memory it needs %zu MB; in passes over the matrix on disk, at least %zu MB.",
                            mb(in_memory), mb(plan.minimum)),
                  errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
                          mb(least))));
     }
     ereport(NOTICE,
-            (errmsg("recsys: training needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
-                    " passes", mb(in_memory), budget / (1024 * 1024), plan.passes),
+            (errmsg("recsys: %s needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
+                    " passes", what, mb(in_memory + reserved), mwm / (1024 * 1024), plan.passes),
              errdetail("Each pass reads the matrix from a temporary file (about %zu MB) and computes the"
                        " neighbours of " INT64_FORMAT " of the " INT64_FORMAT " items.%s",
                        mb(cell_buffer_bytes(n_cells) * 3 / 4), plan.items_per_pass, items,
@@ -206,7 +211,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         pfree(cells->data);
         cells->data = NULL;
     }
-    core_call_or_error("training", [&] {
+    core_call_or_error(what, [&] {
         const recsys::TrainOptions opt = training_options(neighbors);
         owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
         delete cells->spill->obj;
@@ -266,7 +271,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    train_within_budget(&cells, neighbors, owned);
+    train_within_budget(&cells, neighbors, 0, "training", owned);
     elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
 
     const recsys::Model* m = owned->obj;

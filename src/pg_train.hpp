@@ -1,0 +1,16 @@
+// pg_train.hpp - training within the memory budget, shared by training and
+// evaluation.  C-style code (see pg_guard.hpp): call with SPI connected.
+#pragma once
+
+#include "pg_fetch.hpp"
+
+// Trains on the cells read into `cells` within maintenance_work_mem less
+// `reserved` bytes the caller already holds (evaluation's test touches and
+// histories), leaving the model in owned->obj.  Says what it needs before the
+// heavy work: in memory when the whole job fits; else in passes over the
+// spilled matrix (core_passes.hpp) with a NOTICE giving the figures; else,
+// when even one item per pass does not fit, an error (54000) whose hint is
+// the least budget that works.  `what` names the job in messages
+// ("training", "evaluation").  Consumes the cells.
+void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
+                         OwnedByContext<recsys::Model>* owned);
