@@ -220,6 +220,9 @@ struct EvalOptions {
     // recall, nDCG): resamples (0 = no CI, at most 100000) and the seed.
     int bootstrap_resamples = 1000;
     uint64_t bootstrap_seed = 1;
+    // Scoring threads: 0 = as the machine and the number of test users
+    // suggest (1 or 2); the result does not depend on it.
+    int threads = 0;
     // Model settings (weighting, similarity, ...); its `neighbors` is
     // ignored: EvalOptions::neighbors above is used.
     TrainOptions settings = {};

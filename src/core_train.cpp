@@ -31,6 +31,7 @@
 
 #include "core.hpp"
 #include "core_similarity.hpp"
+#include "core_parallel.hpp"
 #include "core_topk.hpp"
 
 namespace recsys {
@@ -38,6 +39,7 @@ namespace recsys {
 namespace {
 
 using detail::poll_cancel;
+using detail::start_thread_without_signals;
 using detail::Scored;
 
 constexpr std::size_t kChunk = std::size_t(1) << 16;  // cells between cancel polls
@@ -204,28 +206,6 @@ private:
 constexpr double kMinParallelWork = 4e6;        // below this one thread is faster
 constexpr std::size_t kWorkPerPoll = 1u << 20;  // ~1 ms of multiply-adds
 constexpr std::size_t kBlock = 16;              // items handed out at a time
-
-// Starts `fn` on a new thread with every signal blocked (the thread inherits
-// the mask), so a host process's signal handlers (e.g. PostgreSQL's) only ever
-// run on the calling thread.
-template <class F>
-std::thread start_thread_without_signals(F&& fn) {
-#if defined(__unix__) || defined(__APPLE__)
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    try {
-        std::thread t(std::forward<F>(fn));
-        pthread_sigmask(SIG_SETMASK, &old, nullptr);
-        return t;
-    } catch (...) {
-        pthread_sigmask(SIG_SETMASK, &old, nullptr);
-        throw;
-    }
-#else
-    return std::thread(std::forward<F>(fn));
-#endif
-}
 
 // Runs SimWorker::item over all items, handing out blocks of items from a
 // shared counter.  With `two_threads` a worker thread takes blocks too; it

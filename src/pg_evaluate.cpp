@@ -16,6 +16,7 @@ extern "C" {
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "portability/instr_time.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(recsys_evaluate_core);
@@ -90,6 +91,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
+    instr_time t0;
+    INSTR_TIME_SET_CURRENT(t0);
     SourceRel src;
     SourceWeights weights;
     TimestampTz cutoff = 0;
@@ -102,8 +105,10 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         source_open(PG_GETARG_OID(0), &src);
         source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
         cutoff = evaluation_cutoff(&src, &weights, test_days);
+        elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
         fetch_touches(&src, &weights, cutoff, &after);
     }
+    elog(DEBUG1, "recsys: read " INT64_FORMAT " touches after the cutoff in %.3f s", after.n, seconds_since(t0));
     int64 n_test_users = 0;
     int32* test_users = distinct_users(&after, &n_test_users);
 
@@ -119,6 +124,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     else
         fetch_cells(&src, &weights, true, cutoff, &before);
 
+    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells before the cutoff in %.3f s (" INT64_FORMAT " kept for scoring)",
+         before.spilled + before.n, seconds_since(t0), before.n_kept);
     // Held besides the model: the touches and the kept histories, and the
     // core's copy of each for scoring (sorting that copy takes scratch
     // memory of the same size, which training's freed buffers cover).
@@ -127,6 +134,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     progress_set_phase("training");
     train_within_budget(&before, neighbors, reserved, "evaluation", model);
 
+    elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
     recsys::EvalResult res;
     progress_set_phase("scoring");
     core_call_or_error("evaluation", [&] {
@@ -142,6 +150,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         res = recsys::evaluate_model(*model->obj, std::move(h), std::move(a), opt, pg_cancel_check());
     });
 
+    elog(DEBUG1, "recsys: scored in %.3f s", seconds_since(t0));
     if (res.users_evaluated == 0 && !legacy)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("recsys: no user to evaluate in %s with the cutoff at %s", src.qualified,

@@ -27,15 +27,6 @@ PG_FUNCTION_INFO_V1(recsys_train_memory);
 PG_FUNCTION_INFO_V1(recsys_train_plan);
 }
 
-// Seconds since t0.
-static double elapsed(instr_time t0)
-{
-    instr_time now;
-    INSTR_TIME_SET_CURRENT(now);
-    INSTR_TIME_SUBTRACT(now, t0);
-    return INSTR_TIME_GET_DOUBLE(now);
-}
-
 // Writes each item's neighbour arrays under model_id.
 static void write_neighbors(int64 model_id, const recsys::Model* m)
 {
@@ -265,20 +256,20 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         fetch_cells(&src, &weights, false, 0, &cells);
     int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s (" INT64_FORMAT " spilled to disk)",
-         cells.spilled + cells.n, elapsed(t0), cells.spilled);
+         cells.spilled + cells.n, seconds_since(t0), cells.spilled);
 
     // The model is a C++ object: owned by the SPI context, so an error while
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
     train_within_budget(&cells, neighbors, 0, "training", owned);
-    elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
+    elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
 
     const recsys::Model* m = owned->obj;
     progress_set_phase("writing");
     write_neighbors(model_id, m);
     write_popularity(model_id, m);
-    elog(DEBUG1, "recsys: model written in %.3f s", elapsed(t0));
+    elog(DEBUG1, "recsys: model written in %.3f s", seconds_since(t0));
 
     Datum values[7];
     bool nulls[7] = {false, false, false, false, false, false, false};

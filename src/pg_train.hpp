@@ -4,6 +4,19 @@
 
 #include "pg_fetch.hpp"
 
+extern "C" {
+#include "portability/instr_time.h"
+}
+
+// Seconds since t0, for DEBUG1 timings.
+inline double seconds_since(instr_time t0)
+{
+    instr_time now;
+    INSTR_TIME_SET_CURRENT(now);
+    INSTR_TIME_SUBTRACT(now, t0);
+    return INSTR_TIME_GET_DOUBLE(now);
+}
+
 // Trains on the cells read into `cells` within maintenance_work_mem less
 // `reserved` bytes the caller already holds (evaluation's test touches and
 // histories), leaving the model in owned->obj.  Says what it needs before the

@@ -563,3 +563,36 @@ TEST(Evaluate, ModelAndTestUsersHistoryEqualsEvaluate) {
         EXPECT_EQ(got.test_touches, want.test_touches);
     }
 }
+
+// Scoring on two threads gives the one-thread result bit for bit (each
+// user's figures are summed in user order whichever thread scored them).
+TEST(Evaluate, TwoScoringThreadsEqualOne) {
+    const auto before = recsys_test::random_cells(41, 3000, 300, 30000);
+    std::vector<Touch> after;
+    const std::size_t n = before.size();
+    for (std::size_t i = 0; i < n / 3; ++i)
+        after.push_back(Touch{before[(i * 7) % n].user, before[(i * 11 + 3) % n].item});
+    EvalOptions one;
+    one.k = 10;
+    one.neighbors = 30;
+    one.bootstrap_resamples = 100;
+    one.threads = 1;
+    EvalOptions two = one;
+    two.threads = 2;
+    const EvalResult a = evaluate(before, after, one);
+    const EvalResult b = evaluate(before, after, two);
+    ASSERT_GT(a.users_evaluated, 1000);  // several blocks of users
+    EXPECT_EQ(a.users_evaluated, b.users_evaluated);
+    EXPECT_EQ(a.users_without_history, b.users_without_history);
+    EXPECT_EQ(a.precision, b.precision);
+    EXPECT_EQ(a.recall, b.recall);
+    EXPECT_EQ(a.ndcg, b.ndcg);
+    EXPECT_EQ(a.hit_rate, b.hit_rate);
+    EXPECT_EQ(a.map, b.map);
+    EXPECT_EQ(a.coverage, b.coverage);
+    EXPECT_EQ(a.pop_precision, b.pop_precision);
+    EXPECT_EQ(a.pop_recall, b.pop_recall);
+    expect_ci(a.precision_ci, b.precision_ci);
+    expect_ci(a.recall_ci, b.recall_ci);
+    expect_ci(a.ndcg_ci, b.ndcg_ci);
+}
