@@ -134,7 +134,9 @@ ALTER TABLE recsys.event_weights ADD CONSTRAINT event_weights_weight_check
 -- passes (recsys_passes tests it in depth), and so does evaluation; below
 -- what the passes need, evaluation is refused (54000) with the least budget
 -- that works as its hint.
-CREATE TABLE events_mem AS
+-- (Without ANALYZE's statistics, as autovacuum may not have run yet: the
+-- decision comes after reading; recsys_passes tests the one before it.)
+CREATE TABLE events_mem WITH (autovacuum_enabled = off) AS
   SELECT g % 5000 AS user_id, g % 997 AS product_id, 'view'::text AS event_type,
          timestamptz '2024-01-01' + g * interval '1 minute' AS event_time
     FROM generate_series(1, 40000) g;
@@ -156,7 +158,7 @@ SELECT p.users_evaluated, (e.users_evaluated, e.precision, e.recall, e.ndcg, e.h
 SET maintenance_work_mem = '1MB';
 -- Few cells read, but K = 0 over 2000 items may keep 2000 x 1999 pairs: the
 -- check on the matrix's shape refuses it before the core allocates.
-CREATE TABLE events_mem_small AS
+CREATE TABLE events_mem_small WITH (autovacuum_enabled = off) AS
   SELECT g % 1000 AS user_id, g AS product_id, 'view'::text AS event_type, timestamptz '2024-01-01' AS event_time
     FROM generate_series(1, 2000) g;
 SELECT * FROM recsys_train(neighbors => 0, source => 'events_mem_small');

@@ -111,6 +111,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     elog(DEBUG1, "recsys: read " INT64_FORMAT " touches after the cutoff in %.3f s", after.n, seconds_since(t0));
     int64 n_test_users = 0;
     int32* test_users = distinct_users(&after, &n_test_users);
+    if (!legacy)
+        refuse_before_reading(&src, &weights, neighbors, (Size) after.n * sizeof(recsys::Touch) * 2, "evaluation");
 
     // The matrix before the cutoff, read as training reads it (spilling
     // beyond its share of maintenance_work_mem), keeping the test users'

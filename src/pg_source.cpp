@@ -10,6 +10,7 @@ extern "C" {
 #include "catalog/pg_extension.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_statistic.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -91,6 +92,33 @@ void source_open(Oid relid, SourceRel* src)
                                 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 }
 
+void source_estimate(const SourceRel* src, double* rows, double* items)
+{
+    *rows = *items = -1;
+    char kind = get_rel_relkind(src->relid);
+    if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW && kind != RELKIND_PARTITIONED_TABLE)
+        return;
+    HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(src->relid));
+    if (!HeapTupleIsValid(tup))
+        return;
+    double reltuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+    ReleaseSysCache(tup);
+    AttrNumber att = get_attnum(src->relid, "product_id");
+    if (reltuples < 0 || att == InvalidAttrNumber)
+        return;
+    // A partitioned table's statistics are those of the whole hierarchy.
+    tup = SearchSysCache3(STATRELATTINH, ObjectIdGetDatum(src->relid), Int16GetDatum(att),
+                          BoolGetDatum(kind == RELKIND_PARTITIONED_TABLE));
+    if (!HeapTupleIsValid(tup))
+        return;
+    float4 distinct = ((Form_pg_statistic) GETSTRUCT(tup))->stadistinct;
+    ReleaseSysCache(tup);
+    if (distinct == 0)
+        return;   // unknown
+    *rows = reltuples;
+    *items = distinct > 0 ? distinct : -distinct * reltuples;
+}
+
 void source_weights_from_row(HeapTuple row, TupleDesc desc, int col, const char* whose, SourceWeights* w)
 {
     bool isnull;
@@ -125,6 +153,7 @@ int source_query_nargs(SourceQuery q)
     case SOURCE_HISTORY:
         return 3;
     case SOURCE_MAX_TIME:
+    case SOURCE_ITEM_COUNT:
         return 2;
     case SOURCE_USER_HISTORY:
         return 4;
@@ -170,6 +199,10 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
                         WEIGHTED_FROM(rel, "JOIN"));
     case SOURCE_MAX_TIME:
         return psprintf("SELECT pg_catalog.max(s.event_time::pg_catalog.timestamptz) %s WHERE " USABLE,
+                        WEIGHTED_FROM(rel, "JOIN"));
+    case SOURCE_ITEM_COUNT:
+        return psprintf("SELECT pg_catalog.count(*) FROM (SELECT s.product_id::pg_catalog.int4 %s WHERE " USABLE
+                        " GROUP BY 1) p",
                         WEIGHTED_FROM(rel, "JOIN"));
     case SOURCE_HISTORY:
         argtypes[2] = INT4ARRAYOID;

@@ -43,6 +43,11 @@ Oid source_lookup(const char* name, const char* whose);
 // Checks that the caller may read relid (42501 otherwise) and fills src.
 void source_open(Oid relid, SourceRel* src);
 
+// What ANALYZE recorded of src (pg_class.reltuples, pg_statistic for its
+// product_id column): its rows and distinct products, estimated.  Both -1
+// when there are no statistics (a view; a table never analyzed).
+void source_estimate(const SourceRel* src, double* rows, double* items);
+
 // The event weights a query uses: parallel text[] and float8[] Datums of the
 // event types with a weight > 0.
 struct SourceWeights {
@@ -92,6 +97,9 @@ enum SourceQuery {
     SOURCE_TOUCHES_AFTER,
     // (max timestamptz): the newest usable event.
     SOURCE_MAX_TIME,
+    // (count int8): the distinct products of the usable events; a light scan
+    // (one hashed column) that tells what training will need.
+    SOURCE_ITEM_COUNT,
     // (user int4, product int4, weight float8) of the users in $3 int4[],
     // summed per cell, ordered by user and product.
     SOURCE_HISTORY,

@@ -107,6 +107,67 @@ static recsys::TrainOptions training_options(int neighbors)
     return opt;
 }
 
+// The least budget training a matrix of `items` distinct items needs, in
+// memory or in passes, when it can be told before reading: *exact is false
+// when the figure could still depend on what reading finds (the cells, users
+// and runs), true when it cannot.  `rows` bounds the cells (the estimate of
+// the relation's rows).
+static Size least_budget_for_items(double items, double rows, int neighbors, bool* exact)
+{
+    // With the fewest cells and users these items allow: the passes' and the
+    // in-memory figures are then their least.  The passes' pairs (at most K
+    // per item) do not depend on the cells, nor does their figure when their
+    // similarity pass outweighs merging the runs of a generous read.
+    recsys::PassPlan few, many;
+    core_call_or_error("estimating memory", [&] {
+        int64 i = (int64) Min(items, 2e9);
+        few = recsys::plan_passes(i, 1, i, neighbors, 1, 0);
+        int64 cells = (int64) Min(Max(rows, items) * 2, 9e18);
+        int64 runs = cells / cell_buffer_max_cells(few.minimum) + 1;
+        many = recsys::plan_passes(i, 1, i, neighbors, runs, 0);
+    });
+    *exact = few.minimum == many.minimum && few.minimum <= few.in_memory;
+    return Min(few.minimum, few.in_memory);
+}
+
+// Refuses before the heavy reading a training that cannot fit the budget
+// (maintenance_work_mem less `reserved`), whatever reading would find, with
+// the least budget that works as the hint.  Only when ANALYZE's statistics
+// say the products may be too many for the budget does it count them (one
+// light scan of a hashed column); without statistics, or when the figure
+// would still depend on the matrix, the decision waits until after reading
+// (train_within_budget), where it is exact too.
+void refuse_before_reading(const SourceRel* src, const SourceWeights* w, int neighbors, Size reserved,
+                           const char* what)
+{
+    Size mwm = (Size) maintenance_work_mem * 1024;
+    if (reserved >= mwm)
+        return;   // train_within_budget says so
+    Size budget = mwm - reserved;
+    double rows, estimate;
+    bool exact;
+    source_estimate(src, &rows, &estimate);
+    if (estimate < 0 || least_budget_for_items(estimate * 2, rows, neighbors, &exact) <= budget)
+        return;
+    Datum args[2] = {w->types, w->weights};
+    source_execute(src, SOURCE_ITEM_COUNT, args, 1);
+    bool isnull;
+    int64 items = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    Size least = least_budget_for_items((double) items, rows, neighbors, &exact);
+    if (least <= budget || !exact)
+        return;
+    ereport(ERROR,
+            (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+             errmsg("recsys: %s needs at least %zu MB, more than maintenance_work_mem (%zu MB)", what,
+                    mb(least + reserved), mwm / (1024 * 1024)),
+             errdetail("%s has " INT64_FORMAT " products: keeping %s of each needs that much even in"
+                       " passes over the matrix on disk.  Nothing was read besides counting them.",
+                       src->qualified, items,
+                       neighbors > 0 ? psprintf("%d neighbours", neighbors) : "every neighbour"),
+             errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
+                     mb(least + reserved))));
+}
+
 // See pg_train.hpp.
 void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
                          OwnedByContext<recsys::Model>* owned)
@@ -245,6 +306,9 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         source_open(PG_GETARG_OID(1), &src);
         source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &weights);
     }
+
+    if (!legacy)
+        refuse_before_reading(&src, &weights, neighbors, 0, "training");
 
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);

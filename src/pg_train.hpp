@@ -27,3 +27,11 @@ inline double seconds_since(instr_time t0)
 // ("training", "evaluation").  Consumes the cells.
 void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
                          OwnedByContext<recsys::Model>* owned);
+
+// Refuses (54000) before the heavy reading a job over src that cannot fit
+// maintenance_work_mem less `reserved` bytes whatever the reading finds, with
+// the least budget that works as the hint; returns otherwise (the decision
+// then comes after reading, from train_within_budget).  Needs ANALYZE's
+// statistics of src to suspect it; then counts the products exactly.
+void refuse_before_reading(const SourceRel* src, const SourceWeights* w, int neighbors, Size reserved,
+                           const char* what);
