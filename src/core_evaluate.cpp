@@ -55,7 +55,7 @@ public:
 
     Scorer(const Model& m, const ModelIndex& ix, int k, bool repeats)
         : recommended(m.item_ids.size(), 0), m_(m), ix_(ix), k_(static_cast<std::size_t>(k)), repeats_(repeats),
-          acc_(m.item_ids.size(), 0), touched_(m.item_ids.size(), 0),
+          acc_(m.item_ids.size(), 0),
           seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), top_(k_) {}
 
     // One user: cells before the cutoff hist[0..nh) (sorted by item, summed),
@@ -85,26 +85,35 @@ public:
             hidx_.push_back(j);
             if (j >= 0) seen_[static_cast<std::size_t>(j)] = 1;
         }
+        // Neighbour similarities and history weights are > 0, so a zero
+        // accumulator is one not touched yet (or touched only by products
+        // that underflowed to 0, which add nothing): no separate flag.
         order_.clear();
+        double* const acc = acc_.data();
+        const int32_t* const nbr = ix_.nbr.data();
+        const double* const sims = m_.nbr_sims.data();
+        const int64_t* const off = m_.nbr_offsets.data();
         for (std::size_t q = 0; q < history_.size(); ++q) {
             if (hidx_[q] < 0) continue;
             const std::size_t i = static_cast<std::size_t>(hidx_[q]);
             const double w = history_[q].weight;
-            for (int64_t e = m_.nbr_offsets[i]; e < m_.nbr_offsets[i + 1]; ++e) {
-                const std::size_t j = static_cast<std::size_t>(ix_.nbr[static_cast<std::size_t>(e)]);
-                if (!touched_[j]) {
-                    touched_[j] = 1;
-                    acc_[j] = 0;
-                    order_.push_back(static_cast<int32_t>(j));
+            for (int64_t e = off[i], end = off[i + 1]; e < end; ++e) {
+                const int32_t j = nbr[e];
+                const double prod = w * sims[e];
+                const double a = acc[j];
+                if (a == 0) {
+                    if (prod == 0) continue;
+                    order_.push_back(j);
                 }
-                acc_[j] += w * m_.nbr_sims[static_cast<std::size_t>(e)];
+                acc[j] = a + prod;
             }
         }
         top_.clear();
         for (int32_t j : order_) {
             const std::size_t jz = static_cast<std::size_t>(j);
-            touched_[jz] = 0;
-            if (acc_[jz] > 0 && (repeats_ || !seen_[jz])) top_.offer(detail::Scored{acc_[jz], j});
+            const double a = acc[jz];
+            acc[jz] = 0;
+            if (repeats_ || !seen_[jz]) top_.offer(detail::Scored{a, j});
         }
         recs_.clear();
         for (const detail::Scored& sc : top_.sorted()) {  // ids here are item indices
@@ -170,7 +179,7 @@ private:
     std::size_t k_;
     bool repeats_;
     std::vector<double> acc_;
-    std::vector<unsigned char> touched_, seen_, listed_;
+    std::vector<unsigned char> seen_, listed_;
     std::vector<HistoryItem> history_;
     std::vector<int32_t> hidx_, relevant_, order_, recs_;
     detail::TopK top_;
