@@ -3,11 +3,13 @@
 // Reads the pre-cutoff matrix and the post-cutoff touches, then trains and
 // scores a throwaway model in the core.  Nothing is written: the active
 // model is never touched.
+#include <cmath>
 #include <vector>
 
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
+#include "pg_tune.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -21,7 +23,7 @@ PG_FUNCTION_INFO_V1(recsys_evaluate_core);
 
 // The evaluation's cutoff: the newest usable event of src minus test_days
 // days (in the session's time zone, as timestamptz arithmetic does).
-static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int test_days)
+TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int test_days)
 {
     Datum args[2] = {w->types, w->weights};
     source_execute(src, SOURCE_MAX_TIME, args, 1);
@@ -42,13 +44,17 @@ static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* 
     return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, newest, PointerGetDatum(days)));
 }
 
-// recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors)
-//   -> metrics row with the cutoff: the newest usable event minus test_days.
+// recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors,
+//                      count_repeats)
+//   -> metrics row with the cutoff: the newest usable event minus test_days,
+//      the users without history and the 95% bootstrap CIs.  settings also
+//      carries the model settings (weighting, similarity, ...).
 // A database still at 1.0 calls it as 1.0 did, (before_sql, after_sql, k,
 // neighbors), from its own recsys_evaluate(): see recsys_train_store.
 extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 {
     bool legacy = PG_NARGS() == 4;
+    bool count_repeats = !legacy && PG_GETARG_BOOL(5);
     for (int i = 0; i < PG_NARGS(); i++)
         if (PG_ARGISNULL(i))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -78,6 +84,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     TimestampTz cutoff = 0;
     CellBuffer before;
     TouchBuffer after;
+    ModelSettings model;
+    memset(&model, 0, sizeof model);
     cell_buffer_init(&before, false);   // evaluation does not spill: over budget is an error
     if (legacy) {
         fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
@@ -85,6 +93,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     } else {
         source_open(PG_GETARG_OID(0), &src);
         source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
+        model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
         cutoff = evaluation_cutoff(&src, &weights, test_days);
         fetch_cells(&src, &weights, true, cutoff, &before);
         fetch_touches(&src, &weights, cutoff, &after);
@@ -95,7 +104,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     core_call_or_error("evaluation", [&] {
         recsys::MatrixShape shape = recsys::measure(before.data, (size_t) before.n);
         need = cell_buffer_bytes(before.n) + (Size) after.n * sizeof(recsys::Touch) * 3 +
-               recsys::estimate_train_bytes(before.n, shape.users, shape.items, neighbors);
+               recsys::estimate_train_bytes(before.n, shape.users, shape.items,
+                                            model_train_options(&model, neighbors));
     });
     check_memory_budget(need, "evaluation");
 
@@ -105,9 +115,12 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         recsys::EvalOptions opt;
         opt.k = k;
         opt.neighbors = neighbors;
-        // The SQL function does not report confidence intervals yet: skip the
-        // core's bootstrap rather than compute what is thrown away.
-        opt.bootstrap_resamples = 0;
+        opt.settings = model_train_options(&model, neighbors);
+        opt.count_repeats = count_repeats;
+        // 95% CIs from 1000 resamples with the fixed seed 1: reproducible.
+        // 1.0's SQL function has no columns for them.
+        opt.bootstrap_resamples = legacy ? 0 : 1000;
+        opt.bootstrap_seed = 1;
         opt.progress = pg_progress();
         std::vector<recsys::Triplet> b(before.data, before.data + before.n);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
@@ -124,8 +137,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
                         errhint("The cutoff is the newest event minus test_days (%d): choose test_days so that "
                                 "users active after it were also active before it.", test_days)));
 
-    Datum values[11];
-    bool nulls[11] = {false};
+    Datum values[18];
+    bool nulls[18] = {false};
     values[0] = Int64GetDatum(res.users_evaluated);
     values[1] = Float8GetDatum(res.precision);
     values[2] = Float8GetDatum(res.recall);
@@ -137,6 +150,13 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     values[8] = Float8GetDatum(res.pop_recall);
     values[9] = Int64GetDatum(res.model_items);
     values[10] = TimestampTzGetDatum(cutoff);   // 1.1's OUT cutoff; 1.0's row has 10 columns
+    values[11] = Int64GetDatum(res.users_without_history);
+    const double ci[6] = {res.precision_ci.lo, res.precision_ci.hi, res.recall_ci.lo,
+                          res.recall_ci.hi, res.ndcg_ci.lo, res.ndcg_ci.hi};
+    for (int i = 0; i < 6; i++) {
+        values[12 + i] = Float8GetDatum(ci[i]);
+        nulls[12 + i] = std::isnan(ci[i]);
+    }
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
     Datum result = SPI_datumTransfer(HeapTupleGetDatum(tuple), false, -1);
     SPI_finish();

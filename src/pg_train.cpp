@@ -10,6 +10,7 @@
 #include "pg_fetch.hpp"
 #include "pg_progress.hpp"
 #include "pg_settings.hpp"
+#include "pg_tune.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -104,12 +105,12 @@ static Size mb(Size bytes)
     return bytes / (1024 * 1024) + (bytes % (1024 * 1024) != 0);
 }
 
-// The core's options for a training from SQL: the neighbour count, and
-// progress reported to recsys_progress.  Builds C++ objects: call inside
-// core_call only.
-static recsys::TrainOptions training_options(int neighbors)
+// The core's options for a training from SQL: the neighbour count, the
+// model settings recorded in the snapshot, and progress reported to
+// recsys_progress.  Builds C++ objects: call inside core_call only.
+static recsys::TrainOptions training_options(int neighbors, const ModelSettings* model)
 {
-    recsys::TrainOptions opt;
+    recsys::TrainOptions opt = model_train_options(model, neighbors);
     opt.neighbors = neighbors;
     opt.progress = pg_progress();
     return opt;
@@ -121,13 +122,15 @@ static recsys::TrainOptions training_options(int neighbors)
 // else in passes over the spilled matrix (core_passes.hpp) with a NOTICE
 // giving the figures; else, when even one item per pass does not fit, an
 // error whose hint is the least budget that works.
-static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext<recsys::Model>* owned)
+static void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* model,
+                                OwnedByContext<recsys::Model>* owned)
 {
     Size budget = (Size) maintenance_work_mem * 1024;
     bool spilled = cell_buffer_spilled(cells);
     bool eigen = recsys_similarity_method == RECSYS_SIM_EIGEN;
     recsys::PassPlan plan;
     int64 n_cells = cells->n, runs = 1, items = 0;
+    bool plain = true;
     core_call_or_error("training", [&] {
         int64 users;
         if (spilled) {
@@ -145,6 +148,11 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
             items = shape.items;   // (in the NOTICE too)
         }
         plan = recsys::plan_passes(n_cells, users, items, neighbors, runs, budget);
+        // Settings other than 1.0's keep per-user and per-item statistics.
+        const recsys::TrainOptions opt = training_options(neighbors, model);
+        plain = recsys::resolve_settings(opt).plain();
+        plan.in_memory += recsys::estimate_train_bytes(n_cells, users, items, opt) -
+                          recsys::estimate_train_bytes(n_cells, users, items, neighbors);
     });
     // (The Eigen method's peak measured 1.3x the native one's: budget 1.5x.)
     Size in_memory = plan.in_memory;
@@ -161,7 +169,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
             cells->data = NULL;
         }
         core_call_or_error("training", [&] {
-            const recsys::TrainOptions opt = training_options(neighbors);
+            const recsys::TrainOptions opt = training_options(neighbors, model);
             std::vector<recsys::Triplet> v;
             if (spilled) {
                 v = cells->spill->obj->load(pg_cancel_check());
@@ -193,6 +201,16 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
                  errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
                          mb(least))));
     }
+    if (!plain)
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("recsys: training with weighting '%s', similarity '%s' needs about %zu MB, more than "
+                        "maintenance_work_mem (%zu MB)",
+                        model->weighting[0] ? model->weighting : "weights",
+                        model->similarity[0] ? model->similarity : "cosine", mb(in_memory), budget / (1024 * 1024)),
+                 errdetail("Training in passes over the matrix on disk computes only the 1.0 settings (weighting "
+                           "'weights', similarity 'cosine', shrink 0)."),
+                 errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB'.", mb(in_memory))));
     ereport(NOTICE,
             (errmsg("recsys: training needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
                     " passes", mb(in_memory), budget / (1024 * 1024), plan.passes),
@@ -207,7 +225,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         cells->data = NULL;
     }
     core_call_or_error("training", [&] {
-        const recsys::TrainOptions opt = training_options(neighbors);
+        const recsys::TrainOptions opt = training_options(neighbors, model);
         owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
         delete cells->spill->obj;
         cells->spill->obj = nullptr;
@@ -245,9 +263,12 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
 
     SourceRel src;
     SourceWeights weights;
+    ModelSettings model;
+    memset(&model, 0, sizeof model);   // 1.0's call: the 1.0 defaults
     if (!legacy) {
         source_open(PG_GETARG_OID(1), &src);
         source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &weights);
+        model_settings_from_jsonb(PG_GETARG_DATUM(3), "the training's settings", &model);
     }
 
     instr_time t0;
@@ -266,7 +287,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    train_within_budget(&cells, neighbors, owned);
+    train_within_budget(&cells, neighbors, &model, owned);
     elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
 
     const recsys::Model* m = owned->obj;
