@@ -130,7 +130,6 @@ static void train_within_budget(CellBuffer* cells, int neighbors, const ModelSet
     bool eigen = recsys_similarity_method == RECSYS_SIM_EIGEN;
     recsys::PassPlan plan;
     int64 n_cells = cells->n, runs = 1, items = 0;
-    bool plain = true;
     core_call_or_error("training", [&] {
         int64 users;
         if (spilled) {
@@ -147,12 +146,8 @@ static void train_within_budget(CellBuffer* cells, int neighbors, const ModelSet
             users = shape.users;
             items = shape.items;   // (in the NOTICE too)
         }
-        plan = recsys::plan_passes(n_cells, users, items, neighbors, runs, budget);
-        // Settings other than 1.0's keep per-user and per-item statistics.
-        const recsys::TrainOptions opt = training_options(neighbors, model);
-        plain = recsys::resolve_settings(opt).plain();
-        plan.in_memory += recsys::estimate_train_bytes(n_cells, users, items, opt) -
-                          recsys::estimate_train_bytes(n_cells, users, items, neighbors);
+        // (Settings other than 1.0's also hold per-user and per-item statistics.)
+        plan = recsys::plan_passes(n_cells, users, items, training_options(neighbors, model), runs, budget);
     });
     // (The Eigen method's peak measured 1.3x the native one's: budget 1.5x.)
     Size in_memory = plan.in_memory;
@@ -201,16 +196,6 @@ static void train_within_budget(CellBuffer* cells, int neighbors, const ModelSet
                  errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
                          mb(least))));
     }
-    if (!plain)
-        ereport(ERROR,
-                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                 errmsg("recsys: training with weighting '%s', similarity '%s' needs about %zu MB, more than "
-                        "maintenance_work_mem (%zu MB)",
-                        model->weighting[0] ? model->weighting : "weights",
-                        model->similarity[0] ? model->similarity : "cosine", mb(in_memory), budget / (1024 * 1024)),
-                 errdetail("Training in passes over the matrix on disk computes only the 1.0 settings (weighting "
-                           "'weights', similarity 'cosine', shrink 0)."),
-                 errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB'.", mb(in_memory))));
     ereport(NOTICE,
             (errmsg("recsys: training needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
                     " passes", mb(in_memory), budget / (1024 * 1024), plan.passes),
