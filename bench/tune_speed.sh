@@ -8,37 +8,68 @@
 # events defaults to 1000000, runs (timed trainings per setting, the median
 # is reported) to 3.  Replaces the table `interactions` (gen_events.sql) and
 # points recsys.config at it; trains with recsys_train(settings => ...) under
-# maintenance_work_mem = 1GB so that every setting trains in memory.  Prints
-# one line per setting: median seconds and the ratio to the defaults'; then
-# recsys_tune(10, 30)'s seconds and their ratio to one default training.
+# maintenance_work_mem = 1GB so that every setting trains in memory.
+#
+# Two clocks: wall seconds (recsys_train().seconds: reading, training,
+# writing), and the CPU seconds of the backend process (user + system, all
+# its threads, from /proc/<pid>/stat: needs the server on this machine and
+# the right to read it).  On a shared machine only the CPU figure compares
+# settings fairly.  Prints one line per setting with both and the ratio of
+# the CPU figure to the defaults'; then recsys_tune(10, 30)'s, as a multiple
+# of one default training.
 set -euo pipefail
 EVENTS=${1:-1000000}
 RUNS=${2:-3}
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+HZ=$(getconf CLK_TCK)
 cd "$(dirname "$0")/.."
-"${PSQL[@]}" -c "CREATE EXTENSION IF NOT EXISTS recsys" >/dev/null
+"${PSQL[@]}" -c "CREATE EXTENSION IF NOT EXISTS recsys" >/dev/null 2>&1
 "${PSQL[@]}" -v events="$EVENTS" -f bench/gen_events.sql >/dev/null
 "${PSQL[@]}" -c "UPDATE recsys.config SET source_relation = 'interactions', keep_models = 1" >/dev/null
 
-time_train() {  # settings jsonb -> median seconds of RUNS trainings
-    local s=$1 i secs=()
-    for ((i = 0; i < RUNS; i++)); do
-        secs+=("$("${PSQL[@]}" -At -c "SET maintenance_work_mem = '1GB'" \
-                 -c "SELECT seconds FROM recsys_train(settings => '$s')")")
-    done
-    printf '%s\n' "${secs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# One statement in a fresh session: prints "wall_seconds cpu_seconds".
+measure() {
+    local sql=$1 fifo pid t0 w out
+    fifo=$(mktemp -u)
+    mkfifo "$fifo"
+    "${PSQL[@]}" -At <"$fifo" >"$fifo.out" &
+    local client=$!
+    exec 9>"$fifo"
+    echo "SET maintenance_work_mem = '1GB'; SET client_min_messages = warning;" >&9
+    echo "SELECT pg_backend_pid();" >&9
+    while [ ! -s "$fifo.out" ]; do sleep 0.05; done
+    pid=$(head -n 1 "$fifo.out")
+    local c0; c0=$(cpu_ticks "$pid")
+    t0=$(date +%s%N)
+    echo "$sql;" >&9
+    echo "SELECT 'done', pg_backend_pid();" >&9
+    while ! grep -q '^done' "$fifo.out"; do sleep 0.05; done
+    w=$(echo "($(date +%s%N) - $t0) / 1000000000" | bc -l)
+    out=$(echo "($(cpu_ticks "$pid") - $c0) / $HZ" | bc -l)
+    exec 9>&-
+    wait "$client"
+    rm -f "$fifo" "$fifo.out"
+    printf '%.3f %.3f\n' "$w" "$out"
 }
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 grid=$("${PSQL[@]}" -At -c "SELECT value FROM jsonb_array_elements(recsys.tune_grid())")
 base=""
-echo "events $EVENTS, median of $RUNS trainings (recsys_train().seconds: reading, training, writing)"
+echo "events $EVENTS, median of $RUNS trainings; wall s, backend CPU s, CPU ratio to the defaults"
 while IFS= read -r s; do
-    t=$(time_train "$s")
-    [ -n "$base" ] || base=$t
-    printf '%8.3f s  %5.2fx  %s\n' "$t" "$(echo "$t / $base" | bc -l)" "$s"
+    walls=() cpus=()
+    for ((i = 0; i < RUNS; i++)); do
+        read -r w c < <(measure "SELECT * FROM recsys_train(settings => '$s')")
+        walls+=("$w"); cpus+=("$c")
+    done
+    w=$(printf '%s\n' "${walls[@]}" | median)
+    c=$(printf '%s\n' "${cpus[@]}" | median)
+    [ -n "$base" ] || base=$c
+    printf '%8.3f s wall  %8.3f s CPU  %5.2fx  %s\n' "$w" "$c" "$(echo "$c / $base" | bc -l)" "$s"
 done <<<"$grid"
-t0=$(date +%s%N)
-"${PSQL[@]}" -c "SET maintenance_work_mem = '1GB'" -c "SET client_min_messages = warning" \
-    -c "SELECT count(*) FROM recsys_tune(10, 30)" >/dev/null
-t=$(echo "($(date +%s%N) - $t0) / 1000000000" | bc -l)
-printf 'recsys_tune(10, 30): %.3f s = %.2fx one default training\n' "$t" "$(echo "$t / $base" | bc -l)"
+read -r w c < <(measure "SELECT count(*) FROM recsys_tune(10, 30)")
+printf 'recsys_tune(10, 30): %.3f s wall, %.3f s CPU = %.2fx the CPU of one default training\n' \
+    "$w" "$c" "$(echo "$c / $base" | bc -l)"

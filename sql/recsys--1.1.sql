@@ -518,15 +518,7 @@ BEGIN
     BEGIN
     PERFORM recsys.run_begin(run_id, 'evaluate', t0);
     PERFORM recsys.progress_phase('checking');
-    IF k IS NULL OR k < 1 OR k > 1000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
-            USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
-    END IF;
-    IF test_days IS NULL OR test_days < 1 OR test_days > 36500 THEN
-        RAISE EXCEPTION 'test_days must be between 1 and 36500, not %', coalesce(test_days::text, 'NULL')
-            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
-                  HINT = 'The test window is the last test_days days before the newest event.';
-    END IF;
+    PERFORM recsys.check_split(k, test_days, 36500, 'The test window is the last test_days days before the newest event.');
     SELECT * INTO cfg FROM recsys.config;
     nb := coalesce(neighbors, (recsys_evaluate.settings OPERATOR(pg_catalog.->>) 'neighbors')::integer, cfg.neighbors);
     IF nb < 0 THEN
@@ -797,6 +789,21 @@ CREATE TRIGGER upsert_on_restore BEFORE INSERT ON recsys.similarity_config
     FOR EACH ROW EXECUTE FUNCTION recsys.similarity_config_on_restore();
 SELECT pg_catalog.pg_extension_config_dump('recsys.similarity_config', '');
 
+-- Checks an evaluation's list length and test window (22023; 22004 for NULL).
+CREATE FUNCTION recsys.check_split(k integer, test_days integer, max_days integer, hint text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF k IS NULL OR k < 1 OR k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
+            USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
+    END IF;
+    IF test_days IS NULL OR test_days < 1 OR test_days > max_days THEN
+        RAISE EXCEPTION 'test_days must be between 1 and %, not %', max_days, coalesce(test_days::text, 'NULL')
+            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  HINT = hint;
+    END IF;
+END $$;
+
 -- The model settings of a jsonb object checked by the core, with every
 -- parameter they read and its default filled in.
 CREATE FUNCTION recsys.resolve_settings(settings jsonb) RETURNS jsonb
@@ -894,15 +901,8 @@ BEGIN
     BEGIN
     PERFORM recsys.run_begin(run_id, 'evaluate', t0);
     PERFORM recsys.progress_phase('checking');
-    IF k IS NULL OR k < 1 OR k > 1000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
-            USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
-    END IF;
-    IF test_days IS NULL OR test_days < 1 OR test_days > 18250 THEN
-        RAISE EXCEPTION 'test_days must be between 1 and 18250, not %', coalesce(test_days::text, 'NULL')
-            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
-                  HINT = 'The test window is the last test_days days before the newest event, the validation window the test_days days before it.';
-    END IF;
+    PERFORM recsys.check_split(k, test_days, 18250, 'The test window is the last test_days days before the newest event, '
+                                                    'the validation window the test_days days before it.');
     IF max_configs < 1 THEN
         RAISE EXCEPTION 'max_configs must be at least 1, not %', max_configs USING ERRCODE = 'invalid_parameter_value';
     END IF;
