@@ -14,9 +14,9 @@
 # writing), and the CPU seconds of the backend process (user + system, all
 # its threads, from /proc/<pid>/stat: needs the server on this machine and
 # the right to read it).  On a shared machine only the CPU figure compares
-# settings fairly.  Prints one line per setting with both and the ratio of
-# the CPU figure to the defaults'; then recsys_tune(10, 30)'s, as a multiple
-# of one default training.
+# settings fairly.  Prints one line per setting, timed in pairs with the
+# defaults; then recsys_tune(10, 30)'s CPU as a multiple of one default
+# training's.
 set -euo pipefail
 EVENTS=${1:-1000000}
 RUNS=${2:-3}
@@ -57,19 +57,26 @@ measure() {
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 grid=$("${PSQL[@]}" -At -c "SELECT value FROM jsonb_array_elements(recsys.tune_grid())")
-base=""
-echo "events $EVENTS, median of $RUNS trainings; wall s, backend CPU s, CPU ratio to the defaults"
+default=$(head -n 1 <<<"$grid")
+# Each setting is timed in turn with the defaults, RUNS pairs (so that a
+# change of the machine's load hits both alike); the ratio is the median of
+# the pairs' CPU ratios.
+base_cpus=()
+echo "events $EVENTS; per setting $RUNS (defaults, setting) pairs: median wall s, median CPU s, median CPU ratio"
 while IFS= read -r s; do
-    walls=() cpus=()
+    [ "$s" != "$default" ] || continue
+    walls=() cpus=() ratios=()
     for ((i = 0; i < RUNS; i++)); do
+        read -r wd cd < <(measure "SELECT * FROM recsys_train(settings => '$default')")
         read -r w c < <(measure "SELECT * FROM recsys_train(settings => '$s')")
-        walls+=("$w"); cpus+=("$c")
+        base_cpus+=("$cd"); walls+=("$w"); cpus+=("$c")
+        ratios+=("$(echo "$c / $cd" | bc -l)")
     done
-    w=$(printf '%s\n' "${walls[@]}" | median)
-    c=$(printf '%s\n' "${cpus[@]}" | median)
-    [ -n "$base" ] || base=$c
-    printf '%8.3f s wall  %8.3f s CPU  %5.2fx  %s\n' "$w" "$c" "$(echo "$c / $base" | bc -l)" "$s"
+    printf '%8.3f s wall  %8.3f s CPU  %5.2fx  %s\n' "$(printf '%s\n' "${walls[@]}" | median)" \
+        "$(printf '%s\n' "${cpus[@]}" | median)" "$(printf '%s\n' "${ratios[@]}" | median)" "$s"
 done <<<"$grid"
+base=$(printf '%s\n' "${base_cpus[@]}" | median)
+printf 'defaults (%s): %.3f s CPU, median of %d trainings\n' "$default" "$base" "${#base_cpus[@]}"
 read -r w c < <(measure "SELECT count(*) FROM recsys_tune(10, 30)")
 printf 'recsys_tune(10, 30): %.3f s wall, %.3f s CPU = %.2fx the CPU of one default training\n' \
     "$w" "$c" "$(echo "$c / $base" | bc -l)"

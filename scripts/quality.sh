@@ -15,7 +15,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 datadir=${1:?pass the shared data directory}
-WINDOWS=${WINDOWS:-"retail_interactions:3 retail_interactions:2 grocery_interactions:365 grocery_interactions:180 movielens_interactions:365"}
+WINDOWS=${WINDOWS:-"retail_interactions:3 retail_interactions:2 grocery_interactions:365 grocery_interactions:180 movielens_interactions:365 movielens_interactions:730"}
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 
 "${PSQL[@]}" -c "CREATE EXTENSION IF NOT EXISTS recsys" >/dev/null
