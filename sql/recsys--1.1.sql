@@ -136,7 +136,22 @@ CREATE TABLE recsys.evaluations (
     pop_precision double precision NOT NULL,
     pop_recall double precision NOT NULL,
     model_items bigint NOT NULL,
-    seconds double precision NOT NULL
+    seconds double precision NOT NULL,
+    -- Model settings and tuning (1.1): users with a touch in the test
+    -- window but no history before it, 95% bootstrap CIs (NULL: none),
+    -- whether repeat purchases counted, the settings evaluated, and for
+    -- recsys_tune's rows its stage ('validation' or 'test') and run.
+    users_without_history bigint,
+    precision_lo double precision,
+    precision_hi double precision,
+    recall_lo double precision,
+    recall_hi double precision,
+    ndcg_lo double precision,
+    ndcg_hi double precision,
+    count_repeats boolean NOT NULL DEFAULT false,
+    settings jsonb,
+    tune_stage text CHECK (tune_stage IN ('validation', 'test')),
+    run_id bigint
 );
 -- Evaluations are a record the DBA keeps, not derived data: pg_dump dumps
 -- them, and where their ids stand, as it does the configuration.
@@ -268,22 +283,26 @@ CREATE FUNCTION recsys.train_plan(cells bigint, users bigint, items bigint, neig
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_plan' LANGUAGE C STABLE PARALLEL SAFE;
 
 -- Evaluation's C++ half: the cutoff is source's newest usable event minus
--- test_days; trains on the cells before it and scores against the events
--- at or after it.
+-- test_days; trains on the cells before it with the model settings of
+-- settings and scores against the events at or after it.
 CREATE FUNCTION recsys.evaluate_core(source regclass, settings jsonb, test_days integer, k integer,
-                                     neighbors integer,
+                                     neighbors integer, count_repeats boolean,
                                      OUT users_evaluated bigint, OUT "precision" double precision,
                                      OUT recall double precision, OUT ndcg double precision,
                                      OUT hit_rate double precision, OUT map double precision,
                                      OUT coverage double precision, OUT pop_precision double precision,
                                      OUT pop_recall double precision, OUT model_items bigint,
-                                     OUT cutoff timestamptz)
+                                     OUT cutoff timestamptz, OUT users_without_history bigint,
+                                     OUT precision_lo double precision, OUT precision_hi double precision,
+                                     OUT recall_lo double precision, OUT recall_hi double precision,
+                                     OUT ndcg_lo double precision, OUT ndcg_hi double precision)
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_evaluate_core' LANGUAGE C VOLATILE;
 
 ------------------------------------------------------------------------------
 -- The SQL interface
 
-CREATE FUNCTION @extschema@.recsys_train(neighbors integer DEFAULT NULL, source text DEFAULT NULL)
+CREATE FUNCTION @extschema@.recsys_train(neighbors integer DEFAULT NULL, source text DEFAULT NULL,
+                                         settings jsonb DEFAULT NULL)
 RETURNS TABLE (model_id bigint, users bigint, items bigint, interactions_used bigint,
                interactions_ignored bigint, neighbor_pairs bigint, seconds double precision)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -308,7 +327,7 @@ BEGIN
     -- One training at a time; readers take no conflicting lock.
     LOCK TABLE recsys.active_model IN SHARE ROW EXCLUSIVE MODE;
     SELECT * INTO cfg FROM recsys.config;
-    k := coalesce(neighbors, cfg.neighbors);
+    k := coalesce(neighbors, (recsys_train.settings OPERATOR(pg_catalog.->>) 'neighbors')::integer, cfg.neighbors);
     IF k < 0 THEN
         RAISE EXCEPTION 'neighbors must be >= 0, not %', k
             USING ERRCODE = 'invalid_parameter_value', HINT = '0 keeps every neighbour with a positive similarity.';
@@ -316,7 +335,7 @@ BEGIN
     rel := recsys.check_source(coalesce(source, cfg.source_relation));
     PERFORM recsys.check_weights();
 
-    snap := recsys.settings_snapshot(rel, k);
+    snap := recsys.settings_snapshot(rel, k) || recsys.model_settings(recsys_train.settings);
     id := nextval('recsys.model_id_seq');
     PERFORM recsys.progress_phase('reading', rel);
     r := recsys.train_store(id, rel, k, snap);
@@ -342,12 +361,12 @@ BEGIN
 
     RETURN QUERY SELECT id, r.users, r.items, n_used, n_null + n_type, r.pairs, secs;
     EXCEPTION WHEN query_canceled OR OTHERS THEN
-        PERFORM recsys.run_end(run_id, 'train', t0, NULL, SQLSTATE, SQLERRM, recsys.settings_snapshot(rel, k));
+        PERFORM recsys.run_end(run_id, 'train', t0, NULL, SQLSTATE, SQLERRM, coalesce(snap, recsys.settings_snapshot(rel, k)));
         RAISE;
     END;
-    PERFORM recsys.run_end(run_id, 'train', t0, id, NULL, NULL, recsys.settings_snapshot(rel, k));
+    PERFORM recsys.run_end(run_id, 'train', t0, id, NULL, NULL, snap);
 END $$;
-COMMENT ON FUNCTION @extschema@.recsys_train(integer, text) IS
+COMMENT ON FUNCTION @extschema@.recsys_train(integer, text, jsonb) IS
     'trains a new item-to-item model from the events relation and makes it active at commit';
 
 ------------------------------------------------------------------------------
@@ -473,9 +492,13 @@ COMMENT ON FUNCTION @extschema@.recsys_user_history(integer, integer) IS
     'a user''s history as recommending sees it: w(u,i) and the latest event, newest first';
 
 CREATE FUNCTION @extschema@.recsys_evaluate(k integer, test_days integer DEFAULT 30,
-                                            neighbors integer DEFAULT NULL, source text DEFAULT NULL)
-RETURNS TABLE (users_evaluated bigint, "precision" double precision, recall double precision,
-               ndcg double precision, hit_rate double precision, map double precision,
+                                            neighbors integer DEFAULT NULL, source text DEFAULT NULL,
+                                            count_repeats boolean DEFAULT false, settings jsonb DEFAULT NULL)
+RETURNS TABLE (users_evaluated bigint, users_without_history bigint,
+               "precision" double precision, precision_lo double precision, precision_hi double precision,
+               recall double precision, recall_lo double precision, recall_hi double precision,
+               ndcg double precision, ndcg_lo double precision, ndcg_hi double precision,
+               hit_rate double precision, map double precision,
                coverage double precision, cutoff timestamptz,
                pop_precision double precision, pop_recall double precision,
                model_items bigint, seconds double precision)
@@ -495,40 +518,37 @@ BEGIN
     BEGIN
     PERFORM recsys.run_begin(run_id, 'evaluate', t0);
     PERFORM recsys.progress_phase('checking');
-    IF k IS NULL OR k < 1 OR k > 1000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
-            USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
-    END IF;
-    IF test_days IS NULL OR test_days < 1 OR test_days > 36500 THEN
-        RAISE EXCEPTION 'test_days must be between 1 and 36500, not %', coalesce(test_days::text, 'NULL')
-            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
-                  HINT = 'The test window is the last test_days days before the newest event.';
-    END IF;
+    PERFORM recsys.check_split(k, test_days, 36500, 'The test window is the last test_days days before the newest event.');
     SELECT * INTO cfg FROM recsys.config;
-    nb := coalesce(neighbors, cfg.neighbors);
+    nb := coalesce(neighbors, (recsys_evaluate.settings OPERATOR(pg_catalog.->>) 'neighbors')::integer, cfg.neighbors);
     IF nb < 0 THEN
         RAISE EXCEPTION 'neighbors must be >= 0, not %', nb USING ERRCODE = 'invalid_parameter_value';
     END IF;
     rel := recsys.check_source(coalesce(source, cfg.source_relation));
     PERFORM recsys.check_weights();
-    snap := recsys.settings_snapshot(rel, nb);
+    snap := recsys.settings_snapshot(rel, nb) || recsys.model_settings(recsys_evaluate.settings);
     PERFORM recsys.progress_phase('reading', rel);
-    r := recsys.evaluate_core(rel, snap, test_days, k, nb);
+    r := recsys.evaluate_core(rel, snap, test_days, k, nb, coalesce(recsys_evaluate.count_repeats, false));
     secs := extract(epoch FROM clock_timestamp() - t0);
     INSERT INTO recsys.evaluations (source_relation, k, test_days, neighbors, cutoff, users_evaluated,
                                     "precision", recall, ndcg, hit_rate, map, coverage,
-                                    pop_precision, pop_recall, model_items, seconds)
+                                    pop_precision, pop_recall, model_items, seconds,
+                                    users_without_history, precision_lo, precision_hi, recall_lo, recall_hi,
+                                    ndcg_lo, ndcg_hi, count_repeats, settings, run_id)
     VALUES (recsys.qualified_name(rel), k, test_days, nb, r.cutoff, r.users_evaluated, r."precision", r.recall,
-            r.ndcg, r.hit_rate, r.map, r.coverage, r.pop_precision, r.pop_recall, r.model_items, secs);
-    RETURN QUERY SELECT r.users_evaluated, r."precision", r.recall, r.ndcg, r.hit_rate, r.map,
+            r.ndcg, r.hit_rate, r.map, r.coverage, r.pop_precision, r.pop_recall, r.model_items, secs,
+            r.users_without_history, r.precision_lo, r.precision_hi, r.recall_lo, r.recall_hi,
+            r.ndcg_lo, r.ndcg_hi, coalesce(recsys_evaluate.count_repeats, false), snap, run_id);
+    RETURN QUERY SELECT r.users_evaluated, r.users_without_history, r."precision", r.precision_lo, r.precision_hi,
+                        r.recall, r.recall_lo, r.recall_hi, r.ndcg, r.ndcg_lo, r.ndcg_hi, r.hit_rate, r.map,
                         r.coverage, r.cutoff, r.pop_precision, r.pop_recall, r.model_items, secs;
     EXCEPTION WHEN query_canceled OR OTHERS THEN
-        PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, SQLSTATE, SQLERRM, recsys.settings_snapshot(rel, nb));
+        PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, SQLSTATE, SQLERRM, coalesce(snap, recsys.settings_snapshot(rel, nb)));
         RAISE;
     END;
-    PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, NULL, NULL, recsys.settings_snapshot(rel, nb));
+    PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, NULL, NULL, snap);
 END $$;
-COMMENT ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text) IS
+COMMENT ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text, boolean, jsonb) IS
     'time-split offline evaluation on a separate model; the active model is not touched';
 
 CREATE VIEW @extschema@.recsys_models AS
@@ -542,7 +562,9 @@ CREATE VIEW @extschema@.recsys_models AS
 CREATE VIEW @extschema@.recsys_evaluations AS
     SELECT evaluated_at, k, test_days, cutoff, users_evaluated, "precision", recall, ndcg,
            hit_rate, map, coverage, pop_precision, pop_recall, neighbors, source_relation,
-           model_items, seconds, evaluation_id
+           model_items, seconds, evaluation_id,
+           users_without_history, precision_lo, precision_hi, recall_lo, recall_hi, ndcg_lo, ndcg_hi,
+           count_repeats, settings, tune_stage, run_id
       FROM recsys.evaluations ORDER BY evaluation_id DESC;
 
 -- The weighted user-item matrix of the configured events relation, with
@@ -727,6 +749,255 @@ COMMENT ON VIEW @extschema@.recsys_progress IS
     'trainings and evaluations running now: phase, rows read, items done (live with shared_preload_libraries = ''recsys'')';
 
 ------------------------------------------------------------------------------
+-- Model settings and tuning: the weighting and similarity a model is trained
+-- with (docs/sql.md "Model settings"), and recsys_tune().
+
+-- The configured model settings (one row): what recsys_train() and
+-- recsys_evaluate() use unless their settings argument overrides them.  A
+-- NULL parameter takes its default; the neighbour count is recsys.config's.
+CREATE TABLE recsys.similarity_config (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    weighting text NOT NULL DEFAULT 'weights'
+        CHECK (weighting IN ('weights', 'binary', 'tfidf', 'bm25')),
+    similarity text NOT NULL DEFAULT 'cosine'
+        CHECK (similarity IN ('cosine', 'asymmetric_cosine', 'rp3beta', 'jaccard')),
+    shrink double precision NOT NULL DEFAULT 0
+        CHECK (shrink >= 0 AND shrink < 'Infinity'::double precision),
+    alpha double precision CHECK (alpha >= 0 AND alpha < 'Infinity'::double precision),
+    beta double precision CHECK (beta >= 0 AND beta < 'Infinity'::double precision),
+    k1 double precision CHECK (k1 >= 0 AND k1 < 'Infinity'::double precision),
+    b double precision CHECK (b >= 0 AND b <= 1)
+);
+COMMENT ON TABLE recsys.similarity_config IS
+    'one row: the matrix weighting, similarity and their parameters the next training uses (NULL: the default)';
+INSERT INTO recsys.similarity_config DEFAULT VALUES;
+
+-- As recsys.config: on restore the dumped row replaces the seed row.
+CREATE FUNCTION recsys.similarity_config_on_restore() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE recsys.similarity_config
+       SET weighting = NEW.weighting, similarity = NEW.similarity, shrink = NEW.shrink,
+           alpha = NEW.alpha, beta = NEW.beta, k1 = NEW.k1, b = NEW.b
+     WHERE singleton = NEW.singleton;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER upsert_on_restore BEFORE INSERT ON recsys.similarity_config
+    FOR EACH ROW EXECUTE FUNCTION recsys.similarity_config_on_restore();
+SELECT pg_catalog.pg_extension_config_dump('recsys.similarity_config', '');
+
+-- Checks an evaluation's list length and test window (22023; 22004 for NULL).
+CREATE FUNCTION recsys.check_split(k integer, test_days integer, max_days integer, hint text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF k IS NULL OR k < 1 OR k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(k::text, 'NULL')
+            USING ERRCODE = CASE WHEN k IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END;
+    END IF;
+    IF test_days IS NULL OR test_days < 1 OR test_days > max_days THEN
+        RAISE EXCEPTION 'test_days must be between 1 and %, not %', max_days, coalesce(test_days::text, 'NULL')
+            USING ERRCODE = CASE WHEN test_days IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  HINT = hint;
+    END IF;
+END $$;
+
+-- The model settings of a jsonb object checked by the core, with every
+-- parameter they read and its default filled in.
+CREATE FUNCTION recsys.resolve_settings(settings jsonb) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'recsys_resolve_settings' LANGUAGE C IMMUTABLE STRICT;
+
+-- The model settings a training or evaluation runs with: the configured
+-- ones with `overrides` applied, checked, defaults filled in.  Overriding
+-- the weighting drops the configured k1 and b; overriding the similarity
+-- drops the configured shrink, alpha and beta.
+CREATE FUNCTION recsys.model_settings(overrides jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    c recsys.similarity_config;
+    s jsonb;
+    o jsonb := coalesce(overrides, '{}');
+    bad text;
+BEGIN
+    IF jsonb_typeof(o) <> 'object' THEN
+        RAISE EXCEPTION 'model settings must be a JSON object, not %', jsonb_typeof(o)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example ''{"weighting": "tfidf", "shrink": 200}''.';
+    END IF;
+    SELECT string_agg(format('"%s"', key), ', ' ORDER BY key) INTO bad
+      FROM jsonb_object_keys(o) AS key
+     WHERE key NOT IN ('weighting', 'similarity', 'shrink', 'alpha', 'beta', 'k1', 'b', 'neighbors');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown model setting %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The model settings are weighting, similarity, shrink, alpha, beta, k1, b and neighbors.';
+    END IF;
+    SELECT * INTO c FROM recsys.similarity_config;
+    s := jsonb_build_object('weighting', c.weighting, 'similarity', c.similarity, 'shrink', c.shrink,
+                            'alpha', c.alpha, 'beta', c.beta, 'k1', c.k1, 'b', c.b);
+    IF o ? 'weighting' THEN
+        s := s - 'k1' - 'b';
+    END IF;
+    IF o ? 'similarity' THEN
+        s := s - 'shrink' - 'alpha' - 'beta';
+    END IF;
+    RETURN recsys.resolve_settings(jsonb_strip_nulls(s || (o - 'neighbors')));
+END $$;
+
+-- The candidates recsys_tune() tries by default, in order (core_tune.cpp).
+CREATE FUNCTION recsys.tune_grid() RETURNS jsonb
+AS 'MODULE_PATHNAME', 'recsys_tune_grid' LANGUAGE C IMMUTABLE;
+
+-- Tuning's C++ half: reads one time split of source once -- the test split
+-- of recsys_evaluate, or with validation the same moved back by test_days
+-- inside the training period -- and evaluates each candidate on it, within
+-- the budget; one row per candidate tried, `best` the highest nDCG.
+CREATE FUNCTION recsys.tune_core(source regclass, settings jsonb, candidates jsonb, test_days integer,
+                                 validation boolean, k integer, count_repeats boolean,
+                                 max_configs integer, max_seconds double precision)
+RETURNS TABLE (trial integer, trial_settings jsonb, best boolean, users_evaluated bigint,
+               users_without_history bigint,
+               "precision" double precision, precision_lo double precision, precision_hi double precision,
+               recall double precision, recall_lo double precision, recall_hi double precision,
+               ndcg double precision, ndcg_lo double precision, ndcg_hi double precision,
+               hit_rate double precision, map double precision, coverage double precision,
+               pop_precision double precision, pop_recall double precision, model_items bigint,
+               cutoff timestamptz, seconds double precision)
+AS 'MODULE_PATHNAME', 'recsys_tune_core' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION @extschema@.recsys_tune(k integer DEFAULT 10, test_days integer DEFAULT 30,
+                                        apply boolean DEFAULT false, max_configs integer DEFAULT 12,
+                                        max_seconds double precision DEFAULT NULL,
+                                        candidates jsonb DEFAULT NULL, count_repeats boolean DEFAULT false,
+                                        source text DEFAULT NULL)
+RETURNS TABLE (stage text, label text, trial integer, chosen boolean, settings jsonb,
+               ndcg double precision, ndcg_lo double precision, ndcg_hi double precision,
+               "precision" double precision, precision_lo double precision, precision_hi double precision,
+               recall double precision, recall_lo double precision, recall_hi double precision,
+               users_evaluated bigint, users_without_history bigint, cutoff timestamptz,
+               seconds double precision, evaluation_id bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_variable
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    cfg recsys.config;
+    rel regclass;
+    base jsonb;
+    cands jsonb;
+    st text;
+    r record;
+    pop record;
+    eid bigint;
+    pop_id bigint;
+    best jsonb;
+    dflt constant jsonb := '{"weighting": "weights", "similarity": "cosine", "shrink": 0, "neighbors": 50}';
+    same boolean := false;
+    cr boolean := coalesce(count_repeats, false);
+    -- The run log, as in recsys_train (logged as an evaluation).
+    run_id bigint := nextval('recsys.training_run_id_seq');
+BEGIN
+    BEGIN
+    PERFORM recsys.run_begin(run_id, 'evaluate', t0);
+    PERFORM recsys.progress_phase('checking');
+    PERFORM recsys.check_split(k, test_days, 18250, 'The test window is the last test_days days before the newest event, '
+                                                    'the validation window the test_days days before it.');
+    IF max_configs < 1 THEN
+        RAISE EXCEPTION 'max_configs must be at least 1, not %', max_configs USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT (max_seconds > 0) THEN
+        RAISE EXCEPTION 'max_seconds must be positive, not %', max_seconds USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO cfg FROM recsys.config;
+    rel := recsys.check_source(coalesce(source, cfg.source_relation));
+    PERFORM recsys.check_weights();
+    base := recsys.settings_snapshot(rel, cfg.neighbors);
+    IF candidates IS NULL THEN
+        cands := recsys.tune_grid();
+    ELSIF jsonb_typeof(candidates) <> 'array' OR jsonb_array_length(candidates) = 0 THEN
+        RAISE EXCEPTION 'candidates must be a non-empty JSON array of model settings'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example ''[{"weighting": "binary", "shrink": 50}, {"weighting": "tfidf", "shrink": 200}]''.';
+    ELSE
+        -- Each candidate completed from the configuration, as recsys_train
+        -- would complete it.
+        SELECT jsonb_agg(recsys.model_settings(c.value) || jsonb_build_object('neighbors',
+                   coalesce((c.value ->> 'neighbors')::integer, cfg.neighbors)) ORDER BY c.ord)
+          INTO cands FROM jsonb_array_elements(candidates) WITH ORDINALITY AS c(value, ord);
+    END IF;
+    FOREACH st IN ARRAY ARRAY['validation', 'test'] LOOP
+        IF st = 'test' THEN
+            -- The chosen setting and the 1.0 defaults, once each, on the test window.
+            same := best = dflt;
+            cands := CASE WHEN same THEN jsonb_build_array(best) ELSE jsonb_build_array(best, dflt) END;
+        END IF;
+        PERFORM recsys.progress_phase('reading', rel);
+        FOR r IN SELECT * FROM recsys.tune_core(rel, base, cands, test_days, st = 'validation', k, cr,
+                                                CASE WHEN st = 'validation' THEN max_configs END,
+                                                CASE WHEN st = 'validation' THEN max_seconds END) LOOP
+            INSERT INTO recsys.evaluations (source_relation, k, test_days, neighbors, cutoff, users_evaluated,
+                                            "precision", recall, ndcg, hit_rate, map, coverage,
+                                            pop_precision, pop_recall, model_items, seconds,
+                                            users_without_history, precision_lo, precision_hi, recall_lo,
+                                            recall_hi, ndcg_lo, ndcg_hi, count_repeats, settings, tune_stage, run_id)
+            VALUES (recsys.qualified_name(rel), k, test_days, (r.trial_settings ->> 'neighbors')::integer, r.cutoff,
+                    r.users_evaluated, r."precision", r.recall, r.ndcg, r.hit_rate, r.map, r.coverage,
+                    r.pop_precision, r.pop_recall, r.model_items, r.seconds,
+                    r.users_without_history, r.precision_lo, r.precision_hi, r.recall_lo, r.recall_hi,
+                    r.ndcg_lo, r.ndcg_hi, cr, base || r.trial_settings, st, run_id)
+            RETURNING recsys.evaluations.evaluation_id INTO eid;
+            IF st = 'validation' AND r.best THEN
+                best := r.trial_settings;
+            END IF;
+            RETURN QUERY SELECT st, CASE WHEN st = 'validation' THEN 'candidate' WHEN r.trial = 1 THEN 'tuned' ELSE 'default' END,
+                                r.trial, CASE WHEN st = 'validation' THEN r.best ELSE r.trial = 1 END, r.trial_settings,
+                                r.ndcg, r.ndcg_lo, r.ndcg_hi, r."precision", r.precision_lo, r.precision_hi,
+                                r.recall, r.recall_lo, r.recall_hi, r.users_evaluated, r.users_without_history,
+                                r.cutoff, r.seconds, eid;
+            IF st = 'test' AND r.trial = 1 THEN
+                IF same THEN
+                    RETURN QUERY SELECT st, 'default', r.trial, false, r.trial_settings,
+                                        r.ndcg, r.ndcg_lo, r.ndcg_hi, r."precision", r.precision_lo, r.precision_hi,
+                                        r.recall, r.recall_lo, r.recall_hi, r.users_evaluated, r.users_without_history,
+                                        r.cutoff, r.seconds, eid;
+                END IF;
+                pop := r;
+                pop_id := eid;
+            END IF;
+        END LOOP;
+        IF st = 'test' THEN
+            -- Popularity on the same users (recsys_evaluate's baseline).
+            RETURN QUERY SELECT st, 'popularity', NULL::integer, false, '{"popularity": true}'::jsonb,
+                                NULL::float8, NULL::float8, NULL::float8, pop.pop_precision, NULL::float8, NULL::float8,
+                                pop.pop_recall, NULL::float8, NULL::float8, pop.users_evaluated, pop.users_without_history,
+                                pop.cutoff, NULL::float8, pop_id;
+        END IF;
+        IF st = 'validation' AND best IS NULL THEN
+            RAISE EXCEPTION 'recsys_tune: no user to evaluate in the validation window of %', rel
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The validation window is the %s days before the test window (the last %s days); no user active in it was also active before it.', test_days, test_days),
+                      HINT = 'Choose a test_days that leaves history before both windows.';
+        END IF;
+    END LOOP;
+    IF coalesce(apply, false) THEN
+        UPDATE recsys.similarity_config
+           SET weighting = best ->> 'weighting', similarity = best ->> 'similarity',
+               shrink = coalesce((best ->> 'shrink')::float8, 0), alpha = (best ->> 'alpha')::float8,
+               beta = (best ->> 'beta')::float8, k1 = (best ->> 'k1')::float8, b = (best ->> 'b')::float8;
+        UPDATE recsys.config SET neighbors = (best ->> 'neighbors')::integer;
+        RAISE NOTICE 'recsys_tune: the next recsys_train() uses %', best;
+    END IF;
+    EXCEPTION WHEN query_canceled OR OTHERS THEN
+        PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, SQLSTATE, SQLERRM, coalesce(base, '{}'));
+        RAISE;
+    END;
+    PERFORM recsys.run_end(run_id, 'evaluate', t0, NULL, NULL, NULL, base || jsonb_build_object('tuned', best));
+END $$;
+COMMENT ON FUNCTION @extschema@.recsys_tune(integer, integer, boolean, integer, double precision, jsonb, boolean, text) IS
+    'searches the model settings on a validation window by nDCG@k, tests the choice against the defaults and popularity';
+
+------------------------------------------------------------------------------
 -- Hardening: keep this block last, identical in the install script and in
 -- every upgrade script, so it covers every function the extension has.
 --
@@ -751,7 +1022,8 @@ END $$;
 -- Internals, training, and changing what is served are not for PUBLIC: the
 -- roles that do them get the grants docs/operations.md lists.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA recsys FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.recsys_train(integer, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_train(integer, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text, boolean, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recsys_tune(integer, integer, boolean, integer, double precision, jsonb, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.recsys_activate(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.recsys_pin(bigint, boolean) FROM PUBLIC;

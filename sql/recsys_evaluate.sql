@@ -45,6 +45,17 @@ SELECT users_evaluated, round("precision"::numeric, 6) AS "precision", round(rec
        round(pop_precision::numeric, 6) AS pop_precision, round(pop_recall::numeric, 6) AS pop_recall
   FROM recsys_evaluate(1, test_days => 30, source => 'eval_events');
 
+-- Model settings, 1.1: u5 has a touch after the cutoff but no history: one
+-- user without history.  The 95% bootstrap CI (1000 resamples, seed 1) of
+-- k = 1's per-user precisions {1, 1, 0}: a resample's mean is 0 with
+-- probability 1/27 (3.7% > 2.5%) and 1 with probability 8/27, so the CI is
+-- [0, 1]; the same call gives the same CI.
+SELECT users_evaluated, users_without_history, precision_lo, precision_hi,
+       round(ndcg_lo::numeric, 6) <= round(ndcg::numeric, 6) AND ndcg <= ndcg_hi AS ndcg_in_ci
+  FROM recsys_evaluate(1, test_days => 30, source => 'eval_events');
+SELECT count(DISTINCT (precision_lo, precision_hi, recall_lo, recall_hi, ndcg_lo, ndcg_hi)) AS distinct_cis
+  FROM recsys.evaluations WHERE source_relation = 'public.eval_events' AND k = 1;
+
 -- A test window holding everything: nobody has history before the cutoff,
 -- a clear error (55000) naming the cutoff, and nothing is recorded.
 SELECT users_evaluated, "precision", recall, coverage

@@ -48,6 +48,33 @@ RESET client_min_messages;
 SELECT count(*) AS rows, count(*) FILTER (WHERE a.neighbor_ids = b.neighbor_ids AND a.sims = b.sims) AS identical
   FROM (SELECT * FROM recsys.neighbors WHERE model_id = :big0) a
   FULL JOIN (SELECT * FROM recsys.neighbors WHERE model_id = :small0) b USING (item_id);
+-- Model settings other than 1.0's: the passes gather the weighting's and the
+-- similarity's statistics and give the in-memory model too (TF-IDF with
+-- shrinkage; binary RP3beta), recorded with its settings.
+SET maintenance_work_mem = '1GB';
+SELECT model_id AS big_tfidf FROM recsys_train(source => 'events_passes',
+    settings => '{"weighting": "tfidf", "shrink": 20, "neighbors": 10}') \gset
+SET maintenance_work_mem = '1MB';
+SET client_min_messages = warning;
+SELECT model_id AS small_tfidf FROM recsys_train(source => 'events_passes',
+    settings => '{"weighting": "tfidf", "shrink": 20, "neighbors": 10}') \gset
+RESET client_min_messages;
+SELECT count(*) AS rows, count(*) FILTER (WHERE a.neighbor_ids = b.neighbor_ids AND a.sims = b.sims) AS identical
+  FROM (SELECT * FROM recsys.neighbors WHERE model_id = :big_tfidf) a
+  FULL JOIN (SELECT * FROM recsys.neighbors WHERE model_id = :small_tfidf) b USING (item_id);
+SET maintenance_work_mem = '1GB';
+SELECT model_id AS big_rp3 FROM recsys_train(source => 'events_passes',
+    settings => '{"weighting": "binary", "similarity": "rp3beta", "alpha": 0.5, "beta": 0.3, "neighbors": 10}') \gset
+SET maintenance_work_mem = '1MB';
+SET client_min_messages = warning;
+SELECT model_id AS small_rp3 FROM recsys_train(source => 'events_passes',
+    settings => '{"weighting": "binary", "similarity": "rp3beta", "alpha": 0.5, "beta": 0.3, "neighbors": 10}') \gset
+RESET client_min_messages;
+SELECT count(*) AS rows, count(*) FILTER (WHERE a.neighbor_ids = b.neighbor_ids AND a.sims = b.sims) AS identical
+  FROM (SELECT * FROM recsys.neighbors WHERE model_id = :big_rp3) a
+  FULL JOIN (SELECT * FROM recsys.neighbors WHERE model_id = :small_rp3) b USING (item_id);
+SELECT settings ->> 'similarity' AS similarity, settings ->> 'weighting' AS weighting FROM recsys_models WHERE active;
+RESET maintenance_work_mem;
 
 -- Few cells (no run spilled while reading) but over budget in memory: the
 -- buffer becomes one run, and the passes give the same model again.

@@ -95,8 +95,9 @@ SELECT p.oid::regprocedure AS unpinned
 SELECT p.oid::regprocedure AS public_executable
   FROM pg_proc p
  WHERE (p.pronamespace = 'recsys'::regnamespace
-        OR p.oid IN ('recsys_train(integer, text)'::regprocedure,
-                     'recsys_evaluate(integer, integer, integer, text)'::regprocedure))
+        OR p.oid IN ('recsys_train(integer, text, jsonb)'::regprocedure,
+                     'recsys_evaluate(integer, integer, integer, text, boolean, jsonb)'::regprocedure,
+                     'recsys_tune(integer, integer, boolean, integer, double precision, jsonb, boolean, text)'::regprocedure))
    AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
                                      WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'));
 

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <queue>
 #include <string>
 #include <system_error>
@@ -30,6 +31,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "core_similarity.hpp"
 #include "core_topk.hpp"
 
 namespace recsys {
@@ -310,6 +312,20 @@ PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, int neighbors,
     return p;
 }
 
+PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, const TrainOptions& opt, int64_t runs,
+                     std::size_t budget) {
+    const SimilaritySettings s = resolve_settings(opt);
+    const double U = std::max(0.0, std::min(dbl(users), dbl(cells))), I = std::max(0.0, std::min(dbl(items), dbl(cells)));
+    const std::size_t extra = to_size(detail::similarity_extra_bytes(U, I, s));
+    PassPlan p = plan_passes(cells, users, items, opt.neighbors, runs, budget > extra ? budget - extra : 0);
+    if (extra == 0) return p;
+    // The statistics are held next to whatever the rest needs.
+    p.in_memory = to_size(dbl(p.in_memory) + dbl(extra));
+    p.minimum = to_size(dbl(p.minimum) + dbl(extra));
+    if (budget < p.minimum) p.items_per_pass = p.passes = p.merge_fan_in = 0;
+    return p;
+}
+
 CellSpill::CellSpill(std::string dir) : dir_(std::move(dir)) {}
 CellSpill::~CellSpill() = default;
 
@@ -376,15 +392,12 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
     if (opt.neighbors < 0)
         throw InvalidInput("recsys: neighbors must be >= 0 (0 keeps all), got " +
                            std::to_string(opt.neighbors));
-    // The passes compute 1.0's plain cosine on the summed weights; the other
-    // weighting and similarity settings (core_similarity.hpp) are computed in
-    // memory only, so far.
-    if (!resolve_settings(opt).plain())
-        throw InvalidInput("recsys: training in passes supports only weighting 'weights' and similarity "
-                           "'cosine' with shrink 0 so far; raise maintenance_work_mem to train in memory");
+    // Settings other than 1.0's plain cosine read per-user and per-item
+    // statistics (core_similarity.hpp), gathered by two more streaming passes
+    // over the matrix file; plan_passes(opt) leaves room for them.
+    const SimilaritySettings settings = resolve_settings(opt);
     poll_cancel(cancel);
-    const PassPlan plan = plan_passes(spill.cells(), spill.users_bound(), spill.items(), opt.neighbors,
-                                      spill.runs(), budget);
+    const PassPlan plan = plan_passes(spill.cells(), spill.users_bound(), spill.items(), opt, spill.runs(), budget);
     if (plan.passes == 0 && spill.items() > 0)
         throw InvalidInput("recsys: training in passes needs at least " + std::to_string(plan.minimum) +
                            " bytes, the budget is " + std::to_string(budget));
@@ -493,6 +506,36 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
             throw InvalidInput("recsys: weights of item " + std::to_string(m.item_ids[i]) +
                                " are too large: the squared norm overflows a double");
     }
+    // The weighting and the similarity's factors, as train() computes them:
+    // the same statistics summed in the same order (users ascending, each
+    // user's items ascending), so the same doubles.
+    std::optional<detail::CellWeighting> weigh;
+    std::optional<detail::SimilarityFinish> finish;
+    if (!settings.plain()) {
+        const std::size_t n_rows = static_cast<std::size_t>(n_users);
+        auto each_cell = [&](const auto& fn) {
+            Reader in(matrix, 0, matrix_bytes);
+            for (std::size_t u = 0; !in.at_end(); ++u) {
+                uint32_t len = 0;
+                in.get(&len, sizeof len);
+                row_items.resize(len);
+                row_w.resize(len);
+                in.get(row_items.data(), len * sizeof(int32_t));
+                in.get(row_w.data(), len * sizeof(double));
+                for (uint32_t q = 0; q < len; ++q) fn(u, static_cast<std::size_t>(row_items[q]), row_w[q]);
+                if ((u & 1023) == 0) poll_cancel(cancel);
+            }
+        };
+        {
+            detail::CellStats st(n_rows, n_items);
+            each_cell([&](std::size_t u, std::size_t i, double w) { st.add(u, i, w); });
+            weigh.emplace(settings, st);
+        }
+        detail::WeightedStats xs(n_rows, n_items);
+        each_cell([&](std::size_t u, std::size_t i, double w) { xs.add(u, i, (*weigh)(u, i, w)); });
+        const std::vector<int64_t> item_users(users_of.begin(), users_of.end());
+        finish.emplace(settings, xs, item_users);
+    }
     detail::rank_popularity(m, [&](std::size_t i) { return users_of[i]; });
     std::vector<int32_t>().swap(users_of);
     const std::size_t keep = opt.neighbors > 0 ? static_cast<std::size_t>(opt.neighbors) : 0;
@@ -513,11 +556,12 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
     detail::TopK top(keep);
     top.reserve(keep > 0 ? std::min(keep, n_items) : n_items);
     std::size_t work = 0;
+    std::vector<double> row_right;  // settings: right(u, x) of the row's cells
     for (std::size_t b0 = 0; b0 < n_items; b0 += block) {
         const std::size_t b1 = std::min(n_items, b0 + block);
         const int32_t lo_item = static_cast<int32_t>(b0), hi_item = static_cast<int32_t>(b1);
         Reader in(matrix, 0, matrix_bytes);
-        while (!in.at_end()) {
+        for (std::size_t u = 0; !in.at_end(); ++u) {
             uint32_t len = 0;
             in.get(&len, sizeof len);
             row_items.resize(len);
@@ -533,7 +577,20 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
             } else {
                 row_w.resize(len);
                 in.get(row_w.data(), len * sizeof(double));
-                const double* const w = row_w.data();
+                const double* w = row_w.data();
+                const double* xs = w;  // the plain cosine multiplies the weights
+                if (finish) {
+                    // x = weighting(w); the owner's factor left(i, x), the
+                    // neighbour's right(u, x), as train()'s CSC and CSR hold them.
+                    row_right.resize(len);
+                    for (uint32_t q = 0; q < len; ++q) {
+                        const std::size_t iq = static_cast<std::size_t>(items[q]);
+                        const double x = (*weigh)(u, iq, row_w[q]);
+                        row_right[q] = finish->right(u, x);
+                        row_w[q] = finish->left(iq, x);
+                    }
+                    xs = row_right.data();
+                }
                 for (std::size_t p = lo; p < hi; ++p) {
                     const std::size_t bi = static_cast<std::size_t>(items[p]) - b0;
                     double* const a_row = acc.data() + bi * n_items;
@@ -542,7 +599,7 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
                     const double wi = w[p];
                     for (uint32_t q = 0; q < len; ++q) {
                         const int32_t j = items[q];
-                        const double prod = wi * w[q];
+                        const double prod = wi * xs[q];
                         const double a = a_row[j];
                         if (a == 0) {
                             if (prod == 0) continue;  // underflow: adds nothing, keep j untouched
@@ -570,7 +627,8 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
                 const double dot = a_row[j];
                 a_row[j] = 0;
                 if (static_cast<std::size_t>(j) == i) continue;
-                const double sim = dot / (ni * norm[static_cast<std::size_t>(j)]);
+                const double sim = finish ? (*finish)(i, static_cast<std::size_t>(j), dot)
+                                          : dot / (ni * norm[static_cast<std::size_t>(j)]);
                 if (sim > 0 && std::isfinite(sim)) top.offer(Scored{sim, j});
             }
             work += n_touched[bi] + 16;

@@ -47,6 +47,12 @@ struct PassPlan {
 // in_memory; an upper bound is fine.
 PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, int neighbors, int64_t runs,
                      std::size_t budget);
+// The same for any model settings: a weighting or similarity other than the
+// 1.0 defaults also holds per-user and per-item statistics (24 U + 64 I
+// bytes, core_similarity.hpp), counted in in_memory and minimum and left out
+// of the budget the passes plan with.  Throws InvalidInput for bad settings.
+PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, const TrainOptions& opt, int64_t runs,
+                     std::size_t budget);
 
 // Matrix cells spilled to one temporary file as sorted runs.  Adding a run
 // validates its weights (as train() does, in input order), sorts it stably by
@@ -90,7 +96,7 @@ private:
 };
 
 // The model train() computes from the spilled cells (the same ids, order and
-// bit-identical similarities), holding at most `budget` bytes of heap at any
+// bit-identical similarities, for every weighting and similarity), holding at most `budget` bytes of heap at any
 // time: the runs are merged into a user-major matrix file, then each pass
 // streams it once and computes the neighbours of a block of items.  Consumes
 // the spill (its file is closed and its dictionary moved into the model).

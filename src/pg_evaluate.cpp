@@ -4,12 +4,14 @@
 // scores a throwaway model in the core.  Nothing is written: the active
 // model is never touched.
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
 #include "pg_train.hpp"
+#include "pg_tune.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -24,7 +26,7 @@ PG_FUNCTION_INFO_V1(recsys_evaluate_core);
 
 // The evaluation's cutoff: the newest usable event of src minus test_days
 // days (in the session's time zone, as timestamptz arithmetic does).
-static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int test_days)
+TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int test_days)
 {
     Datum args[2] = {w->types, w->weights};
     source_execute(src, SOURCE_MAX_TIME, args, 1);
@@ -60,13 +62,17 @@ static int32* distinct_users(const TouchBuffer* t, int64* n)
     return users;
 }
 
-// recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors)
-//   -> metrics row with the cutoff: the newest usable event minus test_days.
+// recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors,
+//                      count_repeats)
+//   -> metrics row with the cutoff: the newest usable event minus test_days,
+//      the users without history and the 95% bootstrap CIs.  settings also
+//      carries the model settings (weighting, similarity, ...).
 // A database still at 1.0 calls it as 1.0 did, (before_sql, after_sql, k,
 // neighbors), from its own recsys_evaluate(): see recsys_train_store.
 extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 {
     bool legacy = PG_NARGS() == 4;
+    bool count_repeats = !legacy && PG_GETARG_BOOL(5);
     for (int i = 0; i < PG_NARGS(); i++)
         if (PG_ARGISNULL(i))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -97,6 +103,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     SourceWeights weights;
     TimestampTz cutoff = 0;
     TouchBuffer after;
+    ModelSettings model;
+    memset(&model, 0, sizeof model);   // 1.0's call: the 1.0 defaults
     // The touches after the cutoff first: they are few, and they say whose
     // histories scoring needs.
     if (legacy) {
@@ -104,6 +112,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     } else {
         source_open(PG_GETARG_OID(0), &src);
         source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
+        model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
         cutoff = evaluation_cutoff(&src, &weights, test_days);
         elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
         fetch_touches(&src, &weights, cutoff, &after);
@@ -132,9 +141,9 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     // core's copy of each for scoring (sorting that copy takes scratch
     // memory of the same size, which training's freed buffers cover).
     Size reserved = ((Size) after.n * sizeof(recsys::Touch) + (Size) before.n_kept * sizeof(recsys::Triplet)) * 2;
-    auto* model = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
+    auto* trained = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    train_within_budget(&before, neighbors, reserved, "evaluation", model);
+    train_within_budget(&before, neighbors, &model, reserved, "evaluation", trained);
 
     elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
     recsys::EvalResult res;
@@ -143,16 +152,19 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         recsys::EvalOptions opt;
         opt.k = k;
         opt.neighbors = neighbors;
-        // The SQL function does not report confidence intervals yet: skip the
-        // core's bootstrap rather than compute what is thrown away.
-        opt.bootstrap_resamples = 0;
+        opt.settings = model_train_options(&model, neighbors);
+        opt.count_repeats = count_repeats;
+        // 95% CIs from 1000 resamples with the fixed seed 1: reproducible.
+        // 1.0's SQL function has no columns for them.
+        opt.bootstrap_resamples = legacy ? 0 : 1000;
+        opt.bootstrap_seed = 1;
         opt.progress = pg_progress();
         std::vector<recsys::Triplet> h(before.kept, before.kept + before.n_kept);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
-        res = recsys::evaluate_model(*model->obj, std::move(h), std::move(a), opt, pg_cancel_check());
+        res = recsys::evaluate_model(*trained->obj, std::move(h), std::move(a), opt, pg_cancel_check());
     });
-
     elog(DEBUG1, "recsys: scored in %.3f s", seconds_since(t0));
+
     if (res.users_evaluated == 0 && !legacy)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("recsys: no user to evaluate in %s with the cutoff at %s", src.qualified,
@@ -163,8 +175,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
                         errhint("The cutoff is the newest event minus test_days (%d): choose test_days so that "
                                 "users active after it were also active before it.", test_days)));
 
-    Datum values[11];
-    bool nulls[11] = {false};
+    Datum values[18];
+    bool nulls[18] = {false};
     values[0] = Int64GetDatum(res.users_evaluated);
     values[1] = Float8GetDatum(res.precision);
     values[2] = Float8GetDatum(res.recall);
@@ -176,6 +188,13 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     values[8] = Float8GetDatum(res.pop_recall);
     values[9] = Int64GetDatum(res.model_items);
     values[10] = TimestampTzGetDatum(cutoff);   // 1.1's OUT cutoff; 1.0's row has 10 columns
+    values[11] = Int64GetDatum(res.users_without_history);
+    const double ci[6] = {res.precision_ci.lo, res.precision_ci.hi, res.recall_ci.lo,
+                          res.recall_ci.hi, res.ndcg_ci.lo, res.ndcg_ci.hi};
+    for (int i = 0; i < 6; i++) {
+        values[12 + i] = Float8GetDatum(ci[i]);
+        nulls[12 + i] = std::isnan(ci[i]);
+    }
     HeapTuple tuple = heap_form_tuple(desc, values, nulls);
     Datum result = SPI_datumTransfer(HeapTupleGetDatum(tuple), false, -1);
     SPI_finish();

@@ -11,6 +11,7 @@ extern "C" {
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 }
@@ -164,8 +165,8 @@ static void read_cells(const SourceRel* src, const SourceWeights* w, SourceQuery
 }
 
 // The touches into `out`, from src's query or from legacy_sql.
-static void read_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, const char* legacy_sql,
-                         TouchBuffer* out)
+static void read_touches(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
+                         const char* legacy_sql, TouchBuffer* out)
 {
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
@@ -173,7 +174,7 @@ static void read_touches(const SourceRel* src, const SourceWeights* w, Timestamp
     r.touch_out = out;
     out->data = NULL;
     out->n = 0;
-    run_into(src, w, SOURCE_TOUCHES_AFTER, TimestampTzGetDatum(cutoff), legacy_sql, &r);
+    run_into(src, w, q, extra, legacy_sql, &r);
 }
 
 void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
@@ -184,7 +185,15 @@ void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, Time
 
 void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out)
 {
-    read_touches(src, w, cutoff, NULL, out);
+    read_touches(src, w, SOURCE_TOUCHES_AFTER, TimestampTzGetDatum(cutoff), NULL, out);
+}
+
+void fetch_touches_window(const SourceRel* src, const SourceWeights* w, TimestampTz from, TimestampTz to,
+                          TouchBuffer* out)
+{
+    Datum bounds[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
+    ArrayType* arr = construct_array(bounds, 2, TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+    read_touches(src, w, SOURCE_TOUCHES_WINDOW, PointerGetDatum(arr), NULL, out);
 }
 
 void fetch_cells_sql(const char* sql, CellBuffer* out)
@@ -194,7 +203,7 @@ void fetch_cells_sql(const char* sql, CellBuffer* out)
 
 void fetch_touches_sql(const char* sql, TouchBuffer* out)
 {
-    read_touches(NULL, NULL, 0, sql, out);
+    read_touches(NULL, NULL, SOURCE_TOUCHES_AFTER, 0, sql, out);
 }
 
 void check_memory_budget(Size bytes, const char* what)

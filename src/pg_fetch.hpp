@@ -73,6 +73,9 @@ void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, Time
 // Collects every usable (user, product) event of src at or after cutoff,
 // duplicates included (the core de-duplicates).
 void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out);
+// The same for the events at or after `from` and before `to`.
+void fetch_touches_window(const SourceRel* src, const SourceWeights* w, TimestampTz from, TimestampTz to,
+                          TouchBuffer* out);
 
 // The same from query text, run with the caller's rights: only for the
 // 1.0 SQL functions of a database not yet updated (ALTER EXTENSION recsys

@@ -150,6 +150,7 @@ int source_query_nargs(SourceQuery q)
         return 2;
     case SOURCE_MATRIX_BEFORE:
     case SOURCE_TOUCHES_AFTER:
+    case SOURCE_TOUCHES_WINDOW:
     case SOURCE_HISTORY:
         return 3;
     case SOURCE_MAX_TIME:
@@ -196,6 +197,12 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
         argtypes[2] = TIMESTAMPTZOID;
         return psprintf("SELECT s.user_id::pg_catalog.int4, s.product_id::pg_catalog.int4 %s "
                         "WHERE " USABLE " AND s.event_time OPERATOR(pg_catalog.>=) $3",
+                        WEIGHTED_FROM(rel, "JOIN"));
+    case SOURCE_TOUCHES_WINDOW:
+        argtypes[2] = TIMESTAMPTZARRAYOID;
+        return psprintf("SELECT s.user_id::pg_catalog.int4, s.product_id::pg_catalog.int4 %s "
+                        "WHERE " USABLE " AND s.event_time OPERATOR(pg_catalog.>=) $3[1] "
+                        "AND s.event_time OPERATOR(pg_catalog.<) $3[2]",
                         WEIGHTED_FROM(rel, "JOIN"));
     case SOURCE_MAX_TIME:
         return psprintf("SELECT pg_catalog.max(s.event_time::pg_catalog.timestamptz) %s WHERE " USABLE,

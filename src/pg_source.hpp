@@ -95,6 +95,9 @@ enum SourceQuery {
     SOURCE_MATRIX_BEFORE,
     // (user int4, product int4): usable events at or after $3 timestamptz.
     SOURCE_TOUCHES_AFTER,
+    // (user, product) of every usable event in a window: $3 is timestamptz[2],
+    // from $3[1] inclusive to $3[2] exclusive (recsys_tune's validation window)
+    SOURCE_TOUCHES_WINDOW,
     // (max timestamptz): the newest usable event.
     SOURCE_MAX_TIME,
     // (count int8): the distinct products of the usable events; a light scan

@@ -11,6 +11,7 @@
 #include "pg_progress.hpp"
 #include "pg_settings.hpp"
 #include "pg_train.hpp"
+#include "pg_tune.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -96,12 +97,12 @@ static Size mb(Size bytes)
     return bytes / (1024 * 1024) + (bytes % (1024 * 1024) != 0);
 }
 
-// The core's options for a training from SQL: the neighbour count, and
-// progress reported to recsys_progress.  Builds C++ objects: call inside
-// core_call only.
-static recsys::TrainOptions training_options(int neighbors)
+// The core's options for a training from SQL: the neighbour count, the
+// model settings recorded in the snapshot, and progress reported to
+// recsys_progress.  Builds C++ objects: call inside core_call only.
+static recsys::TrainOptions training_options(int neighbors, const ModelSettings* model)
 {
-    recsys::TrainOptions opt;
+    recsys::TrainOptions opt = model_train_options(model, neighbors);
     opt.neighbors = neighbors;
     opt.progress = pg_progress();
     return opt;
@@ -169,8 +170,8 @@ void refuse_before_reading(const SourceRel* src, const SourceWeights* w, int nei
 }
 
 // See pg_train.hpp.
-void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
-                         OwnedByContext<recsys::Model>* owned)
+void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* model, Size reserved,
+                         const char* what, OwnedByContext<recsys::Model>* owned)
 {
     Size mwm = (Size) maintenance_work_mem * 1024;
     if (reserved >= mwm)
@@ -201,7 +202,8 @@ void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const 
             users = shape.users;
             items = shape.items;   // (in the NOTICE too)
         }
-        plan = recsys::plan_passes(n_cells, users, items, neighbors, runs, budget);
+        // (Settings other than 1.0's also hold per-user and per-item statistics.)
+        plan = recsys::plan_passes(n_cells, users, items, training_options(neighbors, model), runs, budget);
     });
     // (The Eigen method's peak measured 1.3x the native one's: budget 1.5x.)
     Size in_memory = plan.in_memory;
@@ -218,7 +220,7 @@ void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const 
             cells->data = NULL;
         }
         core_call_or_error(what, [&] {
-            const recsys::TrainOptions opt = training_options(neighbors);
+            const recsys::TrainOptions opt = training_options(neighbors, model);
             std::vector<recsys::Triplet> v;
             if (spilled) {
                 v = cells->spill->obj->load(pg_cancel_check());
@@ -264,7 +266,7 @@ void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const 
         cells->data = NULL;
     }
     core_call_or_error(what, [&] {
-        const recsys::TrainOptions opt = training_options(neighbors);
+        const recsys::TrainOptions opt = training_options(neighbors, model);
         owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
         delete cells->spill->obj;
         cells->spill->obj = nullptr;
@@ -302,9 +304,12 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
 
     SourceRel src;
     SourceWeights weights;
+    ModelSettings model;
+    memset(&model, 0, sizeof model);   // 1.0's call: the 1.0 defaults
     if (!legacy) {
         source_open(PG_GETARG_OID(1), &src);
         source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &weights);
+        model_settings_from_jsonb(PG_GETARG_DATUM(3), "the training's settings", &model);
     }
 
     if (!legacy)
@@ -326,7 +331,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    train_within_budget(&cells, neighbors, 0, "training", owned);
+    train_within_budget(&cells, neighbors, &model, 0, "training", owned);
     elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
 
     const recsys::Model* m = owned->obj;

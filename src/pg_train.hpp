@@ -17,7 +17,8 @@ inline double seconds_since(instr_time t0)
     return INSTR_TIME_GET_DOUBLE(now);
 }
 
-// Trains on the cells read into `cells` within maintenance_work_mem less
+// Trains on the cells read into `cells`, with the model settings `model`
+// (pg_tune.hpp), within maintenance_work_mem less
 // `reserved` bytes the caller already holds (evaluation's test touches and
 // histories), leaving the model in owned->obj.  Says what it needs before the
 // heavy work: in memory when the whole job fits; else in passes over the
@@ -25,8 +26,8 @@ inline double seconds_since(instr_time t0)
 // when even one item per pass does not fit, an error (54000) whose hint is
 // the least budget that works.  `what` names the job in messages
 // ("training", "evaluation").  Consumes the cells.
-void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
-                         OwnedByContext<recsys::Model>* owned);
+void train_within_budget(CellBuffer* cells, int neighbors, const struct ModelSettings* model, Size reserved,
+                         const char* what, OwnedByContext<recsys::Model>* owned);
 
 // Refuses (54000) before the heavy reading a job over src that cannot fit
 // maintenance_work_mem less `reserved` bytes whatever the reading finds, with

@@ -265,7 +265,11 @@ Q_SIM="SELECT i, s.* FROM unnest(ARRAY[10, 11, 12, 13]) i, recsys_similar_items(
 Q_HIST="SELECT u, h.product_id, h.weight, h.last_event AT TIME ZONE 'UTC' FROM unnest(ARRAY[1, 2, 3]) u, recsys_user_history(u, 10) h"
 Q_CONF="SELECT (SELECT string_agg(event_type || '=' || weight, ',' ORDER BY event_type) FROM recsys.event_weights)
                || ' ' || source_relation || ',' || neighbors || ',' || keep_models FROM recsys.config"
-Q_EVAL="SELECT e::text FROM recsys.evaluations e ORDER BY evaluation_id"
+# The columns 1.0 had (1.1 appends more, NULL for the kept rows).
+Q_EVAL="SELECT (e.evaluation_id, e.evaluated_at, e.source_relation, e.k, e.test_days, e.neighbors, e.cutoff,
+                e.users_evaluated, e.\"precision\", e.recall, e.ndcg, e.hit_rate, e.map, e.coverage,
+                e.pop_precision, e.pop_recall, e.model_items, e.seconds)::text
+          FROM recsys.evaluations e ORDER BY evaluation_id"
 same "1.0 recommends the hand-computed lists" \
 "1|12|1.707541|1|cf
 1|13|1.000000|2|popular
@@ -354,7 +358,7 @@ if ! q "$FRESH_DB" "CREATE EXTENSION recsys" >/dev/null || ! describe_catalog "$
     fail "fresh install of $DEFAULT"; finish
 fi
 # A description that misses what the extension surely has would compare nothing.
-for fact in "function public.recsys_train(integer,pg_catalog.text): def| CREATE OR REPLACE FUNCTION public.recsys_train(" \
+for fact in "function public.recsys_train(integer,pg_catalog.text,pg_catalog.jsonb): def| CREATE OR REPLACE FUNCTION public.recsys_train(" \
             "table recsys.models: column   1 model_id bigint NOT NULL" \
             "view public.recsys_models: view|" \
             "extension recsys: config_dump recsys.config" \

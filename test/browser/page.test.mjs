@@ -67,9 +67,17 @@ test("page loads with the model summary and the evaluation plot, nothing fetched
   if (evals.evaluations.length) {
     await page.waitForSelector("#eval-svg polyline.series-precision", { timeout: 10000 });
     await page.waitForSelector("#eval-svg polyline.series-recall");
-    const ks = new Set(evals.evaluations.map((e) => e.k));
+    const shown = evals.evaluations.filter((e) => e.tune_stage !== "validation");
+    const ks = new Set(shown.map((e) => e.k));
     const rows = await page.$$eval("#eval-table tr", (trs) => trs.length - 1);
     assert.equal(rows, ks.size, "one table row per K");
+    // The newest evaluation of the smallest K, with its 95% CI when it has one.
+    const k0 = Math.min(...ks);
+    const e0 = shown.find((e) => e.k === k0);
+    const cell = await page.$eval("#eval-table tr:nth-child(2) td:nth-child(2)", (td) => td.textContent);
+    const want = e0.precision_lo == null ? Number(e0.precision).toFixed(3)
+      : `${Number(e0.precision).toFixed(3)} [${Number(e0.precision_lo).toFixed(3)}, ${Number(e0.precision_hi).toFixed(3)}]`;
+    assert.equal(cell, want, "precision with its CI");
     const points = await page.$eval("#eval-svg polyline.series-precision", (p) => p.getAttribute("points").trim().split(/\s+/).length);
     assert.equal(points, ks.size, "one plotted point per K");
   }

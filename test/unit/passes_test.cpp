@@ -143,27 +143,66 @@ TEST(Passes, LoadThenTrainIsTheSame) {
     EXPECT_LE(s.users_bound(), s.cells());
 }
 
-// Settings other than 1.0's plain cosine are refused in passes (they would
-// give another model than train()), naming what works instead.
-TEST(Passes, RefusesOtherSimilaritySettings) {
+// Every weighting and similarity gives train()'s model bit for bit in passes
+// too, also at the least budget (many passes), and that least budget grows
+// by the statistics the settings hold.
+TEST(Passes, EverySettingSameModelAsTrain) {
     TmpDir dir;
-    const auto cells = inexact_cells(5, 300, 80, 5000);
-    CellSpill s(dir.path);
-    spill_into(s, cells, 123);
-    TrainOptions opt{20};
-    opt.weighting = Weighting::binary;
-    try {
-        (void) train_passes(s, opt, std::size_t(1) << 30);
-        FAIL() << "expected InvalidInput";
-    } catch (const InvalidInput& e) {
-        EXPECT_NE(std::string(e.what()).find("maintenance_work_mem"), std::string::npos) << e.what();
+    std::vector<TrainOptions> settings;
+    for (Weighting w : {Weighting::weights, Weighting::binary, Weighting::tfidf, Weighting::bm25}) {
+        TrainOptions o{7};
+        o.weighting = w;
+        o.shrink = 3;
+        settings.push_back(o);
     }
-    opt.weighting = Weighting::weights;
-    opt.shrink = 10;
-    EXPECT_THROW((void) train_passes(s, opt, std::size_t(1) << 30), InvalidInput);
+    TrainOptions a{0};
+    a.similarity = Similarity::asymmetric_cosine;
+    a.alpha = 0.3;
+    settings.push_back(a);
+    TrainOptions r{5};
+    r.weighting = Weighting::binary;
+    r.similarity = Similarity::rp3beta;
+    r.alpha = 0.5;
+    r.beta = 0.3;
+    settings.push_back(r);
+    r.weighting = Weighting::bm25;  // row/column sums of a non-binary x
+    settings.push_back(r);
+    TrainOptions j{10};
+    j.similarity = Similarity::jaccard;
+    j.shrink = 1;
+    settings.push_back(j);
+    int many_passes = 0;
+    for (uint32_t seed = 1; seed <= 2; ++seed) {
+        const auto cells = inexact_cells(seed, 300, 2000, 6000);
+        for (const TrainOptions& o : settings) {
+            const Model want = train(cells, o);
+            PassPlan probe;
+            {
+                CellSpill s(dir.path);
+                spill_into(s, cells, 333);
+                probe = plan_passes(s.cells(), s.users_bound(), s.items(), o, s.runs(), 0);
+                const PassPlan plain = plan_passes(s.cells(), s.users_bound(), s.items(), o.neighbors, s.runs(), 0);
+                EXPECT_EQ(probe.minimum > plain.minimum, !resolve_settings(o).plain());
+            }
+            for (std::size_t budget : {probe.minimum, std::size_t(1) << 30}) {
+                CellSpill s(dir.path);
+                spill_into(s, cells, 333);
+                const PassPlan plan = plan_passes(s.cells(), s.users_bound(), s.items(), o, s.runs(), budget);
+                ASSERT_GT(plan.passes, 0);
+                many_passes += plan.passes >= 3;
+                SCOPED_TRACE("seed " + std::to_string(seed) + " budget " + std::to_string(budget) + " " +
+                             weighting_name(o.weighting) + " " + similarity_name(o.similarity));
+                expect_same_model(train_passes(s, o, budget), want);
+            }
+            CellSpill s(dir.path);
+            spill_into(s, cells, 333);
+            EXPECT_THROW((void) train_passes(s, o, probe.minimum - 1), InvalidInput);
+        }
+    }
+    EXPECT_GE(many_passes, 16);  // every setting and seed at the least budget
+    EXPECT_EQ(entries(dir.path), 0);
 }
 
-// The hand example of train_test.cpp, at the least budget.
 TEST(Passes, HandExampleAtMinimum) {
     TmpDir dir;
     const std::vector<Triplet> cells = {{1, 10, 1}, {1, 20, 1}, {2, 10, 2}, {2, 20, 1}, {2, 30, 1},
