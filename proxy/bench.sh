@@ -133,7 +133,7 @@ PP=$(free_port)
     --cache-size "$CACHE" --access-log off 2>"$TMP/proxy.log" &
 pids+=($!)
 wait_http "http://127.0.0.1:$PP/healthz"
-curl -sf -X POST "http://127.0.0.1:$PP/recommendations" -d '{"user_ids":[1],"top_n":10}' >/dev/null \
+curl -sf -X POST "http://127.0.0.1:$PP/recommendations" -H 'Content-Type: application/json' -d '{"user_ids":[1],"top_n":10}' >/dev/null \
     || { echo "the proxy cannot recommend (is a model trained?)"; cat "$TMP/proxy.log"; exit 1; }
 echo "# recsys-proxy: pool $POOL, $THREADS I/O threads, cache $CACHE; wrk -t2 -c$CONNS -d${SECS}s"
 read -r p_rps p_p99 < <(run_wrk "http://127.0.0.1:$PP/recommendations" recsys-proxy)
