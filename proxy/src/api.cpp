@@ -326,18 +326,31 @@ static bool is_int_text(std::string_view s) {
     return parse_int32(s, v);
 }
 
-// Appends the members of the JSON object text `obj` ({"a" : 1, ...}), each
-// preceded by a comma; nothing for {} or a text that is not an object.
+// Appends the members of the JSON object text `obj` ({"a" : 1, ...}, as
+// json_build_object prints it), each preceded by a comma and without the
+// whitespace between tokens; nothing for {} or a text that is not an object.
 static void append_object_members(std::string& out, std::string_view obj) {
     while (!obj.empty() && (obj.front() == ' ' || obj.front() == '\n')) obj.remove_prefix(1);
     while (!obj.empty() && (obj.back() == ' ' || obj.back() == '\n')) obj.remove_suffix(1);
     if (obj.size() < 2 || obj.front() != '{' || obj.back() != '}') return;
     obj = obj.substr(1, obj.size() - 2);
-    std::size_t i = 0;
-    while (i < obj.size() && obj[i] == ' ') ++i;
-    if (i == obj.size()) return;
+    const std::size_t mark = out.size();
     out.push_back(',');
-    out.append(obj.data() + i, obj.size() - i);
+    bool in_string = false, escaped = false, any = false;
+    for (char c : obj) {
+        if (in_string) {
+            out.push_back(c);
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') continue;
+        if (c == '"') in_string = true;
+        out.push_back(c);
+        any = true;
+    }
+    if (!any) out.resize(mark);
 }
 
 bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,

@@ -290,11 +290,35 @@ TEST(Format, DetailsWithAndWithoutProducts) {
     EXPECT_EQ(j[0]["source"], "cf");
     EXPECT_TRUE(j[1]["score"].is_null());
     EXPECT_TRUE(j[1]["product_name"].is_null());
+    // The product members are spliced in without json_build_object's spacing (strings untouched).
+    EXPECT_NE(out.find(R"("source":"cf","product_name":"Lamp \"X\"","category":"home","price":19.99})"), std::string::npos)
+        << out;
+    VectorRows spaced(6, {"1", "5", "1", "1", "cf", R"({"a b" : "x : y, z", "c" : [1, 2]})"});
+    ASSERT_TRUE(format_recommendations(req, spaced, out, e));
+    EXPECT_NE(out.find(R"("source":"cf","a b":"x : y, z","c":[1,2]})"), std::string::npos) << out;
+    VectorRows empty(6, {"1", "5", "1", "1", "cf", "{}"});
+    ASSERT_TRUE(format_recommendations(req, empty, out, e));
+    EXPECT_NE(out.find(R"("source":"cf"})"), std::string::npos) << out;
     VectorRows without(5, {"1", "5", "0.25", "1", "cf"});
     ASSERT_TRUE(format_recommendations(req, without, out, e));
     auto k = nlohmann::json::parse(out)["results"]["1"][0];
     EXPECT_EQ(k.size(), 4u);
     EXPECT_FALSE(k.contains("product_name"));
+}
+
+TEST(Format, BoundedBytesAre413) {
+    RecRequest req;
+    req.user_ids = {1, 2};
+    VectorRows rows(5, {"1", "1000001", "0.5", "1", "cf", "2", "1000002", "0.5", "1", "cf"});
+    std::string out;
+    ApiError e;
+    ASSERT_TRUE(format_recommendations(req, rows, out, e, 1000));
+    EXPECT_EQ(out, R"({"results":{"1":[1000001],"2":[1000002]}})");
+    // 32 + (9 + 16) for the first user, + (9 + 16) for the second: 82 bytes counted.
+    EXPECT_TRUE(format_recommendations(req, rows, out, e, 82));
+    EXPECT_FALSE(format_recommendations(req, rows, out, e, 81));
+    EXPECT_EQ(e.status, 413);
+    EXPECT_NE(e.details.find("81 bytes"), std::string::npos) << e.details;
 }
 
 TEST(Format, MalformedRowsAre500) {
