@@ -42,7 +42,7 @@ def rss():
 base = rss()[1]
 with ThreadPoolExecutor(conc) as ex:
     res = list(ex.map(one, range(conc)))
-time.sleep(0.5)  # the last write's completion handler (trim) runs after the client has read it
+time.sleep(2)  # the last write's completion handler (trim) runs after the client has read it
 peak, after = rss()
 statuses = {s: [r[0] for r in res].count(s) for s in {r[0] for r in res}}
 print(f"{conc} x ({ids} ids x top_n {top_n}, details {details}): statuses {statuses}, "

@@ -353,8 +353,12 @@ static void append_object_members(std::string& out, std::string_view obj) {
     if (!any) out.resize(mark);
 }
 
-bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,
-                           std::vector<std::string>& frags, ApiError& err, std::size_t max_bytes) {
+// Formats each id's JSON array (in `ids` order) and hands it to
+// emit(index, std::string&&); false with `err` on malformed rows (500) or past
+// `max_bytes` (413, counting 32 bytes of envelope and 16 per id).
+template <class Emit>
+static bool format_each(const std::vector<int32_t>& ids, bool details, const Rows& rows, ApiError& err,
+                        std::size_t max_bytes, Emit emit) {
     const int nr = rows.nrows();
     const int nc = rows.ncols();
     if (nc < 5) {
@@ -380,11 +384,10 @@ bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const 
         if (rows.is_null(r, 3) || !parse_int32(rows.get(r, 3), rank)) rank = INT32_MAX;
         by_user[uid].push_back({rank, r});
     }
-    frags.clear();
-    frags.reserve(ids.size());
-    for (int32_t uid : ids) {
-        frags.emplace_back();
-        std::string& out = frags.back();
+    std::string out;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const int32_t uid = ids[i];
+        out.clear();
         out.push_back('[');
         auto it = by_user.find(uid);
         if (it != by_user.end()) {
@@ -424,13 +427,24 @@ bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const 
         out.push_back(']');
         total += out.size() + 16;
         if (total > max_bytes) {
-            frags.clear();
-            frags.shrink_to_fit();
             err = response_too_large(max_bytes, "the answer grew past " + std::to_string(max_bytes) + " bytes");
             return false;
         }
+        emit(i, std::move(out));
     }
     return true;
+}
+
+bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,
+                           std::vector<std::string>& frags, ApiError& err, std::size_t max_bytes) {
+    frags.assign(ids.size(), std::string());
+    bool ok = format_each(ids, details, rows, err, max_bytes,
+                          [&](std::size_t i, std::string&& f) { frags[i] = std::move(f); });
+    if (!ok) {
+        frags.clear();
+        frags.shrink_to_fit();
+    }
+    return ok;
 }
 
 std::string assemble_results(const std::vector<int32_t>& ids, const std::vector<std::string>& frags) {
@@ -454,9 +468,30 @@ std::string assemble_results(const std::vector<int32_t>& ids, const std::vector<
 
 bool format_recommendations(const RecRequest& req, const Rows& rows, std::string& out, ApiError& err,
                             std::size_t max_bytes) {
-    std::vector<std::string> frags;
-    if (!format_user_fragments(req.user_ids, req.details, rows, frags, err, max_bytes)) return false;
-    out = assemble_results(req.user_ids, frags);
+    // Straight into `out`, sized once (no doubling, no per-user copies beside the answer).
+    std::size_t want = 32 + req.user_ids.size() * 16;
+    for (int r = 0; r < rows.nrows() && rows.ncols() >= 5; ++r) {
+        want += rows.get(r, 1).size() + 1;
+        if (req.details) want += 80 + (rows.ncols() >= 6 ? rows.get(r, 5).size() : 0);
+    }
+    out.clear();
+    out.reserve(std::min(want, max_bytes));
+    out += "{\"results\":{";
+    char buf[16];
+    bool ok = format_each(req.user_ids, req.details, rows, err, max_bytes, [&](std::size_t i, std::string&& f) {
+        if (i) out.push_back(',');
+        out.push_back('"');
+        auto tc = std::to_chars(buf, buf + sizeof buf, req.user_ids[i]);
+        out.append(buf, tc.ptr);
+        out += "\":";
+        out += f;
+    });
+    if (!ok) {
+        out.clear();
+        out.shrink_to_fit();
+        return false;
+    }
+    out += "}}";
     return true;
 }
 

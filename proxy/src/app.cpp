@@ -6,6 +6,7 @@
 // database.
 #include "app.hpp"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -166,6 +167,10 @@ void App::finish() {
 }
 
 int App::run() {
+    // Blocks of 1 MiB and more (large answers and their parts) are mapped on
+    // their own and unmapped when freed, instead of the heap keeping them
+    // (glibc raises this threshold up to 32 MiB on its own otherwise).
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     const long fd_limit = raise_fd_limit();
     const long pool_fds = static_cast<long>(cfg_.dsns.size()) * cfg_.pool_size;
     // Each connection is one fd; keep a reserve for the pool, the listener and logs.

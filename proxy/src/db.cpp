@@ -1,6 +1,7 @@
 // db.cpp - see db.hpp.
 #include "db.hpp"
 
+#include <malloc.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -14,6 +15,10 @@
 namespace rsproxy {
 
 using Clock = std::chrono::steady_clock;
+
+// Results with at least this many rows are returned to the system (malloc_trim)
+// once freed, so a burst of large answers does not stay in RSS.
+constexpr int kTrimAfterRows = 100000;
 
 namespace {
 std::string trim_msg(std::string s) {
@@ -818,7 +823,9 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
             j.done(o);
         }
     }
+    const bool large = PQntuples(r) >= kTrimAfterRows;
     PQclear(r);
+    if (large) malloc_trim(0);  // give a large result's memory back (server.cpp does the same for answers)
 }
 
 }  // namespace rsproxy

@@ -159,12 +159,17 @@ void handle_recommendations(Services& sv, const ExchangePtr& x) {
     sv.pool.submit_recommend(std::move(missing), rr->top_n, rr->details,
                              [s, x, rr, frags, miss_pos, ids, mid, use_cache, cache_tag, max_bytes](const DbOutcome& o) {
         if (o.kind != DbOutcome::Ok) return x->reply(outcome_error(o));
-        std::vector<std::string> fresh;
         ApiError e;
+        if (!use_cache) {  // formatted straight into the answer
+            Reply rep;
+            if (!format_recommendations(*rr, *o.rows, rep.body, e, max_bytes)) return x->reply(error_reply(e));
+            return x->reply(std::move(rep));
+        }
+        std::vector<std::string> fresh;
         if (!format_user_fragments(*ids, rr->details, *o.rows, fresh, e, max_bytes)) return x->reply(error_reply(e));
         // Cache only what the model read before the query still answers for:
         // a model switch seen meanwhile leaves these rows uncached.
-        const bool cacheable = use_cache && s->model_id() == mid;
+        const bool cacheable = s->model_id() == mid;
         std::size_t total = 32;
         for (std::size_t k = 0; k < fresh.size(); ++k) {
             if (cacheable) s->cache.put(CacheKey{mid, (*ids)[k], rr->top_n, rr->details}, fresh[k]);
