@@ -8,8 +8,12 @@
 # (proxy/build/recsys-proxy, built by `make -C proxy`) on a free loopback port
 # and checks every route: status codes, good and bad input, that the JSON
 # equals recsys_recommend's rows computed through psql, errors mapped from the
-# extension's SQLSTATEs, several DSNs with one dead, a database restart
-# (503 + Retry-After while down, 200 within 5 s of its return) and SIGTERM.
+# extension's SQLSTATEs, product details from a configured relation (quoted
+# names, startup errors for a bad one), the DSN's options and application_name,
+# a data fault isolated to its user, a CONNECTION LIMIT below the pool size,
+# --shutdown-timeout with a query running, bounded answers, the fd limit,
+# several DSNs with one dead, a database restart (503 + Retry-After while down,
+# 200 within 5 s of its return) and SIGTERM.
 # Prerequisites: the extension installed (make && make install at the top),
 # curl, python3.  Runs as root (through runuser postgres) or as a normal user.
 # Prints "N passed, M failed"; exits non-zero when anything failed.
@@ -470,6 +474,24 @@ for m in recsys_proxy_requests_total recsys_proxy_request_duration_seconds_bucke
     grep -q "^$m" "$TMP/metrics" || grep -q "^# TYPE $m" "$TMP/metrics" && ok "metric $m" || bad "metric $m missing"
 done
 grep -q 'recsys_proxy_requests_total{route="/recommendations",status="422"}' "$TMP/metrics" && ok "422s counted by route" || bad "route/status counter"
+
+echo "# fd limit"
+fdp=$(free_port)
+( ulimit -Sn 256; exec "$BIN" --listen "127.0.0.1:$fdp" --dsn "$DSN" 2>"$TMP/proxy-fd.log" ) &
+fdpid=$!
+pids+=("$fdpid")
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$fdp/healthz" && break; sleep 0.05; done
+python3 - "$TMP/proxy-fd.log" "$(ulimit -Hn)" "/proc/$fdpid/limits" <<'EOF2' && ok "started with a soft fd limit of 256: raised to the hard limit, logged with max_connections" || bad "fd limit: $(grep listening "$TMP/proxy-fd.log")"
+import json, sys
+hard = sys.argv[2]
+line = next(json.loads(l) for l in open(sys.argv[1]) if '"event":"listening"' in l)
+want = (1 << 20) if hard == "unlimited" else int(hard)
+assert line["fd_limit"] == want, (line, want)
+assert line["max_connections"] == want - 4 - 64, line   # pool 4, reserve 64
+soft = next(l.split()[3] for l in open(sys.argv[3]) if l.startswith("Max open files"))
+assert soft == hard, (soft, hard)
+EOF2
+kill "$fdpid"
 
 echo "# access log"
 tail -1 "$TMP/proxy-main.log" > "$TMP/lastlog"; python3 -c "import json,sys; d=json.loads(sys.stdin.read()); assert {'method','path','status','ms'} <= set(d)" < "$TMP/lastlog" \
