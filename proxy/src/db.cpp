@@ -353,8 +353,7 @@ void Pool::stop() {
     fail_all_queued(o);
 }
 
-void Pool::set_running(std::size_t w, PGconn* pg) {
-    (void)pg;
+void Pool::clear_running(std::size_t w) {
     std::lock_guard<std::mutex> g(cancel_mu_);
     running_[w] = nullptr;
 }
@@ -649,7 +648,7 @@ void Pool::worker(std::size_t di, std::size_t wi) {
             }
         }
         if (!live.empty()) run_jobs(conn, di, live);
-        set_running(wi, nullptr);
+        clear_running(wi);
         in_use_.fetch_sub(1);
         if (!conn.ok()) {
             ds.connected.fetch_sub(1);

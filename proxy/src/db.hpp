@@ -174,7 +174,7 @@ private:
     void requeue_front(std::vector<Job>& jobs, std::size_t dsn);
     void fail_all_queued(const DbOutcome& o);
     void run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs);
-    void set_running(std::size_t worker, PGconn* pg);
+    void clear_running(std::size_t worker);
     static void fail(Job& j, DbOutcome::Kind k, const std::string& msg);
 
     PoolOptions opt_;

@@ -74,6 +74,9 @@ void Session::start() {
 
 void Session::read_next() {
     if (server_.stopping()) return close();
+    method_.clear();
+    target_.clear();
+    origin_.clear();
     parser_.emplace();
     parser_->body_limit(cfg().limits.max_body_bytes);
     parser_->header_limit(16 * 1024);
@@ -91,6 +94,7 @@ void Session::early_error(int status, const char* code, std::string message, std
     ++seq_;
     server_.inflight_.fetch_add(1);
     keep_alive_ = false;
+    head_ = false;
     route_ = other_route_label();
     do_write(error_reply(make_error(status, code, std::move(message), std::move(details))));
 }
