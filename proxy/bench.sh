@@ -8,7 +8,8 @@
 #
 # Environment: BENCH_SECONDS (15), BENCH_CONNECTIONS (64), BENCH_USERS (2000),
 # BENCH_PGPORT (55434), BENCH_POOL (2, proxy connections: one per database core), BENCH_THREADS (2,
-# proxy I/O threads), BENCH_CACHE (0 = proxy cache off), BENCH_UVICORN_WORKERS (2).
+# proxy I/O threads), BENCH_CACHE (0 = proxy cache off), BENCH_UVICORN_WORKERS (2),
+# BENCH_BASELINE_BIN (another recsys-proxy build to measure the same way, e.g. before a change).
 # Prints req/s and p99 for each and the ratio.  Needs wrk, python3-fastapi,
 # python3-uvicorn, python3-psycopg2 and the built proxy (make -C proxy).
 set -euo pipefail
@@ -128,16 +129,27 @@ run_wrk() {  # run_wrk URL LABEL -> "reqs p99"
     echo "$rps $p99"
 }
 
-PP=$(free_port)
-"$BIN" --listen "127.0.0.1:$PP" --dsn "$BENCH_DSN" --pool-size "$POOL" --threads "$THREADS" \
-    --cache-size "$CACHE" --access-log off 2>"$TMP/proxy.log" &
-pids+=($!)
-wait_http "http://127.0.0.1:$PP/healthz"
-curl -sf -X POST "http://127.0.0.1:$PP/recommendations" -d '{"user_ids":[1],"top_n":10}' >/dev/null \
-    || { echo "the proxy cannot recommend (is a model trained?)"; cat "$TMP/proxy.log"; exit 1; }
-echo "# recsys-proxy: pool $POOL, $THREADS I/O threads, cache $CACHE; wrk -t2 -c$CONNS -d${SECS}s"
-read -r p_rps p_p99 < <(run_wrk "http://127.0.0.1:$PP/recommendations" recsys-proxy)
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+run_proxy() {  # run_proxy BINARY LABEL -> "reqs p99"
+    local pp pid
+    pp=$(free_port)
+    "$1" --listen "127.0.0.1:$pp" --dsn "$BENCH_DSN" --pool-size "$POOL" --threads "$THREADS" \
+        --cache-size "$CACHE" --access-log off 2>"$TMP/proxy-$2.log" &
+    pid=$!
+    pids+=("$pid")
+    wait_http "http://127.0.0.1:$pp/healthz" >&2
+    curl -sf -X POST "http://127.0.0.1:$pp/recommendations" -H 'Content-Type: application/json' \
+        -d '{"user_ids":[1],"top_n":10}' >/dev/null \
+        || { echo "the proxy cannot recommend (is a model trained?)" >&2; cat "$TMP/proxy-$2.log" >&2; exit 1; }
+    echo "# $2 ($1): pool $POOL, $THREADS I/O threads, cache $CACHE; wrk -t2 -c$CONNS -d${SECS}s" >&2
+    run_wrk "http://127.0.0.1:$pp/recommendations" "$2"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+read -r p_rps p_p99 < <(run_proxy "$BIN" recsys-proxy)
+# BENCH_BASELINE_BIN: another build of the proxy (e.g. the previous commit's), measured the same way.
+b_rps=""
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+    read -r b_rps b_p99 < <(run_proxy "$BENCH_BASELINE_BIN" baseline)
+fi
 
 FP=$(free_port)
 BENCH_DSN="$BENCH_DSN" BENCH_POOL="$POOL" setsid $PY -m uvicorn --app-dir "$TMP" fastapi_app:app \
@@ -147,7 +159,7 @@ wait_http "http://127.0.0.1:$FP/docs"
 echo "# FastAPI + uvicorn ($UVW workers) + psycopg2 (pool $POOL per worker)"
 read -r f_rps f_p99 < <(run_wrk "http://127.0.0.1:$FP/recommendations" fastapi)
 
-$PY - "$p_rps" "$p_p99" "$f_rps" "$f_p99" <<'EOF'
+$PY - "$p_rps" "$p_p99" "$f_rps" "$f_p99" "${b_rps:-}" "${b_p99:-}" <<'EOF'
 import sys
 def ms(s):
     for suf, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
@@ -156,6 +168,8 @@ def ms(s):
 p, pp, f, fp = float(sys.argv[1]), ms(sys.argv[2]), float(sys.argv[3]), ms(sys.argv[4])
 print(f"{'service':<16}{'req/s':>12}{'p99 ms':>10}")
 print(f"{'recsys-proxy':<16}{p:>12.0f}{pp:>10.2f}")
+if sys.argv[5]:
+    print(f"{'baseline proxy':<16}{float(sys.argv[5]):>12.0f}{ms(sys.argv[6]):>10.2f}")
 print(f"{'fastapi':<16}{f:>12.0f}{fp:>10.2f}")
 print(f"ratio (proxy/fastapi): {p / f:.2f}x req/s, p99 {fp / pp:.2f}x lower")
 EOF

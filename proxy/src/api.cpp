@@ -141,6 +141,16 @@ bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out
                          "send {\"user_ids\":[1,2],\"top_n\":5}");
         return false;
     }
+    for (const auto& kv : doc.items()) {
+        const std::string& k = kv.key();
+        if (k != "user_ids" && k != "top_n" && k != "details") {
+            std::string shown = k.substr(0, 64);
+            err = make_error(422, "PX422", "unknown field \"" + shown + "\"",
+                             "a /recommendations body has the fields user_ids, top_n and details",
+                             "remove the field or check its spelling");
+            return false;
+        }
+    }
     auto uit = doc.find("user_ids");
     if (uit == doc.end()) {
         err = make_error(400, "PX400", "missing field \"user_ids\"", "", "user_ids is an array of integers");
@@ -234,11 +244,10 @@ int http_status_for_sqlstate(std::string_view s) {
     if (s == "42501") return 403;
     if (s == "42883" || s == "42P01") return 404;
     if (s == "25006") return 405;
-    if (s == "P0001") return 400;
+    if (s == "22023" || s == "22004" || s == "2202E" || s == "22P02") return 400;  // argument checks
     if (s == "57P01" || s == "57P02" || s == "57P03") return 503;  // server shutting down / starting
     if (cls == "08") return 503;
     if (cls == "0L" || cls == "0P" || cls == "28") return 403;
-    if (cls == "22") return 400;
     if (cls == "23") return 409;
     if (cls == "53") return 503;
     if (cls == "54") return 413;
@@ -268,14 +277,34 @@ static std::string_view trim(std::string_view s) {
     return s;
 }
 
-std::string presented_key(std::string_view authorization, std::string_view x_api_key) {
+std::string bearer_key(std::string_view authorization) {
     std::string_view a = trim(authorization);
     if (a.size() > 7) {
         std::string scheme(a.substr(0, 7));
         std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
         if (scheme == "bearer ") return std::string(trim(a.substr(7)));
     }
-    return std::string(trim(x_api_key));
+    return std::string();
+}
+
+bool request_authorized(const std::vector<std::string>& keys, std::string_view authorization,
+                        std::string_view x_api_key) {
+    // Both are compared, always: the time does not tell which header held the key.
+    bool bearer = key_matches(keys, bearer_key(authorization));
+    bool header = key_matches(keys, trim(x_api_key));
+    return bearer || header;
+}
+
+std::size_t typical_response_bytes(std::size_t ids, int top_n, bool details, std::size_t product_columns) {
+    const std::size_t per_item = details ? 80 + 20 * product_columns : 8;
+    return 32 + ids * (16 + static_cast<std::size_t>(top_n < 0 ? 0 : top_n) * per_item);
+}
+
+ApiError response_too_large(std::size_t max_bytes, const std::string& what) {
+    return make_error(413, "PX413", "the response would be too large",
+                      what + "; the proxy answers at most " + std::to_string(max_bytes) +
+                          " bytes per request (--max-response-bytes)",
+                      "ask for fewer user ids, a smaller top_n, or leave out details");
 }
 
 std::string int_array_literal(const std::vector<int32_t>& ids) {
@@ -297,15 +326,47 @@ static bool is_int_text(std::string_view s) {
     return parse_int32(s, v);
 }
 
-bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,
-                           std::vector<std::string>& frags, ApiError& err) {
+// Appends the members of the JSON object text `obj` ({"a" : 1, ...}, as
+// json_build_object prints it), each preceded by a comma and without the
+// whitespace between tokens; nothing for {} or a text that is not an object.
+static void append_object_members(std::string& out, std::string_view obj) {
+    while (!obj.empty() && (obj.front() == ' ' || obj.front() == '\n')) obj.remove_prefix(1);
+    while (!obj.empty() && (obj.back() == ' ' || obj.back() == '\n')) obj.remove_suffix(1);
+    if (obj.size() < 2 || obj.front() != '{' || obj.back() != '}') return;
+    obj = obj.substr(1, obj.size() - 2);
+    const std::size_t mark = out.size();
+    out.push_back(',');
+    bool in_string = false, escaped = false, any = false;
+    for (char c : obj) {
+        if (in_string) {
+            out.push_back(c);
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') continue;
+        if (c == '"') in_string = true;
+        out.push_back(c);
+        any = true;
+    }
+    if (!any) out.resize(mark);
+}
+
+// Formats each id's JSON array (in `ids` order) and hands it to
+// emit(index, std::string&&); false with `err` on malformed rows (500) or past
+// `max_bytes` (413, counting 32 bytes of envelope and 16 per id).
+template <class Emit>
+static bool format_each(const std::vector<int32_t>& ids, bool details, const Rows& rows, ApiError& err,
+                        std::size_t max_bytes, Emit emit) {
     const int nr = rows.nrows();
     const int nc = rows.ncols();
     if (nc < 5) {
         err = make_error(500, "PX500", "unexpected result shape from recsys_recommend");
         return false;
     }
-    const bool with_products = nc >= 8;
+    const bool with_products = nc >= 6;
+    std::size_t total = 32;
     // Group row indexes by user, then order each group by rank.
     struct Ref {
         int64_t rank;
@@ -323,11 +384,10 @@ bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const 
         if (rows.is_null(r, 3) || !parse_int32(rows.get(r, 3), rank)) rank = INT32_MAX;
         by_user[uid].push_back({rank, r});
     }
-    frags.clear();
-    frags.reserve(ids.size());
-    for (int32_t uid : ids) {
-        frags.emplace_back();
-        std::string& out = frags.back();
+    std::string out;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const int32_t uid = ids[i];
+        out.clear();
         out.push_back('[');
         auto it = by_user.find(uid);
         if (it != by_user.end()) {
@@ -360,20 +420,31 @@ bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const 
                     out += "null";
                 else
                     append_json_string(out, rows.get(ref.row, 4));
-                if (with_products) {
-                    out += ",\"product_name\":";
-                    if (rows.is_null(ref.row, 5)) out += "null"; else append_json_string(out, rows.get(ref.row, 5));
-                    out += ",\"category\":";
-                    if (rows.is_null(ref.row, 6)) out += "null"; else append_json_string(out, rows.get(ref.row, 6));
-                    out += ",\"price\":";
-                    if (rows.is_null(ref.row, 7)) out += "null"; else append_json_float(out, rows.get(ref.row, 7));
-                }
+                if (with_products && !rows.is_null(ref.row, 5)) append_object_members(out, rows.get(ref.row, 5));
                 out.push_back('}');
             }
         }
         out.push_back(']');
+        total += out.size() + 16;
+        if (total > max_bytes) {
+            err = response_too_large(max_bytes, "the answer grew past " + std::to_string(max_bytes) + " bytes");
+            return false;
+        }
+        emit(i, std::move(out));
     }
     return true;
+}
+
+bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,
+                           std::vector<std::string>& frags, ApiError& err, std::size_t max_bytes) {
+    frags.assign(ids.size(), std::string());
+    bool ok = format_each(ids, details, rows, err, max_bytes,
+                          [&](std::size_t i, std::string&& f) { frags[i] = std::move(f); });
+    if (!ok) {
+        frags.clear();
+        frags.shrink_to_fit();
+    }
+    return ok;
 }
 
 std::string assemble_results(const std::vector<int32_t>& ids, const std::vector<std::string>& frags) {
@@ -395,10 +466,32 @@ std::string assemble_results(const std::vector<int32_t>& ids, const std::vector<
     return out;
 }
 
-bool format_recommendations(const RecRequest& req, const Rows& rows, std::string& out, ApiError& err) {
-    std::vector<std::string> frags;
-    if (!format_user_fragments(req.user_ids, req.details, rows, frags, err)) return false;
-    out = assemble_results(req.user_ids, frags);
+bool format_recommendations(const RecRequest& req, const Rows& rows, std::string& out, ApiError& err,
+                            std::size_t max_bytes) {
+    // Straight into `out`, sized once (no doubling, no per-user copies beside the answer).
+    std::size_t want = 32 + req.user_ids.size() * 16;
+    for (int r = 0; r < rows.nrows() && rows.ncols() >= 5; ++r) {
+        want += rows.get(r, 1).size() + 1;
+        if (req.details) want += 80 + (rows.ncols() >= 6 ? rows.get(r, 5).size() : 0);
+    }
+    out.clear();
+    out.reserve(std::min(want, max_bytes));
+    out += "{\"results\":{";
+    char buf[16];
+    bool ok = format_each(req.user_ids, req.details, rows, err, max_bytes, [&](std::size_t i, std::string&& f) {
+        if (i) out.push_back(',');
+        out.push_back('"');
+        auto tc = std::to_chars(buf, buf + sizeof buf, req.user_ids[i]);
+        out.append(buf, tc.ptr);
+        out += "\":";
+        out += f;
+    });
+    if (!ok) {
+        out.clear();
+        out.shrink_to_fit();
+        return false;
+    }
+    out += "}}";
     return true;
 }
 

@@ -37,7 +37,20 @@ wins over its variable.  Durations are in milliseconds unless stated.
   --max-batch N               RECSYS_MAX_BATCH         concurrent requests with the same top_n merged into
                                                        one recsys_recommend call (default 64; 1 = off)
   --access-log on|off         RECSYS_ACCESS_LOG        JSON access-log line per request on stderr (default on)
-  --idle-timeout S            RECSYS_IDLE_TIMEOUT      keep-alive idle timeout in seconds (default 60)
+  --idle-timeout S            RECSYS_IDLE_TIMEOUT      a connection that sends nothing for S seconds (idle
+                                                       keep-alive, or a request that stalls) is closed (default 60)
+  --max-connections N         RECSYS_MAX_CONNECTIONS   open HTTP connections; beyond it a new connection gets 503
+                                                       and is closed (default 0 = the fd limit minus the pool
+                                                       and a reserve of 64)
+  --max-response-bytes N      RECSYS_MAX_RESPONSE_BYTES  response body bound per request -> 413 (default 16777216)
+  --cors-origin ORIGIN[,...]  RECSYS_CORS_ORIGINS      browser origins allowed by CORS (e.g. https://shop.example);
+                                                       "*" allows any; default none (no CORS headers)
+  --products RELATION         RECSYS_PRODUCTS          relation with the product details, optionally schema-
+                                                       qualified (default products, used when it exists);
+                                                       "" turns product details off
+  --product-id-column COL     RECSYS_PRODUCT_ID_COLUMN its column joined to product ids (default product_id)
+  --product-columns C[,C...]  RECSYS_PRODUCT_COLUMNS   columns shown with details, under their own names
+                                                       (default product_name,category,price)
   --shutdown-timeout MS       RECSYS_SHUTDOWN_TIMEOUT  SIGTERM grace for in-flight requests (default 10000)
   --help                                               this text
   --version                                            print the version
@@ -84,6 +97,47 @@ bool to_bool(const std::string& name, const std::string& v) {
     throw std::invalid_argument(name + ": expected on or off, got '" + v + "'");
 }
 
+// A column name as PostgreSQL stores it (case and all): it is quoted, never pasted.
+std::string check_column(const std::string& flag, const std::string& v) {
+    if (v.empty() || v.size() > 63)
+        throw std::invalid_argument(flag + ": a column name of 1 to 63 bytes, got '" + v + "'");
+    for (unsigned char ch : v)
+        if (ch < 0x20) throw std::invalid_argument(flag + ": control character in '" + v + "'");
+    return v;
+}
+
+// The item fields that details always carry; a product column may not shadow them.
+const char* const kReservedFields[] = {"product_id", "score", "rank", "source", "similarity", "weight", "last_event"};
+
+void set_product_columns(Config& c, const std::string& v) {
+    std::vector<std::string> cols;
+    split_into(v, ',', cols);
+    for (auto& col : cols) {
+        check_column("--product-columns", col);
+        for (const char* r : kReservedFields)
+            if (col == r)
+                throw std::invalid_argument("--product-columns: '" + col +
+                                            "' is a field every item already has; list only the product's own columns");
+        for (std::size_t i = 0; &cols[i] != &col; ++i)
+            if (cols[i] == col) throw std::invalid_argument("--product-columns: '" + col + "' is listed twice");
+    }
+    c.product_columns = std::move(cols);
+}
+
+void set_cors(Config& c, const std::string& v) {
+    std::vector<std::string> origins;
+    split_into(v, ',', origins);
+    for (auto& o : origins) {
+        while (!o.empty() && o.back() == '/') o.pop_back();
+        bool ok = o == "*" || ((o.rfind("http://", 0) == 0 || o.rfind("https://", 0) == 0) &&
+                               o.find('/', o.find("//") + 2) == std::string::npos && o.size() > 8);
+        if (!ok)
+            throw std::invalid_argument("--cors-origin: expected * or scheme://host[:port] (e.g. https://shop.example), got '" +
+                                        o + "'");
+    }
+    c.cors_origins = std::move(origins);
+}
+
 // Applies one setting; `name` without leading dashes. Multi-valued settings
 // append when `append` (flags), replace otherwise (the env sets them first).
 void apply(Config& c, const std::string& name, const std::string& v) {
@@ -105,6 +159,12 @@ void apply(Config& c, const std::string& name, const std::string& v) {
     else if (name == "max-batch") c.max_batch = static_cast<int>(to_long("--max-batch", v, 1, 100000));
     else if (name == "access-log") c.access_log = to_bool("--access-log", v);
     else if (name == "idle-timeout") c.idle_timeout_s = static_cast<int>(to_long("--idle-timeout", v, 1, 86400));
+    else if (name == "max-connections") c.max_connections = static_cast<int>(to_long("--max-connections", v, 0, 10000000));
+    else if (name == "max-response-bytes") c.max_response_bytes = static_cast<std::size_t>(to_long("--max-response-bytes", v, 1024, 1L << 40));
+    else if (name == "cors-origin") set_cors(c, v);
+    else if (name == "products") { c.products_relation = v; c.products_explicit = true; }
+    else if (name == "product-id-column") { c.product_id_column = check_column("--product-id-column", v); c.products_explicit = true; }
+    else if (name == "product-columns") { set_product_columns(c, v); c.products_explicit = true; }
     else if (name == "shutdown-timeout") c.shutdown_timeout_ms = static_cast<int>(to_long("--shutdown-timeout", v, 0, 3600000));
     else throw std::invalid_argument("unknown option --" + name + " (see --help)");
 }
@@ -132,6 +192,12 @@ const EnvVar kEnv[] = {
     {"RECSYS_ACCESS_LOG", "access-log"},
     {"RECSYS_IDLE_TIMEOUT", "idle-timeout"},
     {"RECSYS_SHUTDOWN_TIMEOUT", "shutdown-timeout"},
+    {"RECSYS_MAX_CONNECTIONS", "max-connections"},
+    {"RECSYS_MAX_RESPONSE_BYTES", "max-response-bytes"},
+    {"RECSYS_CORS_ORIGINS", "cors-origin"},
+    {"RECSYS_PRODUCTS", "products"},
+    {"RECSYS_PRODUCT_ID_COLUMN", "product-id-column"},
+    {"RECSYS_PRODUCT_COLUMNS", "product-columns"},
 };
 
 const char* real_getenv(const char* n) { return std::getenv(n); }
@@ -178,6 +244,8 @@ int parse_config(int argc, char** argv, Config& cfg, std::string& msg, bool& exi
             if (name == "api-key" && !flag_keys) { cfg.api_keys.clear(); flag_keys = true; }
             apply(cfg, name, value);
         }
+        if (cfg.products_relation.size() > 200)
+            throw std::invalid_argument("--products: at most 200 bytes");
         if (cfg.limits.default_top_n > cfg.limits.max_top_n)
             throw std::invalid_argument("--default-top-n exceeds --max-top-n");
         if (cfg.dsns.empty()) cfg.dsns.push_back("");

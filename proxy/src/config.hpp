@@ -26,6 +26,15 @@ struct Config {
     int idle_timeout_s = 60;
     int shutdown_timeout_ms = 10000;
     int max_batch = 64;                   // single-user requests merged into one statement; 1 disables
+    // Product details (details:true, /similar, /history): a relation, its id
+    // column and the columns shown.  Empty relation: no product details.
+    std::string products_relation = "products";
+    std::string product_id_column = "product_id";
+    std::vector<std::string> product_columns = {"product_name", "category", "price"};
+    bool products_explicit = false;       // set by a flag/variable: then the relation must exist
+    std::vector<std::string> cors_origins;  // allowed Origin values; "*" allows any; empty: no CORS
+    int max_connections = 0;              // open HTTP connections; 0: derived from the fd limit at start
+    std::size_t max_response_bytes = 16u << 20;  // response body bound per request (413 beyond)
 };
 
 // Parses env (getenv) then argv.  Returns 0 on success; otherwise the exit

@@ -1,10 +1,12 @@
 // db.cpp - see db.hpp.
 #include "db.hpp"
 
+#include <malloc.h>
 #include <poll.h>
 
 #include <algorithm>
 #include <bitset>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
@@ -14,32 +16,41 @@ namespace rsproxy {
 
 using Clock = std::chrono::steady_clock;
 
-const char* stmt_sql(Stmt s) {
+// Results with at least this many rows are returned to the system (malloc_trim)
+// once freed, so a burst of large answers does not stay in RSS.
+constexpr int kTrimAfterRows = 100000;
+
+namespace {
+std::string trim_msg(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+}  // namespace
+
+std::string stmt_sql(Stmt s, const ProductSql& p) {
+    // The product fields: json_build_object('col', p."col", ...) over the
+    // resolved relation, all names quoted by the server (resolve_products).
+    const std::string join = p.on ? " LEFT JOIN " + p.relation + " p ON p." + p.id_column + " = " : std::string();
     switch (s) {
         case Stmt::Recommend:
             return "SELECT user_id, product_id, score, rank, source FROM recsys_recommend($1::int[], $2)";
         case Stmt::RecommendDetails:
-            return "SELECT r.user_id, r.product_id, r.score, r.rank, r.source, p.product_name::text, "
-                   "p.category::text, p.price::float8 "
-                   "FROM recsys_recommend($1::int[], $2) r LEFT JOIN products p ON p.product_id = r.product_id";
+            if (!p.on) return stmt_sql(Stmt::Recommend, p);
+            return "SELECT r.user_id, r.product_id, r.score, r.rank, r.source, json_build_object(" + p.pairs +
+                   ")::text FROM recsys_recommend($1::int[], $2) r" + join + "r.product_id";
         case Stmt::Similar:
-            return "SELECT coalesce(json_agg(json_build_object('product_id', s.product_id, 'similarity', "
-                   "s.similarity, 'rank', s.rank) ORDER BY s.rank), '[]')::text "
-                   "FROM recsys_similar_items($1::int, $2::int) s";
         case Stmt::SimilarDetails:
             return "SELECT coalesce(json_agg(json_build_object('product_id', s.product_id, 'similarity', "
-                   "s.similarity, 'rank', s.rank, 'product_name', p.product_name, 'category', p.category, "
-                   "'price', p.price::float8) ORDER BY s.rank), '[]')::text "
-                   "FROM recsys_similar_items($1::int, $2::int) s LEFT JOIN products p ON p.product_id = s.product_id";
+                   "s.similarity, 'rank', s.rank" + (s == Stmt::SimilarDetails && p.on ? ", " + p.pairs : std::string()) +
+                   ") ORDER BY s.rank), '[]')::text FROM recsys_similar_items($1::int, $2::int) s" +
+                   (s == Stmt::SimilarDetails && p.on ? join + "s.product_id" : std::string());
         case Stmt::History:
-            return "SELECT coalesce(json_agg(json_build_object('product_id', h.product_id, 'weight', h.weight, "
-                   "'last_event', h.last_event) ORDER BY h.last_event DESC, h.product_id), '[]')::text "
-                   "FROM recsys_user_history($1::int, $2::int) h";
         case Stmt::HistoryDetails:
             return "SELECT coalesce(json_agg(json_build_object('product_id', h.product_id, 'weight', h.weight, "
-                   "'last_event', h.last_event, 'product_name', p.product_name, 'category', p.category, "
-                   "'price', p.price::float8) ORDER BY h.last_event DESC, h.product_id), '[]')::text "
-                   "FROM recsys_user_history($1::int, $2::int) h LEFT JOIN products p ON p.product_id = h.product_id";
+                   "'last_event', h.last_event" + (s == Stmt::HistoryDetails && p.on ? ", " + p.pairs : std::string()) +
+                   ") ORDER BY h.last_event DESC, h.product_id), '[]')::text "
+                   "FROM recsys_user_history($1::int, $2::int) h" +
+                   (s == Stmt::HistoryDetails && p.on ? join + "h.product_id" : std::string());
         case Stmt::ModelActive:
             return "SELECT row_to_json(m)::text FROM recsys_models m WHERE m.active LIMIT 1";
         case Stmt::Evaluations:
@@ -62,6 +73,140 @@ const char* stmt_sql(Stmt s) {
         default:
             return "SELECT 1";
     }
+}
+
+namespace {
+
+// A PostgreSQL text[] literal: {"a","b\"c"}.
+std::string text_array_literal(const std::vector<std::string>& v) {
+    std::string s = "{";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        if (i) s.push_back(',');
+        s.push_back('"');
+        for (char c : v[i]) {
+            if (c == '"' || c == '\\') s.push_back('\\');
+            s.push_back(c);
+        }
+        s.push_back('"');
+    }
+    return s + "}";
+}
+
+// Names are compared as PostgreSQL stores them and come back quoted by
+// format('%I'); the relation is found by to_regclass (the connection's search_path).
+const char* kResolveProducts =
+    "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), pg_catalog.has_table_privilege(c.oid, 'SELECT'), "
+    "(SELECT pg_catalog.format('%I', a.attname) FROM pg_catalog.pg_attribute a "
+    "  WHERE a.attrelid = c.oid AND a.attname = $2::name AND a.attnum > 0 AND NOT a.attisdropped), "
+    "(SELECT pg_catalog.string_agg(pg_catalog.format('%L, p.%I', u.col, u.col), ', ' ORDER BY u.i) "
+    "   FROM pg_catalog.unnest($3::text[]) WITH ORDINALITY AS u(col, i)), "
+    "(SELECT pg_catalog.string_agg(pg_catalog.quote_ident(u.col), ', ' ORDER BY u.i) "
+    "   FROM pg_catalog.unnest($3::text[]) WITH ORDINALITY AS u(col, i) WHERE NOT EXISTS ("
+    "     SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attname = u.col::name "
+    "        AND a.attnum > 0 AND NOT a.attisdropped)) "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.oid = pg_catalog.to_regclass($1)";
+
+}  // namespace
+
+std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& out) {
+    out = ProductSql{};
+    if (opt.relation.empty() || opt.columns.empty()) return "";
+    std::string cols = text_array_literal(opt.columns);
+    const char* pv[3] = {opt.relation.c_str(), opt.id_column.c_str(), cols.c_str()};
+    // The catalog lookups get their own time (a tiny --statement-timeout is
+    // for the serving queries); RESET returns to the connection's setting.
+    PQclear(PQexec(pg, "SET statement_timeout = '10s'"));
+    PGresult* r = PQexecParams(pg, kResolveProducts, 3, nullptr, pv, nullptr, nullptr, 0);
+    std::string err;
+    const std::string what = "--products " + opt.relation;
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        err = what + ": " + (r ? std::string(PQresultErrorMessage(r)) : std::string(PQerrorMessage(pg)));
+        while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
+    } else if (PQntuples(r) == 0) {
+        if (opt.required) err = what + ": no such relation (searched with the connection's search_path)";
+    } else if (opt.required && std::strcmp(PQgetvalue(r, 0, 1), "t") != 0) {
+        // (Left to the queries otherwise: they answer 42501, a 403 that names the relation.)
+        err = what + ": the role may not SELECT it (GRANT SELECT ON " + std::string(PQgetvalue(r, 0, 0)) +
+              " TO the proxy's role)";
+    } else if (PQgetisnull(r, 0, 2)) {
+        err = what + ": it has no column \"" + opt.id_column + "\" (--product-id-column)";
+    } else if (!PQgetisnull(r, 0, 4)) {
+        err = what + ": it has no column " + std::string(PQgetvalue(r, 0, 4)) + " (--product-columns)";
+    } else {
+        out.on = true;
+        out.relation = PQgetvalue(r, 0, 0);
+        out.id_column = PQgetvalue(r, 0, 2);
+        out.pairs = PQgetvalue(r, 0, 3);
+    }
+    if (r) PQclear(r);
+    if (!err.empty() || !out.on) {
+        PQclear(PQexec(pg, "RESET statement_timeout"));
+        return err;
+    }
+    // The join must type-check against the ids recsys_recommend returns.
+    r = PQprepare(pg, "", stmt_sql(Stmt::RecommendDetails, out).c_str(), 0, nullptr);
+    std::string sqlstate = r && PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "";
+    std::string msg = r && PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : "";
+    if (r) PQclear(r);
+    PQclear(PQexec(pg, "RESET statement_timeout"));
+    if (sqlstate == "42804" || (sqlstate == "42883" && msg.find("operator") != std::string::npos)) {
+        out = ProductSql{};
+        return what + ": its column " + opt.id_column + " cannot be joined to the recommended product ids: " + msg;
+    }
+    return "";
+}
+
+ConnParams connect_params(const std::string& dsn, int statement_timeout_ms, int connect_timeout_ms) {
+    ConnParams p;
+    std::string app = "recsys-proxy", user_opts;
+    bool dsn_timeout = false;
+    if (const char* v = std::getenv("PGAPPNAME"); v && *v) app = v;
+    if (const char* v = std::getenv("PGOPTIONS"); v && *v) user_opts = v;
+    if (const char* v = std::getenv("PGCONNECT_TIMEOUT"); v && *v) dsn_timeout = true;
+    if (!dsn.empty()) {
+        char* err = nullptr;
+        PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+        if (!opts) {
+            p.error = err ? trim_msg(err) : "cannot parse the DSN";
+            if (err) PQfreemem(err);
+            return p;
+        }
+        for (PQconninfoOption* o = opts; o->keyword; ++o) {
+            if (!o->val) continue;
+            if (std::strcmp(o->keyword, "application_name") == 0 && *o->val) app = o->val;
+            else if (std::strcmp(o->keyword, "options") == 0) user_opts = o->val;
+            else if (std::strcmp(o->keyword, "connect_timeout") == 0 && *o->val) dsn_timeout = true;
+        }
+        PQconninfoFree(opts);
+        p.keys.push_back("dbname");  // expanded by libpq (expand_dbname); the later keywords override
+        p.values.push_back(dsn);
+    }
+    if (!dsn_timeout) {
+        p.keys.push_back("connect_timeout");
+        p.values.push_back(std::to_string(std::max(1, (connect_timeout_ms + 999) / 1000)));
+    }
+    p.keys.push_back("application_name");
+    p.values.push_back(app);
+    std::string o = user_opts;
+    if (!o.empty()) o.push_back(' ');
+    o += "-c statement_timeout=" + std::to_string(statement_timeout_ms) + " -c DateStyle=ISO,YMD -c extra_float_digits=1";
+    p.keys.push_back("options");
+    p.values.push_back(o);
+    return p;
+}
+
+PGconn* connect_dsn(const std::string& dsn, int statement_timeout_ms, int connect_timeout_ms) {
+    ConnParams p = connect_params(dsn, statement_timeout_ms, connect_timeout_ms);
+    if (!p.error.empty()) return nullptr;
+    std::vector<const char*> k, v;
+    for (std::size_t i = 0; i < p.keys.size(); ++i) {
+        k.push_back(p.keys[i].c_str());
+        v.push_back(p.values[i].c_str());
+    }
+    k.push_back(nullptr);
+    v.push_back(nullptr);
+    return PQconnectdbParams(k.data(), v.data(), 1);
 }
 
 static bool is_details(Stmt s) {
@@ -120,19 +265,18 @@ void json_notice(void*, const char* message) {
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
-std::string trim_msg(std::string s) {
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
-}
-
 }  // namespace
 
 struct Pool::Conn {
     PGconn* pg = nullptr;
+    PGcancel* cancel = nullptr;
     std::bitset<static_cast<int>(Stmt::Count)> prepared;
-    bool has_products = false;
+    ProductSql products;
+    std::string product_error;  // why details are unavailable on this connection
     ~Conn() { close(); }
     void close() {
+        if (cancel) PQfreeCancel(cancel);
+        cancel = nullptr;
         if (pg) PQfinish(pg);
         pg = nullptr;
         prepared.reset();
@@ -152,8 +296,10 @@ Pool::Pool(PoolOptions opt) : opt_(std::move(opt)) {
 Pool::~Pool() { stop(); }
 
 void Pool::start() {
+    running_.assign(dsn_state_.size() * static_cast<std::size_t>(opt_.pool_size), nullptr);
+    std::size_t w = 0;
     for (std::size_t d = 0; d < dsn_state_.size(); ++d)
-        for (int i = 0; i < opt_.pool_size; ++i) workers_.emplace_back([this, d] { worker(d); });
+        for (int i = 0; i < opt_.pool_size; ++i, ++w) workers_.emplace_back([this, d, w] { worker(d, w); });
     reaper_ = std::thread([this] { reap(); });
 }
 
@@ -205,6 +351,23 @@ void Pool::stop() {
     o.kind = DbOutcome::Unavailable;
     o.message = "the proxy is shutting down";
     fail_all_queued(o);
+}
+
+void Pool::clear_running(std::size_t w) {
+    std::lock_guard<std::mutex> g(cancel_mu_);
+    running_[w] = nullptr;
+}
+
+void Pool::cancel_all() {
+    DbOutcome o;
+    o.kind = DbOutcome::Unavailable;
+    o.message = "the proxy is shutting down";
+    fail_all_queued(o);
+    std::lock_guard<std::mutex> g(cancel_mu_);
+    cancelling_ = true;
+    char err[256];
+    for (void* c : running_)
+        if (c) PQcancel(static_cast<PGcancel*>(c), err, sizeof err);
 }
 
 long Pool::waiting() const {
@@ -377,7 +540,7 @@ bool closed_by_server(PGconn* pg) {
 
 }  // namespace
 
-void Pool::worker(std::size_t di) {
+void Pool::worker(std::size_t di, std::size_t wi) {
     DsnState& ds = *dsn_state_[di];
     Conn conn;
     int backoff_ms = 50;
@@ -388,18 +551,16 @@ void Pool::worker(std::size_t di) {
                 std::lock_guard<std::mutex> g(mu_);
                 if (stopping_ && queue_.empty()) return;
             }
-            std::string ct = std::to_string(std::max(1, (opt_.connect_timeout_ms + 999) / 1000));
-            std::string opts = "-c statement_timeout=" + std::to_string(opt_.statement_timeout_ms) +
-                               " -c DateStyle=ISO,YMD -c extra_float_digits=1";
-            const char* keys[] = {"dbname", "connect_timeout", "application_name", "options", nullptr};
-            const char* vals[] = {ds.dsn.c_str(), ct.c_str(), "recsys-proxy", opts.c_str(), nullptr};
-            // With expand_dbname, a conninfo/URI in "dbname" is expanded; the later
-            // keywords override.  An empty DSN leaves libpq's defaults (PG* vars).
-            conn.pg = PQconnectdbParams(ds.dsn.empty() ? keys + 1 : keys, ds.dsn.empty() ? vals + 1 : vals, 1);
+            conn.pg = connect_dsn(ds.dsn, opt_.statement_timeout_ms, opt_.connect_timeout_ms);
             if (!conn.ok()) {
                 conn.close();
-                bool was = ds.healthy.exchange(false);
-                if (was && on_db_error) on_db_error("connection");
+                // One refused connection does not take down a DSN whose other
+                // connections serve (e.g. a role's CONNECTION LIMIT below the pool).
+                const bool others_live = ds.connected.load() > 0;
+                if (!others_live) {
+                    bool was = ds.healthy.exchange(false);
+                    if (was && on_db_error) on_db_error("connection");
+                }
                 if (!any_healthy()) {
                     DbOutcome o;
                     o.kind = DbOutcome::Unavailable;
@@ -409,16 +570,17 @@ void Pool::worker(std::size_t di) {
                 std::unique_lock<std::mutex> lk(mu_);
                 cv_.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
                 if (stopping_ && (queue_.empty() || !any_healthy())) return;
-                backoff_ms = std::min(backoff_ms * 2, 1000);
+                // Retry slowly while this DSN serves through other connections.
+                backoff_ms = std::min(backoff_ms * 2, others_live ? 5000 : 1000);
                 continue;
             }
             backoff_ms = 50;
             PQsetNoticeProcessor(conn.pg, json_notice, nullptr);
+            conn.product_error = resolve_products(conn.pg, opt_.products, conn.products);
+            if (!conn.product_error.empty() && on_product_error) on_product_error(conn.product_error);
+            if (!conn.ok()) continue;
+            conn.cancel = PQgetCancel(conn.pg);
             PQsetnonblocking(conn.pg, 1);
-            PGresult* r = PQexec(conn.pg, "SELECT to_regclass('products') IS NOT NULL");
-            conn.has_products = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-                                std::strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-            if (r) PQclear(r);
             ds.connected.fetch_add(1);
             ds.healthy.store(true);
         }
@@ -476,7 +638,17 @@ void Pool::worker(std::size_t di) {
         }
         in_use_.fetch_add(1);
         ds.statements.fetch_add(1, std::memory_order_relaxed);
-        run_jobs(conn, di, live);
+        {
+            std::lock_guard<std::mutex> g(cancel_mu_);
+            running_[wi] = conn.cancel;
+            if (cancelling_) {  // shutdown passed its grace: fail instead of starting
+                running_[wi] = nullptr;
+                for (auto& j : live) fail(j, DbOutcome::Unavailable, "the proxy is shutting down");
+                live.clear();
+            }
+        }
+        if (!live.empty()) run_jobs(conn, di, live);
+        clear_running(wi);
         in_use_.fetch_sub(1);
         if (!conn.ok()) {
             ds.connected.fetch_sub(1);
@@ -488,7 +660,19 @@ void Pool::worker(std::size_t di) {
 void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
     Job& j0 = jobs[0];
     Stmt stmt = j0.stmt;
-    if (is_details(stmt) && !c.has_products) stmt = without_details(stmt);
+    if (is_details(stmt) && !c.products.on) {
+        if (!c.product_error.empty()) {  // configured, but not usable on this database
+            DbOutcome o;
+            o.kind = DbOutcome::SqlError;
+            o.message = "product details are unavailable";
+            o.detail = c.product_error;
+            o.hint = "check --products, --product-id-column and --product-columns";
+            for (auto& j : jobs)
+                if (j.done) j.done(o);
+            return;
+        }
+        stmt = without_details(stmt);
+    }
     const int si = static_cast<int>(stmt);
     auto deadline = Clock::now() + std::chrono::milliseconds(opt_.statement_timeout_ms + 1000);
 
@@ -534,7 +718,7 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
     if (!c.prepared.test(si)) {
         char name[16];
         std::snprintf(name, sizeof name, "rs%d", si);
-        if (!PQsendPrepare(c.pg, name, stmt_sql(stmt), 0, nullptr)) {
+        if (!PQsendPrepare(c.pg, name, stmt_sql(stmt, c.products).c_str(), 0, nullptr)) {
             connection_lost(trim_msg(PQerrorMessage(c.pg)));
             return;
         }
@@ -599,6 +783,16 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
         }
         if (o.sqlstate == "26000" || o.sqlstate == "0A000") c.prepared.reset(si);  // plan gone/invalid
         if (on_db_error) on_db_error(o.sqlstate);
+        if (jobs.size() > 1 && o.sqlstate != "57014") {
+            // Merged requests: a fault in one user's data must not fail the
+            // others, so each runs alone and gets its own answer.
+            for (auto& j : jobs) {
+                std::vector<Job> one;
+                one.push_back(std::move(j));
+                run_jobs(c, dsn, one);
+            }
+            return;
+        }
         for (auto& j : jobs)
             if (j.done) j.done(o);
         return;
@@ -628,7 +822,9 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
             j.done(o);
         }
     }
+    const bool large = PQntuples(r) >= kTrimAfterRows;
     PQclear(r);
+    if (large) malloc_trim(0);  // give a large result's memory back (server.cpp does the same for answers)
 }
 
 }  // namespace rsproxy

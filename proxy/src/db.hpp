@@ -27,11 +27,13 @@
 
 #include "api.hpp"
 
+typedef struct pg_conn PGconn;
+
 namespace rsproxy {
 
 enum class Stmt : int {
     Recommend = 0,     // $1 int[] literal, $2 top_n
-    RecommendDetails,  // same + product columns (LEFT JOIN products)
+    RecommendDetails,  // same + one column: the product's JSON object (LEFT JOIN the products relation)
     Similar,           // $1 product_id, $2 top_n -> one JSON text
     SimilarDetails,
     History,           // $1 user_id, $2 max_items -> one JSON text
@@ -44,7 +46,47 @@ enum class Stmt : int {
     Count
 };
 
-const char* stmt_sql(Stmt s);
+// Where product details come from (--products, --product-id-column,
+// --product-columns).  Names are as PostgreSQL stores them; they are quoted
+// on the server (format('%I')), never pasted.
+struct ProductOptions {
+    std::string relation = "products";  // "" = no product details; may be schema-qualified
+    std::string id_column = "product_id";
+    std::vector<std::string> columns = {"product_name", "category", "price"};
+    bool required = false;              // configured explicitly: a missing relation is an error
+};
+
+// The products relation as resolved on a connection: SQL fragments built by
+// the server from quote_ident'ed names.
+struct ProductSql {
+    bool on = false;
+    std::string relation;   // "schema"."table"
+    std::string id_column;  // "col"
+    std::string pairs;      // 'col', p."col", ... for json_build_object
+};
+
+// The SQL text of a statement; the details statements join `p` when p.on.
+std::string stmt_sql(Stmt s, const ProductSql& p);
+
+// Resolves `opt` on `pg` (the connection's search_path finds an unqualified
+// relation).  Returns "" and fills `out` (out.on false when an optional
+// relation is missing or the relation is ""), or a message saying what is
+// wrong: no such relation, a missing column, no SELECT privilege, or a join
+// that does not type-check.
+std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& out);
+
+// libpq connection keywords for a DSN: the DSN's own keywords (expanded by
+// libpq), connect_timeout, and application_name and options that keep what the
+// DSN (or PGAPPNAME / PGOPTIONS) says: the proxy's settings (statement_timeout,
+// DateStyle, extra_float_digits) are appended to the DSN's options, so they win
+// only for those three.
+struct ConnParams {
+    std::vector<std::string> keys, values;
+    std::string error;  // a DSN libpq cannot parse
+};
+ConnParams connect_params(const std::string& dsn, int statement_timeout_ms, int connect_timeout_ms);
+// Connects with connect_params(); the caller owns the result (check PQstatus).
+PGconn* connect_dsn(const std::string& dsn, int statement_timeout_ms, int connect_timeout_ms);
 
 struct DbOutcome {
     enum Kind { Ok, SqlError, Unavailable, AcquireTimeout, ClientTimeout };
@@ -63,6 +105,7 @@ struct PoolOptions {
     int connect_timeout_ms = 2000;
     int max_batch = 64;
     std::size_t max_batch_ids = 1000;
+    ProductOptions products;
 };
 
 class Pool {
@@ -75,6 +118,9 @@ public:
     void start();
     // Finishes the queued jobs (or fails them when no DSN is healthy) and joins.
     void stop();
+    // Shutdown past its grace period: answers the queued jobs `Unavailable` and
+    // sends a cancel request (PQcancel) for every statement that is running.
+    void cancel_all();
 
     // Runs one prepared statement; `done` is called exactly once, on a worker
     // thread (or inline when the pool is unavailable).
@@ -92,6 +138,7 @@ public:
     // Per DSN (in --dsn order): 1 when healthy, and statements run on it.
     std::vector<std::pair<bool, uint64_t>> dsn_stats() const;
     std::function<void(const std::string&)> on_db_error;  // metrics hook (sqlstate or "connection"/"timeout")
+    std::function<void(const std::string&)> on_product_error;  // a connection cannot use the products relation
 
 private:
     struct Job {
@@ -108,6 +155,9 @@ private:
     };
     struct DsnState {
         std::string dsn;
+        // Down only when a connect failed while no connection of this DSN was
+        // live: one connection refused (e.g. CONNECTION LIMIT) does not take
+        // down a DSN whose other connections serve.
         std::atomic<bool> healthy{true};
         std::atomic<int> connected{0};
         std::atomic<uint64_t> statements{0};
@@ -115,7 +165,7 @@ private:
     struct Conn;
 
     void enqueue(Job job);
-    void worker(std::size_t dsn_index);
+    void worker(std::size_t dsn_index, std::size_t worker_index);
     void reap();
     bool any_healthy() const;
     bool other_dsn_serving(int dsn) const;
@@ -124,6 +174,7 @@ private:
     void requeue_front(std::vector<Job>& jobs, std::size_t dsn);
     void fail_all_queued(const DbOutcome& o);
     void run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs);
+    void clear_running(std::size_t worker);
     static void fail(Job& j, DbOutcome::Kind k, const std::string& msg);
 
     PoolOptions opt_;
@@ -138,6 +189,10 @@ private:
     std::condition_variable reaper_cv_;
     bool reaper_stop_ = false;
     std::atomic<long> in_use_{0};
+    // One cancel handle per worker while it runs a statement (under cancel_mu_).
+    std::mutex cancel_mu_;
+    std::vector<void*> running_;  // PGcancel*, indexed by worker
+    bool cancelling_ = false;
 };
 
 }  // namespace rsproxy

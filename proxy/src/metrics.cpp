@@ -7,32 +7,21 @@
 
 namespace rsproxy {
 
-const char* route_name(Route r) {
-    switch (r) {
-        case Route::Root: return "/";
-        case Route::Healthz: return "/healthz";
-        case Route::Readyz: return "/readyz";
-        case Route::Metrics: return "/metrics";
-        case Route::OpenApi: return "/openapi.json";
-        case Route::Recommendations: return "/recommendations";
-        case Route::Similar: return "/similar/{product_id}";
-        case Route::ModelsActive: return "/models/active";
-        case Route::History: return "/users/{user_id}/history";
-        case Route::Evaluations: return "/evaluations";
-        case Route::NotFound: return "other";
-        default: return "other";
-    }
+Metrics::Metrics(std::vector<std::string> route_labels)
+    : labels_(std::move(route_labels)), routes_(new PerRoute[labels_.empty() ? 1 : labels_.size()]) {
+    if (labels_.empty()) labels_.emplace_back("other");
 }
 
-void Metrics::observe(Route r, int status, double seconds) {
-    int ri = static_cast<int>(r);
-    if (ri < 0 || ri >= kRoutes) ri = static_cast<int>(Route::NotFound);
-    if (status >= 100 && status < 600) status_[ri][status - 100].fetch_add(1, std::memory_order_relaxed);
+void Metrics::observe(int ri, int status, double seconds) {
+    const int n = static_cast<int>(labels_.size());
+    if (ri < 0 || ri >= n) ri = n - 1;
+    PerRoute& r = routes_[ri];
+    if (status >= 100 && status < 600) r.status[status - 100].fetch_add(1, std::memory_order_relaxed);
     int b = 0;
     while (b < kBuckets && seconds > kBounds[b]) ++b;
-    buckets_[ri][b].fetch_add(1, std::memory_order_relaxed);
-    sum_us_[ri].fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
-    count_[ri].fetch_add(1, std::memory_order_relaxed);
+    r.buckets[b].fetch_add(1, std::memory_order_relaxed);
+    r.sum_us.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+    r.count.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::db_error(const std::string& sqlstate) {
@@ -165,23 +154,25 @@ std::string Metrics::render(const PoolGauges& pool, long cache_entries, int64_t 
     char buf[1024];
     o += "# HELP recsys_proxy_requests_total HTTP requests by route and status.\n"
          "# TYPE recsys_proxy_requests_total counter\n";
+    const int kRoutes = static_cast<int>(labels_.size());
     for (int r = 0; r < kRoutes; ++r)
         for (int s = 0; s < 500; ++s) {
-            uint64_t v = status_[r][s].load(std::memory_order_relaxed);
+            uint64_t v = routes_[r].status[s].load(std::memory_order_relaxed);
             if (!v) continue;
             std::snprintf(buf, sizeof buf, "recsys_proxy_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                          route_name(static_cast<Route>(r)), s + 100, static_cast<unsigned long long>(v));
+                          label_value(labels_[r]).c_str(), s + 100, static_cast<unsigned long long>(v));
             o += buf;
         }
     o += "# HELP recsys_proxy_request_duration_seconds Request latency by route.\n"
          "# TYPE recsys_proxy_request_duration_seconds histogram\n";
     for (int r = 0; r < kRoutes; ++r) {
-        uint64_t n = count_[r].load(std::memory_order_relaxed);
+        uint64_t n = routes_[r].count.load(std::memory_order_relaxed);
         if (!n) continue;
-        const char* rn = route_name(static_cast<Route>(r));
+        const std::string rl = label_value(labels_[r]);
+        const char* rn = rl.c_str();
         uint64_t cum = 0;
         for (int b = 0; b <= kBuckets; ++b) {
-            cum += buckets_[r][b].load(std::memory_order_relaxed);
+            cum += routes_[r].buckets[b].load(std::memory_order_relaxed);
             if (b < kBuckets)
                 std::snprintf(buf, sizeof buf,
                               "recsys_proxy_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", rn,
@@ -193,7 +184,7 @@ std::string Metrics::render(const PoolGauges& pool, long cache_entries, int64_t 
             o += buf;
         }
         std::snprintf(buf, sizeof buf, "recsys_proxy_request_duration_seconds_sum{route=\"%s\"} %.6f\n", rn,
-                      static_cast<double>(sum_us_[r].load(std::memory_order_relaxed)) / 1e6);
+                      static_cast<double>(routes_[r].sum_us.load(std::memory_order_relaxed)) / 1e6);
         o += buf;
         std::snprintf(buf, sizeof buf, "recsys_proxy_request_duration_seconds_count{route=\"%s\"} %llu\n", rn,
                       static_cast<unsigned long long>(cum));
@@ -207,6 +198,15 @@ std::string Metrics::render(const PoolGauges& pool, long cache_entries, int64_t 
                   "# HELP recsys_proxy_pool_waiting Requests waiting for a connection.\n"
                   "# TYPE recsys_proxy_pool_waiting gauge\nrecsys_proxy_pool_waiting %ld\n",
                   pool.size, pool.in_use, pool.waiting);
+    o += buf;
+    std::snprintf(buf, sizeof buf,
+                  "# HELP recsys_proxy_http_connections Open HTTP connections.\n"
+                  "# TYPE recsys_proxy_http_connections gauge\nrecsys_proxy_http_connections %ld\n"
+                  "# HELP recsys_proxy_http_connections_refused_total Connections refused at --max-connections.\n"
+                  "# TYPE recsys_proxy_http_connections_refused_total counter\n"
+                  "recsys_proxy_http_connections_refused_total %llu\n",
+                  connections_.load(std::memory_order_relaxed),
+                  static_cast<unsigned long long>(refused_.load(std::memory_order_relaxed)));
     o += buf;
     std::snprintf(buf, sizeof buf,
                   "# HELP recsys_proxy_dsn_healthy DSNs currently considered healthy (of recsys_proxy_dsns).\n"

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -15,22 +16,6 @@
 
 namespace rsproxy {
 
-enum class Route : int {
-    Root = 0,
-    Healthz,
-    Readyz,
-    Metrics,
-    OpenApi,
-    Recommendations,
-    Similar,
-    ModelsActive,
-    History,
-    Evaluations,
-    NotFound,
-    Count
-};
-
-const char* route_name(Route r);
 
 struct PoolGauges {
     long in_use = 0;
@@ -70,7 +55,14 @@ public:
     static constexpr std::array<double, kBuckets> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                              0.1,    0.25,  0.5,    1,     2.5,   5,     10};
 
-    void observe(Route r, int status, double seconds);
+    // One set of request counters per route label (routes.cpp: route_labels()).
+    explicit Metrics(std::vector<std::string> route_labels = {"other"});
+
+    // `route` indexes the labels; anything else counts under the last label.
+    void observe(int route, int status, double seconds);
+    void connection_opened() { connections_.fetch_add(1, std::memory_order_relaxed); }
+    void connection_closed() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+    void connection_refused() { refused_.fetch_add(1, std::memory_order_relaxed); }
     void cache_hit(uint64_t n = 1) { cache_hits_.fetch_add(n, std::memory_order_relaxed); }
     void cache_miss(uint64_t n = 1) { cache_misses_.fetch_add(n, std::memory_order_relaxed); }
     void db_error(const std::string& sqlstate);
@@ -81,11 +73,16 @@ public:
                        const ModelStatus* model = nullptr) const;
 
 private:
-    static constexpr int kRoutes = static_cast<int>(Route::Count);
-    std::array<std::array<std::atomic<uint64_t>, 500>, kRoutes> status_{};  // index status-100
-    std::array<std::array<std::atomic<uint64_t>, kBuckets + 1>, kRoutes> buckets_{};
-    std::array<std::atomic<uint64_t>, kRoutes> sum_us_{};
-    std::array<std::atomic<uint64_t>, kRoutes> count_{};
+    struct PerRoute {
+        std::array<std::atomic<uint64_t>, 500> status{};  // index status-100
+        std::array<std::atomic<uint64_t>, kBuckets + 1> buckets{};
+        std::atomic<uint64_t> sum_us{0};
+        std::atomic<uint64_t> count{0};
+    };
+    std::vector<std::string> labels_;
+    std::unique_ptr<PerRoute[]> routes_;
+    std::atomic<long> connections_{0};
+    std::atomic<uint64_t> refused_{0};
     std::atomic<uint64_t> cache_hits_{0}, cache_misses_{0};
     mutable std::mutex err_mu_;
     std::map<std::string, uint64_t> db_errors_;

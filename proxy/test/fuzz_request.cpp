@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "api.hpp"
 
@@ -36,7 +37,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (rsproxy::parse_int32(in, v) && std::to_string(v) != in) std::abort();
     std::string q;
     rsproxy::query_param(in, "top_n", q);
-    (void)rsproxy::presented_key(in, in);
+    static const std::vector<std::string> keys{"k1", "k2"};
+    if (rsproxy::request_authorized(keys, in, in) && in.find("k1") == std::string_view::npos &&
+        in.find("k2") == std::string_view::npos)
+        std::abort();
     (void)rsproxy::http_status_for_sqlstate(in);
     std::string s;
     rsproxy::append_json_string(s, in);

@@ -8,8 +8,12 @@
 # (proxy/build/recsys-proxy, built by `make -C proxy`) on a free loopback port
 # and checks every route: status codes, good and bad input, that the JSON
 # equals recsys_recommend's rows computed through psql, errors mapped from the
-# extension's SQLSTATEs, several DSNs with one dead, a database restart
-# (503 + Retry-After while down, 200 within 5 s of its return) and SIGTERM.
+# extension's SQLSTATEs, product details from a configured relation (quoted
+# names, startup errors for a bad one), the DSN's options and application_name,
+# a data fault isolated to its user, a CONNECTION LIMIT below the pool size,
+# --shutdown-timeout with a query running, bounded answers, the fd limit,
+# several DSNs with one dead, a database restart (503 + Retry-After while down,
+# 200 within 5 s of its return) and SIGTERM.
 # Prerequisites: the extension installed (make && make install at the top),
 # curl, python3.  Runs as root (through runuser postgres) or as a normal user.
 # Prints "N passed, M failed"; exits non-zero when anything failed.
@@ -67,6 +71,15 @@ for k in 5 10 20; do $PSQL -d shop -c "SELECT users_evaluated FROM recsys_evalua
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DSN="host=127.0.0.1 port=$PORT user=postgres dbname=shop"
+
+term_and_wait() {  # term_and_wait PID TICKS: SIGTERM, then wait up to TICKS x 50 ms; sets rc ("" if still running)
+    kill -TERM "$1"
+    rc=""
+    for _ in $(seq "$2"); do
+        if ! kill -0 "$1" 2>/dev/null; then wait "$1"; rc=$?; break; fi
+        sleep 0.05
+    done
+}
 
 start_proxy() {  # start_proxy NAME ARGS... -> sets URL_<NAME>, PID_<NAME>
     local name=$1; shift
@@ -250,6 +263,186 @@ expect_post 504 "statement_timeout (57014)" "$URL_slow/recommendations" "{\"user
 python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='57014' else 1)" \
     && ok "504 carries SQLSTATE 57014" || bad "504 body: $(cat "$TMP/body")"
 
+echo "# product details from a configured relation (quoted names); --dsn keeps options and application_name"
+$PSQL -d shop >/dev/null <<'SQL' || bad "fixture SQL"
+CREATE SCHEMA "Shop Data";
+CREATE TABLE "Shop Data"."Items" ("Item Id" int PRIMARY KEY, name text, "Unit Price" numeric(10,2));
+INSERT INTO "Shop Data"."Items" SELECT product_id, 'item #' || product_id, price FROM products WHERE product_id % 2 = 0;
+CREATE TABLE catalog_text (sku text, name text);
+CREATE SCHEMA fault;
+-- A stand-in that fails on the stored data of user 13 (22003) and hangs for user 77,
+-- reached through the DSN's options (search_path), else the real recsys_recommend.
+CREATE FUNCTION fault.recsys_recommend(ids int[], n int)
+RETURNS TABLE (user_id int, product_id int, score float8, rank int, source text) LANGUAGE plpgsql AS $$
+BEGIN
+  IF 13 = ANY(ids) THEN RAISE EXCEPTION 'corrupt history of user 13' USING ERRCODE = '22003'; END IF;
+  IF 77 = ANY(ids) THEN PERFORM pg_sleep(60); END IF;
+  RETURN QUERY SELECT * FROM public.recsys_recommend(ids, n);
+END $$;
+CREATE ROLE limited LOGIN CONNECTION LIMIT 2;
+GRANT USAGE ON SCHEMA recsys TO limited;
+GRANT SELECT ON ALL TABLES IN SCHEMA recsys TO limited;
+GRANT SELECT ON recsys_models, recsys_evaluations, interactions, products TO limited;
+GRANT USAGE ON SCHEMA "Shop Data" TO limited;
+SQL
+start_proxy items --dsn "$DSN" --products '"Shop Data"."Items"' --product-id-column 'Item Id' --product-columns 'name,Unit Price'
+expect_post 200 "details from \"Shop Data\".\"Items\"" "$URL_items/recommendations" '{"user_ids":[10,25],"top_n":8,"details":true}'
+cp "$TMP/body" "$TMP/items.json"
+$PSQL -d shop -F $'\t' -c "SELECT r.user_id, r.product_id, coalesce(i.name, '<null>'), coalesce(i.\"Unit Price\"::text, '<null>')
+  FROM recsys_recommend('{10,25}'::int[], 8) r LEFT JOIN \"Shop Data\".\"Items\" i ON i.\"Item Id\" = r.product_id
+  ORDER BY r.user_id, r.rank" > "$TMP/items.tsv"
+python3 - "$TMP/items.json" "$TMP/items.tsv" <<'EOF2' && ok "configured columns name and \"Unit Price\" equal SQL (null where the relation has no row)" || bad "configured product columns differ"
+import json, sys
+got = json.load(open(sys.argv[1]))["results"]
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
+flat = [(str(u), it) for u in ("10", "25") for it in got[u]]
+assert len(flat) == len(rows) == 16, (len(flat), len(rows))
+nulls = 0
+for (u, it), (ru, pid, name, price) in zip(flat, rows):
+    assert u == ru and it["product_id"] == int(pid), (it, pid)
+    assert set(it) == {"product_id", "score", "rank", "source", "name", "Unit Price"}, it
+    want_name = None if name == "<null>" else name
+    want_price = None if price == "<null>" else float(price)
+    assert it["name"] == want_name and it["Unit Price"] == want_price, (it, name, price)
+    nulls += it["name"] is None
+assert 0 < nulls < 16, nulls  # odd ids have no row in "Items"
+EOF2
+expect 200 "/similar with configured columns" GET "$URL_items/similar/4?top_n=3"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); s=d['similar']; sys.exit(0 if s and all('name' in x and 'Unit Price' in x and 'product_name' not in x for x in s) else 1)" \
+    && ok "/similar carries the configured columns" || bad "/similar columns: $(head -c 300 "$TMP/body")"
+expect 200 "/history with configured columns" GET "$URL_items/users/10/history?limit=3"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); h=d['history']; sys.exit(0 if h and all('name' in x and 'weight' in x for x in h) else 1)" \
+    && ok "/history carries the configured columns" || bad "/history columns: $(head -c 300 "$TMP/body")"
+start_proxy noproducts --dsn "$DSN" --products ''
+expect_post 200 "--products '' turns details' product fields off" "$URL_noproducts/recommendations" '{"user_ids":[10],"top_n":2,"details":true}'
+python3 -c "import json,sys; d=json.load(open('$TMP/body'))['results']['10']; sys.exit(0 if d and all(set(x)=={'product_id','score','rank','source'} for x in d) else 1)" \
+    && ok "no product fields without a products relation" || bad "fields: $(head -c 300 "$TMP/body")"
+startup_error() {  # startup_error NAME WANT_IN_MESSAGE ARGS... : the proxy must exit 2 naming the problem
+    local name=$1 want=$2; shift 2
+    local p; p=$(free_port)
+    timeout 20 "$BIN" --listen "127.0.0.1:$p" --dsn "${SDSN:-$DSN}" "$@" 2>"$TMP/start.log"
+    local rc=$?
+    if [ "$rc" = 2 ] && grep -qF -- "$want" "$TMP/start.log"; then ok "$name: exit 2, \"$(head -c 160 "$TMP/start.log" | tr -d '\n')\""
+    else bad "$name: exit $rc, $(head -c 300 "$TMP/start.log")"; fi
+}
+startup_error "missing relation" 'no such relation' --products shop_items
+startup_error "missing id column" 'has no column "sku"' --product-id-column sku
+startup_error "missing columns (name is not a column of products)" 'has no column "Name", colour' --product-columns 'product_name,Name,colour'
+startup_error "a column list that tries SQL" 'has no column' --product-columns 'price); DROP TABLE products; --'
+startup_error "an id column of another type" 'cannot be joined' --products catalog_text --product-id-column sku --product-columns name
+startup_error "bad relation syntax" 'improper' --products 'a.b.c.d'
+$PSQL -d shop -c "SELECT count(*) FROM products" >/dev/null && ok "products still there" || bad "products dropped"
+SDSN="host=127.0.0.1 port=$PORT user=limited dbname=shop" startup_error "a relation the role may not read" \
+    'may not SELECT it' --products '"Shop Data"."Items"' --product-id-column 'Item Id' --product-columns name
+
+start_proxy fault --dsn "$DSN application_name=it-fault options='-c search_path=fault,public'" --pool-size 2 --max-batch 64 --shutdown-timeout 500 --products ''
+for _ in $(seq 100); do  # the pool connects in the background
+    $PSQL -d shop -c "SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE 'it-fault%'" > "$TMP/app.txt"
+    [ -s "$TMP/app.txt" ] && break
+    sleep 0.05
+done
+[ "$(cat "$TMP/app.txt")" = "it-fault" ] && ok "application_name from the DSN kept" || bad "application_name: $(cat "$TMP/app.txt")"
+expect_post 500 "a data fault (22003) in one user's history is a 5xx, not 400" "$URL_fault/recommendations" '{"user_ids":[13],"top_n":3}'
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='22003' and 'user 13' in d['message'] else 1)" \
+    && ok "the fault's SQLSTATE and message passed on (so options' search_path was applied)" || bad "fault body: $(cat "$TMP/body")"
+
+# post.py: post(url, body) -> (status, parsed JSON body), for the concurrent checks below.
+cat > "$TMP/post.py" <<'EOF2'
+import json, urllib.request, urllib.error
+def post(url, body):
+    req = urllib.request.Request(url + "/recommendations", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+EOF2
+echo "# a fault in one user's data fails neither the others merged with it nor anything else"
+$PSQL -d shop -F $'\t' -c "SELECT u, (SELECT string_agg(product_id::text, ',' ORDER BY rank)
+  FROM recsys_recommend(ARRAY[u], 4)) FROM generate_series(1, 60) u" > "$TMP/single60.tsv"
+curl -s "$URL_fault/metrics" > "$TMP/f0"
+python3 - "$URL_fault" "$TMP/single60.tsv" "$TMP" <<'EOF2' && ok "60 concurrent requests: user 13 -> 500, the other 59 -> 200 equal to SQL" || bad "fault isolation"
+import sys
+from concurrent.futures import ThreadPoolExecutor
+sys.path.insert(0, sys.argv[3]); from post import post
+url = sys.argv[1]
+want = {}
+for line in open(sys.argv[2]):
+    u, items = line.rstrip("\n").split("\t")
+    want[int(u)] = [int(x) for x in items.split(",")] if items else []
+def one(u):
+    return (u,) + post(url, {"user_ids": [u], "top_n": 4})
+with ThreadPoolExecutor(30) as ex:
+    res = list(ex.map(one, list(range(1, 61)) * 3))
+for u, st, body in res:
+    if u == 13:
+        assert st == 500 and body["code"] == "22003", (u, st, body)
+    else:
+        assert st == 200 and body["results"][str(u)] == want[u], (u, st, body, want[u])
+EOF2
+curl -s "$URL_fault/metrics" > "$TMP/f1"
+python3 - "$TMP/f0" "$TMP/f1" <<'EOF2' || echo "# note: no merged statement held user 13 this time (machine not loaded enough)"
+import re, sys
+def n(f): return int(re.search(r'recsys_proxy_db_errors_total\{sqlstate="22003"\} (\d+)', open(f).read()).group(1))
+print("    statements that failed with 22003:", n(sys.argv[2]) - n(sys.argv[1]), "(each merged one is rerun per request)")
+EOF2
+
+echo "# a CONNECTION LIMIT below --pool-size does not mark the database down"
+start_proxy limited --dsn "host=127.0.0.1 port=$PORT user=limited dbname=shop" --pool-size 4 --products ''
+python3 - "$URL_limited" "$TMP" <<'EOF2' && ok "CONNECTION LIMIT 2, --pool-size 4: 300 of 300 requests 200" || bad "limited role"
+import sys
+from concurrent.futures import ThreadPoolExecutor
+sys.path.insert(0, sys.argv[2]); from post import post
+url = sys.argv[1]
+def one(u):
+    return post(url, {"user_ids": [u], "top_n": 3})[0]
+with ThreadPoolExecutor(16) as ex:
+    st = list(ex.map(one, range(1, 301)))
+bad = {s: st.count(s) for s in set(st) if s != 200}
+print("    statuses other than 200:", bad)
+assert not bad
+EOF2
+n=$($PSQL -d shop -c "SELECT count(*) FROM pg_stat_activity WHERE usename = 'limited'")
+[ "$n" = 2 ] && ok "the role holds its 2 connections" || bad "limited role connections: $n"
+curl -s "$URL_limited/metrics" > "$TMP/ml"
+grep -q '^recsys_proxy_dsn_up{dsn="0"} 1$' "$TMP/ml" && ok "the DSN stays up" || bad "dsn_up: $(grep dsn_up "$TMP/ml")"
+
+echo "# --shutdown-timeout is honoured while a query runs"
+curl -s -o "$TMP/slow.body" -D "$TMP/slow.head" -w '%{http_code}' -X POST "$URL_fault/recommendations" \
+    -H 'Content-Type: application/json' --data-binary '{"user_ids":[77],"top_n":3}' > "$TMP/slow.code" &
+curl_pid=$!
+wait_count() {  # wait_count WANT SQL: polls the count SQL answers until it is WANT (10 s at most); sets n
+    local want=$1 sql=$2
+    for _ in $(seq 200); do
+        n=$($PSQL -d shop -c "$sql")
+        [ "$n" = "$want" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+wait_count 1 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'it-fault' AND state = 'active' AND query LIKE '%recsys_recommend%'"
+[ "$n" = 1 ] && ok "the slow query runs" || bad "slow query not seen"
+t0=$(date +%s.%N)
+term_and_wait "$PID_fault" 200
+t1=$(date +%s.%N)
+wait "$curl_pid"
+[ "$rc" = 0 ] && ok "exit 0 after SIGTERM" || bad "exit status '$rc'"
+python3 -c "import sys; d=$t1-$t0; print('    exited %.2f s after SIGTERM (--shutdown-timeout 500 ms, the query sleeps 60 s)' % d); sys.exit(0 if d < 5 else 1)" \
+    && ok "the shutdown did not wait for the query" || bad "the shutdown waited"
+[ "$(cat "$TMP/slow.code")" = 503 ] && grep -qi '^connection: close' "$TMP/slow.head" \
+    && ok "the in-flight request got 503 with Connection: close" || bad "in-flight answer: $(cat "$TMP/slow.code") $(cat "$TMP/slow.head")"
+wait_count 0 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'it-fault' AND state = 'active'"
+[ "$n" = 0 ] && ok "its query was cancelled on the server" || bad "the query still runs"
+grep -q '"event":"shutdown_timeout"' "$TMP/proxy-fault.log" && ok "shutdown_timeout logged" || bad "no shutdown_timeout event"
+
+echo "# bounded responses"
+start_proxy bounded --dsn "$DSN" --max-response-bytes 200000
+expect_post 413 "1000 ids x top_n 1000 with details refused up front" "$URL_bounded/recommendations" "{\"user_ids\":[$(seq -s, 1 1000)],\"top_n\":1000,\"details\":true}"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='PX413' and '200000' in d['details'] else 1)" \
+    && ok "413 states the limit" || bad "413 body: $(cat "$TMP/body")"
+expect_post 200 "a request within the bound" "$URL_bounded/recommendations" '{"user_ids":[1,2,3],"top_n":20,"details":true}'
+
 echo "# several DSNs, one dead"
 for i in 1 2 3 4 5 6; do
     got=$(json_post "$URL_multi/recommendations" '{"user_ids":[10],"top_n":3}')
@@ -281,6 +474,24 @@ for m in recsys_proxy_requests_total recsys_proxy_request_duration_seconds_bucke
     grep -q "^$m" "$TMP/metrics" || grep -q "^# TYPE $m" "$TMP/metrics" && ok "metric $m" || bad "metric $m missing"
 done
 grep -q 'recsys_proxy_requests_total{route="/recommendations",status="422"}' "$TMP/metrics" && ok "422s counted by route" || bad "route/status counter"
+
+echo "# fd limit"
+fdp=$(free_port)
+( ulimit -Sn 256; exec "$BIN" --listen "127.0.0.1:$fdp" --dsn "$DSN" 2>"$TMP/proxy-fd.log" ) &
+fdpid=$!
+pids+=("$fdpid")
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$fdp/healthz" && break; sleep 0.05; done
+python3 - "$TMP/proxy-fd.log" "$(ulimit -Hn)" "/proc/$fdpid/limits" <<'EOF2' && ok "started with a soft fd limit of 256: raised to the hard limit, logged with max_connections" || bad "fd limit: $(grep listening "$TMP/proxy-fd.log")"
+import json, sys
+hard = sys.argv[2]
+line = next(json.loads(l) for l in open(sys.argv[1]) if '"event":"listening"' in l)
+want = (1 << 20) if hard == "unlimited" else int(hard)
+assert line["fd_limit"] == want, (line, want)
+assert line["max_connections"] == want - 4 - 64, line   # pool 4, reserve 64
+soft = next(l.split()[3] for l in open(sys.argv[3]) if l.startswith("Max open files"))
+assert soft == hard, (soft, hard)
+EOF2
+kill "$fdpid"
 
 echo "# access log"
 tail -1 "$TMP/proxy-main.log" > "$TMP/lastlog"; python3 -c "import json,sys; d=json.loads(sys.stdin.read()); assert {'method','path','status','ms'} <= set(d)" < "$TMP/lastlog" \
@@ -358,12 +569,7 @@ else
 fi
 
 echo "# SIGTERM"
-kill -TERM "$PID_main"
-rc=""
-for _ in $(seq 100); do
-    if ! kill -0 "$PID_main" 2>/dev/null; then wait "$PID_main"; rc=$?; break; fi
-    sleep 0.05
-done
+term_and_wait "$PID_main" 100
 [ "$rc" = 0 ] && ok "SIGTERM -> exit 0" || bad "SIGTERM exit status '$rc'"
 
 echo "$pass passed, $fail failed"

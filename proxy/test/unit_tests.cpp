@@ -21,8 +21,14 @@
 
 #include "api.hpp"
 #include "cache.hpp"
+#include "db.hpp"
 #include "config.hpp"
 #include "metrics.hpp"
+#include "openapi.hpp"
+#include "routes.hpp"
+
+extern const char kOpenApiJson[];
+extern const unsigned long kOpenApiJsonLen;
 
 using namespace rsproxy;
 
@@ -44,7 +50,7 @@ TEST(ParseRequest, Valid) {
 TEST(ParseRequest, DefaultsDetailsAndDuplicates) {
     RecRequest r;
     ApiError e;
-    ASSERT_TRUE(parse(R"({"user_ids":[7,-3,7,0],"details":true,"extra":"ignored"})", r, e));
+    ASSERT_TRUE(parse(R"({"user_ids":[7,-3,7,0],"details":true})", r, e));
     EXPECT_EQ(r.user_ids, (std::vector<int32_t>{7, -3, 0}));
     EXPECT_EQ(r.top_n, 10);
     EXPECT_TRUE(r.details);
@@ -121,7 +127,34 @@ TEST(ParseRequest, DeepNestingDoesNotCrash) {
     ApiError e;
     EXPECT_FALSE(parse("{\"user_ids\":" + deep, r, e));
     bool ok = parse("{\"x\":" + deep + std::string(20000, ']') + ",\"user_ids\":[1]}", r, e);
-    EXPECT_TRUE(ok);  // unknown fields are ignored, however deep
+    EXPECT_FALSE(ok);  // an unknown field is refused, however deep
+    EXPECT_EQ(e.status, 422);
+}
+
+TEST(ParseRequest, UnknownFieldsAre422) {
+    for (const char* b : {R"({"user_ids":[1],"extra":"x"})", R"({"user_id":[1]})", R"({"user_ids":[1],"top_N":3})",
+                          R"({"user_ids":[1],"details":true,"exclude":[2]})"}) {
+        RecRequest r;
+        ApiError e;
+        EXPECT_FALSE(parse(b, r, e)) << b;
+        EXPECT_EQ(e.status, 422) << b;
+        EXPECT_EQ(e.code, "PX422");
+        EXPECT_EQ(e.message.rfind("unknown field \"", 0), 0u) << e.message;
+    }
+    RecRequest r;
+    ApiError e;
+    ASSERT_FALSE(parse(R"({"user_ids":[1],"top_N":3})", r, e));
+    EXPECT_EQ(e.message, "unknown field \"top_N\"");
+}
+
+TEST(ParseRequest, TypicalResponseBytes) {
+    // 8 bytes a plain item, 80 + 20 per product column with details, 16 per user, 32 overall.
+    EXPECT_EQ(typical_response_bytes(1, 10, false, 3), 32u + 16 + 80);
+    EXPECT_EQ(typical_response_bytes(1000, 1000, true, 3), 32u + 1000 * (16 + 1000 * 140));
+    EXPECT_EQ(typical_response_bytes(2, 5, true, 0), 32u + 2 * (16 + 5 * 80));
+    auto e = response_too_large(1024, "x");
+    EXPECT_EQ(e.status, 413);
+    EXPECT_NE(e.details.find("1024"), std::string::npos);
 }
 
 // --------------------------------------------------------------- scalars --
@@ -174,7 +207,8 @@ TEST(Errors, SqlstateMapping) {
     } cases[] = {{"22023", 400}, {"22004", 400}, {"22P02", 400}, {"23505", 409}, {"23503", 409},
                  {"42501", 403}, {"42883", 404}, {"42P01", 404}, {"53100", 503}, {"53300", 503},
                  {"54000", 413}, {"55000", 503}, {"55P03", 500}, {"57014", 504}, {"08006", 503},
-                 {"08001", 503}, {"57P01", 503}, {"XX000", 500}, {"42601", 500}, {"P0001", 400},
+                 {"08001", 503}, {"57P01", 503}, {"XX000", 500}, {"42601", 500}, {"P0001", 500},
+                 {"22003", 500}, {"22012", 500}, {"22000", 500}, {"2202E", 400},
                  {"28P01", 403}, {"25006", 405}, {"", 500},      {"123", 500}};
     for (const auto& c : cases) EXPECT_EQ(http_status_for_sqlstate(c.s), c.status) << c.s;
 }
@@ -204,11 +238,18 @@ TEST(Auth, KeysAndHeaders) {
     EXPECT_TRUE(key_matches(keys, "k2"));
     EXPECT_FALSE(key_matches(keys, "k3"));
     EXPECT_FALSE(key_matches(keys, ""));
-    EXPECT_EQ(presented_key("Bearer abc", ""), "abc");
-    EXPECT_EQ(presented_key("bearer  abc ", ""), "abc");
-    EXPECT_EQ(presented_key("", "xyz"), "xyz");
-    EXPECT_EQ(presented_key("Basic Zm9v", "xyz"), "xyz");
-    EXPECT_EQ(presented_key("", ""), "");
+    EXPECT_EQ(bearer_key("Bearer abc"), "abc");
+    EXPECT_EQ(bearer_key("bearer  abc "), "abc");
+    EXPECT_EQ(bearer_key("Basic Zm9v"), "");
+    EXPECT_EQ(bearer_key(""), "");
+    EXPECT_TRUE(request_authorized(keys, "Bearer k1", ""));
+    EXPECT_TRUE(request_authorized(keys, "", " k2 "));
+    EXPECT_TRUE(request_authorized(keys, "Basic Zm9v", "k2"));     // another scheme does not hide the key
+    EXPECT_TRUE(request_authorized(keys, "Bearer wrong", "k1"));   // nor does a wrong bearer
+    EXPECT_TRUE(request_authorized(keys, "Bearer k2", "wrong"));
+    EXPECT_FALSE(request_authorized(keys, "Bearer wrong", "wrong"));
+    EXPECT_FALSE(request_authorized(keys, "", ""));
+    EXPECT_FALSE(request_authorized(keys, "k1", ""));  // no scheme
 }
 
 // ------------------------------------------------------------- formatting --
@@ -235,8 +276,9 @@ TEST(Format, DetailsWithAndWithoutProducts) {
     RecRequest req;
     req.user_ids = {1};
     req.details = true;
-    VectorRows with(8, {"1", "5", "0.25", "1", "cf", "Lamp \"X\"", "home", "19.99",  //
-                        "1", "6", "NaN", "2", "popular", N, N, N});
+    // The product column is the JSON object json_build_object() gives (its spacing included).
+    VectorRows with(6, {"1", "5", "0.25", "1", "cf", R"({"product_name" : "Lamp \"X\"", "category" : "home", "price" : 19.99})",
+                        "1", "6", "NaN", "2", "popular", R"({"product_name" : null, "category" : null, "price" : null})"});
     std::string out;
     ApiError e;
     ASSERT_TRUE(format_recommendations(req, with, out, e));
@@ -248,11 +290,35 @@ TEST(Format, DetailsWithAndWithoutProducts) {
     EXPECT_EQ(j[0]["source"], "cf");
     EXPECT_TRUE(j[1]["score"].is_null());
     EXPECT_TRUE(j[1]["product_name"].is_null());
+    // The product members are spliced in without json_build_object's spacing (strings untouched).
+    EXPECT_NE(out.find(R"("source":"cf","product_name":"Lamp \"X\"","category":"home","price":19.99})"), std::string::npos)
+        << out;
+    VectorRows spaced(6, {"1", "5", "1", "1", "cf", R"({"a b" : "x : y, z", "c" : [1, 2]})"});
+    ASSERT_TRUE(format_recommendations(req, spaced, out, e));
+    EXPECT_NE(out.find(R"("source":"cf","a b":"x : y, z","c":[1,2]})"), std::string::npos) << out;
+    VectorRows empty(6, {"1", "5", "1", "1", "cf", "{}"});
+    ASSERT_TRUE(format_recommendations(req, empty, out, e));
+    EXPECT_NE(out.find(R"("source":"cf"})"), std::string::npos) << out;
     VectorRows without(5, {"1", "5", "0.25", "1", "cf"});
     ASSERT_TRUE(format_recommendations(req, without, out, e));
     auto k = nlohmann::json::parse(out)["results"]["1"][0];
     EXPECT_EQ(k.size(), 4u);
     EXPECT_FALSE(k.contains("product_name"));
+}
+
+TEST(Format, BoundedBytesAre413) {
+    RecRequest req;
+    req.user_ids = {1, 2};
+    VectorRows rows(5, {"1", "1000001", "0.5", "1", "cf", "2", "1000002", "0.5", "1", "cf"});
+    std::string out;
+    ApiError e;
+    ASSERT_TRUE(format_recommendations(req, rows, out, e, 1000));
+    EXPECT_EQ(out, R"({"results":{"1":[1000001],"2":[1000002]}})");
+    // 32 + (9 + 16) for the first user, + (9 + 16) for the second: 82 bytes counted.
+    EXPECT_TRUE(format_recommendations(req, rows, out, e, 82));
+    EXPECT_FALSE(format_recommendations(req, rows, out, e, 81));
+    EXPECT_EQ(e.status, 413);
+    EXPECT_NE(e.details.find("81 bytes"), std::string::npos) << e.details;
 }
 
 TEST(Format, MalformedRowsAre500) {
@@ -308,10 +374,11 @@ TEST(Cache, LruEvictionTtlAndModelInvalidation) {
 // ---------------------------------------------------------------- metrics --
 
 TEST(Metrics, RenderPrometheus) {
-    Metrics m;
-    m.observe(Route::Recommendations, 200, 0.002);
-    m.observe(Route::Recommendations, 200, 0.2);
-    m.observe(Route::Recommendations, 503, 0.0001);
+    Metrics m({"/recommendations", "other"});
+    m.observe(0, 200, 0.002);
+    m.observe(0, 200, 0.2);
+    m.observe(0, 503, 0.0001);
+    m.observe(7, 404, 0.0001);  // out of range: counted as "other"
     m.cache_hit(3);
     m.cache_miss();
     m.db_error("55000");
@@ -330,6 +397,7 @@ TEST(Metrics, RenderPrometheus) {
     EXPECT_NE(t.find("recsys_proxy_db_errors_total{sqlstate=\"55000\"} 1\n"), std::string::npos);
     EXPECT_NE(t.find("recsys_proxy_dsn_up{dsn=\"1\"} 0\n"), std::string::npos);
     EXPECT_NE(t.find("recsys_proxy_dsn_statements_total{dsn=\"0\"} 5\n"), std::string::npos);
+    EXPECT_NE(t.find("recsys_proxy_requests_total{route=\"other\",status=\"404\"} 1\n"), std::string::npos);
 }
 
 static const std::string kNull = "\x01NULL";
@@ -511,8 +579,8 @@ struct HttpResult {
     std::string head, body;
 };
 
-HttpResult http(int port, const std::string& raw) {
-    HttpResult r;
+// A connected socket (SO_RCVTIMEO 10 s), or -1.
+int connect_to(int port) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -520,10 +588,17 @@ HttpResult http(int port, const std::string& raw) {
     a.sin_port = htons(static_cast<uint16_t>(port));
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
         ::close(fd);
-        return r;
+        return -1;
     }
-    timeval tv{5, 0};
+    timeval tv{10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+HttpResult http(int port, const std::string& raw) {
+    HttpResult r;
+    int fd = connect_to(port);
+    if (fd < 0) return r;
     std::size_t off = 0;
     while (off < raw.size()) {
         ssize_t n = ::send(fd, raw.data() + off, raw.size() - off, MSG_NOSIGNAL);
@@ -549,6 +624,7 @@ HttpResult http(int port, const std::string& raw) {
 std::string req(const std::string& method, const std::string& path, const std::string& body = "",
                 const std::string& extra = "") {
     std::string s = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra;
+    if (method == "POST" && extra.find("Content-Type") == std::string::npos) s += "Content-Type: application/json\r\n";
     if (!body.empty() || method == "POST") s += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     return s + "\r\n" + body;
 }
@@ -556,19 +632,29 @@ std::string req(const std::string& method, const std::string& path, const std::s
 class ProxyProcess : public ::testing::Test {
 protected:
     void SetUp() override {
+        if (!std::getenv("RECSYS_PROXY_BIN")) GTEST_SKIP() << "RECSYS_PROXY_BIN not set";
+        start({});
+    }
+    // (Re)starts the binary with the base flags plus `extra`.
+    void start(const std::vector<std::string>& extra) {
+        TearDown();
         const char* bin = std::getenv("RECSYS_PROXY_BIN");
-        if (!bin) GTEST_SKIP() << "RECSYS_PROXY_BIN not set";
         port_ = free_port();
         int dead = free_port();  // nothing listens there: the database is unreachable
-        std::string listen = "127.0.0.1:" + std::to_string(port_);
-        std::string dsn = "host=127.0.0.1 port=" + std::to_string(dead) + " dbname=x user=x";
+        while (dead == port_) dead = free_port();  // (not the proxy's own port)
+        std::vector<std::string> args = {bin, "--listen", "127.0.0.1:" + std::to_string(port_), "--dsn",
+                                         "host=127.0.0.1 port=" + std::to_string(dead) + " dbname=x user=x",
+                                         "--api-key", "k1,k2", "--max-body-bytes", "1000", "--max-user-ids", "5",
+                                         "--max-top-n", "100", "--pool-size", "2", "--max-response-bytes", "20000"};
+        args.insert(args.end(), extra.begin(), extra.end());
         pid_ = fork();
         if (pid_ == 0) {
             int devnull = ::open("/dev/null", O_WRONLY);
             if (devnull >= 0) dup2(devnull, 2);
-            execl(bin, bin, "--listen", listen.c_str(), "--dsn", dsn.c_str(), "--api-key", "k1,k2",
-                  "--max-body-bytes", "1000", "--max-user-ids", "5", "--max-top-n", "100", "--pool-size", "2",
-                  static_cast<char*>(nullptr));
+            std::vector<char*> argv;
+            for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            execv(bin, argv.data());
             _exit(127);
         }
         for (int i = 0; i < 100; ++i) {
@@ -582,6 +668,7 @@ protected:
             ::kill(pid_, SIGKILL);
             ::waitpid(pid_, nullptr, 0);
         }
+        pid_ = -1;
     }
     int port_ = 0;
     pid_t pid_ = -1;
@@ -647,4 +734,331 @@ TEST_F(ProxyProcess, SigtermExitsZero) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     FAIL() << "proxy did not exit within 3 s of SIGTERM";
+}
+
+// A header's value in a raw response head ("" when absent), case-insensitive name.
+static std::string header(const std::string& head, const std::string& name) {
+    std::string h = "\r\n" + head, n = "\r\n" + name + ":";
+    auto lower = [](std::string v) {
+        for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return v;
+    };
+    std::string lh = lower(h);
+    auto p = lh.find(lower(n));
+    if (p == std::string::npos) return "";
+    p += n.size();
+    auto e = h.find("\r\n", p);
+    std::string v = h.substr(p, e == std::string::npos ? std::string::npos : e - p);
+    while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+    return v;
+}
+
+TEST_F(ProxyProcess, HttpConventions) {
+    const std::string ok = R"({"user_ids":[1,2],"top_n":5})";
+    // POST needs application/json (415), parameters allowed; the database is down, so passing means 503.
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", ok, kAuth + "Content-Type: text/plain\r\n")).status, 415);
+    std::string no_ct = "POST /recommendations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + kAuth +
+                        "Content-Length: " + std::to_string(ok.size()) + "\r\n\r\n" + ok;
+    auto r415 = http(port_, no_ct);
+    EXPECT_EQ(r415.status, 415);
+    EXPECT_EQ(nlohmann::json::parse(r415.body)["code"], "PX415");
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", ok, kAuth + "Content-Type: Application/JSON; charset=utf-8\r\n"))
+                  .status,
+              503);
+    // Unknown fields: 422.
+    auto unk = http(port_, req("POST", "/recommendations", R"({"user_ids":[1],"top":5})", kAuth));
+    EXPECT_EQ(unk.status, 422);
+    EXPECT_EQ(nlohmann::json::parse(unk.body)["message"], "unknown field \"top\"");
+    // A wrong Authorization header does not hide a valid X-API-Key (and the reverse).
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", ok, "Authorization: Bearer nope\r\nX-API-Key: k1\r\n")).status, 503);
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", ok, "Authorization: Basic Zm9v\r\nX-API-Key: k2\r\n")).status, 503);
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", ok, "Authorization: Bearer k1\r\nX-API-Key: nope\r\n")).status, 503);
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", ok, "Authorization: Bearer no\r\nX-API-Key: nope\r\n")).status, 401);
+    // HEAD: the GET's status and headers, Content-Length included, no body.
+    auto get = http(port_, req("GET", "/openapi.json"));
+    auto head = http(port_, req("HEAD", "/openapi.json"));
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(header(head.head, "Content-Length"), std::to_string(get.body.size()));
+    EXPECT_TRUE(head.body.empty());
+    EXPECT_EQ(http(port_, req("HEAD", "/healthz")).status, 200);
+    EXPECT_EQ(http(port_, req("HEAD", "/similar/5", "", kAuth)).status, 503);
+    EXPECT_EQ(http(port_, req("HEAD", "/similar/5")).status, 401);
+    auto h405 = http(port_, req("HEAD", "/recommendations", "", kAuth));
+    EXPECT_EQ(h405.status, 405);
+    EXPECT_EQ(header(h405.head, "Allow"), "POST, OPTIONS");
+    auto g405 = http(port_, req("DELETE", "/similar/5", "", kAuth));
+    EXPECT_EQ(g405.status, 405);
+    EXPECT_EQ(header(g405.head, "Allow"), "GET, HEAD, OPTIONS");
+    // OPTIONS without CORS configured: 204 with Allow; a preflight is refused (403), never 401.
+    auto opt = http(port_, req("OPTIONS", "/recommendations"));
+    EXPECT_EQ(opt.status, 204);
+    EXPECT_EQ(header(opt.head, "Allow"), "POST, OPTIONS");
+    auto pre = http(port_, req("OPTIONS", "/recommendations", "",
+                               "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n"));
+    EXPECT_EQ(pre.status, 403);
+    EXPECT_EQ(header(pre.head, "Access-Control-Allow-Origin"), "");
+    EXPECT_EQ(http(port_, req("GET", "/healthz/")).status, 404);
+    EXPECT_EQ(http(port_, req("GET", "/similar/")).status, 404);
+    // Bounded responses: 2 users x top_n 100 with details come to ~28 kB > --max-response-bytes 20000.
+    auto big = http(port_, req("POST", "/recommendations", R"({"user_ids":[1,2],"top_n":100,"details":true})", kAuth));
+    EXPECT_EQ(big.status, 413);
+    auto bj = nlohmann::json::parse(big.body);
+    EXPECT_EQ(bj["code"], "PX413");
+    EXPECT_NE(bj["details"].get<std::string>().find("20000"), std::string::npos);
+    EXPECT_EQ(http(port_, req("POST", "/recommendations", R"({"user_ids":[1],"top_n":100,"details":true})", kAuth)).status,
+              503);
+    // The OpenAPI document shows this configuration.
+    auto doc = nlohmann::json::parse(get.body);
+    auto rq = doc["components"]["schemas"]["RecommendationsRequest"];
+    EXPECT_EQ(rq["properties"]["user_ids"]["maxItems"], 5);
+    EXPECT_EQ(rq["properties"]["top_n"]["maximum"], 100);
+    EXPECT_EQ(rq["additionalProperties"], false);
+    EXPECT_EQ(doc["x-recsys-proxy"]["max_response_bytes"], 20000);
+    EXPECT_EQ(doc["x-recsys-proxy"]["max_body_bytes"], 1000);
+    EXPECT_TRUE(doc["paths"]["/recommendations"]["post"].contains("security"));
+    EXPECT_FALSE(doc["paths"]["/healthz"]["get"].contains("security"));
+}
+
+TEST_F(ProxyProcess, Cors) {
+    start({"--cors-origin", "https://shop.example, http://localhost:3000"});
+    auto pre = http(port_, req("OPTIONS", "/recommendations", "",
+                               "Origin: https://shop.example\r\nAccess-Control-Request-Method: POST\r\n"
+                               "Access-Control-Request-Headers: content-type, x-api-key\r\n"));
+    EXPECT_EQ(pre.status, 204);
+    EXPECT_EQ(header(pre.head, "Access-Control-Allow-Origin"), "https://shop.example");
+    EXPECT_EQ(header(pre.head, "Access-Control-Allow-Methods"), "POST, OPTIONS");
+    EXPECT_NE(header(pre.head, "Access-Control-Allow-Headers").find("X-API-Key"), std::string::npos);
+    EXPECT_EQ(header(pre.head, "Vary"), "Origin");
+    auto pre_get = http(port_, req("OPTIONS", "/similar/3", "",
+                                   "Origin: http://localhost:3000\r\nAccess-Control-Request-Method: GET\r\n"));
+    EXPECT_EQ(pre_get.status, 204);
+    EXPECT_EQ(header(pre_get.head, "Access-Control-Allow-Methods"), "GET, HEAD, OPTIONS");
+    // Actual requests carry the header for an allowed origin, errors included; others get none.
+    auto h = http(port_, req("GET", "/healthz", "", "Origin: https://shop.example\r\n"));
+    EXPECT_EQ(header(h.head, "Access-Control-Allow-Origin"), "https://shop.example");
+    auto e = http(port_, req("POST", "/recommendations", "{}", "Origin: https://shop.example\r\n"));
+    EXPECT_EQ(e.status, 401);
+    EXPECT_EQ(header(e.head, "Access-Control-Allow-Origin"), "https://shop.example");
+    EXPECT_EQ(header(http(port_, req("GET", "/healthz", "", "Origin: https://other.example\r\n")).head,
+                     "Access-Control-Allow-Origin"),
+              "");
+    EXPECT_EQ(http(port_, req("OPTIONS", "/recommendations", "",
+                              "Origin: https://other.example\r\nAccess-Control-Request-Method: POST\r\n"))
+                  .status,
+              403);
+    start({"--cors-origin", "*"});
+    auto any = http(port_, req("GET", "/healthz", "", "Origin: https://anyone.example\r\n"));
+    EXPECT_EQ(header(any.head, "Access-Control-Allow-Origin"), "*");
+}
+
+
+TEST_F(ProxyProcess, MaxConnectionsAndIdleTimeout) {
+    start({"--max-connections", "2", "--idle-timeout", "1"});
+    int a = connect_to(port_), b = connect_to(port_);
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    // A third connection is told 503 at once and closed.
+    auto full = http(port_, req("GET", "/healthz"));
+    EXPECT_EQ(full.status, 503);
+    EXPECT_EQ(header(full.head, "Retry-After"), "1");
+    EXPECT_EQ(nlohmann::json::parse(full.body)["message"], "too many connections");
+    // The idle ones are closed by the server after --idle-timeout (recv returns 0, not the 10 s SO_RCVTIMEO).
+    char c;
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(::recv(a, &c, 1, 0), 0);
+    EXPECT_EQ(::recv(b, &c, 1, 0), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(9));
+    ::close(a);
+    ::close(b);
+    // Then there is room again.
+    int ok = 0;
+    for (int i = 0; i < 100 && ok != 200; ++i) {
+        ok = http(port_, req("GET", "/healthz")).status;
+        if (ok != 200) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_EQ(ok, 200);
+    auto m = http(port_, req("GET", "/metrics")).body;
+    EXPECT_NE(m.find("recsys_proxy_http_connections_refused_total 1\n"), std::string::npos);
+}
+
+TEST_F(ProxyProcess, BadFlagsExit2) {
+    const char* bin = std::getenv("RECSYS_PROXY_BIN");
+    const std::vector<std::vector<std::string>> bad = {
+        {"--cors-origin", "shop.example"},   {"--cors-origin", "https://shop.example/path"},
+        {"--max-connections", "-1"},         {"--max-response-bytes", "10"},
+        {"--product-columns", "name,score"}, {"--product-columns", "a,a"},
+        {"--product-id-column", ""},         {"--idle-timeout", "0"}};
+    for (const auto& b : bad) {
+        pid_t p = fork();
+        if (p == 0) {
+            int devnull = ::open("/dev/null", O_WRONLY);
+            if (devnull >= 0) dup2(devnull, 2);
+            execl(bin, bin, b[0].c_str(), b[1].c_str(), static_cast<char*>(nullptr));
+            _exit(127);
+        }
+        int st = 0;
+        ::waitpid(p, &st, 0);
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 2) << b[0] << " " << b[1];
+    }
+}
+
+// ------------------------------------------------------- routes and config --
+
+TEST(Routes, MatchPath) {
+    std::vector<std::string> p;
+    EXPECT_TRUE(match_path("/", "/", p));
+    EXPECT_FALSE(match_path("/", "/x", p));
+    EXPECT_TRUE(match_path("/users/{user_id}/history", "/users/10/history", p));
+    EXPECT_EQ(p, (std::vector<std::string>{"10"}));
+    p.clear();
+    EXPECT_FALSE(match_path("/users/{user_id}/history", "/users//history", p));
+    EXPECT_FALSE(match_path("/users/{user_id}/history", "/users/10/history/", p));
+    EXPECT_FALSE(match_path("/users/{user_id}/history", "/users/10", p));
+    EXPECT_FALSE(match_path("/similar/{product_id}", "/similar/5/x", p));
+    EXPECT_TRUE(p.empty());  // a failed match adds nothing
+    EXPECT_TRUE(match_path("/similar/{product_id}", "/similar/abc", p));
+    EXPECT_EQ(p, (std::vector<std::string>{"abc"}));
+    // Every table entry is reachable by its own pattern, and labels are unique with "other" last.
+    for (const auto& r : route_table()) {
+        std::string path = r.pattern;
+        for (auto b = path.find('{'); b != std::string::npos; b = path.find('{')) path.replace(b, path.find('}') - b + 1, "7");
+        std::vector<std::string> q;
+        EXPECT_TRUE(match_path(r.pattern, path, q)) << r.pattern;
+    }
+    EXPECT_EQ(route_labels().back(), "other");
+    EXPECT_EQ(static_cast<int>(route_labels().size()) - 1, other_route_label());
+}
+
+TEST(Routes, MediaTypeAndCors) {
+    EXPECT_TRUE(is_json_media_type("application/json"));
+    EXPECT_TRUE(is_json_media_type(" Application/JSON ; charset=utf-8"));
+    EXPECT_FALSE(is_json_media_type("application/jsonx"));
+    EXPECT_FALSE(is_json_media_type("text/plain"));
+    EXPECT_FALSE(is_json_media_type(""));
+    Config c;
+    EXPECT_EQ(cors_allow_origin(c, "https://a.example"), "");
+    c.cors_origins = {"https://a.example"};
+    EXPECT_EQ(cors_allow_origin(c, "https://a.example"), "https://a.example");
+    EXPECT_EQ(cors_allow_origin(c, "https://b.example"), "");
+    EXPECT_EQ(cors_allow_origin(c, ""), "");
+    c.cors_origins = {"*"};
+    EXPECT_EQ(cors_allow_origin(c, "https://b.example"), "*");
+}
+
+TEST(Config, NewOptions) {
+    Config c;
+    std::string msg;
+    bool exit_now;
+    const char* argv[] = {"p", "--cors-origin", "https://shop.example/, *", "--products", "shop.\"Products\"",
+                          "--product-id-column", "Sku", "--product-columns", "name, price",
+                          "--max-connections", "100", "--max-response-bytes", "4096", nullptr};
+    ASSERT_EQ(parse_config(13, const_cast<char**>(argv), c, msg, exit_now, &no_env), 0) << msg;
+    EXPECT_EQ(c.cors_origins, (std::vector<std::string>{"https://shop.example", "*"}));
+    EXPECT_EQ(c.products_relation, "shop.\"Products\"");
+    EXPECT_EQ(c.product_id_column, "Sku");
+    EXPECT_EQ(c.product_columns, (std::vector<std::string>{"name", "price"}));
+    EXPECT_TRUE(c.products_explicit);
+    EXPECT_EQ(c.max_connections, 100);
+    EXPECT_EQ(c.max_response_bytes, 4096u);
+    Config d;
+    const char* a0[] = {"p", nullptr};
+    ASSERT_EQ(parse_config(1, const_cast<char**>(a0), d, msg, exit_now, &no_env), 0);
+    EXPECT_FALSE(d.products_explicit);
+    EXPECT_EQ(d.products_relation, "products");
+    EXPECT_EQ(d.product_columns, (std::vector<std::string>{"product_name", "category", "price"}));
+    const char* off[] = {"p", "--products=", nullptr};
+    Config e;
+    ASSERT_EQ(parse_config(2, const_cast<char**>(off), e, msg, exit_now, &no_env), 0);
+    EXPECT_TRUE(e.products_relation.empty());
+    const char* bad[] = {"p", "--product-columns", "price,rank", nullptr};
+    Config f;
+    EXPECT_EQ(parse_config(3, const_cast<char**>(bad), f, msg, exit_now, &no_env), 2);
+    EXPECT_NE(msg.find("'rank' is a field every item already has"), std::string::npos) << msg;
+}
+
+TEST(Db, ConnectParamsKeepOptionsAndApplicationName) {
+    ::unsetenv("PGAPPNAME");
+    ::unsetenv("PGOPTIONS");
+    ::unsetenv("PGCONNECT_TIMEOUT");
+    auto get = [](const ConnParams& p, const std::string& k) {
+        for (std::size_t i = 0; i < p.keys.size(); ++i)
+            if (p.keys[i] == k) return p.values[i];
+        return std::string("<absent>");
+    };
+    auto p = connect_params("host=h dbname=d application_name=shopapp options='-c search_path=app,public'", 1500, 2500);
+    EXPECT_TRUE(p.error.empty());
+    EXPECT_EQ(get(p, "application_name"), "shopapp");
+    EXPECT_EQ(get(p, "options"),
+              "-c search_path=app,public -c statement_timeout=1500 -c DateStyle=ISO,YMD -c extra_float_digits=1");
+    EXPECT_EQ(get(p, "connect_timeout"), "3");
+    auto u = connect_params("postgresql://u@h/d?application_name=uri-app&connect_timeout=7", 5000, 2000);
+    EXPECT_EQ(get(u, "application_name"), "uri-app");
+    EXPECT_EQ(get(u, "connect_timeout"), "<absent>");  // the DSN's own wins
+    EXPECT_EQ(get(u, "options"), "-c statement_timeout=5000 -c DateStyle=ISO,YMD -c extra_float_digits=1");
+    auto e = connect_params("", 5000, 2000);
+    EXPECT_EQ(get(e, "dbname"), "<absent>");
+    EXPECT_EQ(get(e, "application_name"), "recsys-proxy");
+    ::setenv("PGAPPNAME", "from-env", 1);
+    ::setenv("PGOPTIONS", "-c work_mem=8MB", 1);
+    auto v = connect_params("", 5000, 2000);
+    EXPECT_EQ(get(v, "application_name"), "from-env");
+    EXPECT_EQ(get(v, "options").rfind("-c work_mem=8MB -c statement_timeout=5000", 0), 0u);
+    ::unsetenv("PGAPPNAME");
+    ::unsetenv("PGOPTIONS");
+    EXPECT_FALSE(connect_params("host='unterminated", 5000, 2000).error.empty());
+}
+
+TEST(Db, StatementsQuoteTheProductRelation) {
+    ProductSql off;
+    EXPECT_EQ(stmt_sql(Stmt::RecommendDetails, off), stmt_sql(Stmt::Recommend, off));
+    EXPECT_EQ(stmt_sql(Stmt::SimilarDetails, off).find("JOIN"), std::string::npos);
+    ProductSql on{true, "\"Shop\".\"My Products\"", "\"Sku\"", "'name', p.name"};
+    std::string r = stmt_sql(Stmt::RecommendDetails, on);
+    EXPECT_NE(r.find("LEFT JOIN \"Shop\".\"My Products\" p ON p.\"Sku\" = r.product_id"), std::string::npos) << r;
+    EXPECT_NE(r.find("json_build_object('name', p.name)::text"), std::string::npos) << r;
+    EXPECT_NE(stmt_sql(Stmt::HistoryDetails, on).find("p.\"Sku\" = h.product_id"), std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::SimilarDetails, on).find("'rank', s.rank, 'name', p.name)"), std::string::npos);
+}
+
+TEST(OpenApi, FollowsTheConfiguration) {
+    Config c;
+    c.limits.max_user_ids = 7;
+    c.limits.max_top_n = 33;
+    c.limits.default_top_n = 4;
+    c.max_response_bytes = 12345;
+    c.product_columns = {"name", "stock"};
+    auto d = nlohmann::json::parse(openapi_document(std::string_view(kOpenApiJson, kOpenApiJsonLen), c));
+    EXPECT_EQ(d["components"]["schemas"]["RecommendationsRequest"]["properties"]["user_ids"]["maxItems"], 7);
+    EXPECT_EQ(d["components"]["schemas"]["RecommendationsRequest"]["properties"]["top_n"]["default"], 4);
+    auto sim = d["paths"]["/similar/{product_id}"]["get"]["parameters"];
+    bool seen = false;
+    for (auto& p : sim)
+        if (p["name"] == "top_n") {
+            EXPECT_EQ(p["schema"]["maximum"], 33);
+            seen = true;
+        }
+    EXPECT_TRUE(seen);
+    auto item = d["components"]["schemas"]["RecommendedItem"]["properties"];
+    EXPECT_TRUE(item.contains("name") && item.contains("stock"));
+    EXPECT_FALSE(item.contains("product_name"));
+    // No --api-key: no route asks for security.
+    for (auto& [path, ops] : d["paths"].items())
+        for (auto& [m, op] : ops.items()) EXPECT_FALSE(op.contains("security")) << path << " " << m;
+    EXPECT_FALSE(d["components"].contains("securitySchemes"));
+    c.api_keys = {"k"};
+    auto s = nlohmann::json::parse(openapi_document(std::string_view(kOpenApiJson, kOpenApiJsonLen), c));
+    EXPECT_TRUE(s["paths"]["/recommendations"]["post"].contains("security"));
+    EXPECT_EQ(s["x-recsys-proxy"]["max_response_bytes"], 12345);
+}
+
+TEST(Cache, ModelIdIsPartOfTheKey) {
+    LruCache c(10, std::chrono::milliseconds(100000));
+    c.put(CacheKey{1, 5, 10, false}, "[1,2]");
+    std::string v;
+    EXPECT_FALSE(c.get(CacheKey{2, 5, 10, false}, v));
+    c.put(CacheKey{2, 5, 10, false}, "[3]");
+    ASSERT_TRUE(c.get(CacheKey{1, 5, 10, false}, v));
+    EXPECT_EQ(v, "[1,2]");
+    ASSERT_TRUE(c.get(CacheKey{2, 5, 10, false}, v));
+    EXPECT_EQ(v, "[3]");
 }
