@@ -153,6 +153,8 @@ DECLARE
     rel regclass;
     parts text[];
     cfg recsys.config;
+    t record;
+    col record;
 BEGIN
     IF source IS NULL OR btrim(source) = '' THEN
         RAISE EXCEPTION 'recsys source relation is not set'
@@ -177,10 +179,24 @@ BEGIN
                                        THEN 'recsys.config.source_relation' ELSE 'the source argument' END),
                   HINT = 'Create it, pass source => ''schema.table'', or set recsys.config.source_relation to your events relation.';
     END IF;
-    -- The configured columns must be there, of usable types.
+    -- The configured columns must be there, of usable types, with ids the
+    -- serving functions can take (integer columns of any width for integer
+    -- or bigint ids: a value that does not fit is an error when read).
     SELECT * INTO cfg FROM recsys.config;
-    PERFORM recsys.check_mapping(rel, cfg.user_column, cfg.item_column, cfg.event_column, cfg.time_column,
-                                 cfg.value_column);
+    t := recsys.check_mapping(rel, cfg.user_column, cfg.item_column, cfg.event_column, cfg.time_column,
+                              cfg.value_column);
+    FOR col IN
+        SELECT * FROM (VALUES ('user', cfg.user_column, t.user_type, cfg.user_type),
+                              ('item', cfg.item_column, t.item_type, cfg.item_type)) AS v(what, name, has, served)
+    LOOP
+        IF col.has IS DISTINCT FROM col.served
+           AND NOT (col.has IN ('integer', 'bigint') AND col.served IN ('integer', 'bigint')) THEN
+            RAISE EXCEPTION 'column "%" of relation "%" holds % ids, but the serving functions take % % ids',
+                            col.name, rel, col.has, col.served, col.what
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'SELECT recsys_set_source(...) maps the relation and recreates the serving functions with its id types.';
+        END IF;
+    END LOOP;
     RETURN rel;
 END $$;
 
@@ -193,9 +209,10 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The mapping part of a training's settings (issue #7): the columns of
--- recsys.config, the id types rel has in them as the serving functions use
--- them (NULL where a column is missing: recsys.check_mapping reports it) and
--- the half-life.  Never raises: the run log records it after failures too.
+-- recsys.config, the id types of the serving functions (the model's ids are
+-- of these types) and the half-life.  rel is the relation they apply to
+-- (recsys.check_source checks them against it).  Never raises: the run log
+-- records it after failures too.
 CREATE FUNCTION recsys.source_settings(rel regclass) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -205,13 +222,7 @@ BEGIN
     RETURN pg_catalog.jsonb_build_object(
         'user_column', cfg.user_column, 'item_column', cfg.item_column, 'event_column', cfg.event_column,
         'time_column', cfg.time_column, 'value_column', cfg.value_column,
-        'user_type', (SELECT recsys.serving_type(a.atttypid::regtype) FROM pg_catalog.pg_attribute a
-                       WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) cfg.user_column
-                         AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped),
-        'item_type', (SELECT recsys.serving_type(a.atttypid::regtype) FROM pg_catalog.pg_attribute a
-                       WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) cfg.item_column
-                         AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped),
-        'half_life_days', cfg.half_life_days);
+        'user_type', cfg.user_type, 'item_type', cfg.item_type, 'half_life_days', cfg.half_life_days);
 END $$;
 
 -- The settings a training or evaluation runs with, as recorded with its

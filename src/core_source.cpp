@@ -231,6 +231,23 @@ double CellAggregator::final_weight(const Slot& s, int64_t newest_us) const
     return s.sum * std::exp2(-age / decay_.half_life_us);
 }
 
+std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Triplet* out, std::size_t cap,
+                                      int64_t* dropped) const
+{
+    std::size_t n = 0;
+    while (*pos < slots_.size() && n < cap) {
+        const Slot& s = slots_[(*pos)++];
+        if (s.key == kEmpty)
+            continue;
+        double w = final_weight(s, newest_us);
+        if (w > 0)
+            out[n++] = Triplet{static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xffffffffu), w};
+        else
+            (*dropped)++;
+    }
+    return n;
+}
+
 void CellAggregator::clear()
 {
     count_ = 0;

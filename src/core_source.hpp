@@ -50,6 +50,14 @@ public:
     // The key of index idx.
     int64_t int_key(int32_t idx) const { return ints_[static_cast<std::size_t>(idx)]; }
     std::string bytes_key(int32_t idx) const;
+    // The same without copying: points into the dictionary (valid until
+    // the next add or clear).
+    const char* bytes_data(int32_t idx, std::size_t* len) const
+    {
+        std::size_t i = static_cast<std::size_t>(idx);
+        *len = offsets_[i + 1] - offsets_[i];
+        return arena_.data() + offsets_[i];
+    }
     // Heap bytes held now.
     std::size_t memory_bytes() const;
     // Heap bytes that `keys` keys of average length `avg_len` would hold at
@@ -120,6 +128,12 @@ public:
         }
         return c;
     }
+    // The same in chunks, for callers that must not allocate while
+    // emitting: writes at most `cap` cells with w > 0 to out, resuming at
+    // slot *pos (start at 0) and advancing it; returns the cells written
+    // (0 once *pos reaches the end).  Adds the cells dropped to *dropped.
+    std::size_t emit_into(std::size_t* pos, int64_t newest_us, Triplet* out, std::size_t cap,
+                          int64_t* dropped) const;
     void clear();
 
 private:
