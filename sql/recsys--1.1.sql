@@ -745,7 +745,8 @@ ALTER TABLE recsys.config ADD COLUMN item_type text NOT NULL DEFAULT 'integer';
 -- them dense indices, which recsys.neighbors and recsys.popularity store.
 -- (Integer item ids are their own index: no rows here.)
 CREATE TABLE recsys.item_keys (
-    model_id bigint NOT NULL REFERENCES recsys.models ON DELETE CASCADE,
+    -- Deferred: training writes the keys before the models row.
+    model_id bigint NOT NULL REFERENCES recsys.models ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
     item_id integer NOT NULL,
     item_key text NOT NULL,
     PRIMARY KEY (model_id, item_id),
