@@ -218,3 +218,23 @@ TEST(PartQueue, SplitsCoverEveryHashExactlyOnce)
         ASSERT_EQ(owners, 1) << n;
     }
 }
+
+TEST(CellAggregator, EmitIntoInChunksEqualsEmit)
+{
+    CellAggregator a(DecaySpec{1e6}, 0);
+    std::mt19937_64 rng(5);
+    for (int n = 0; n < 5000; n++)
+        ASSERT_TRUE(a.add(static_cast<int32_t>(rng() % 300), static_cast<int32_t>(rng() % 20),
+                          static_cast<double>(static_cast<int>(rng() % 7) - 2), static_cast<int64_t>(rng() % 10000000)));
+    recsys::AggregateCounts c;
+    auto want = emitted(a, 10000000, &c);
+    std::map<std::pair<int32_t, int32_t>, double> got;
+    std::size_t pos = 0;
+    int64_t dropped = 0;
+    recsys::Triplet buf[37];
+    while (std::size_t n = a.emit_into(&pos, 10000000, buf, 37, &dropped))
+        for (std::size_t k = 0; k < n; k++)
+            got[{buf[k].user, buf[k].item}] = buf[k].weight;
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(dropped, c.cells_dropped);
+}
