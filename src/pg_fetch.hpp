@@ -26,6 +26,14 @@ struct CellBuffer {
     MemoryContext cxt;    // where data lives
     OwnedByContext<recsys::CellSpill>* spill;  // spilling: the runs on disk (obj NULL until the first)
     char dir[MAXPGPATH];  // spilling: the temporary files' directory
+    // Evaluation: the cells of these users (sorted ascending, keep_n of them)
+    // are also copied to `kept` as they arrive, so that their histories
+    // survive the spill (keep_users NULL: none kept).
+    const int32* keep_users;
+    int64 keep_n;
+    recsys::Triplet* kept;
+    int64 n_kept;
+    int64 kept_cap;
 };
 
 // Cells the buffer holds before it spills, for a budget of `budget` bytes:

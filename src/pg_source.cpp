@@ -10,6 +10,7 @@ extern "C" {
 #include "catalog/pg_extension.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_statistic.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -87,6 +88,7 @@ void source_open(Oid relid, SourceRel* src)
     ReleaseSysCache(tup);
     src->ucol = "user_id";
     src->icol = "product_id";
+    src->item_attname = "product_id";
     src->ecol = "event_type";
     src->tcol = "event_time";
     src->vcol = NULL;
@@ -99,6 +101,33 @@ void source_open(Oid relid, SourceRel* src)
                         errdetail("recsys reads it with its owner's rights, for callers that may read it."),
                         errhint("GRANT SELECT ON %s TO %s;", src->qualified,
                                 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
+}
+
+void source_estimate(const SourceRel* src, double* rows, double* items)
+{
+    *rows = *items = -1;
+    char kind = get_rel_relkind(src->relid);
+    if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW && kind != RELKIND_PARTITIONED_TABLE)
+        return;
+    HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(src->relid));
+    if (!HeapTupleIsValid(tup))
+        return;
+    double reltuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+    ReleaseSysCache(tup);
+    AttrNumber att = get_attnum(src->relid, src->item_attname);
+    if (reltuples < 0 || att == InvalidAttrNumber)
+        return;
+    // A partitioned table's statistics are those of the whole hierarchy.
+    tup = SearchSysCache3(STATRELATTINH, ObjectIdGetDatum(src->relid), Int16GetDatum(att),
+                          BoolGetDatum(kind == RELKIND_PARTITIONED_TABLE));
+    if (!HeapTupleIsValid(tup))
+        return;
+    float4 distinct = ((Form_pg_statistic) GETSTRUCT(tup))->stadistinct;
+    ReleaseSysCache(tup);
+    if (distinct == 0)
+        return;   // unknown
+    *rows = reltuples;
+    *items = distinct > 0 ? distinct : -distinct * reltuples;
 }
 
 void source_weights_from_row(HeapTuple row, TupleDesc desc, int col, const char* whose, SourceWeights* w)
@@ -135,6 +164,7 @@ int source_query_nargs(SourceQuery q)
     case SOURCE_HISTORY:
         return 3;
     case SOURCE_MAX_TIME:
+    case SOURCE_ITEM_COUNT:
         return 2;
     case SOURCE_USER_HISTORY:
         return 4;
@@ -222,6 +252,9 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
         break;
     case SOURCE_MAX_TIME:
         tmpl = "SELECT pg_catalog.max(s.{T}::pg_catalog.timestamptz) " WEIGHTED_FROM("JOIN") " WHERE " USABLE;
+        break;
+    case SOURCE_ITEM_COUNT:
+        tmpl = "SELECT pg_catalog.count(*) FROM (SELECT s.{I} " WEIGHTED_FROM("JOIN") " WHERE " USABLE " GROUP BY 1) p";
         break;
     case SOURCE_HISTORY:
         argtypes[2] = INT4ARRAYOID;
@@ -337,6 +370,8 @@ void source_set_mapping(SourceRel* src, Datum settings)
     const char** cols[5] = {&src->ucol, &src->icol, &src->ecol, &src->tcol, &src->vcol};
     for (int i = 0; i < 5; i++) {
         char* v = SPI_getvalue(row, desc, i + 1);
+        if (v != NULL && i == 1)
+            src->item_attname = v;
         if (v != NULL)
             *cols[i] = quote_identifier(v);
         else if (i == 4)

@@ -35,6 +35,7 @@ struct SourceRel {
     const char* ecol;
     const char* tcol;
     const char* vcol;
+    const char* item_attname;   // the item column's name, unquoted
     // The id types the serving functions use (INT4OID, INT8OID, TEXTOID or
     // UUIDOID), and the half-life in days (0: no decay).
     Oid user_type;
@@ -72,6 +73,11 @@ struct EventWeights {
 void source_event_weights(Datum settings, const char* whose, EventWeights* w);
 // The weight of an event type, or NaN when it has none.
 double event_weight(const EventWeights* w, const char* type, int len);
+
+// What ANALYZE recorded of src (pg_class.reltuples, pg_statistic for its
+// product_id column): its rows and distinct products, estimated.  Both -1
+// when there are no statistics (a view; a table never analyzed).
+void source_estimate(const SourceRel* src, double* rows, double* items);
 
 // The event weights a query uses: parallel text[] and float8[] Datums of the
 // event types with a weight > 0.
@@ -122,6 +128,9 @@ enum SourceQuery {
     SOURCE_TOUCHES_AFTER,
     // (max timestamptz): the newest usable event.
     SOURCE_MAX_TIME,
+    // (count int8): the distinct products of the usable events; a light scan
+    // (one hashed column) that tells what training will need.
+    SOURCE_ITEM_COUNT,
     // (user int4, product int4, weight float8) of the users in $3 int4[],
     // summed per cell, ordered by user and product.
     SOURCE_HISTORY,
