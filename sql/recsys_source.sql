@@ -205,6 +205,15 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RAISE NOTICE '% %', SQLSTATE, regexp_replace(SQLERRM, 'model [0-9]+', 'model N');
 END $$;
+-- Evaluation and the matrix view still aggregate in SQL: what they would
+-- compute differently from training is refused (0A000), not answered.
+SELECT count(*) FROM recsys_user_item_matrix;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM recsys_evaluate(5, test_days => 30);
+\echo :LAST_ERROR_SQLSTATE
+SELECT user_type FROM recsys_set_source('retail.events_int', 'customer', 'item', 'action', 'ts');
+SELECT count(*) FROM recsys_user_item_matrix;
+\echo :LAST_ERROR_SQLSTATE
 -- Not for PUBLIC.
 SELECT has_function_privilege('public', 'recsys_set_source(regclass, name, name, name, name, name)', 'EXECUTE') AS public_may_map;
 

@@ -46,32 +46,6 @@ static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* 
     return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, newest, PointerGetDatum(days)));
 }
 
-// Evaluation still reads through the aggregating queries of pg_source.cpp
-// (SOURCE_MATRIX_BEFORE, SOURCE_TOUCHES_AFTER): integer ids and the positive
-// weights only.  A mapping those would compute differently from training
-// (other id types, a value column, negative weights, decay) is refused
-// rather than evaluated on another model than training's.
-static void check_evaluable_mapping(const SourceRel* src, Datum settings)
-{
-    EventWeights ew;
-    source_event_weights(settings, "the evaluation's settings", &ew);
-    const char* why = NULL;
-    if (src->user_type != INT4OID || src->item_type != INT4OID)
-        why = "ids that are not integers";
-    else if (src->vcol != NULL)
-        why = "a value column";
-    else if (src->half_life_days > 0)
-        why = "a half-life";
-    for (int i = 0; why == NULL && i < ew.n; i++)
-        if (ew.weights[i] < 0)
-            why = "negative event weights";
-    if (why != NULL)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("recsys_evaluate does not support a source mapped with %s yet", why),
-                        errhint("Training and serving do; evaluate a relation of integer ids without values, "
-                                "decay or negative weights.")));
-}
-
 // The distinct users of the touches, ascending, in a palloc'd array.
 static int32* distinct_users(const TouchBuffer* t, int64* n)
 {
@@ -132,7 +106,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         source_open(PG_GETARG_OID(0), &src);
         source_set_mapping(&src, PG_GETARG_DATUM(1));
         source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
-        check_evaluable_mapping(&src, PG_GETARG_DATUM(1));
+        check_aggregating_mapping(&src, PG_GETARG_DATUM(1), "recsys_evaluate");
         cutoff = evaluation_cutoff(&src, &weights, test_days);
         elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
         fetch_touches(&src, &weights, cutoff, &after);

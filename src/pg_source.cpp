@@ -417,3 +417,24 @@ double event_weight(const EventWeights* w, const char* type, int len)
             return w->weights[i];
     return get_float8_nan();
 }
+
+void check_aggregating_mapping(const SourceRel* src, Datum settings, const char* fn)
+{
+    EventWeights ew;
+    source_event_weights(settings, "the settings", &ew);
+    const char* why = NULL;
+    if (src->user_type != INT4OID || src->item_type != INT4OID)
+        why = "ids that are not integers";
+    else if (src->vcol != NULL)
+        why = "a value column";
+    else if (src->half_life_days > 0)
+        why = "a half-life";
+    for (int i = 0; why == NULL && i < ew.n; i++)
+        if (ew.weights[i] < 0)
+            why = "negative event weights";
+    if (why != NULL)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("%s does not support a source mapped with %s yet", fn, why),
+                        errhint("Training and serving do; %s works on integer ids without values, decay or "
+                                "negative weights.", fn)));
+}

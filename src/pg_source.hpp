@@ -74,6 +74,13 @@ void source_event_weights(Datum settings, const char* whose, EventWeights* w);
 // The weight of an event type, or NaN when it has none.
 double event_weight(const EventWeights* w, const char* type, int len);
 
+// Evaluation and recsys_user_item_matrix still read through the aggregating
+// queries below (SOURCE_MATRIX*, SOURCE_TOUCHES_AFTER): integer ids and the
+// positive weights only.  A mapping those would compute differently from
+// training (other id types, a value column, negative weights, decay) is
+// refused (0A000, naming `fn`) rather than answered with another matrix.
+void check_aggregating_mapping(const SourceRel* src, Datum settings, const char* fn);
+
 // What ANALYZE recorded of src (pg_class.reltuples, pg_statistic for its
 // product_id column): its rows and distinct products, estimated.  Both -1
 // when there are no statistics (a view; a table never analyzed).
