@@ -5,16 +5,17 @@ EXTVERSION = 1.1
 
 MODULE_big = recsys
 CORE_OBJS = src/core_train.o src/core_eigen.o src/core_recommend.o src/core_evaluate.o src/core_shape.o src/core_passes.o \
-            src/core_similarity.o src/core_tune.o
+            src/core_similarity.o src/core_tune.o src/core_source.o
 GLUE_OBJS = src/pg_module.o src/pg_guard.o src/pg_source.o src/pg_model.o src/pg_fetch.o src/pg_spill.o src/pg_train.o \
-            src/pg_recommend.o src/pg_lookup.o src/pg_matrix.o src/pg_evaluate.o src/pg_progress.o src/pg_runlog.o src/pg_tune.o
+            src/pg_recommend.o src/pg_lookup.o src/pg_matrix.o src/pg_evaluate.o src/pg_progress.o src/pg_runlog.o \
+            src/pg_tune.o src/pg_read.o src/pg_ids.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # Regression tests: sql/<name>.sql, expected/<name>.out (install scripts share sql/).
 REGRESS = recsys_setup recsys_semantics recsys_bad_input recsys_evaluate recsys_train recsys_config \
-          recsys_lifecycle recsys_runs recsys_passes recsys_tune recsys_security
+          recsys_lifecycle recsys_runs recsys_passes recsys_tune recsys_security recsys_source
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 ISOLATION = train_vs_recommend
 ISOLATION_OPTS = --inputdir=. --load-extension=plpgsql

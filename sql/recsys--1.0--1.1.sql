@@ -14,6 +14,23 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 -- the upgrade fills in the configuration as it stands, marked as such.
 ALTER TABLE recsys.models ADD COLUMN settings jsonb NOT NULL DEFAULT '{}';
 
+-- The mapping part of a training's settings (issue #7): the columns of
+-- recsys.config, the id types of the serving functions (the model's ids are
+-- of these types) and the half-life.  rel is the relation they apply to
+-- (recsys.check_source checks them against it).  Never raises: the run log
+-- records it after failures too.
+CREATE FUNCTION recsys.source_settings(rel regclass) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cfg recsys.config;
+BEGIN
+    SELECT * INTO cfg FROM recsys.config;
+    RETURN pg_catalog.jsonb_build_object(
+        'user_column', cfg.user_column, 'item_column', cfg.item_column, 'event_column', cfg.event_column,
+        'time_column', cfg.time_column, 'value_column', cfg.value_column,
+        'user_type', cfg.user_type, 'item_type', cfg.item_type, 'half_life_days', cfg.half_life_days);
+END $$;
+
 CREATE FUNCTION recsys.settings_snapshot(rel regclass, neighbors integer) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.jsonb_build_object(
@@ -22,6 +39,7 @@ LANGUAGE sql STABLE AS $$
         'weights', (SELECT COALESCE(pg_catalog.jsonb_object_agg(w.event_type, w.weight), '{}')
                       FROM recsys.event_weights w),
         'similarity_method', pg_catalog.current_setting('recsys.similarity_method', true))
+        OPERATOR(pg_catalog.||) recsys.source_settings(rel)
 $$;
 
 UPDATE recsys.models m
@@ -62,10 +80,13 @@ CREATE FUNCTION recsys.train_plan(cells bigint, users bigint, items bigint, neig
 RETURNS record AS 'MODULE_PATHNAME', 'recsys_train_plan' LANGUAGE C STABLE PARALLEL SAFE;
 
 -- 1.0 bound the weights CHECK constraint's operators through the
--- installer's search_path: bind them again, to pg_catalog's.
+-- installer's search_path: bind them again, to pg_catalog's.  Weights may be
+-- negative from 1.1 on (refunds, dislikes: issue #7).
 ALTER TABLE recsys.event_weights DROP CONSTRAINT event_weights_weight_check;
 ALTER TABLE recsys.event_weights ADD CONSTRAINT event_weights_weight_check
-    CHECK (weight >= 0 AND weight < 'Infinity'::double precision);
+    CHECK (weight > '-Infinity'::double precision AND weight < 'Infinity'::double precision);
+COMMENT ON TABLE recsys.event_weights IS
+    'weight of each event type in w(u,i), negative for refunds or dislikes; types not listed, or with weight 0, add nothing';
 
 -- One reading path in C (src/pg_source.cpp): no function builds or takes
 -- SQL text any more, and the events relation is read as its owner.
@@ -232,16 +253,13 @@ CREATE OR REPLACE VIEW @extschema@.recsys_models AS
 CREATE OR REPLACE FUNCTION recsys.upsert_on_restore() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- The dumped row replaces the seed row whatever columns the table has.
     IF TG_TABLE_NAME = 'event_weights' THEN
-        UPDATE recsys.event_weights SET weight = NEW.weight WHERE event_type = NEW.event_type;
+        DELETE FROM recsys.event_weights WHERE event_type = NEW.event_type;
     ELSE
-        UPDATE recsys.config SET source_relation = NEW.source_relation,
-               neighbors = NEW.neighbors, keep_models = NEW.keep_models,
-               run_log_days = NEW.run_log_days
-         WHERE singleton = NEW.singleton;
-    END IF;
-    IF FOUND THEN
-        RETURN NULL;   -- the existing row now holds the new values
+        DELETE FROM recsys.config WHERE singleton = NEW.singleton;
+        -- The serving functions take the restored source's id types.
+        PERFORM recsys.create_serving_functions(NEW.user_type, NEW.item_type);
     END IF;
     RETURN NEW;
 END $$;
@@ -686,7 +704,8 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     rel regclass;
     parts text[];
-    missing text[];
+    cfg recsys.config;
+    t record;
     col record;
 BEGIN
     IF source IS NULL OR btrim(source) = '' THEN
@@ -712,30 +731,22 @@ BEGIN
                                        THEN 'recsys.config.source_relation' ELSE 'the source argument' END),
                   HINT = 'Create it, pass source => ''schema.table'', or set recsys.config.source_relation to your events relation.';
     END IF;
-    SELECT array_agg(c ORDER BY ord) INTO missing
-      FROM unnest(ARRAY['user_id', 'product_id', 'event_type', 'event_time']) WITH ORDINALITY AS r(c, ord)
-     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                        WHERE a.attrelid = rel AND a.attname = r.c AND a.attnum > 0 AND NOT a.attisdropped);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'relation "%" lacks column(s) %', rel, array_to_string(missing, ', ')
-            USING ERRCODE = 'undefined_column',
-                  DETAIL = 'recsys needs user_id, product_id (integer types), event_type (text) and event_time (timestamp).';
-    END IF;
+    -- The configured columns must be there, of usable types, with ids the
+    -- serving functions can take (integer columns of any width for integer
+    -- or bigint ids: a value that does not fit is an error when read).
+    SELECT * INTO cfg FROM recsys.config;
+    t := recsys.check_mapping(rel, cfg.user_column, cfg.item_column, cfg.event_column, cfg.time_column,
+                              cfg.value_column);
     FOR col IN
-        SELECT a.attname, a.atttypid::regtype AS typ,
-               CASE a.attname
-                   WHEN 'event_type' THEN a.atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype, 'name'::regtype)
-                   WHEN 'event_time' THEN a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
-                   ELSE a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
-               END AS ok
-          FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = rel AND a.attname IN ('user_id', 'product_id', 'event_type', 'event_time')
-           AND a.attnum > 0 AND NOT a.attisdropped
+        SELECT * FROM (VALUES ('user', cfg.user_column, t.user_type, cfg.user_type),
+                              ('item', cfg.item_column, t.item_type, cfg.item_type)) AS v(what, name, has, served)
     LOOP
-        IF NOT col.ok THEN
-            RAISE EXCEPTION 'column "%" of relation "%" has type %, which recsys cannot use', col.attname, rel, col.typ
+        IF col.has IS DISTINCT FROM col.served
+           AND NOT (col.has IN ('integer', 'bigint') AND col.served IN ('integer', 'bigint')) THEN
+            RAISE EXCEPTION 'column "%" of relation "%" holds % ids, but the serving functions take % % ids',
+                            col.name, rel, col.has, col.served, col.what
                 USING ERRCODE = 'datatype_mismatch',
-                      DETAIL = 'recsys needs user_id, product_id (smallint, integer or bigint), event_type (text) and event_time (timestamptz, timestamp or date).';
+                      HINT = 'SELECT recsys_set_source(...) maps the relation and recreates the serving functions with its id types.';
         END IF;
     END LOOP;
     RETURN rel;
@@ -870,6 +881,250 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.recsys_evaluate(integer, integer, integer, text, boolean, jsonb) IS
     'time-split offline evaluation on a separate model; the active model is not touched';
+
+-- Weights may be negative (issue #7).
+CREATE OR REPLACE FUNCTION recsys.check_weights() RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT * INTO bad FROM recsys.event_weights
+     WHERE weight IS NULL OR weight = 'NaN' OR weight = 'Infinity' OR weight = '-Infinity' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'event weight % for event type "%" is not usable', coalesce(bad.weight::text, 'NULL'), bad.event_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Weights must be finite (negative for refunds or dislikes); set 0 to ignore an event type: UPDATE recsys.event_weights SET weight = 0 WHERE event_type = ...';
+    END IF;
+END $$;
+
+------------------------------------------------------------------------------
+-- Source mapping (issue #7): any events relation, any id types, a value
+-- column, negative weights, time decay.  recsys_set_source() maps the
+-- relation's columns (kept in recsys.config, so pg_dump keeps them); training
+-- records the mapping with the model; the serving functions take and return
+-- ids in the source's types: recsys.create_serving_functions() (re)creates
+-- them with those types whenever they change (docs/sql.md, "Id types").
+
+ALTER TABLE recsys.config ADD COLUMN user_column name NOT NULL DEFAULT 'user_id';
+ALTER TABLE recsys.config ADD COLUMN item_column name NOT NULL DEFAULT 'product_id';
+ALTER TABLE recsys.config ADD COLUMN event_column name NOT NULL DEFAULT 'event_type';
+ALTER TABLE recsys.config ADD COLUMN time_column name NOT NULL DEFAULT 'event_time';
+ALTER TABLE recsys.config ADD COLUMN value_column name;
+ALTER TABLE recsys.config ADD COLUMN half_life_days double precision
+    CHECK (half_life_days > 0 AND half_life_days < 'Infinity'::double precision);
+-- The id types the serving functions have now ('integer', 'bigint', 'text'
+-- or 'uuid'): a restore recreates them from here (recsys.upsert_on_restore).
+ALTER TABLE recsys.config ADD COLUMN user_type text NOT NULL DEFAULT 'integer';
+ALTER TABLE recsys.config ADD COLUMN item_type text NOT NULL DEFAULT 'integer';
+
+-- The item keys of a model whose item ids are not integers: training gives
+-- them dense indices, which recsys.neighbors and recsys.popularity store.
+-- (Integer item ids are their own index: no rows here.)
+CREATE TABLE recsys.item_keys (
+    -- Deferred: training writes the keys before the models row.
+    model_id bigint NOT NULL REFERENCES recsys.models ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    item_id integer NOT NULL,
+    item_key text NOT NULL,
+    PRIMARY KEY (model_id, item_id),
+    UNIQUE (model_id, item_key)
+);
+
+-- The type the serving functions use for a column type: smallint and
+-- integer ids are served as integer, varchar ones as text; NULL for a type
+-- recsys cannot use as an id.
+CREATE FUNCTION recsys.serving_type(t regtype) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE t WHEN 'pg_catalog.int2'::pg_catalog.regtype THEN 'integer'
+                  WHEN 'pg_catalog.int4'::pg_catalog.regtype THEN 'integer'
+                  WHEN 'pg_catalog.int8'::pg_catalog.regtype THEN 'bigint'
+                  WHEN 'pg_catalog.text'::pg_catalog.regtype THEN 'text'
+                  WHEN 'pg_catalog.varchar'::pg_catalog.regtype THEN 'text'
+                  WHEN 'pg_catalog.uuid'::pg_catalog.regtype THEN 'uuid' END
+$$;
+
+-- Checks a mapping of rel's columns and returns the served id types.
+-- Errors name the column, its type and what is allowed.
+CREATE FUNCTION recsys.check_mapping(rel regclass, user_column name, item_column name, event_column name,
+                                     time_column name, value_column name,
+                                     OUT user_type text, OUT item_type text)
+RETURNS record LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    c record;
+    typ regtype;
+    ok boolean;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'relation must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF (SELECT k.relkind FROM pg_catalog.pg_class k WHERE k.oid OPERATOR(pg_catalog.=) rel)
+       NOT IN ('r', 'v', 'm', 'p', 'f') THEN
+        RAISE EXCEPTION '"%" is not a table, view, materialized view or partitioned table', rel
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    FOR c IN
+        SELECT * FROM (VALUES
+            (1, 'user_column', user_column, 'smallint, integer, bigint, text, varchar or uuid'),
+            (2, 'item_column', item_column, 'smallint, integer, bigint, text, varchar or uuid'),
+            (3, 'event_column', event_column, 'text, varchar, char or name'),
+            (4, 'time_column', time_column, 'timestamptz, timestamp or date'),
+            (5, 'value_column', value_column, 'smallint, integer, bigint, real, double precision or numeric'))
+            AS v(ord, arg, col, allowed)
+        ORDER BY v.ord
+    LOOP
+        CONTINUE WHEN c.ord OPERATOR(pg_catalog.=) 5 AND c.col IS NULL;
+        IF c.col IS NULL THEN
+            RAISE EXCEPTION '% must not be NULL', c.arg USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        -- A domain counts as its base type.
+        SELECT CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE t.oid END::regtype INTO typ
+          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+         WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) c.col
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'column "%" of relation "%" does not exist', c.col, rel
+                USING ERRCODE = 'undefined_column',
+                      DETAIL = format('It is the %s of the mapping, which must be of type %s.', c.arg, c.allowed),
+                      HINT = 'SELECT recsys_set_source(relation, user_column, item_column, event_column, time_column[, value_column]) maps your columns.';
+        END IF;
+        ok := CASE c.ord
+                  WHEN 1 THEN recsys.serving_type(typ) IS NOT NULL
+                  WHEN 2 THEN recsys.serving_type(typ) IS NOT NULL
+                  WHEN 3 THEN typ IN ('pg_catalog.text'::regtype, 'pg_catalog.varchar'::regtype,
+                                      'pg_catalog.bpchar'::regtype, 'pg_catalog.name'::regtype)
+                  WHEN 4 THEN typ IN ('pg_catalog.timestamptz'::regtype, 'pg_catalog.timestamp'::regtype,
+                                      'pg_catalog.date'::regtype)
+                  ELSE typ IN ('pg_catalog.int2'::regtype, 'pg_catalog.int4'::regtype, 'pg_catalog.int8'::regtype,
+                               'pg_catalog.float4'::regtype, 'pg_catalog.float8'::regtype,
+                               'pg_catalog.numeric'::regtype)
+              END;
+        IF NOT ok THEN
+            RAISE EXCEPTION 'column "%" of relation "%" has type %, which recsys cannot use as the %',
+                            c.col, rel, typ, c.arg
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = format('The %s must be of type %s.', c.arg, c.allowed);
+        END IF;
+        IF c.ord OPERATOR(pg_catalog.=) 1 THEN
+            user_type := recsys.serving_type(typ);
+        ELSIF c.ord OPERATOR(pg_catalog.=) 2 THEN
+            item_type := recsys.serving_type(typ);
+        END IF;
+    END LOOP;
+END $$;
+
+-- (Re)creates recsys_recommend, recsys_similar_items and recsys_user_history
+-- in the extension's schema with ids of the given types, unless they have
+-- them already.  Outside the extension's scripts the caller must own the
+-- extension (the functions stay its members); the grants on the old
+-- functions go to the new ones.  The type names come from a fixed list.
+CREATE FUNCTION recsys.create_serving_functions(user_type text, item_type text, in_script boolean DEFAULT false)
+RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    nsp oid := (SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'recsys');
+    sch text := pg_catalog.quote_ident((SELECT n.nspname FROM pg_catalog.pg_namespace n
+                                         WHERE n.oid OPERATOR(pg_catalog.=) nsp));
+    f record;
+    g record;
+    acls jsonb := '{}';
+    defs text[];
+    names text[] := ARRAY['recsys_recommend', 'recsys_similar_items', 'recsys_user_history'];
+    sig text;
+BEGIN
+    IF user_type IS NULL OR item_type IS NULL
+       OR NOT (user_type OPERATOR(pg_catalog.=) ANY (ARRAY['integer', 'bigint', 'text', 'uuid']))
+       OR NOT (item_type OPERATOR(pg_catalog.=) ANY (ARRAY['integer', 'bigint', 'text', 'uuid'])) THEN
+        RAISE EXCEPTION 'id types must be integer, bigint, text or uuid, not % and %', user_type, item_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                WHERE p.pronamespace OPERATOR(pg_catalog.=) nsp AND p.proname OPERATOR(pg_catalog.=) 'recsys_recommend'
+                  AND p.pronargs OPERATOR(pg_catalog.=) 3
+                  AND p.proargtypes[0] OPERATOR(pg_catalog.=) pg_catalog.format('%s[]', user_type)::regtype
+                  AND p.proallargtypes[5] OPERATOR(pg_catalog.=) item_type::regtype) THEN
+        RETURN false;
+    END IF;
+    FOR f IN
+        SELECT p.oid::regprocedure AS sig, p.proname::text AS name, p.proacl
+          FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) nsp AND p.proname OPERATOR(pg_catalog.=) ANY (names)
+    LOOP
+        acls := acls OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(f.name, f.proacl::text);
+        IF NOT in_script THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION recsys DROP FUNCTION %s', f.sig);
+        END IF;
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f.sig);
+    END LOOP;
+    defs := ARRAY[
+        pg_catalog.format('%s.recsys_recommend(user_ids %s[], top_n integer, exclude_seen boolean DEFAULT true) '
+                          'RETURNS TABLE (user_id %s, product_id %s, score double precision, rank integer, source text) '
+                          'AS %L, ''recsys_recommend'' LANGUAGE C STABLE PARALLEL RESTRICTED',
+                          sch, user_type, user_type, item_type, 'MODULE_PATHNAME'),
+        pg_catalog.format('%s.recsys_similar_items(product_id %s, top_n integer DEFAULT 10) '
+                          'RETURNS TABLE (product_id %s, similarity double precision, rank integer) '
+                          'AS %L, ''recsys_similar_items'' LANGUAGE C STABLE',
+                          sch, item_type, item_type, 'MODULE_PATHNAME'),
+        pg_catalog.format('%s.recsys_user_history(user_id %s, max_items integer DEFAULT 20) '
+                          'RETURNS TABLE (product_id %s, weight double precision, last_event timestamptz) '
+                          'AS %L, ''recsys_user_history'' LANGUAGE C STABLE',
+                          sch, user_type, item_type, 'MODULE_PATHNAME')];
+    FOR g IN
+        SELECT * FROM ROWS FROM (pg_catalog.unnest(names), pg_catalog.unnest(defs), pg_catalog.unnest(
+            ARRAY['top_n recommendations for each user, from the active model and the users'' current history; '
+                  'exclude_seen => false lets items the user has events on be recommended again',
+                  'the active model''s stored neighbours of a product, most similar first',
+                  'a user''s history as recommending sees it: w(u,i) and the latest event, newest first']),
+            pg_catalog.unnest(ARRAY[pg_catalog.format('%s[], integer, boolean', user_type),
+                                    pg_catalog.format('%s, integer', item_type),
+                                    pg_catalog.format('%s, integer', user_type)])) AS d(name, def, comment, args)
+    LOOP
+        EXECUTE 'CREATE FUNCTION ' OPERATOR(pg_catalog.||) g.def
+                OPERATOR(pg_catalog.||) ' SET search_path = pg_catalog, recsys, pg_temp';
+        sig := pg_catalog.format('%s.%s(%s)', sch, g.name, g.args);
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', sig, g.comment);
+        IF NOT in_script THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION recsys ADD FUNCTION %s', sig);
+        END IF;
+        -- The old function's grants (a NULL ACL is the default: PUBLIC may execute).
+        IF acls OPERATOR(pg_catalog.->>) g.name IS NOT NULL THEN
+            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', sig);
+            FOR f IN
+                SELECT DISTINCT a.grantee
+                  FROM pg_catalog.aclexplode((acls OPERATOR(pg_catalog.->>) g.name)::aclitem[]) a
+                 WHERE a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+            LOOP
+                EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', sig,
+                    CASE WHEN f.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                         ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(f.grantee)) END);
+            END LOOP;
+        END IF;
+    END LOOP;
+    UPDATE recsys.config SET user_type = create_serving_functions.user_type,
+                             item_type = create_serving_functions.item_type;
+    RETURN true;
+END $$;
+
+-- The serving functions of a fresh install, or of 1.0's (integer ids).
+SELECT recsys.create_serving_functions('integer', 'integer', true);
+
+CREATE FUNCTION @extschema@.recsys_set_source(relation regclass, user_column name, item_column name,
+                                              event_column name, time_column name, value_column name DEFAULT NULL)
+RETURNS TABLE (source_relation text, user_type text, item_type text, serving_functions_recreated boolean)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    t record;
+    recreated boolean;
+BEGIN
+    t := recsys.check_mapping(relation, user_column, item_column, event_column, time_column, value_column);
+    UPDATE recsys.config c
+       SET source_relation = recsys.qualified_name(relation), user_column = recsys_set_source.user_column,
+           item_column = recsys_set_source.item_column, event_column = recsys_set_source.event_column,
+           time_column = recsys_set_source.time_column, value_column = recsys_set_source.value_column;
+    recreated := recsys.create_serving_functions(t.user_type, t.item_type);
+    RETURN QUERY SELECT recsys.qualified_name(relation), t.user_type, t.item_type, recreated;
+END $$;
+COMMENT ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name, name, name) IS
+    'maps the events relation''s columns for training and serving; recreates the serving functions with its id types';
+REVOKE ALL ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name, name, name) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Hardening: keep this block last, identical in the install script and in

@@ -85,7 +85,8 @@ SELECT * FROM recsys_train(source => 'no_such_table');
 CREATE TABLE events_no_time (user_id int, product_id int, event_type text);
 SELECT * FROM recsys_train(source => 'events_no_time');
 \echo :LAST_ERROR_SQLSTATE
--- A column of the wrong type (42804).
+-- A column of the wrong type (42804): text user ids, while the serving
+-- functions take integer ones (recsys_set_source would map them).
 CREATE TABLE events_text_ids (user_id text, product_id int, event_type text, event_time timestamptz);
 SELECT * FROM recsys_train(source => 'events_text_ids');
 \echo :LAST_ERROR_SQLSTATE
@@ -107,17 +108,18 @@ DELETE FROM events_big WHERE user_id > 2147483647;
 INSERT INTO events_big VALUES (2, 1, 'view', now()), (2, 2, 'click', now());
 SELECT users, items, interactions_used, neighbor_pairs FROM recsys_train(source => 'events_big');
 
--- Weights: the table refuses NULL, negative and infinite weights ...
+-- Weights: the table refuses NULL and infinite weights (negative ones are
+-- refunds or dislikes: recsys_source tests them) ...
 INSERT INTO recsys.event_weights VALUES ('like', NULL);
 \echo :LAST_ERROR_SQLSTATE
-UPDATE recsys.event_weights SET weight = -1 WHERE event_type = 'view';
+UPDATE recsys.event_weights SET weight = '-Infinity' WHERE event_type = 'view';
 \echo :LAST_ERROR_SQLSTATE
 UPDATE recsys.event_weights SET weight = 'Infinity' WHERE event_type = 'view';
 \echo :LAST_ERROR_SQLSTATE
 -- ... and training refuses them even when a DBA forced them in.
 ALTER TABLE recsys.event_weights DROP CONSTRAINT event_weights_weight_check;
 ALTER TABLE recsys.event_weights ALTER COLUMN weight DROP NOT NULL;
-UPDATE recsys.event_weights SET weight = -1 WHERE event_type = 'view';
+UPDATE recsys.event_weights SET weight = 'NaN' WHERE event_type = 'view';
 SELECT * FROM recsys_train();
 \echo :LAST_ERROR_SQLSTATE
 UPDATE recsys.event_weights SET weight = NULL WHERE event_type = 'view';
@@ -128,7 +130,7 @@ SELECT * FROM recsys_evaluate(5);
 UPDATE recsys.event_weights SET weight = 1 WHERE event_type = 'view';
 ALTER TABLE recsys.event_weights ALTER COLUMN weight SET NOT NULL;
 ALTER TABLE recsys.event_weights ADD CONSTRAINT event_weights_weight_check
-    CHECK (weight >= 0 AND weight < 'Infinity'::double precision);
+    CHECK (weight > '-Infinity'::double precision AND weight < 'Infinity'::double precision);
 
 -- Over the memory budget (maintenance_work_mem): training spills and works in
 -- passes (recsys_passes tests it in depth), and so does evaluation; below

@@ -186,11 +186,14 @@ struct Recommendation {
 // already listed items.  With exclude_seen = false, history items are
 // candidates like any other (scored through the other history items, as
 // sim(j,j) is not stored) and the fill skips only already listed items.
+// `seen` (sorted ascending) lists more items to exclude with the history:
+// the items the user has events on that sum to w <= 0 (weight 0, refunds).
 std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
                                       const NeighborLookup& neighbors,
                                       const std::vector<int32_t>& popular_ids,
                                       const std::vector<int32_t>& popular_users,
-                                      int top_n, bool exclude_seen = true);
+                                      int top_n, bool exclude_seen = true,
+                                      const std::vector<int32_t>& seen = {});
 
 // Same, against an in-memory model.
 std::vector<Recommendation> recommend(const Model& model,

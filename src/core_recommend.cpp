@@ -45,7 +45,7 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
                                       const NeighborLookup& neighbors,
                                       const std::vector<int32_t>& popular_ids,
                                       const std::vector<int32_t>& popular_users, int top_n,
-                                      bool exclude_seen) {
+                                      bool exclude_seen, const std::vector<int32_t>& seen) {
     std::vector<Recommendation> out;
     if (top_n <= 0) return out;
     if (popular_ids.size() != popular_users.size())
@@ -54,6 +54,12 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
                            std::to_string(popular_users.size()) + ")");
     const std::size_t n = static_cast<std::size_t>(top_n);
     const std::vector<HistoryItem> h = normalize_history(history);
+    // Excluded: the history, and the items of `seen` (sorted).
+    auto excluded = [&](int32_t item) {
+        return exclude_seen && (in_history(h, item) || std::binary_search(seen.begin(), seen.end(), item));
+    };
+    if (!std::is_sorted(seen.begin(), seen.end()))
+        throw InvalidInput("recsys: the seen items must be sorted");
 
     // Collaborative scores: w * sim summed per neighbour in an open-addressing
     // table.  Each neighbour's contributions are added in generation order
@@ -96,7 +102,7 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
     cand.reserve(order.size());
     for (uint32_t pos : order) {
         const double sc = slot_score[pos];
-        if (sc > 0 && !(exclude_seen && in_history(h, slot_item[pos])))
+        if (sc > 0 && !excluded(slot_item[pos]))
             cand.push_back(Scored{sc, slot_item[pos]});
     }
     detail::select_top_k(cand, n);
@@ -109,7 +115,7 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
     }
     for (std::size_t r = 0; r < popular_ids.size() && out.size() < n; ++r) {
         const int32_t item = popular_ids[r];
-        if ((exclude_seen && in_history(h, item)) || listed.count(item)) continue;
+        if (excluded(item) || listed.count(item)) continue;
         out.push_back(Recommendation{item, static_cast<double>(popular_users[r]), false});
         listed.insert(item);
     }

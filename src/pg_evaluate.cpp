@@ -17,6 +17,7 @@ extern "C" {
 #include "access/htup_details.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "portability/instr_time.h"
 #include "utils/timestamp.h"
@@ -111,8 +112,10 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         fetch_touches_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &after);
     } else {
         source_open(PG_GETARG_OID(0), &src);
+        source_set_mapping(&src, PG_GETARG_DATUM(1));
         source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
         model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
+        check_aggregating_mapping(&src, PG_GETARG_DATUM(1), "recsys_evaluate");
         cutoff = evaluation_cutoff(&src, &weights, test_days);
         elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
         fetch_touches(&src, &weights, cutoff, &after);

@@ -18,7 +18,8 @@ extern "C" Datum recsys_user_item_matrix(PG_FUNCTION_ARGS)
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
     // The configured relation and the current weights, read as the caller.
-    if (SPI_execute("SELECT c.source_relation, " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS) " FROM recsys.config c",
+    if (SPI_execute("SELECT c.source_relation, " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS)
+                    ", " RECSYS_LIVE_WEIGHTS " OPERATOR(pg_catalog.||) recsys.source_settings(NULL) FROM recsys.config c",
                     true, 1) != SPI_OK_SELECT ||
         SPI_processed != 1)
         elog(ERROR, "recsys: reading recsys.config failed");
@@ -28,8 +29,13 @@ extern "C" Datum recsys_user_item_matrix(PG_FUNCTION_ARGS)
                         errhint("UPDATE recsys.config SET source_relation = 'public.interactions'")));
     SourceWeights w;
     source_weights_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, "recsys.event_weights", &w);
+    bool isnull;
+    Datum settings = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
     SourceRel src;
     source_open(source_lookup(name, "recsys.config.source_relation"), &src);
+    // The configured mapping (recsys_set_source), as the next training reads it.
+    source_set_mapping(&src, settings);
+    check_aggregating_mapping(&src, settings, "recsys_user_item_matrix");
 
     Datum args[2] = {w.types, w.weights};
     source_execute(&src, SOURCE_MATRIX, args, 0);

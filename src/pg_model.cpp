@@ -46,11 +46,67 @@ static bool legacy_schema(void)
 static SPIPlanPtr active_plan = NULL;
 static SPIPlanPtr weights_plan = NULL;
 
-// The recorded weights of the last model served, kept for the backend's
-// life: a model's settings never change after training and model ids are
-// never reused, so the cache is keyed by the id alone.
+// The recorded weights and mapping of the last model served, kept for the
+// backend's life: a model's settings never change after training and model
+// ids are never reused, so the cache is keyed by the id alone.
 static int64 cached_model_id = -1;
 static SourceWeights cached_weights;
+static ModelMapping* cached_map = NULL;
+
+// Copies a string into TopMemoryContext (NULL stays NULL).
+static const char* keep_string(const char* s)
+{
+    return s == NULL ? NULL : MemoryContextStrdup(TopMemoryContext, s);
+}
+
+// The mapping recorded in settings, in TopMemoryContext.
+static ModelMapping* mapping_from_settings(Datum settings, const char* whose)
+{
+    SourceRel tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.ucol = "user_id";
+    tmp.icol = "product_id";
+    tmp.ecol = "event_type";
+    tmp.tcol = "event_time";
+    tmp.user_type = INT4OID;
+    tmp.item_type = INT4OID;
+    source_set_mapping(&tmp, settings);
+    EventWeights ew;
+    source_event_weights(settings, whose, &ew);
+    ModelMapping* map = (ModelMapping*) MemoryContextAllocZero(TopMemoryContext, sizeof(ModelMapping));
+    map->ucol = keep_string(tmp.ucol);
+    map->icol = keep_string(tmp.icol);
+    map->ecol = keep_string(tmp.ecol);
+    map->tcol = keep_string(tmp.tcol);
+    map->vcol = keep_string(tmp.vcol);
+    map->user_type = tmp.user_type;
+    map->item_type = tmp.item_type;
+    map->half_life_days = tmp.half_life_days;
+    map->ew.n = ew.n;
+    map->ew.types = (char**) MemoryContextAlloc(TopMemoryContext, sizeof(char*) * Max(ew.n, 1));
+    map->ew.lens = (int*) MemoryContextAlloc(TopMemoryContext, sizeof(int) * Max(ew.n, 1));
+    map->ew.weights = (double*) MemoryContextAlloc(TopMemoryContext, sizeof(double) * Max(ew.n, 1));
+    for (int i = 0; i < ew.n; i++) {
+        map->ew.types[i] = (char*) keep_string(ew.types[i]);
+        map->ew.lens[i] = ew.lens[i];
+        map->ew.weights[i] = ew.weights[i];
+    }
+    return map;
+}
+
+static void free_mapping(ModelMapping* map)
+{
+    for (int i = 0; i < map->ew.n; i++)
+        pfree(map->ew.types[i]);
+    pfree(map->ew.types);
+    pfree(map->ew.lens);
+    pfree(map->ew.weights);
+    const char* strs[5] = {map->ucol, map->icol, map->ecol, map->tcol, map->vcol};
+    for (int i = 0; i < 5; i++)
+        if (strs[i] != NULL)
+            pfree((void*) strs[i]);
+    pfree(map);
+}
 
 void active_model_read(ActiveModel* m)
 {
@@ -70,17 +126,25 @@ void active_model_read(ActiveModel* m)
     m->source = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
     if (legacy_schema()) {
         // A database still at 1.0 serves with the live weights, as 1.0 did.
-        if (SPI_execute("SELECT " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS), true, 1) != SPI_OK_SELECT ||
+        if (SPI_execute("SELECT " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS) ", " RECSYS_LIVE_WEIGHTS, true, 1) !=
+                SPI_OK_SELECT ||
             SPI_processed != 1)
             elog(ERROR, "recsys: reading recsys.event_weights failed");
         source_weights_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, "recsys.event_weights",
                                 &m->weights);
+        Datum live = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull),
+                                       false, -1);
+        if (cached_map != NULL)
+            free_mapping(cached_map);
+        cached_map = mapping_from_settings(live, "recsys.event_weights");
+        cached_model_id = -1;
+        m->map = cached_map;
         return;
     }
     if (m->model_id != cached_model_id) {
         if (weights_plan == NULL) {
             Oid types[1] = {INT8OID};
-            weights_plan = keep_plan("SELECT " RECSYS_WEIGHTS_SQL("m.settings") " FROM recsys.models m "
+            weights_plan = keep_plan("SELECT " RECSYS_WEIGHTS_SQL("m.settings") ", m.settings FROM recsys.models m "
                                      "WHERE m.model_id OPERATOR(pg_catalog.=) $1",
                                      1, types);
         }
@@ -91,11 +155,17 @@ void active_model_read(ActiveModel* m)
         snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
         SourceWeights w;
         source_weights_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, whose, &w);
+        Datum settings = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull),
+                                           false, -1);
+        ModelMapping* map = mapping_from_settings(settings, whose);
         // Keep copies for the backend's life; free the previous ones.
         if (cached_model_id >= 0) {
             pfree(DatumGetPointer(cached_weights.types));
             pfree(DatumGetPointer(cached_weights.weights));
         }
+        if (cached_map != NULL)
+            free_mapping(cached_map);
+        cached_map = map;
         MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
         cached_weights.types = datumCopy(w.types, false, -1);
         cached_weights.weights = datumCopy(w.weights, false, -1);
@@ -104,6 +174,7 @@ void active_model_read(ActiveModel* m)
         cached_model_id = m->model_id;
     }
     m->weights = cached_weights;
+    m->map = cached_map;
 }
 
 void active_model_source(const ActiveModel* m, SourceRel* src)
@@ -111,6 +182,14 @@ void active_model_source(const ActiveModel* m, SourceRel* src)
     char whose[64];
     snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
     source_open(source_lookup(m->source, whose), src);
+    src->ucol = m->map->ucol;
+    src->icol = m->map->icol;
+    src->ecol = m->map->ecol;
+    src->tcol = m->map->tcol;
+    src->vcol = m->map->vcol;
+    src->user_type = m->map->user_type;
+    src->item_type = m->map->item_type;
+    src->half_life_days = m->map->half_life_days;
 }
 
 void check_id_and_limit(FunctionCallInfo fcinfo, int id_arg, const char* id_name, int n_arg, const char* n_name)

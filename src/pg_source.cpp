@@ -24,6 +24,8 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "lib/stringinfo.h"
+#include "utils/float.h"
 }
 
 SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types)
@@ -84,6 +86,15 @@ void source_open(Oid relid, SourceRel* src)
     src->qualified = pstrdup(quote_qualified_identifier(get_namespace_name(cls->relnamespace),
                                                         NameStr(cls->relname)));
     ReleaseSysCache(tup);
+    src->ucol = "user_id";
+    src->icol = "product_id";
+    src->item_attname = "product_id";
+    src->ecol = "event_type";
+    src->tcol = "event_time";
+    src->vcol = NULL;
+    src->user_type = INT4OID;
+    src->item_type = INT4OID;
+    src->half_life_days = 0;
     if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
         ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                         errmsg("permission denied for the events relation %s", src->qualified),
@@ -103,7 +114,7 @@ void source_estimate(const SourceRel* src, double* rows, double* items)
         return;
     double reltuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
     ReleaseSysCache(tup);
-    AttrNumber att = get_attnum(src->relid, "product_id");
+    AttrNumber att = get_attnum(src->relid, src->item_attname);
     if (reltuples < 0 || att == InvalidAttrNumber)
         return;
     // A partitioned table's statistics are those of the whole hierarchy.
@@ -158,23 +169,57 @@ int source_query_nargs(SourceQuery q)
         return 2;
     case SOURCE_USER_HISTORY:
         return 4;
+    case SOURCE_EVENTS:
+        return 0;
+    case SOURCE_EVENTS_OF_USERS:
+        return 1;
     }
     return 2;
 }
 
+// The query templates name the mapped columns {U}, {I}, {E}, {T} (and {V},
+// the value as float8 or NULL); source_query_sql puts in the quoted names.
+static char* fill_columns(const SourceRel* src, const char* tmpl)
+{
+    StringInfoData out;
+    initStringInfo(&out);
+    for (const char* p = tmpl; *p != '\0'; p++) {
+        if (p[0] == '{' && p[1] != '\0' && p[2] == '}') {
+            switch (p[1]) {
+            case 'U': appendStringInfoString(&out, src->ucol); p += 2; continue;
+            case 'I': appendStringInfoString(&out, src->icol); p += 2; continue;
+            case 'E': appendStringInfoString(&out, src->ecol); p += 2; continue;
+            case 'T': appendStringInfoString(&out, src->tcol); p += 2; continue;
+            case 'V':
+                if (src->vcol != NULL)
+                    appendStringInfo(&out, "s.%s::pg_catalog.float8", src->vcol);
+                else
+                    appendStringInfoString(&out, "NULL::pg_catalog.float8");
+                p += 2;
+                continue;
+            default:
+                break;
+            }
+        }
+        appendStringInfoChar(&out, *p);
+    }
+    return out.data;
+}
+
 // The relation joined to its weights, and the condition every usable event
 // meets.  Only event types with a weight > 0 are in the parameters.
-#define WEIGHTED_FROM(rel, join)                                                            \
-    psprintf("FROM %s s " join " ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "            \
-             "pg_catalog.unnest($2::pg_catalog.float8[])) "                                            \
-             "AS w(event_type, weight) ON w.event_type OPERATOR(pg_catalog.=) s.event_type::pg_catalog.text", rel)
-#define USABLE "s.user_id IS NOT NULL AND s.product_id IS NOT NULL AND s.event_time IS NOT NULL"
+#define WEIGHTED_FROM(join)                                                                        \
+    "FROM %s s " join " ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "                          \
+    "pg_catalog.unnest($2::pg_catalog.float8[])) "                                                      \
+    "AS w(event_type, weight) ON w.event_type OPERATOR(pg_catalog.=) s.{E}::pg_catalog.text"
+#define USABLE "s.{U} IS NOT NULL AND s.{I} IS NOT NULL AND s.{T} IS NOT NULL"
 
 char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
 {
     argtypes[0] = TEXTARRAYOID;
     argtypes[1] = FLOAT8ARRAYOID;
     const char* rel = src->qualified;
+    const char* tmpl = NULL;
     switch (q) {
     case SOURCE_MATRIX:
     case SOURCE_MATRIX_BEFORE:
@@ -182,53 +227,65 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
             argtypes[2] = TIMESTAMPTZOID;
         // Ignored rows come out as two extra rows with a NULL user, so that
         // one scan also counts them.
-        return psprintf(
-            "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
-            "SELECT CASE WHEN ok THEN uid END AS user_id, "
-            "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
-            "CASE WHEN ok THEN weight END AS weight FROM ("
-            "SELECT s.user_id::pg_catalog.int4 AS uid, s.product_id::pg_catalog.int4 AS pid, w.weight, "
-            "(s.user_id IS NULL OR s.product_id IS NULL OR s.event_time IS NULL) AS nullkey, "
-            "(" USABLE " AND w.weight IS NOT NULL) AS ok %s%s) r) e "
-            "GROUP BY user_id, product_id",
-            WEIGHTED_FROM(rel, "LEFT JOIN"),
-            q == SOURCE_MATRIX_BEFORE ? " WHERE s.event_time OPERATOR(pg_catalog.<) $3" : "");
+        tmpl = q == SOURCE_MATRIX_BEFORE
+                   ? "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
+                     "SELECT CASE WHEN ok THEN uid END AS user_id, "
+                     "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
+                     "CASE WHEN ok THEN weight END AS weight FROM ("
+                     "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
+                     "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
+                     "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN")
+                     " WHERE s.{T} OPERATOR(pg_catalog.<) $3) r) e "
+                     "GROUP BY user_id, product_id"
+                   : "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
+                     "SELECT CASE WHEN ok THEN uid END AS user_id, "
+                     "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
+                     "CASE WHEN ok THEN weight END AS weight FROM ("
+                     "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
+                     "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
+                     "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN") ") r) e "
+                     "GROUP BY user_id, product_id";
+        break;
     case SOURCE_TOUCHES_AFTER:
         argtypes[2] = TIMESTAMPTZOID;
-        return psprintf("SELECT s.user_id::pg_catalog.int4, s.product_id::pg_catalog.int4 %s "
-                        "WHERE " USABLE " AND s.event_time OPERATOR(pg_catalog.>=) $3",
-                        WEIGHTED_FROM(rel, "JOIN"));
-    case SOURCE_TOUCHES_WINDOW:
-        argtypes[2] = TIMESTAMPTZARRAYOID;
-        return psprintf("SELECT s.user_id::pg_catalog.int4, s.product_id::pg_catalog.int4 %s "
-                        "WHERE " USABLE " AND s.event_time OPERATOR(pg_catalog.>=) $3[1] "
-                        "AND s.event_time OPERATOR(pg_catalog.<) $3[2]",
-                        WEIGHTED_FROM(rel, "JOIN"));
+        tmpl = "SELECT s.{U}::pg_catalog.int4, s.{I}::pg_catalog.int4 " WEIGHTED_FROM("JOIN")
+               " WHERE " USABLE " AND s.{T} OPERATOR(pg_catalog.>=) $3";
+        break;
     case SOURCE_MAX_TIME:
-        return psprintf("SELECT pg_catalog.max(s.event_time::pg_catalog.timestamptz) %s WHERE " USABLE,
-                        WEIGHTED_FROM(rel, "JOIN"));
+        tmpl = "SELECT pg_catalog.max(s.{T}::pg_catalog.timestamptz) " WEIGHTED_FROM("JOIN") " WHERE " USABLE;
+        break;
     case SOURCE_ITEM_COUNT:
-        return psprintf("SELECT pg_catalog.count(*) FROM (SELECT s.product_id::pg_catalog.int4 %s WHERE " USABLE
-                        " GROUP BY 1) p",
-                        WEIGHTED_FROM(rel, "JOIN"));
+        tmpl = "SELECT pg_catalog.count(*) FROM (SELECT s.{I} " WEIGHTED_FROM("JOIN") " WHERE " USABLE " GROUP BY 1) p";
+        break;
     case SOURCE_HISTORY:
         argtypes[2] = INT4ARRAYOID;
-        return psprintf("SELECT s.user_id::pg_catalog.int4, s.product_id::pg_catalog.int4, "
-                        "pg_catalog.sum(w.weight) %s "
-                        "WHERE s.user_id OPERATOR(pg_catalog.=) ANY ($3) AND " USABLE " "
-                        "GROUP BY 1, 2 ORDER BY 1, 2",
-                        WEIGHTED_FROM(rel, "JOIN"));
+        tmpl = "SELECT s.{U}::pg_catalog.int4, s.{I}::pg_catalog.int4, "
+               "pg_catalog.sum(w.weight) " WEIGHTED_FROM("JOIN")
+               " WHERE s.{U} OPERATOR(pg_catalog.=) ANY ($3) AND " USABLE " "
+               "GROUP BY 1, 2 ORDER BY 1, 2";
+        break;
     case SOURCE_USER_HISTORY:
         argtypes[2] = INT4OID;
         argtypes[3] = INT4OID;
-        return psprintf("SELECT s.product_id::pg_catalog.int4, pg_catalog.sum(w.weight), "
-                        "pg_catalog.max(s.event_time::pg_catalog.timestamptz) %s "
-                        "WHERE s.user_id OPERATOR(pg_catalog.=) $3 AND " USABLE " "
-                        "GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT $4",
-                        WEIGHTED_FROM(rel, "JOIN"));
+        tmpl = "SELECT s.{I}::pg_catalog.int4, pg_catalog.sum(w.weight), "
+               "pg_catalog.max(s.{T}::pg_catalog.timestamptz) " WEIGHTED_FROM("JOIN")
+               " WHERE s.{U} OPERATOR(pg_catalog.=) $3 AND " USABLE " "
+               "GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT $4";
+        break;
+    case SOURCE_EVENTS:
+    case SOURCE_EVENTS_OF_USERS:
+        if (q == SOURCE_EVENTS_OF_USERS) {
+            argtypes[0] = get_array_type(src->user_type);
+            tmpl = "SELECT s.{U}, s.{I}, s.{E}::pg_catalog.text, s.{T}::pg_catalog.timestamptz, {V} FROM %s s "
+                   "WHERE s.{U} OPERATOR(pg_catalog.=) ANY ($1)";
+        } else {
+            tmpl = "SELECT s.{U}, s.{I}, s.{E}::pg_catalog.text, s.{T}::pg_catalog.timestamptz, {V} FROM %s s";
+        }
+        break;
     }
-    elog(ERROR, "recsys: unknown source query %d", (int) q);
-    return NULL;
+    if (tmpl == NULL)
+        elog(ERROR, "recsys: unknown source query %d", (int) q);
+    return psprintf(fill_columns(src, tmpl), rel);
 }
 
 void source_enter(const SourceRel* src, SourceSwitch* sw)
@@ -278,4 +335,107 @@ SPIPlanPtr source_keep_plan(const SourceRel* src, SourceQuery q)
     SPIPlanPtr plan = keep_plan(sql, source_query_nargs(q), types);
     source_leave(&sw);
     return plan;
+}
+
+// The served type named in settings ('integer', 'bigint', 'text', 'uuid').
+static Oid served_type(const char* name, Oid dflt)
+{
+    if (name == NULL)
+        return dflt;
+    if (strcmp(name, "integer") == 0)
+        return INT4OID;
+    if (strcmp(name, "bigint") == 0)
+        return INT8OID;
+    if (strcmp(name, "text") == 0)
+        return TEXTOID;
+    if (strcmp(name, "uuid") == 0)
+        return UUIDOID;
+    ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED), errmsg("recsys: unknown id type \"%s\" in a model's settings", name)));
+    return dflt;
+}
+
+void source_set_mapping(SourceRel* src, Datum settings)
+{
+    Oid types[1] = {JSONBOID};
+    Datum args[1] = {settings};
+    if (SPI_execute_with_args("SELECT $1 OPERATOR(pg_catalog.->>) 'user_column', $1 OPERATOR(pg_catalog.->>) 'item_column', "
+                              "$1 OPERATOR(pg_catalog.->>) 'event_column', $1 OPERATOR(pg_catalog.->>) 'time_column', "
+                              "$1 OPERATOR(pg_catalog.->>) 'value_column', $1 OPERATOR(pg_catalog.->>) 'user_type', "
+                              "$1 OPERATOR(pg_catalog.->>) 'item_type', "
+                              "($1 OPERATOR(pg_catalog.->>) 'half_life_days')::pg_catalog.float8",
+                              1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+        SPI_processed != 1)
+        elog(ERROR, "recsys: reading the recorded mapping failed");
+    HeapTuple row = SPI_tuptable->vals[0];
+    TupleDesc desc = SPI_tuptable->tupdesc;
+    const char** cols[5] = {&src->ucol, &src->icol, &src->ecol, &src->tcol, &src->vcol};
+    for (int i = 0; i < 5; i++) {
+        char* v = SPI_getvalue(row, desc, i + 1);
+        if (v != NULL && i == 1)
+            src->item_attname = v;
+        if (v != NULL)
+            *cols[i] = quote_identifier(v);
+        else if (i == 4)
+            *cols[i] = NULL;
+    }
+    src->user_type = served_type(SPI_getvalue(row, desc, 6), INT4OID);
+    src->item_type = served_type(SPI_getvalue(row, desc, 7), INT4OID);
+    bool isnull;
+    Datum hl = SPI_getbinval(row, desc, 8, &isnull);
+    src->half_life_days = isnull ? 0 : DatumGetFloat8(hl);
+}
+
+void source_event_weights(Datum settings, const char* whose, EventWeights* w)
+{
+    Oid types[1] = {JSONBOID};
+    Datum args[1] = {settings};
+    if (SPI_execute_with_args("SELECT e.key, e.value::pg_catalog.float8 FROM pg_catalog.jsonb_each("
+                              "$1 OPERATOR(pg_catalog.->) 'weights') e "
+                              "WHERE pg_catalog.jsonb_typeof(e.value) OPERATOR(pg_catalog.=) 'number' ORDER BY e.key",
+                              1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("%s has no recorded event weights", whose),
+                        errhint("Retrain: SELECT recsys_train();")));
+    int n = (int) SPI_processed;
+    w->n = n;
+    w->types = (char**) SPI_palloc(sizeof(char*) * Max(n, 1));
+    w->lens = (int*) SPI_palloc(sizeof(int) * Max(n, 1));
+    w->weights = (double*) SPI_palloc(sizeof(double) * Max(n, 1));
+    for (int i = 0; i < n; i++) {
+        bool isnull;
+        char* t = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+        w->lens[i] = (int) strlen(t);
+        w->types[i] = (char*) SPI_palloc(w->lens[i] + 1);
+        memcpy(w->types[i], t, w->lens[i] + 1);
+        w->weights[i] = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+    }
+}
+
+double event_weight(const EventWeights* w, const char* type, int len)
+{
+    for (int i = 0; i < w->n; i++)
+        if (w->lens[i] == len && memcmp(w->types[i], type, len) == 0)
+            return w->weights[i];
+    return get_float8_nan();
+}
+
+void check_aggregating_mapping(const SourceRel* src, Datum settings, const char* fn)
+{
+    EventWeights ew;
+    source_event_weights(settings, "the settings", &ew);
+    const char* why = NULL;
+    if (src->user_type != INT4OID || src->item_type != INT4OID)
+        why = "ids that are not integers";
+    else if (src->vcol != NULL)
+        why = "a value column";
+    else if (src->half_life_days > 0)
+        why = "a half-life";
+    for (int i = 0; why == NULL && i < ew.n; i++)
+        if (ew.weights[i] < 0)
+            why = "negative event weights";
+    if (why != NULL)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("%s does not support a source mapped with %s yet", fn, why),
+                        errhint("Training and serving do; %s works on integer ids without values, decay or "
+                                "negative weights.", fn)));
 }

@@ -23,11 +23,24 @@ extern "C" {
 #include "nodes/params.h"
 }
 
-// A resolved events relation.
+// A resolved events relation, and how its columns map (issue #7).
 struct SourceRel {
     Oid relid;
     Oid owner;
     char* qualified;   // "schema"."name", quoted as needed
+    // The mapped columns, quoted as identifiers: the seed's names unless
+    // source_set_mapping says otherwise.  vcol NULL: no value column.
+    const char* ucol;
+    const char* icol;
+    const char* ecol;
+    const char* tcol;
+    const char* vcol;
+    const char* item_attname;   // the item column's name, unquoted
+    // The id types the serving functions use (INT4OID, INT8OID, TEXTOID or
+    // UUIDOID), and the half-life in days (0: no decay).
+    Oid user_type;
+    Oid item_type;
+    double half_life_days;
 };
 
 // Prepares a query once per backend and keeps its generic plan (the plan
@@ -40,8 +53,33 @@ SPIPlanPtr keep_plan(const char* sql, int nargs, Oid* types);
 // model 12", "recsys.config.source_relation") and what to do.
 Oid source_lookup(const char* name, const char* whose);
 
-// Checks that the caller may read relid (42501 otherwise) and fills src.
+// Checks that the caller may read relid (42501 otherwise) and fills src,
+// with the seed's column names and integer ids.
 void source_open(Oid relid, SourceRel* src);
+
+// Takes the mapping recorded in a settings jsonb (recsys.source_settings'
+// keys; a key that is missing, as in a model from before the mapping, keeps
+// the seed's value).
+void source_set_mapping(SourceRel* src, Datum settings);
+
+// All event types with a numeric weight, any sign, from a settings jsonb:
+// palloc'd parallel arrays (names NUL-terminated).
+struct EventWeights {
+    int n;
+    char** types;
+    int* lens;
+    double* weights;
+};
+void source_event_weights(Datum settings, const char* whose, EventWeights* w);
+// The weight of an event type, or NaN when it has none.
+double event_weight(const EventWeights* w, const char* type, int len);
+
+// Evaluation and recsys_user_item_matrix still read through the aggregating
+// queries below (SOURCE_MATRIX*, SOURCE_TOUCHES_AFTER): integer ids and the
+// positive weights only.  A mapping those would compute differently from
+// training (other id types, a value column, negative weights, decay) is
+// refused (0A000, naming `fn`) rather than answered with another matrix.
+void check_aggregating_mapping(const SourceRel* src, Datum settings, const char* fn);
 
 // What ANALYZE recorded of src (pg_class.reltuples, pg_statistic for its
 // product_id column): its rows and distinct products, estimated.  Both -1
@@ -108,7 +146,12 @@ enum SourceQuery {
     SOURCE_HISTORY,
     // (product int4, weight float8, last_event timestamptz) of user $3 int4,
     // newest first, at most $4 int4 rows.
-    SOURCE_USER_HISTORY
+    SOURCE_USER_HISTORY,
+    // The plainest query (issue #9): every row, (user, item, event text,
+    // time timestamptz, value float8 or NULL), no parameters.
+    SOURCE_EVENTS,
+    // The same for the users in $1 (an array of src->user_type).
+    SOURCE_EVENTS_OF_USERS
 };
 // Number of parameters each query takes.
 int source_query_nargs(SourceQuery q);

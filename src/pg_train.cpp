@@ -8,6 +8,7 @@
 
 #include "core_passes.hpp"
 #include "pg_fetch.hpp"
+#include "pg_read.hpp"
 #include "pg_progress.hpp"
 #include "pg_settings.hpp"
 #include "pg_train.hpp"
@@ -303,17 +304,22 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         elog(ERROR, "recsys: SPI_connect failed");
 
     SourceRel src;
-    SourceWeights weights;
+    SourceWeights positive;   // the types with a weight > 0, for counting the products
+    EventWeights weights;     // every weighted type, any sign, for reading
+    EventsRead read;
+    memset(&read, 0, sizeof read);
     ModelSettings model;
     memset(&model, 0, sizeof model);   // 1.0's call: the 1.0 defaults
     if (!legacy) {
         source_open(PG_GETARG_OID(1), &src);
-        source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &weights);
+        source_set_mapping(&src, PG_GETARG_DATUM(3));
+        source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &positive);
+        source_event_weights(PG_GETARG_DATUM(3), "the training's settings", &weights);
         model_settings_from_jsonb(PG_GETARG_DATUM(3), "the training's settings", &model);
     }
 
     if (!legacy)
-        refuse_before_reading(&src, &weights, neighbors, 0, "training");
+        refuse_before_reading(&src, &positive, neighbors, 0, "training");
 
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);
@@ -322,7 +328,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     if (legacy)
         fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &cells);
     else
-        fetch_cells(&src, &weights, false, 0, &cells);
+        read_events(&src, &weights, &cells, &read);
     int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s (" INT64_FORMAT " spilled to disk)",
          cells.spilled + cells.n, seconds_since(t0), cells.spilled);
@@ -338,6 +344,8 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     progress_set_phase("writing");
     write_neighbors(model_id, m);
     write_popularity(model_id, m);
+    if (!legacy)
+        write_item_keys(model_id, &src, &read, m->item_ids.data(), (int64) m->item_ids.size());
     elog(DEBUG1, "recsys: model written in %.3f s", seconds_since(t0));
 
     Datum values[7];

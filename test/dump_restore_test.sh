@@ -5,9 +5,10 @@
 # custom-format dump through pg_restore).
 # Needs PGHOST/PGPORT/PGUSER of a server with recsys installed.
 set -euo pipefail
-A=recsys_dump_a B=recsys_dump_b C=recsys_dump_c
+A=recsys_dump_a B=recsys_dump_b C=recsys_dump_c D=recsys_dump_d E=recsys_dump_e F=recsys_dump_f
 cleanup() { psql -qX -d postgres -c "DROP DATABASE IF EXISTS $A" -c "DROP DATABASE IF EXISTS $B" \
-                 -c "DROP DATABASE IF EXISTS $C" >/dev/null 2>&1 || true; }
+                 -c "DROP DATABASE IF EXISTS $C" -c "DROP DATABASE IF EXISTS $D" \
+                 -c "DROP DATABASE IF EXISTS $E" -c "DROP DATABASE IF EXISTS $F" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup
 psql -qX -d postgres -c "CREATE DATABASE $A" -c "CREATE DATABASE $B" -c "CREATE DATABASE $C"
@@ -59,4 +60,39 @@ n=$(psql -qXAt -d $B -c "SELECT count(*) FROM recsys_models")
 [ "$n" = 0 ] && echo "ok: models are not dumped" || { echo "FAIL: $n models restored"; fail=1; }
 u=$(psql -qXAt -d $B -c "SELECT users FROM recsys_train()")
 [ "$u" = 2 ] && echo "ok: restored database trains from shop.events ($u users)" || { echo "FAIL: retrain gave $u users"; fail=1; }
+
+# A mapped source (recsys_set_source: bigint customers, text SKUs, a value
+# column, a half-life) is kept too, and the restore recreates the serving
+# functions with its id types, whose grants are dumped as well.
+psql -qX -d postgres -c "CREATE DATABASE $D" -c "CREATE DATABASE $E" -c "CREATE DATABASE $F"
+psql -qX -v ON_ERROR_STOP=1 -d $D >/dev/null <<'SQL'
+CREATE EXTENSION recsys;
+CREATE TABLE shop_events (customer_id bigint, sku text, action text, ts timestamptz, quantity int);
+INSERT INTO shop_events VALUES (9000000001, 'A-1', 'purchase', now(), 2), (9000000001, 'B-2', 'purchase', now(), 1),
+                               (9000000002, 'A-1', 'purchase', now(), 1), (9000000002, 'C-3', 'purchase', now(), 3);
+SELECT * FROM recsys_set_source('shop_events', 'customer_id', 'sku', 'action', 'ts', 'quantity');
+UPDATE recsys.config SET half_life_days = 14;
+CREATE ROLE recsys_dump_app;
+REVOKE ALL ON FUNCTION recsys_recommend(bigint[], integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION recsys_recommend(bigint[], integer, boolean) TO recsys_dump_app;
+SQL
+q_map="SELECT concat_ws(',', source_relation, user_column, item_column, event_column, time_column, value_column, half_life_days, user_type, item_type) FROM recsys.config"
+q_sig="SELECT p.oid::regprocedure::text || ' -> ' || pg_get_function_result(p.oid) FROM pg_proc p WHERE p.proname = 'recsys_recommend'"
+q_acl="SELECT has_function_privilege('recsys_dump_app', 'recsys_recommend(bigint[], integer, boolean)', 'EXECUTE')::text || ',' || has_function_privilege('public', 'recsys_recommend(bigint[], integer, boolean)', 'EXECUTE')::text"
+want_m=$(psql -qXAt -d $D -c "$q_map"); want_s=$(psql -qXAt -d $D -c "$q_sig"); want_a=$(psql -qXAt -d $D -c "$q_acl")
+pg_dump -d $D | psql -qX -v ON_ERROR_STOP=1 -d $E >/dev/null
+pg_dump -Fc -d $D | pg_restore --exit-on-error -d $F
+for db in $E $F; do
+    [ "$(psql -qXAt -d $db -c "$q_map")" = "$want_m" ] && echo "ok: $db: the mapping is kept ($want_m)" \
+        || { echo "FAIL: $db: mapping: $(psql -qXAt -d $db -c "$q_map")"; fail=1; }
+    [ "$(psql -qXAt -d $db -c "$q_sig")" = "$want_s" ] && echo "ok: $db: serving functions in the source's types ($want_s)" \
+        || { echo "FAIL: $db: serving functions: $(psql -qXAt -d $db -c "$q_sig")"; fail=1; }
+    [ "$(psql -qXAt -d $db -c "$q_acl")" = "$want_a" ] && echo "ok: $db: their grants are kept ($want_a)" \
+        || { echo "FAIL: $db: grants: $(psql -qXAt -d $db -c "$q_acl")"; fail=1; }
+    got=$(psql -qXAt -d $db -c "SELECT users FROM recsys_train()" \
+               -c "SELECT string_agg(product_id, ',' ORDER BY rank) FROM recsys_recommend(ARRAY[9000000002]::bigint[], 2)")
+    [ "$got" = "$(printf '2\nB-2')" ] && echo "ok: $db: trains and recommends text SKUs to bigint customers" \
+        || { echo "FAIL: $db: train and recommend: $got"; fail=1; }
+done
+psql -qX -d postgres -c "DROP DATABASE $D" -c "DROP DATABASE $E" -c "DROP DATABASE $F" -c "DROP ROLE recsys_dump_app" >/dev/null
 exit $fail

@@ -192,3 +192,20 @@ TEST(Recommend, AgreesWithBruteForce) {
         }
     }
 }
+
+// Items the user has events on that sum to w <= 0 (a refund, a weight-0
+// view) are excluded like the history, and allowed back with exclude_seen
+// = false.  History {10: 1}: 20 (S), 30 (T) from the neighbours; the fill
+// would bring 40 first.
+TEST(Recommend, SeenItemsWithoutWeightAreExcludedToo) {
+    const Model& m = hand_model();
+    auto lookup = [&m](int32_t item) { return neighbors_of(m, item); };
+    const std::vector<HistoryItem> h = {{10, 1.0}};
+    expect_recs(recommend(h, lookup, m.popular_ids, m.popular_users, 3, true, {20, 40}),
+                {{30, kT, true}});
+    expect_recs(recommend(h, lookup, m.popular_ids, m.popular_users, 3, true, {}),
+                {{20, kS, true}, {30, kT, true}, {40, 3, false}});
+    expect_recs(recommend(h, lookup, m.popular_ids, m.popular_users, 4, false, {20, 40}),
+                {{20, kS, true}, {30, kT, true}, {40, 3, false}, {10, 2, false}});
+    EXPECT_THROW(recommend(h, lookup, m.popular_ids, m.popular_users, 3, true, {40, 20}), InvalidInput);
+}

@@ -1,0 +1,186 @@
+// core_source.hpp - turning a raw events log into matrix cells: the keys of
+// the source (any integer, text or uuid ids) mapped to dense 32-bit indices,
+// and w(u,i) = sum over events of weight(event_type) * value, optionally
+// decayed with a half-life, aggregated in hash tables.
+//
+// PostgreSQL-free like core.hpp.  The glue streams the rows of the plainest
+// query over the events relation into these structures; no SQL GROUP BY.
+// Memory: every structure reports its bytes, and CellAggregator::add refuses
+// (returns false) to grow past its limit, so that the caller can restrict the
+// pass to a part of the users (user_part) and read the source again: beyond
+// the budget, training reads in more passes, more slowly, and does not fail.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core.hpp"
+
+namespace recsys {
+
+// A key as the glue hands it over: an integer, or bytes (text, varchar,
+// uuid's 16 bytes).
+struct KeyRef {
+    int64_t i = 0;
+    const char* p = nullptr;  // bytes: non-null (may be empty with n == 0)
+    std::size_t n = 0;
+};
+
+// 64-bit hash of a key (FNV-1a folded through a 64-bit mixer); the same on
+// every platform, so partitions are reproducible.
+uint64_t key_hash(const KeyRef& k, bool bytes);
+
+// Maps keys to dense indices 0, 1, 2, ... in first-seen order.  Integer or
+// byte-string keys, chosen at construction.  Open addressing over an index
+// array: 8 bytes per integer key (plus the key bytes for strings) and 8 per
+// slot at a load of at most 1/2.
+class KeyDict {
+public:
+    explicit KeyDict(bool bytes) : bytes_(bytes) {}
+
+    bool bytes() const { return bytes_; }
+    // The key's index, adding it when new.  Throws InvalidInput past
+    // 2^31 - 1 keys (indices are int32).
+    int32_t add(const KeyRef& k);
+    // The key's index, or -1.
+    int32_t find(const KeyRef& k) const;
+    std::size_t size() const { return count_; }
+    // The key of index idx.
+    int64_t int_key(int32_t idx) const { return ints_[static_cast<std::size_t>(idx)]; }
+    std::string bytes_key(int32_t idx) const;
+    // The same without copying: points into the dictionary (valid until
+    // the next add or clear).
+    const char* bytes_data(int32_t idx, std::size_t* len) const
+    {
+        std::size_t i = static_cast<std::size_t>(idx);
+        *len = offsets_[i + 1] - offsets_[i];
+        return arena_.data() + offsets_[i];
+    }
+    // Heap bytes held now.
+    std::size_t memory_bytes() const;
+    // Heap bytes that `keys` keys of average length `avg_len` would hold at
+    // most (for planning).
+    static std::size_t estimate_bytes(int64_t keys, bool bytes, double avg_len);
+    void clear();
+
+private:
+    bool equal(int32_t idx, const KeyRef& k) const;
+    void grow();
+    bool bytes_;
+    std::size_t count_ = 0;
+    std::vector<int32_t> slots_;      // index + 1, 0 = empty; size a power of two
+    std::vector<int64_t> ints_;       // integer keys by index
+    std::vector<uint64_t> offsets_;   // byte keys: index -> start in arena_ (count_ + 1 entries)
+    std::string arena_;               // byte keys, concatenated
+    std::vector<uint64_t> hashes_;    // byte keys: hash by index (rehash without rereading)
+};
+
+// Time decay as in Microsoft's SAR: an event of age a counts
+// weight * value * 2^(-a / half_life).  Times are microseconds.
+struct DecaySpec {
+    double half_life_us = 0;  // 0 = no decay
+    bool on() const { return half_life_us > 0; }
+};
+
+// What an aggregation produced besides its cells.
+struct AggregateCounts {
+    int64_t cells_positive = 0;  // cells with w > 0 (the matrix)
+    int64_t cells_dropped = 0;   // cells with w <= 0 (seen, not in the matrix)
+};
+
+// Sums w(u,i) per (user index, item index) cell.  Each cell keeps its sum
+// relative to its own newest event, so decay is exact for any time span:
+// adding an event newer than the cell's reference rescales the sum once.
+class CellAggregator {
+public:
+    // `max_bytes` bounds the hash table (0: unbounded).
+    CellAggregator(DecaySpec decay, std::size_t max_bytes);
+
+    // Adds one event of weighted value wv (weight(event_type) * value) at
+    // `time_us`.  Returns false, adding nothing, when the table would have
+    // to grow past max_bytes.  Throws InvalidInput for a non-finite wv.
+    bool add(int32_t user, int32_t item, double wv, int64_t time_us);
+
+    std::size_t cells() const { return count_; }
+    std::size_t memory_bytes() const { return slots_.size() * sizeof(Slot); }
+    // Bytes the table holds for `cells` cells, at most.
+    static std::size_t estimate_bytes(int64_t cells);
+
+    // Calls sink(Triplet) for every cell with w > 0, in unspecified order;
+    // with decay, each sum is taken to the age measured from `newest_us`.
+    // Cells with w <= 0 (or that decay to 0) are counted, not emitted.
+    template <typename Sink>
+    AggregateCounts emit(int64_t newest_us, Sink&& sink) const
+    {
+        AggregateCounts c;
+        for (const Slot& s : slots_) {
+            if (s.key == kEmpty)
+                continue;
+            double w = final_weight(s, newest_us);
+            if (w > 0) {
+                sink(Triplet{static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xffffffffu), w});
+                c.cells_positive++;
+            } else {
+                c.cells_dropped++;
+            }
+        }
+        return c;
+    }
+    // The same in chunks, for callers that must not allocate while
+    // emitting: writes at most `cap` cells with w > 0 to out, resuming at
+    // slot *pos (start at 0) and advancing it; returns the cells written
+    // (0 once *pos reaches the end).  Adds the cells dropped to *dropped.
+    std::size_t emit_into(std::size_t* pos, int64_t newest_us, Triplet* out, std::size_t cap,
+                          int64_t* dropped) const;
+    void clear();
+
+private:
+    struct Slot {
+        uint64_t key;    // user << 32 | item; kEmpty when free
+        double sum;      // relative to ref_us when decaying
+        int64_t ref_us;  // the cell's newest event (decay only)
+    };
+    static constexpr uint64_t kEmpty = ~uint64_t{0};
+    double final_weight(const Slot& s, int64_t newest_us) const;
+    bool grow();
+    DecaySpec decay_;
+    std::size_t max_bytes_;
+    std::size_t count_ = 0;
+    std::vector<Slot> slots_;
+};
+
+// Which part of the users a pass keeps: those whose key hash h has
+// h % modulus == residue.  {1, 0} keeps every user.
+struct UserPart {
+    uint64_t modulus = 1;
+    uint64_t residue = 0;
+    bool keeps(uint64_t h) const { return modulus == 1 || h % modulus == residue; }
+};
+
+// The parts of the users still to read, as the passes refine them: a part
+// that overflows the budget is split in two (modulus doubled), so every user
+// is read in exactly one completed pass.
+class PartQueue {
+public:
+    PartQueue() { parts_.push_back(UserPart{}); }
+    bool empty() const { return parts_.empty(); }
+    const UserPart& front() const { return parts_.front(); }
+    // The front part is done.
+    void done()
+    {
+        parts_.erase(parts_.begin());
+        completed_++;
+    }
+    // The front part did not fit: replace it by its two halves.  Throws
+    // InvalidInput when it cannot be split further (modulus 2^40).
+    void split();
+    std::size_t completed() const { return completed_; }
+
+private:
+    std::vector<UserPart> parts_;
+    std::size_t completed_ = 0;
+};
+
+}  // namespace recsys

@@ -1,0 +1,42 @@
+// pg_read.hpp - training's reading path (issues #7 and #9): the plainest
+// query over the mapped events relation (SOURCE_EVENTS: no GROUP BY, no CASE,
+// no join), streamed through the executor as the relation's owner, and
+// aggregated in C++ (core_source.hpp): dense indices for the user and item
+// keys, w(u,i) = sum weight(event type) * value, decayed when the mapping has
+// a half-life, cells with w <= 0 left out.
+//
+// Memory: the aggregation and the dictionaries get half of
+// maintenance_work_mem (the cell buffer, which spills, has the other half).
+// When they outgrow it, the pass stops and the users are read in parts, one
+// scan of the source per part (the part that overflowed is split in two):
+// slower, never a failure, unless the item dictionary alone outgrows it.
+//
+// C-style code (see pg_guard.hpp): call with SPI connected.
+#pragma once
+
+#include "pg_fetch.hpp"
+
+namespace recsys {
+class KeyDict;
+}
+
+struct EventsRead {
+    int64 events;         // rows used: keys and time present, event type weighted (weight != 0)
+    int64 ignored_null;   // rows with a NULL user, item or time
+    int64 ignored_type;   // rows whose event type has no weight, or weight 0
+    int64 cells_dropped;  // cells with w <= 0 (seen, not in the matrix)
+    int64 scans;          // scans of the source (1 unless the users were read in parts)
+    int64 users;          // distinct users with a used event
+    TimestampTz newest;   // the newest used event (decay's reference)
+    bool any;             // some event was used
+    // The item dictionary: its obj is NULL when the items are integers
+    // (their own index).
+    OwnedByContext<recsys::KeyDict>* items;
+};
+
+// Reads src's events with the weights w into out (from cell_buffer_init).
+void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res);
+
+// Writes the keys of the items in item_ids[0..n) (indices of res->items)
+// to recsys.item_keys under model_id; nothing when the items are integers.
+void write_item_keys(int64 model_id, const SourceRel* src, const EventsRead* res, const int32* item_ids, int64 n);

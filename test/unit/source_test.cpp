@@ -1,0 +1,240 @@
+// source_test.cpp - key dictionaries and the cell aggregation
+// (src/core_source.hpp), each against a direct computation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+
+#include "core_source.hpp"
+
+using recsys::CellAggregator;
+using recsys::DecaySpec;
+using recsys::KeyDict;
+using recsys::KeyRef;
+
+namespace {
+
+KeyRef ik(int64_t v)
+{
+    KeyRef k;
+    k.i = v;
+    return k;
+}
+
+KeyRef bk(const std::string& s)
+{
+    KeyRef k;
+    k.p = s.data();
+    k.n = s.size();
+    return k;
+}
+
+std::map<std::pair<int32_t, int32_t>, double> emitted(const CellAggregator& a, int64_t newest,
+                                                      recsys::AggregateCounts* counts = nullptr)
+{
+    std::map<std::pair<int32_t, int32_t>, double> m;
+    auto c = a.emit(newest, [&](const recsys::Triplet& t) {
+        EXPECT_TRUE(m.emplace(std::make_pair(t.user, t.item), t.weight).second) << "cell emitted twice";
+    });
+    if (counts != nullptr)
+        *counts = c;
+    return m;
+}
+
+}  // namespace
+
+TEST(KeyDict, IntegerKeysGetDenseIndicesInFirstSeenOrder)
+{
+    KeyDict d(false);
+    EXPECT_EQ(d.add(ik(9000000010LL)), 0);
+    EXPECT_EQ(d.add(ik(-5)), 1);
+    EXPECT_EQ(d.add(ik(9000000010LL)), 0);
+    EXPECT_EQ(d.add(ik(INT64_MIN)), 2);
+    EXPECT_EQ(d.add(ik(INT64_MAX)), 3);
+    EXPECT_EQ(d.size(), 4u);
+    EXPECT_EQ(d.find(ik(-5)), 1);
+    EXPECT_EQ(d.find(ik(6)), -1);
+    EXPECT_EQ(d.int_key(0), 9000000010LL);
+    EXPECT_EQ(d.int_key(2), INT64_MIN);
+}
+
+TEST(KeyDict, ByteKeysAreComparedWhole)
+{
+    KeyDict d(true);
+    const std::string a = "85123A", b = "85123a", empty, zero("a\0b", 3), zero2("a\0c", 3);
+    EXPECT_EQ(d.add(bk(a)), 0);
+    EXPECT_EQ(d.add(bk(b)), 1);
+    EXPECT_EQ(d.add(bk(empty)), 2);
+    EXPECT_EQ(d.add(bk(zero)), 3);
+    EXPECT_EQ(d.add(bk(zero2)), 4);
+    EXPECT_EQ(d.add(bk(std::string("85123A"))), 0);
+    EXPECT_EQ(d.find(bk(std::string("85123"))), -1);
+    EXPECT_EQ(d.bytes_key(3), zero);
+    EXPECT_EQ(d.bytes_key(2), empty);
+}
+
+TEST(KeyDict, ManyKeysMatchAStdMap)
+{
+    std::mt19937_64 rng(7);
+    KeyDict ints(false), strs(true);
+    std::map<int64_t, int32_t> want_i;
+    std::map<std::string, int32_t> want_s;
+    for (int n = 0; n < 200000; n++) {
+        int64_t v = static_cast<int64_t>(rng() % 50000) * 1000003;
+        auto it = want_i.emplace(v, static_cast<int32_t>(want_i.size())).first;
+        ASSERT_EQ(ints.add(ik(v)), it->second);
+        std::string s = "sku-" + std::to_string(rng() % 30000);
+        auto jt = want_s.emplace(s, static_cast<int32_t>(want_s.size())).first;
+        ASSERT_EQ(strs.add(bk(s)), jt->second);
+    }
+    EXPECT_EQ(ints.size(), want_i.size());
+    EXPECT_EQ(strs.size(), want_s.size());
+    for (const auto& [s, idx] : want_s)
+        EXPECT_EQ(strs.bytes_key(idx), s);
+    EXPECT_LE(ints.memory_bytes(), KeyDict::estimate_bytes(static_cast<int64_t>(ints.size()), false, 0));
+}
+
+TEST(CellAggregator, SumsWeightTimesValueAndDropsNonPositiveCells)
+{
+    CellAggregator a(DecaySpec{}, 0);
+    // user 0: item 0 purchase 5 * qty 2, cancel -5 * qty 1 -> 5
+    ASSERT_TRUE(a.add(0, 0, 5 * 2.0, 10));
+    ASSERT_TRUE(a.add(0, 0, -5 * 1.0, 20));
+    // user 0: item 1 purchase then cancel of the same quantity -> 0, dropped
+    ASSERT_TRUE(a.add(0, 1, 5 * 3.0, 10));
+    ASSERT_TRUE(a.add(0, 1, -5 * 3.0, 11));
+    // user 1: item 1 view with weight 0 -> 0, dropped (seen, not in matrix)
+    ASSERT_TRUE(a.add(1, 1, 0.0, 10));
+    // user 1: item 2 dislike -> negative, dropped
+    ASSERT_TRUE(a.add(1, 2, -1.0, 10));
+    // user 1: item 0 rating 4 (NULL value counts 1 is the glue's: value 1 here)
+    ASSERT_TRUE(a.add(1, 0, 1.0 * 4, 10));
+    recsys::AggregateCounts c;
+    auto m = emitted(a, 0, &c);
+    EXPECT_EQ(c.cells_positive, 2);
+    EXPECT_EQ(c.cells_dropped, 3);
+    ASSERT_EQ(m.size(), 2u);
+    EXPECT_DOUBLE_EQ((m[{0, 0}]), 5.0);
+    EXPECT_DOUBLE_EQ((m[{1, 0}]), 4.0);
+    EXPECT_THROW(a.add(0, 0, std::nan(""), 0), recsys::InvalidInput);
+}
+
+TEST(CellAggregator, DecayEqualsTheDirectFormulaInAnyEventOrder)
+{
+    const double day = 86400e6;
+    DecaySpec d{7 * day};
+    std::mt19937_64 rng(11);
+    CellAggregator a(d, 0);
+    std::map<std::pair<int32_t, int32_t>, std::vector<std::pair<double, int64_t>>> events;
+    int64_t newest = INT64_MIN;
+    for (int n = 0; n < 20000; n++) {
+        int32_t u = static_cast<int32_t>(rng() % 50), i = static_cast<int32_t>(rng() % 40);
+        double wv = static_cast<double>(static_cast<int>(rng() % 9) - 2);   // -2 .. 6
+        // Ten years of events, in random order: 520 half-lives.
+        int64_t t = static_cast<int64_t>(rng() % static_cast<uint64_t>(3650 * day));
+        ASSERT_TRUE(a.add(u, i, wv, t));
+        events[{u, i}].push_back({wv, t});
+        newest = std::max(newest, t);
+    }
+    auto m = emitted(a, newest);
+    int64_t positive = 0;
+    for (const auto& [cell, evs] : events) {
+        double want = 0;
+        for (const auto& [wv, t] : evs)
+            want += wv * std::exp2(-static_cast<double>(newest - t) / d.half_life_us);
+        // A cell whose direct sum is positive by more than rounding is
+        // emitted with that sum; one that is not is left out.
+        if (want > 1e-9) {
+            positive++;
+            ASSERT_EQ(m.count(cell), 1u) << cell.first << "," << cell.second;
+            EXPECT_NEAR(m[cell], want, 1e-9 * std::max(1.0, std::fabs(want)));
+        } else if (want < -1e-9) {
+            EXPECT_EQ(m.count(cell), 0u);
+        }
+    }
+    EXPECT_GT(positive, 100);
+}
+
+TEST(CellAggregator, HalfLifeHalvesAnEventsWeight)
+{
+    const double day = 86400e6;
+    CellAggregator a(DecaySpec{30 * day}, 0);
+    ASSERT_TRUE(a.add(0, 0, 8.0, 0));                               // 60 days old: 8 / 4 = 2
+    ASSERT_TRUE(a.add(0, 1, 8.0, static_cast<int64_t>(30 * day)));  // 30 days old: 4
+    ASSERT_TRUE(a.add(1, 1, 3.0, static_cast<int64_t>(60 * day)));  // newest: 3
+    auto m = emitted(a, static_cast<int64_t>(60 * day));
+    EXPECT_DOUBLE_EQ((m[{0, 0}]), 2.0);
+    EXPECT_DOUBLE_EQ((m[{0, 1}]), 4.0);
+    EXPECT_DOUBLE_EQ((m[{1, 1}]), 3.0);
+}
+
+TEST(CellAggregator, RefusesToGrowPastItsLimit)
+{
+    const std::size_t limit = CellAggregator::estimate_bytes(3000);
+    CellAggregator a(DecaySpec{}, limit);
+    int64_t added = 0;
+    bool refused = false;
+    for (int32_t u = 0; u < 100000 && !refused; u++) {
+        if (a.add(u, u % 7, 1.0, 0))
+            added++;
+        else
+            refused = true;
+    }
+    EXPECT_TRUE(refused);
+    EXPECT_GE(added, 1000);
+    EXPECT_LE(a.memory_bytes(), limit);
+    // Existing cells still take events when the table is full.
+    EXPECT_TRUE(a.add(0, 0, 1.0, 0));
+    auto m = emitted(a, 0);
+    EXPECT_EQ(static_cast<int64_t>(m.size()), added);
+    EXPECT_DOUBLE_EQ((m[{0, 0}]), 2.0);
+}
+
+TEST(PartQueue, SplitsCoverEveryHashExactlyOnce)
+{
+    recsys::PartQueue q;
+    std::mt19937_64 rng(3);
+    std::vector<recsys::UserPart> done;
+    int splits = 0;
+    while (!q.empty()) {
+        if (splits < 12 && rng() % 2 == 0) {
+            q.split();
+            splits++;
+        } else {
+            done.push_back(q.front());
+            q.done();
+        }
+    }
+    EXPECT_EQ(q.completed(), done.size());
+    EXPECT_EQ(done.size(), static_cast<std::size_t>(splits) + 1);
+    for (int n = 0; n < 10000; n++) {
+        uint64_t h = recsys::key_hash(ik(n), false);
+        int owners = 0;
+        for (const auto& p : done)
+            owners += p.keeps(h) ? 1 : 0;
+        ASSERT_EQ(owners, 1) << n;
+    }
+}
+
+TEST(CellAggregator, EmitIntoInChunksEqualsEmit)
+{
+    CellAggregator a(DecaySpec{1e6}, 0);
+    std::mt19937_64 rng(5);
+    for (int n = 0; n < 5000; n++)
+        ASSERT_TRUE(a.add(static_cast<int32_t>(rng() % 300), static_cast<int32_t>(rng() % 20),
+                          static_cast<double>(static_cast<int>(rng() % 7) - 2), static_cast<int64_t>(rng() % 10000000)));
+    recsys::AggregateCounts c;
+    auto want = emitted(a, 10000000, &c);
+    std::map<std::pair<int32_t, int32_t>, double> got;
+    std::size_t pos = 0;
+    int64_t dropped = 0;
+    recsys::Triplet buf[37];
+    while (std::size_t n = a.emit_into(&pos, 10000000, buf, 37, &dropped))
+        for (std::size_t k = 0; k < n; k++)
+            got[{buf[k].user, buf[k].item}] = buf[k].weight;
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(dropped, c.cells_dropped);
+}
