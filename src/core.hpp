@@ -223,6 +223,9 @@ struct EvalOptions {
     // recall, nDCG): resamples (0 = no CI, at most 100000) and the seed.
     int bootstrap_resamples = 1000;
     uint64_t bootstrap_seed = 1;
+    // Scoring threads: 0 = as the machine and the number of test users
+    // suggest (1 or 2); the result does not depend on it.
+    int threads = 0;
     // Model settings (weighting, similarity, ...); its `neighbors` is
     // ignored: EvalOptions::neighbors above is used.
     TrainOptions settings = {};
@@ -255,5 +258,13 @@ struct EvalResult {
 // averages the metrics over those users.
 EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after,
                     const EvalOptions& opt, const CancelCheck& cancel = {});
+
+// The scoring half of evaluate(), for a model already trained on the cells
+// before the cutoff (in memory or in passes): `history` holds the cells before
+// the cutoff of at least every user in `after` (any order, duplicates summed;
+// other users' cells are ignored), so a caller within a memory budget keeps
+// only the test users' cells.  opt.neighbors and opt.settings are not used.
+EvalResult evaluate_model(const Model& model, std::vector<Triplet> history, std::vector<Touch> after,
+                          const EvalOptions& opt, const CancelCheck& cancel = {});
 
 }  // namespace recsys

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core.hpp"
+#include "core_parallel.hpp"
 #include "core_topk.hpp"
 
 namespace recsys {
@@ -12,6 +13,168 @@ namespace recsys {
 namespace {
 constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws between cancel polls
 constexpr std::size_t kMaxColumns = 8;                    // bootstrap metrics at once
+constexpr std::size_t kUserBlock = 256;                   // users scored between cancel polls
+constexpr std::size_t kMinParallelUsers = 4096;           // fewer: one thread
+
+// One test user's slices of the sorted touches and histories.
+struct UserSlice {
+    std::size_t a_begin, a_end, h_begin, h_end;
+};
+
+// One test user's figures.
+struct UserScore {
+    double p = 0, r = 0, ndcg = 0, hit = 0, ap = 0, pop_p = 0, pop_r = 0;
+    bool evaluated = false;
+    bool no_history = false;
+};
+
+// The model's neighbour and popularity lists as dense item indices, built
+// once for all users.
+struct ModelIndex {
+    std::vector<int32_t> nbr;      // per stored pair: the neighbour's index
+    std::vector<int32_t> popular;  // per popularity rank: the item's index
+    explicit ModelIndex(const Model& m) : nbr(m.nbr_ids.size()), popular(m.popular_ids.size()) {
+        for (std::size_t e = 0; e < m.nbr_ids.size(); ++e) nbr[e] = index_of(m, m.nbr_ids[e]);
+        for (std::size_t q = 0; q < m.popular_ids.size(); ++q) popular[q] = index_of(m, m.popular_ids[q]);
+    }
+    static int32_t index_of(const Model& m, int32_t item) {
+        auto it = std::lower_bound(m.item_ids.begin(), m.item_ids.end(), item);
+        if (it == m.item_ids.end() || *it != item)
+            throw InvalidInput("recsys: the model lists item " + std::to_string(item) + " it does not hold");
+        return static_cast<int32_t>(it - m.item_ids.begin());
+    }
+};
+
+// Scores users against the model as recommend(model, history, k, !repeats)
+// does -- the same sums in the same order, the same ranking and popular fill
+// -- with a dense accumulator over the model's items that is reused from user
+// to user.  One per thread.
+class Scorer {
+public:
+    std::vector<unsigned char> recommended;  // by item index: recommended to an evaluated user
+
+    Scorer(const Model& m, const ModelIndex& ix, int k, bool repeats)
+        : recommended(m.item_ids.size(), 0), m_(m), ix_(ix), k_(static_cast<std::size_t>(k)), repeats_(repeats),
+          acc_(m.item_ids.size(), 0), touched_(m.item_ids.size(), 0),
+          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), top_(k_) {}
+
+    // One user: cells before the cutoff hist[0..nh) (sorted by item, summed),
+    // distinct touches after it t[0..nt) (sorted by item).
+    void score(const Triplet* hist, std::size_t nh, const Touch* t, std::size_t nt, UserScore& out) {
+        history_.clear();
+        for (std::size_t q = 0; q < nh; ++q)
+            if (hist[q].weight > 0) history_.push_back(HistoryItem{hist[q].item, hist[q].weight});
+        out = UserScore{};
+        if (history_.empty()) {
+            out.no_history = true;
+            return;
+        }
+        relevant_.clear();
+        for (std::size_t q = 0; q < nt; ++q)
+            if (repeats_ || !in_history(t[q].item)) relevant_.push_back(t[q].item);
+        if (relevant_.empty()) return;
+        out.evaluated = true;
+
+        // Collaborative scores: w * sim summed per neighbour, history item
+        // ascending, then neighbour list order (as recommend() sums them).
+        hidx_.clear();
+        for (const HistoryItem& h : history_) {
+            auto it = std::lower_bound(m_.item_ids.begin(), m_.item_ids.end(), h.item);
+            const int32_t j = it != m_.item_ids.end() && *it == h.item
+                                  ? static_cast<int32_t>(it - m_.item_ids.begin()) : -1;
+            hidx_.push_back(j);
+            if (j >= 0) seen_[static_cast<std::size_t>(j)] = 1;
+        }
+        order_.clear();
+        for (std::size_t q = 0; q < history_.size(); ++q) {
+            if (hidx_[q] < 0) continue;
+            const std::size_t i = static_cast<std::size_t>(hidx_[q]);
+            const double w = history_[q].weight;
+            for (int64_t e = m_.nbr_offsets[i]; e < m_.nbr_offsets[i + 1]; ++e) {
+                const std::size_t j = static_cast<std::size_t>(ix_.nbr[static_cast<std::size_t>(e)]);
+                if (!touched_[j]) {
+                    touched_[j] = 1;
+                    acc_[j] = 0;
+                    order_.push_back(static_cast<int32_t>(j));
+                }
+                acc_[j] += w * m_.nbr_sims[static_cast<std::size_t>(e)];
+            }
+        }
+        top_.clear();
+        for (int32_t j : order_) {
+            const std::size_t jz = static_cast<std::size_t>(j);
+            touched_[jz] = 0;
+            if (acc_[jz] > 0 && (repeats_ || !seen_[jz])) top_.offer(detail::Scored{acc_[jz], j});
+        }
+        recs_.clear();
+        for (const detail::Scored& sc : top_.sorted()) {  // ids here are item indices
+            recs_.push_back(sc.id);
+            listed_[static_cast<std::size_t>(sc.id)] = 1;
+        }
+        for (std::size_t q = 0; q < ix_.popular.size() && recs_.size() < k_; ++q) {
+            const std::size_t j = static_cast<std::size_t>(ix_.popular[q]);
+            if ((!repeats_ && seen_[j]) || listed_[j]) continue;
+            recs_.push_back(static_cast<int32_t>(j));
+            listed_[j] = 1;
+        }
+
+        int hits = 0;
+        double dcg = 0, ap_sum = 0;
+        for (std::size_t rank = 1; rank <= recs_.size(); ++rank) {
+            const std::size_t j = static_cast<std::size_t>(recs_[rank - 1]);
+            recommended[j] = 1;
+            listed_[j] = 0;
+            if (is_relevant(m_.item_ids[j])) {
+                ++hits;
+                dcg += 1.0 / std::log2(static_cast<double>(rank) + 1.0);
+                ap_sum += static_cast<double>(hits) / static_cast<double>(rank);
+            }
+        }
+        const std::size_t ideal = std::min(k_, relevant_.size());
+        double idcg = 0;
+        for (std::size_t rank = 1; rank <= ideal; ++rank) idcg += 1.0 / std::log2(static_cast<double>(rank) + 1.0);
+        out.p = static_cast<double>(hits) / static_cast<double>(k_);
+        out.r = static_cast<double>(hits) / static_cast<double>(relevant_.size());
+        out.ndcg = dcg / idcg;
+        out.hit = hits > 0 ? 1.0 : 0.0;
+        out.ap = ap_sum / static_cast<double>(ideal);
+
+        // Popularity baseline: the k most popular model items not in the
+        // history (with repeats: the k most popular model items).
+        int pop_hits = 0;
+        std::size_t listed = 0;
+        for (std::size_t q = 0; q < ix_.popular.size() && listed < k_; ++q) {
+            const std::size_t j = static_cast<std::size_t>(ix_.popular[q]);
+            if (!repeats_ && seen_[j]) continue;
+            ++listed;
+            if (is_relevant(m_.item_ids[j])) ++pop_hits;
+        }
+        out.pop_p = static_cast<double>(pop_hits) / static_cast<double>(k_);
+        out.pop_r = static_cast<double>(pop_hits) / static_cast<double>(relevant_.size());
+        for (int32_t j : hidx_)
+            if (j >= 0) seen_[static_cast<std::size_t>(j)] = 0;
+    }
+
+private:
+    bool in_history(int32_t item) const {
+        auto it = std::lower_bound(history_.begin(), history_.end(), item,
+                                   [](const HistoryItem& a, int32_t v) { return a.item < v; });
+        return it != history_.end() && it->item == item;
+    }
+    bool is_relevant(int32_t item) const {
+        return std::binary_search(relevant_.begin(), relevant_.end(), item);
+    }
+
+    const Model& m_;
+    const ModelIndex& ix_;
+    std::size_t k_;
+    bool repeats_;
+    std::vector<double> acc_;
+    std::vector<unsigned char> touched_, seen_, listed_;
+    std::vector<HistoryItem> history_;
+    std::vector<int32_t> hidx_, relevant_, order_, recs_;
+    detail::TopK top_;
+};
 }  // namespace
 
 std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
@@ -66,21 +229,35 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
     return out;
 }
 
-EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const EvalOptions& opt,
-                    const CancelCheck& cancel) {
+namespace {
+void check_eval_options(const EvalOptions& opt) {
     if (opt.k <= 0) throw InvalidInput("recsys: k must be > 0, got " + std::to_string(opt.k));
     if (opt.bootstrap_resamples < 0 || opt.bootstrap_resamples > 100000)
         throw InvalidInput("recsys: bootstrap resamples must be between 0 and 100000, got " +
                            std::to_string(opt.bootstrap_resamples));
+}
+}  // namespace
+
+EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const EvalOptions& opt,
+                    const CancelCheck& cancel) {
+    check_eval_options(opt);
     TrainOptions topt = opt.settings;
     topt.neighbors = opt.neighbors;
     topt.progress = opt.progress;
     resolve_settings(topt);  // validates before any work
     detail::poll_cancel(cancel);
+    // train() validates the weights: it throws before any history is used.
+    std::vector<Triplet> history(before);
+    const Model model = train(std::move(before), topt, cancel);
+    return evaluate_model(model, std::move(history), std::move(after), opt, cancel);
+}
 
+EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::vector<Touch> after,
+                          const EvalOptions& opt, const CancelCheck& cancel) {
+    check_eval_options(opt);
+    detail::poll_cancel(cancel);
     // Histories: cells before the cutoff by (user, item), duplicates summed
-    // (train() validates the weights; it throws before any history is used).
-    std::vector<Triplet> hist(before);
+    // in input order.
     std::stable_sort(hist.begin(), hist.end(), [](const Triplet& a, const Triplet& b) {
         return a.user != b.user ? a.user < b.user : a.item < b.item;
     });
@@ -93,8 +270,6 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
     }
     hist.resize(out);
     detail::poll_cancel(cancel);
-
-    const Model model = train(std::move(before), topt, cancel);
 
     // Distinct touches after the cutoff, by (user, item).
     std::sort(after.begin(), after.end(), [](const Touch& a, const Touch& b) {
@@ -113,105 +288,73 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
     r.train_cells = model.n_cells;
     r.test_touches = static_cast<int64_t>(after.size());
 
-    const int k = opt.k;
-    const std::size_t kz = static_cast<std::size_t>(k);
-    // Items recommended to an evaluated user, by model item index (every
-    // recommended item, cf or popular, is a model item).
-    std::vector<unsigned char> recommended(model.item_ids.size(), 0);
-    std::size_t distinct = 0;
-    std::vector<HistoryItem> history;
-    std::vector<int32_t> relevant;     // sorted
+    // Each user's slices of the touches and of the histories.
+    std::vector<UserSlice> users;
+    std::size_t hp = 0;
+    for (std::size_t ap = 0; ap < after.size();) {
+        UserSlice u;
+        u.a_begin = ap;
+        while (ap < after.size() && after[ap].user == after[u.a_begin].user) ++ap;
+        u.a_end = ap;
+        while (hp < hist.size() && hist[hp].user < after[u.a_begin].user) ++hp;
+        u.h_begin = hp;
+        while (hp < hist.size() && hist[hp].user == after[u.a_begin].user) ++hp;
+        u.h_end = hp;
+        users.push_back(u);
+    }
+    const ModelIndex index(model);
+    detail::poll_cancel(cancel);
+
+    // Score every user, in blocks, on one or two threads; each user's
+    // figures land in its own slot, so the sums below (in user order) do not
+    // depend on the thread count.
+    std::vector<UserScore> scores(users.size());
+    int threads = opt.threads;
+    if (threads <= 0)
+        threads = (users.size() >= kMinParallelUsers && std::thread::hardware_concurrency() >= 2) ? 2 : 1;
+    Scorer scorers[2] = {Scorer(model, index, opt.k, opt.count_repeats),
+                         Scorer(model, index, opt.k, opt.count_repeats)};
+    detail::parallel_blocks(
+        users.size(), kUserBlock, threads > 1,
+        [&](std::size_t b, std::size_t e, int worker) {
+            for (std::size_t q = b; q < e; ++q)
+                scorers[worker].score(hist.data() + users[q].h_begin, users[q].h_end - users[q].h_begin,
+                                      after.data() + users[q].a_begin, users[q].a_end - users[q].a_begin,
+                                      scores[q]);
+        },
+        cancel,
+        [&](std::size_t done) {
+            if (opt.progress)
+                opt.progress("scoring", static_cast<int64_t>(done), static_cast<int64_t>(users.size()));
+        });
+    if (opt.progress)
+        opt.progress("scoring", static_cast<int64_t>(users.size()), static_cast<int64_t>(users.size()));
+
     double sum_p = 0, sum_r = 0, sum_ndcg = 0, sum_hit = 0, sum_ap = 0;
     double sum_pop_p = 0, sum_pop_r = 0;
     int64_t evaluated = 0, no_history = 0;
-    const bool repeats = opt.count_repeats;
     // Per evaluated user, for the bootstrap: precision, recall, nDCG.
     std::vector<std::vector<double>> per_user(opt.bootstrap_resamples > 0 ? 3 : 0);
-
-    auto is_relevant = [&relevant](int32_t item) {
-        return std::binary_search(relevant.begin(), relevant.end(), item);
-    };
-    auto in_history = [&history](int32_t item) {
-        auto it = std::lower_bound(history.begin(), history.end(), item,
-                                   [](const HistoryItem& a, int32_t v) { return a.item < v; });
-        return it != history.end() && it->item == item;
-    };
-
-    std::size_t hp = 0;  // cursor into hist
-    std::size_t users_seen = 0;
-    for (std::size_t ap = 0; ap < after.size();) {
-        const int32_t user = after[ap].user;
-        std::size_t ae = ap;
-        while (ae < after.size() && after[ae].user == user) ++ae;
-        if ((users_seen++ & 255) == 0) {
-            detail::poll_cancel(cancel);
-            if (opt.progress)
-                opt.progress("scoring", static_cast<int64_t>(ap), static_cast<int64_t>(after.size()));
-        }
-
-        while (hp < hist.size() && hist[hp].user < user) ++hp;
-        history.clear();
-        for (std::size_t q = hp; q < hist.size() && hist[q].user == user; ++q)
-            if (hist[q].weight > 0) history.push_back(HistoryItem{hist[q].item, hist[q].weight});
-        relevant.clear();
-        if (history.empty()) ++no_history;
-        else
-            for (std::size_t q = ap; q < ae; ++q)
-                if (repeats || !in_history(after[q].item)) relevant.push_back(after[q].item);
-        ap = ae;
-        if (history.empty() || relevant.empty()) continue;
+    for (const UserScore& u : scores) {
+        no_history += u.no_history;
+        if (!u.evaluated) continue;
         ++evaluated;
-
-        // Model recommendations (cf, then popular fill).
-        const std::vector<Recommendation> recs = recommend(model, history, k, !repeats);
-        int hits = 0;
-        double dcg = 0, ap_sum = 0;
-        for (std::size_t rank = 1; rank <= recs.size(); ++rank) {
-            auto it = std::lower_bound(model.item_ids.begin(), model.item_ids.end(),
-                                       recs[rank - 1].item);
-            if (it != model.item_ids.end() && *it == recs[rank - 1].item) {
-                unsigned char& seen = recommended[static_cast<std::size_t>(it - model.item_ids.begin())];
-                distinct += seen == 0;
-                seen = 1;
-            }
-            if (is_relevant(recs[rank - 1].item)) {
-                ++hits;
-                dcg += 1.0 / std::log2(static_cast<double>(rank) + 1.0);
-                ap_sum += static_cast<double>(hits) / static_cast<double>(rank);
-            }
-        }
-        const std::size_t ideal = std::min(kz, relevant.size());
-        double idcg = 0;
-        for (std::size_t rank = 1; rank <= ideal; ++rank)
-            idcg += 1.0 / std::log2(static_cast<double>(rank) + 1.0);
-        const double p = static_cast<double>(hits) / k;
-        const double rc = static_cast<double>(hits) / static_cast<double>(relevant.size());
-        sum_p += p;
-        sum_r += rc;
-        sum_ndcg += dcg / idcg;
+        sum_p += u.p;
+        sum_r += u.r;
+        sum_ndcg += u.ndcg;
         if (!per_user.empty()) {
-            per_user[0].push_back(p);
-            per_user[1].push_back(rc);
-            per_user[2].push_back(dcg / idcg);
+            per_user[0].push_back(u.p);
+            per_user[1].push_back(u.r);
+            per_user[2].push_back(u.ndcg);
         }
-        sum_hit += hits > 0 ? 1.0 : 0.0;
-        sum_ap += ap_sum / static_cast<double>(ideal);
-
-        // Popularity baseline: the k most popular model items not in history
-        // (with count_repeats: the k most popular model items).
-        int pop_hits = 0;
-        std::size_t listed = 0;
-        for (std::size_t q = 0; q < model.popular_ids.size() && listed < kz; ++q) {
-            const int32_t item = model.popular_ids[q];
-            if (!repeats && in_history(item)) continue;
-            ++listed;
-            if (is_relevant(item)) ++pop_hits;
-        }
-        sum_pop_p += static_cast<double>(pop_hits) / k;
-        sum_pop_r += static_cast<double>(pop_hits) / static_cast<double>(relevant.size());
+        sum_hit += u.hit;
+        sum_ap += u.ap;
+        sum_pop_p += u.pop_p;
+        sum_pop_r += u.pop_r;
     }
-    if (opt.progress)
-        opt.progress("scoring", static_cast<int64_t>(after.size()), static_cast<int64_t>(after.size()));
+    std::size_t distinct = 0;
+    for (std::size_t j = 0; j < model.item_ids.size(); ++j)
+        distinct += (scorers[0].recommended[j] | scorers[1].recommended[j]) != 0;
 
     r.users_evaluated = evaluated;
     r.users_without_history = no_history;

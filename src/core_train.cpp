@@ -13,16 +13,8 @@
 // (the similarity's factors and final formula): core_similarity.hpp.
 // PostgreSQL-free.
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cmath>
-#include <exception>
-#include <system_error>
 #include <thread>
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#include <signal.h>
-#endif
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -31,6 +23,7 @@
 
 #include "core.hpp"
 #include "core_similarity.hpp"
+#include "core_parallel.hpp"
 #include "core_topk.hpp"
 
 namespace recsys {
@@ -205,102 +198,32 @@ constexpr double kMinParallelWork = 4e6;        // below this one thread is fast
 constexpr std::size_t kWorkPerPoll = 1u << 20;  // ~1 ms of multiply-adds
 constexpr std::size_t kBlock = 16;              // items handed out at a time
 
-// Starts `fn` on a new thread with every signal blocked (the thread inherits
-// the mask), so a host process's signal handlers (e.g. PostgreSQL's) only ever
-// run on the calling thread.
-template <class F>
-std::thread start_thread_without_signals(F&& fn) {
-#if defined(__unix__) || defined(__APPLE__)
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    try {
-        std::thread t(std::forward<F>(fn));
-        pthread_sigmask(SIG_SETMASK, &old, nullptr);
-        return t;
-    } catch (...) {
-        pthread_sigmask(SIG_SETMASK, &old, nullptr);
-        throw;
-    }
-#else
-    return std::thread(std::forward<F>(fn));
-#endif
-}
-
-// Runs SimWorker::item over all items, handing out blocks of items from a
-// shared counter.  With `two_threads` a worker thread takes blocks too; it
-// never calls the CancelCheck (only this, the calling thread, does) and
-// stops when `stop` is set; its exceptions are handed back and rethrown here.
-// Every item is computed by the same code whichever thread takes it, so the
-// result does not depend on the thread count.
+// Runs SimWorker::item over all items in blocks of kBlock (core_parallel.hpp):
+// with `two_threads` a worker thread takes blocks too.  Every item is computed
+// by the same code whichever thread takes it, so the result does not depend
+// on the thread count.  The calling thread also polls for cancellation inside
+// a block, after every kWorkPerPoll multiply-adds.
 void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck& cancel,
                       const Progress& progress) {
-    std::atomic<std::size_t> next{0};
-    std::atomic<bool> stop{false}, done{false};
-    std::exception_ptr worker_error;
-
-    struct Joiner {
-        std::thread t;
-        std::atomic<bool>* stop;
-        ~Joiner() {
-            if (t.joinable()) {
-                stop->store(true);
-                t.join();
-            }
-        }
-    } joiner{std::thread(), &stop};
-
-    if (two_threads) {
-        try {
-            joiner.t = start_thread_without_signals([&] {
-                try {
-                    SimWorker w(cx);
-                    for (;;) {
-                        const std::size_t b = next.fetch_add(kBlock);
-                        if (b >= cx.n_items) break;
-                        const std::size_t e = std::min(cx.n_items, b + kBlock);
-                        for (std::size_t i = b; i < e; ++i) {
-                            if (stop.load(std::memory_order_relaxed)) break;
-                            w.item(i);
-                        }
-                        if (stop.load(std::memory_order_relaxed)) break;
-                    }
-                } catch (...) {
-                    worker_error = std::current_exception();
-                    stop.store(true);
+    std::optional<SimWorker> workers[2];
+    std::size_t work = 0;
+    detail::parallel_blocks(
+        cx.n_items, kBlock, two_threads,
+        [&](std::size_t b, std::size_t e, int worker) {
+            if (!workers[worker]) workers[worker].emplace(cx);
+            for (std::size_t i = b; i < e; ++i) {
+                const std::size_t done = workers[worker]->item(i);
+                if (worker == 0 && (work += done) >= kWorkPerPoll) {
+                    poll_cancel(cancel);
+                    work = 0;
                 }
-                done.store(true);
-            });
-        } catch (const std::system_error&) {
-            // No thread available: this thread simply takes every block.
-        }
-    }
-
-    SimWorker w(cx);
-    std::size_t work = 0, items = 0;
-    for (;;) {
-        if (stop.load()) break;  // the worker failed
-        const std::size_t b = next.fetch_add(kBlock);
-        if (b >= cx.n_items) break;
-        const std::size_t e = std::min(cx.n_items, b + kBlock);
-        for (std::size_t i = b; i < e; ++i) {
-            if ((items++ & 255) == 0 || work >= kWorkPerPoll) {
-                poll_cancel(cancel);  // throws; ~Joiner stops and joins the worker
-                if (progress) progress("similarities", static_cast<int64_t>(std::min(b, cx.n_items)),
-                                       static_cast<int64_t>(cx.n_items));
-                work = 0;
             }
-            work += w.item(i);
-        }
-    }
-    if (joiner.t.joinable()) {
-        while (!done.load()) {
-            poll_cancel(cancel);
-            std::this_thread::sleep_for(std::chrono::microseconds(200));
-        }
-        joiner.t.join();
-    }
-    if (worker_error) std::rethrow_exception(worker_error);
+        },
+        cancel,
+        [&](std::size_t b) {
+            if (progress && b % 256 < kBlock)
+                progress("similarities", static_cast<int64_t>(b), static_cast<int64_t>(cx.n_items));
+        });
     if (progress) progress("similarities", static_cast<int64_t>(cx.n_items), static_cast<int64_t>(cx.n_items));
 }
 

@@ -3,17 +3,21 @@
 // Reads the pre-cutoff matrix and the post-cutoff touches, then trains and
 // scores a throwaway model in the core.  Nothing is written: the active
 // model is never touched.
+#include <algorithm>
 #include <vector>
 
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
+#include "pg_read.hpp"
+#include "pg_train.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "portability/instr_time.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(recsys_evaluate_core);
@@ -25,8 +29,10 @@ static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* 
 {
     Datum args[2] = {w->types, w->weights};
     source_execute(src, SOURCE_MAX_TIME, args, 1);
-    bool isnull;
-    Datum newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    bool isnull = true;
+    Datum newest = 0;
+    if (SPI_processed > 0)
+        newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     if (isnull)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("relation %s has no usable interactions", src->qualified),
@@ -40,6 +46,21 @@ static TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* 
     Interval* days = (Interval*) palloc0(sizeof(Interval));
     days->day = test_days;
     return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, newest, PointerGetDatum(days)));
+}
+
+// The distinct users of the touches, ascending, in a palloc'd array.
+static int32* distinct_users(const TouchBuffer* t, int64* n)
+{
+    int32* users = (int32*) MemoryContextAllocHuge(CurrentMemoryContext, (Size) Max(t->n, (int64) 1) * sizeof(int32));
+    for (int64 i = 0; i < t->n; i++)
+        users[i] = t->data[i].user;
+    std::sort(users, users + t->n);
+    int64 out = 0;
+    for (int64 i = 0; i < t->n; i++)
+        if (out == 0 || users[out - 1] != users[i])
+            users[out++] = users[i];
+    *n = out;
+    return users;
 }
 
 // recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors)
@@ -73,34 +94,56 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
+    instr_time t0;
+    INSTR_TIME_SET_CURRENT(t0);
     SourceRel src;
     SourceWeights weights;
     TimestampTz cutoff = 0;
-    CellBuffer before;
     TouchBuffer after;
-    cell_buffer_init(&before, false);   // evaluation does not spill: over budget is an error
+    CellBuffer before;
+    cell_buffer_init(&before, true);
     if (legacy) {
-        fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
+        // A 1.0 database's query texts: the touches after the cutoff first
+        // (they are few, and say whose histories scoring needs), then the
+        // matrix before it, keeping those users' cells aside.
         fetch_touches_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &after);
+        int64 n_test_users = 0;
+        before.keep_users = distinct_users(&after, &n_test_users);
+        before.keep_n = n_test_users;
+        fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
     } else {
+        // The mapped source in one scan, as training reads it (pg_read.hpp),
+        // split at the cutoff: the matrix before it, the touches after it,
+        // and the touched users' cells kept aside for scoring.
+        EventWeights ew;
+        EventsRead read;
+        EventsSplit split;
         source_open(PG_GETARG_OID(0), &src);
-        source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
+        source_set_mapping(&src, PG_GETARG_DATUM(1));
+        source_event_weights(PG_GETARG_DATUM(1), "the evaluation's settings", &ew);
+        source_weights_positive(&ew, &weights);
         cutoff = evaluation_cutoff(&src, &weights, test_days);
-        fetch_cells(&src, &weights, true, cutoff, &before);
-        fetch_touches(&src, &weights, cutoff, &after);
+        elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
+        refuse_before_reading(&src, &ew, neighbors, 0, "evaluation");
+        split.cutoff = cutoff;
+        read_events(&src, &ew, &before, &read, &split);
+        after = split.touches;
     }
 
-    // The same budget as training, checked before the core allocates.
-    Size need = 0;
-    core_call_or_error("evaluation", [&] {
-        recsys::MatrixShape shape = recsys::measure(before.data, (size_t) before.n);
-        need = cell_buffer_bytes(before.n) + (Size) after.n * sizeof(recsys::Touch) * 3 +
-               recsys::estimate_train_bytes(before.n, shape.users, shape.items, neighbors);
-    });
-    check_memory_budget(need, "evaluation");
-
-    recsys::EvalResult res;
+    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells before the cutoff and " INT64_FORMAT " touches after it in %.3f s"
+         " (" INT64_FORMAT " cells kept for scoring)",
+         before.spilled + before.n, after.n, seconds_since(t0), before.n_kept);
+    // Held besides the model: the touches and the kept histories, and the
+    // core's copy of each for scoring (sorting that copy takes scratch
+    // memory of the same size, which training's freed buffers cover).
+    Size reserved = ((Size) after.n * sizeof(recsys::Touch) + (Size) before.n_kept * sizeof(recsys::Triplet)) * 2;
+    auto* model = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
+    train_within_budget(&before, neighbors, reserved, "evaluation", model);
+
+    elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
+    recsys::EvalResult res;
+    progress_set_phase("scoring");
     core_call_or_error("evaluation", [&] {
         recsys::EvalOptions opt;
         opt.k = k;
@@ -109,11 +152,12 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         // core's bootstrap rather than compute what is thrown away.
         opt.bootstrap_resamples = 0;
         opt.progress = pg_progress();
-        std::vector<recsys::Triplet> b(before.data, before.data + before.n);
+        std::vector<recsys::Triplet> h(before.kept, before.kept + before.n_kept);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
-        res = recsys::evaluate(std::move(b), std::move(a), opt, pg_cancel_check());
+        res = recsys::evaluate_model(*model->obj, std::move(h), std::move(a), opt, pg_cancel_check());
     });
 
+    elog(DEBUG1, "recsys: scored in %.3f s", seconds_since(t0));
     if (res.users_evaluated == 0 && !legacy)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("recsys: no user to evaluate in %s with the cutoff at %s", src.qualified,

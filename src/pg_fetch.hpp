@@ -26,6 +26,14 @@ struct CellBuffer {
     MemoryContext cxt;    // where data lives
     OwnedByContext<recsys::CellSpill>* spill;  // spilling: the runs on disk (obj NULL until the first)
     char dir[MAXPGPATH];  // spilling: the temporary files' directory
+    // Evaluation: the cells of these users (sorted ascending, keep_n of them)
+    // are also copied to `kept` as they arrive, so that their histories
+    // survive the spill (keep_users NULL: none kept).
+    const int32* keep_users;
+    int64 keep_n;
+    recsys::Triplet* kept;
+    int64 n_kept;
+    int64 kept_cap;
 };
 
 // Cells the buffer holds before it spills, for a budget of `budget` bytes:
@@ -53,20 +61,8 @@ struct TouchBuffer {
 // Bytes a CellBuffer of `cells` cells takes.
 inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys::Triplet); }
 
-// Reads the weighted matrix of src (SOURCE_MATRIX, or SOURCE_MATRIX_BEFORE
-// `cutoff` when before is true) and collects every cell, with the counts of
-// ignored rows.  The query's hash table and the cell buffer each get half of
-// maintenance_work_mem (the query runs with work_mem = that /
-// hash_mem_multiplier, and without JIT, both restored afterwards).  `out`
-// comes from cell_buffer_init.
-void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
-                 CellBuffer* out);
-
-// Collects every usable (user, product) event of src at or after cutoff,
-// duplicates included (the core de-duplicates).
-void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out);
-
-// The same from query text, run with the caller's rights: only for the
+// The weighted matrix and the test touches from query text, run with the
+// caller's rights: only for the
 // 1.0 SQL functions of a database not yet updated (ALTER EXTENSION recsys
 // UPDATE), whose recsys.matrix_sql()/events_sql() built it.  1.1's SQL never
 // passes SQL text.

@@ -10,6 +10,7 @@ extern "C" {
 #include "catalog/pg_extension.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_statistic.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -101,6 +102,44 @@ void source_open(Oid relid, SourceRel* src)
                                 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 }
 
+void source_estimate(const SourceRel* src, double* rows, double* items)
+{
+    *rows = *items = -1;
+    char kind = get_rel_relkind(src->relid);
+    if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW && kind != RELKIND_PARTITIONED_TABLE)
+        return;
+    HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(src->relid));
+    if (!HeapTupleIsValid(tup))
+        return;
+    double reltuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+    ReleaseSysCache(tup);
+    // The mapped item column (src->icol is quoted as an identifier).
+    AttrNumber att = InvalidAttrNumber;
+    for (AttrNumber a = 1; att == InvalidAttrNumber; a++) {
+        char* name = get_attname(src->relid, a, true);
+        if (name == NULL) {
+            if (a > MaxHeapAttributeNumber)
+                break;
+            continue;   // a dropped column
+        }
+        if (strcmp(quote_identifier(name), src->icol) == 0)
+            att = a;
+    }
+    if (reltuples < 0 || att == InvalidAttrNumber)
+        return;
+    // A partitioned table's statistics are those of the whole hierarchy.
+    tup = SearchSysCache3(STATRELATTINH, ObjectIdGetDatum(src->relid), Int16GetDatum(att),
+                          BoolGetDatum(kind == RELKIND_PARTITIONED_TABLE));
+    if (!HeapTupleIsValid(tup))
+        return;
+    float4 distinct = ((Form_pg_statistic) GETSTRUCT(tup))->stadistinct;
+    ReleaseSysCache(tup);
+    if (distinct == 0)
+        return;   // unknown
+    *rows = reltuples;
+    *items = distinct > 0 ? distinct : -distinct * reltuples;
+}
+
 void source_weights_from_row(HeapTuple row, TupleDesc desc, int col, const char* whose, SourceWeights* w)
 {
     bool isnull;
@@ -130,11 +169,10 @@ int source_query_nargs(SourceQuery q)
     switch (q) {
     case SOURCE_MATRIX:
         return 2;
-    case SOURCE_MATRIX_BEFORE:
-    case SOURCE_TOUCHES_AFTER:
     case SOURCE_HISTORY:
         return 3;
     case SOURCE_MAX_TIME:
+    case SOURCE_ITEM_COUNT:
         return 2;
     case SOURCE_USER_HISTORY:
         return 4;
@@ -191,37 +229,28 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
     const char* tmpl = NULL;
     switch (q) {
     case SOURCE_MATRIX:
-    case SOURCE_MATRIX_BEFORE:
-        if (q == SOURCE_MATRIX_BEFORE)
-            argtypes[2] = TIMESTAMPTZOID;
         // Ignored rows come out as two extra rows with a NULL user, so that
         // one scan also counts them.
-        tmpl = q == SOURCE_MATRIX_BEFORE
-                   ? "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
-                     "SELECT CASE WHEN ok THEN uid END AS user_id, "
-                     "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
-                     "CASE WHEN ok THEN weight END AS weight FROM ("
-                     "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
-                     "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
-                     "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN")
-                     " WHERE s.{T} OPERATOR(pg_catalog.<) $3) r) e "
-                     "GROUP BY user_id, product_id"
-                   : "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
-                     "SELECT CASE WHEN ok THEN uid END AS user_id, "
-                     "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
-                     "CASE WHEN ok THEN weight END AS weight FROM ("
-                     "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
-                     "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
-                     "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN") ") r) e "
-                     "GROUP BY user_id, product_id";
-        break;
-    case SOURCE_TOUCHES_AFTER:
-        argtypes[2] = TIMESTAMPTZOID;
-        tmpl = "SELECT s.{U}::pg_catalog.int4, s.{I}::pg_catalog.int4 " WEIGHTED_FROM("JOIN")
-               " WHERE " USABLE " AND s.{T} OPERATOR(pg_catalog.>=) $3";
+        tmpl = "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
+               "SELECT CASE WHEN ok THEN uid END AS user_id, "
+               "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
+               "CASE WHEN ok THEN weight END AS weight FROM ("
+               "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
+               "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
+               "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN") ") r) e "
+               "GROUP BY user_id, product_id";
         break;
     case SOURCE_MAX_TIME:
-        tmpl = "SELECT pg_catalog.max(s.{T}::pg_catalog.timestamptz) " WEIGHTED_FROM("JOIN") " WHERE " USABLE;
+        // A filter rather than a join, and ORDER BY ... LIMIT 1: an index on
+        // a timestamptz time column answers it at once; without one it is a
+        // plain scan with a top-1 sort.  ($2 is not used.)
+        tmpl = "SELECT s.{T}::pg_catalog.timestamptz FROM %s s WHERE " USABLE
+               " AND s.{E}::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])"
+               " AND $2 IS NOT NULL ORDER BY 1 DESC LIMIT 1";
+        break;
+    case SOURCE_ITEM_COUNT:
+        tmpl = "SELECT pg_catalog.count(*) FROM (SELECT s.{I} " WEIGHTED_FROM("JOIN") " WHERE " USABLE
+               " GROUP BY 1) p";
         break;
     case SOURCE_HISTORY:
         argtypes[2] = INT4ARRAYOID;
@@ -381,4 +410,20 @@ double event_weight(const EventWeights* w, const char* type, int len)
         if (w->lens[i] == len && memcmp(w->types[i], type, len) == 0)
             return w->weights[i];
     return get_float8_nan();
+}
+
+void source_weights_positive(const EventWeights* ew, SourceWeights* w)
+{
+    Datum* types = (Datum*) palloc(sizeof(Datum) * Max(ew->n, 1));
+    Datum* weights = (Datum*) palloc(sizeof(Datum) * Max(ew->n, 1));
+    int n = 0;
+    for (int i = 0; i < ew->n; i++)
+        if (ew->weights[i] > 0) {
+            types[n] = PointerGetDatum(cstring_to_text_with_len(ew->types[i], ew->lens[i]));
+            weights[n] = Float8GetDatum(ew->weights[i]);
+            n++;
+        }
+    w->types = PointerGetDatum(construct_array(types, n, TEXTOID, -1, false, TYPALIGN_INT));
+    w->weights = PointerGetDatum(construct_array(weights, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    w->n = n;
 }

@@ -72,6 +72,13 @@ struct EventWeights {
 void source_event_weights(Datum settings, const char* whose, EventWeights* w);
 // The weight of an event type, or NaN when it has none.
 double event_weight(const EventWeights* w, const char* type, int len);
+// The event types of ew with a weight > 0, as the queries' parameters.
+void source_weights_positive(const EventWeights* ew, struct SourceWeights* w);
+
+// What ANALYZE recorded of src (pg_class.reltuples, pg_statistic for its
+// product_id column): its rows and distinct products, estimated.  Both -1
+// when there are no statistics (a view; a table never analyzed).
+void source_estimate(const SourceRel* src, double* rows, double* items);
 
 // The event weights a query uses: parallel text[] and float8[] Datums of the
 // event types with a weight > 0.
@@ -116,12 +123,11 @@ enum SourceQuery {
     // matrix, plus the two rows of ignored counts (recsys.matrix_sql's shape:
     // NULL user, product -1 for NULL keys, -2 for unweighted types).
     SOURCE_MATRIX,
-    // The same over the events before $3 timestamptz.
-    SOURCE_MATRIX_BEFORE,
-    // (user int4, product int4): usable events at or after $3 timestamptz.
-    SOURCE_TOUCHES_AFTER,
-    // (max timestamptz): the newest usable event.
+    // (timestamptz): the newest usable event; no row when there is none.
     SOURCE_MAX_TIME,
+    // (count int8): the distinct products of the usable events; a light scan
+    // (one hashed column) that tells what training will need.
+    SOURCE_ITEM_COUNT,
     // (user int4, product int4, weight float8) of the users in $3 int4[],
     // summed per cell, ordered by user and product.
     SOURCE_HISTORY,

@@ -58,6 +58,20 @@ static void spill_run(CellBuffer* b)
     b->n = 0;
 }
 
+// True when user is among b->keep_users (binary search).
+static bool user_kept(const CellBuffer* b, int32 user)
+{
+    int64 lo = 0, hi = b->keep_n;
+    while (lo < hi) {
+        int64 mid = lo + (hi - lo) / 2;
+        if (b->keep_users[mid] < user)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < b->keep_n && b->keep_users[lo] == user;
+}
+
 void cell_buffer_append(CellBuffer* b, int32 user, int32 item, double weight)
 {
     if (b->n == b->cap) {
@@ -80,6 +94,14 @@ void cell_buffer_append(CellBuffer* b, int32 user, int32 item, double weight)
     t->user = user;
     t->item = item;
     t->weight = weight;
+    if (b->keep_users != NULL && user_kept(b, user)) {
+        if (b->n_kept == b->kept_cap) {
+            MemoryContext old = MemoryContextSwitchTo(b->cxt);
+            b->kept = (recsys::Triplet*) grow_array(b->kept, &b->kept_cap, b->n_kept + 1, sizeof(recsys::Triplet));
+            MemoryContextSwitchTo(old);
+        }
+        b->kept[b->n_kept++] = *t;
+    }
 }
 
 void cell_buffer_spill_rest(CellBuffer* b)

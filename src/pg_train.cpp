@@ -11,6 +11,7 @@
 #include "pg_read.hpp"
 #include "pg_progress.hpp"
 #include "pg_settings.hpp"
+#include "pg_train.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -25,15 +26,6 @@ extern "C" {
 PG_FUNCTION_INFO_V1(recsys_train_store);
 PG_FUNCTION_INFO_V1(recsys_train_memory);
 PG_FUNCTION_INFO_V1(recsys_train_plan);
-}
-
-// Seconds since t0.
-static double elapsed(instr_time t0)
-{
-    instr_time now;
-    INSTR_TIME_SET_CURRENT(now);
-    INSTR_TIME_SUBTRACT(now, t0);
-    return INSTR_TIME_GET_DOUBLE(now);
 }
 
 // Writes each item's neighbour arrays under model_id.
@@ -116,20 +108,92 @@ static recsys::TrainOptions training_options(int neighbors)
     return opt;
 }
 
-// Trains on the cells read into `cells` within maintenance_work_mem, leaving
-// the model in owned->obj.  Says what training needs before the heavy work:
-// in memory when the whole job fits the budget (as train_memory() says);
-// else in passes over the spilled matrix (core_passes.hpp) with a NOTICE
-// giving the figures; else, when even one item per pass does not fit, an
-// error whose hint is the least budget that works.
-static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext<recsys::Model>* owned)
+// The least budget training a matrix of `items` distinct items needs, in
+// memory or in passes, when it can be told before reading: *exact is false
+// when the figure could still depend on what reading finds (the cells, users
+// and runs), true when it cannot.  `rows` bounds the cells (the estimate of
+// the relation's rows).
+static Size least_budget_for_items(double items, double rows, int neighbors, bool* exact)
 {
-    Size budget = (Size) maintenance_work_mem * 1024;
+    // With the fewest cells and users these items allow: the passes' and the
+    // in-memory figures are then their least.  The passes' pairs (at most K
+    // per item) do not depend on the cells, nor does their figure when their
+    // similarity pass outweighs merging the runs of a generous read.
+    recsys::PassPlan few, many;
+    core_call_or_error("estimating memory", [&] {
+        int64 i = (int64) Min(items, 2e9);
+        few = recsys::plan_passes(i, 1, i, neighbors, 1, 0);
+        int64 cells = (int64) Min(Max(rows, items) * 2, 9e18);
+        int64 runs = cells / cell_buffer_max_cells(few.minimum) + 1;
+        many = recsys::plan_passes(i, 1, i, neighbors, runs, 0);
+    });
+    *exact = few.minimum == many.minimum && few.minimum <= few.in_memory;
+    return Min(few.minimum, few.in_memory);
+}
+
+// Refuses before the heavy reading a training that cannot fit the budget
+// (maintenance_work_mem less `reserved`), whatever reading would find, with
+// the least budget that works as the hint.  Only when ANALYZE's statistics
+// say the products may be too many for the budget does it count them (one
+// light scan of a hashed column); without statistics, or when the figure
+// would still depend on the matrix, the decision waits until after reading
+// (train_within_budget), where it is exact too.
+void refuse_before_reading(const SourceRel* src, const EventWeights* ew, int neighbors, Size reserved,
+                           const char* what)
+{
+    Size mwm = (Size) maintenance_work_mem * 1024;
+    if (reserved >= mwm)
+        return;   // train_within_budget says so
+    // With negative weights some products may end with no cell: the count
+    // would only bound them.
+    for (int k = 0; k < ew->n; k++)
+        if (ew->weights[k] < 0)
+            return;
+    Size budget = mwm - reserved;
+    double rows, estimate;
+    bool exact;
+    source_estimate(src, &rows, &estimate);
+    if (estimate < 0 || least_budget_for_items(estimate * 2, rows, neighbors, &exact) <= budget)
+        return;
+    SourceWeights w;
+    source_weights_positive(ew, &w);
+    Datum args[2] = {w.types, w.weights};
+    source_execute(src, SOURCE_ITEM_COUNT, args, 1);
+    bool isnull;
+    int64 items = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    Size least = least_budget_for_items((double) items, rows, neighbors, &exact);
+    if (least <= budget || !exact)
+        return;
+    ereport(ERROR,
+            (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+             errmsg("recsys: %s needs at least %zu MB, more than maintenance_work_mem (%zu MB)", what,
+                    mb(least + reserved), mwm / (1024 * 1024)),
+             errdetail("%s has " INT64_FORMAT " products: keeping %s of each needs that much even in"
+                       " passes over the matrix on disk.  Nothing was read besides counting them.",
+                       src->qualified, items,
+                       neighbors > 0 ? psprintf("%d neighbours", neighbors) : "every neighbour"),
+             errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
+                     mb(least + reserved))));
+}
+
+// See pg_train.hpp.
+void train_within_budget(CellBuffer* cells, int neighbors, Size reserved, const char* what,
+                         OwnedByContext<recsys::Model>* owned)
+{
+    Size mwm = (Size) maintenance_work_mem * 1024;
+    if (reserved >= mwm)
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("recsys: %s holds %zu MB besides the model, more than maintenance_work_mem (%zu MB)",
+                        what, mb(reserved), mwm / (1024 * 1024)),
+                 errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB'.",
+                         mb(reserved) * 2)));
+    Size budget = mwm - reserved;
     bool spilled = cell_buffer_spilled(cells);
     bool eigen = recsys_similarity_method == RECSYS_SIM_EIGEN;
     recsys::PassPlan plan;
     int64 n_cells = cells->n, runs = 1, items = 0;
-    core_call_or_error("training", [&] {
+    core_call_or_error(what, [&] {
         int64 users;
         if (spilled) {
             // The last cells join the runs first; the shape comes from the
@@ -153,15 +217,15 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         Size core = in_memory - cell_buffer_bytes(n_cells);
         in_memory += core / 2;
     }
-    elog(DEBUG1, "recsys: training " INT64_FORMAT " cells needs about %zu MB in memory, %zu MB at least in passes",
-         n_cells, mb(in_memory), mb(plan.minimum));
+    elog(DEBUG1, "recsys: %s on " INT64_FORMAT " cells needs about %zu MB in memory, %zu MB at least in passes",
+         what, n_cells, mb(in_memory), mb(plan.minimum));
 
     if (in_memory <= budget) {
         if (spilled) {
             pfree(cells->data);
             cells->data = NULL;
         }
-        core_call_or_error("training", [&] {
+        core_call_or_error(what, [&] {
             const recsys::TrainOptions opt = training_options(neighbors);
             std::vector<recsys::Triplet> v;
             if (spilled) {
@@ -184,19 +248,19 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         // the least budget that trains: what the passes need, or what
         // training in memory needs when that is less (the shape measured
         // exactly); both only shrink with a larger budget (fewer runs).
-        Size least = spilled ? plan.minimum : Min(plan.minimum, in_memory);
+        Size least = (spilled ? plan.minimum : Min(plan.minimum, in_memory)) + reserved;
         ereport(ERROR,
                 (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                 errmsg("recsys: training needs about %zu MB, more than maintenance_work_mem (%zu MB)",
-                        mb(Min(in_memory, plan.minimum)), budget / (1024 * 1024)),
+                 errmsg("recsys: %s needs about %zu MB, more than maintenance_work_mem (%zu MB)", what,
+                        mb(Min(in_memory, plan.minimum) + reserved), mwm / (1024 * 1024)),
                  errdetail("In memory it needs %zu MB; in passes over the matrix on disk, at least %zu MB.",
                            mb(in_memory), mb(plan.minimum)),
                  errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB', or lower neighbors.",
                          mb(least))));
     }
     ereport(NOTICE,
-            (errmsg("recsys: training needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
-                    " passes", mb(in_memory), budget / (1024 * 1024), plan.passes),
+            (errmsg("recsys: %s needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
+                    " passes", what, mb(in_memory + reserved), mwm / (1024 * 1024), plan.passes),
              errdetail("Each pass reads the matrix from a temporary file (about %zu MB) and computes the"
                        " neighbours of " INT64_FORMAT " of the " INT64_FORMAT " items.%s",
                        mb(cell_buffer_bytes(n_cells) * 3 / 4), plan.items_per_pass, items,
@@ -207,7 +271,7 @@ static void train_within_budget(CellBuffer* cells, int neighbors, OwnedByContext
         pfree(cells->data);
         cells->data = NULL;
     }
-    core_call_or_error("training", [&] {
+    core_call_or_error(what, [&] {
         const recsys::TrainOptions opt = training_options(neighbors);
         owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
         delete cells->spill->obj;
@@ -254,6 +318,9 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         source_event_weights(PG_GETARG_DATUM(3), "the training's settings", &weights);
     }
 
+    if (!legacy)
+        refuse_before_reading(&src, &weights, neighbors, 0, "training");
+
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);
     CellBuffer cells;
@@ -264,14 +331,14 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         read_events(&src, &weights, &cells, &read);
     int64 events = cells.events, ignored_null = cells.ignored_null, ignored_type = cells.ignored_type;
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells in %.3f s (" INT64_FORMAT " spilled to disk)",
-         cells.spilled + cells.n, elapsed(t0), cells.spilled);
+         cells.spilled + cells.n, seconds_since(t0), cells.spilled);
 
     // The model is a C++ object: owned by the SPI context, so an error while
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    train_within_budget(&cells, neighbors, owned);
-    elog(DEBUG1, "recsys: trained in %.3f s", elapsed(t0));
+    train_within_budget(&cells, neighbors, 0, "training", owned);
+    elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
 
     const recsys::Model* m = owned->obj;
     progress_set_phase("writing");
@@ -279,7 +346,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     write_popularity(model_id, m);
     if (!legacy)
         write_item_keys(model_id, &src, &read, m->item_ids.data(), (int64) m->item_ids.size());
-    elog(DEBUG1, "recsys: model written in %.3f s", elapsed(t0));
+    elog(DEBUG1, "recsys: model written in %.3f s", seconds_since(t0));
 
     Datum values[7];
     bool nulls[7] = {false, false, false, false, false, false, false};

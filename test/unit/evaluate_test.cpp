@@ -513,3 +513,86 @@ TEST(Evaluate, BootstrapSmallCases) {
     EXPECT_EQ(calls, 3);
     EXPECT_THROW(percentile_bootstrap({v5}, 37, 1, 0.025, 0.975, [] { return true; }), Cancelled);
 }
+
+// evaluate_model() on a model trained apart (as the glue does within a
+// memory budget), with the history cut down to the users touched after the
+// cutoff, gives evaluate()'s result field for field.
+TEST(Evaluate, ModelAndTestUsersHistoryEqualsEvaluate) {
+    for (uint64_t seed : {3u, 17u, 29u}) {
+        const auto before = recsys_test::random_cells(seed, 200, 60, 1500);
+        // Touches after the cutoff: a third of the users, items both new to
+        // them and already in their history.
+        std::vector<Touch> after;
+        std::set<int32_t> test_users;
+        const std::size_t n = before.size();
+        for (std::size_t i = 0; i < n / 4; ++i) {
+            const int32_t user = before[(i * 7) % n].user;
+            if (user % 3 == 0) continue;
+            after.push_back(Touch{user, before[(i * 13 + 5) % n].item});
+            test_users.insert(user);
+        }
+        EvalOptions opt;
+        opt.k = 5;
+        opt.neighbors = 20;
+        opt.bootstrap_resamples = 200;
+        const EvalResult want = evaluate(before, after, opt);
+        ASSERT_GT(want.users_evaluated, 20);
+
+        TrainOptions topt;
+        topt.neighbors = 20;
+        const Model model = train(before, topt);
+        std::vector<Triplet> kept;
+        for (const Triplet& c : before)
+            if (test_users.count(c.user)) kept.push_back(c);
+        ASSERT_LT(kept.size(), before.size());
+        const EvalResult got = evaluate_model(model, kept, after, opt);
+        EXPECT_EQ(got.users_evaluated, want.users_evaluated);
+        EXPECT_EQ(got.users_without_history, want.users_without_history);
+        EXPECT_EQ(got.precision, want.precision);
+        EXPECT_EQ(got.recall, want.recall);
+        EXPECT_EQ(got.ndcg, want.ndcg);
+        EXPECT_EQ(got.hit_rate, want.hit_rate);
+        EXPECT_EQ(got.map, want.map);
+        EXPECT_EQ(got.coverage, want.coverage);
+        EXPECT_EQ(got.pop_precision, want.pop_precision);
+        EXPECT_EQ(got.pop_recall, want.pop_recall);
+        expect_ci(got.precision_ci, want.precision_ci);
+        expect_ci(got.ndcg_ci, want.ndcg_ci);
+        EXPECT_EQ(got.model_items, want.model_items);
+        EXPECT_EQ(got.train_cells, want.train_cells);
+        EXPECT_EQ(got.test_touches, want.test_touches);
+    }
+}
+
+// Scoring on two threads gives the one-thread result bit for bit (each
+// user's figures are summed in user order whichever thread scored them).
+TEST(Evaluate, TwoScoringThreadsEqualOne) {
+    const auto before = recsys_test::random_cells(41, 3000, 300, 30000);
+    std::vector<Touch> after;
+    const std::size_t n = before.size();
+    for (std::size_t i = 0; i < n / 3; ++i)
+        after.push_back(Touch{before[(i * 7) % n].user, before[(i * 11 + 3) % n].item});
+    EvalOptions one;
+    one.k = 10;
+    one.neighbors = 30;
+    one.bootstrap_resamples = 100;
+    one.threads = 1;
+    EvalOptions two = one;
+    two.threads = 2;
+    const EvalResult a = evaluate(before, after, one);
+    const EvalResult b = evaluate(before, after, two);
+    ASSERT_GT(a.users_evaluated, 1000);  // several blocks of users
+    EXPECT_EQ(a.users_evaluated, b.users_evaluated);
+    EXPECT_EQ(a.users_without_history, b.users_without_history);
+    EXPECT_EQ(a.precision, b.precision);
+    EXPECT_EQ(a.recall, b.recall);
+    EXPECT_EQ(a.ndcg, b.ndcg);
+    EXPECT_EQ(a.hit_rate, b.hit_rate);
+    EXPECT_EQ(a.map, b.map);
+    EXPECT_EQ(a.coverage, b.coverage);
+    EXPECT_EQ(a.pop_precision, b.pop_precision);
+    EXPECT_EQ(a.pop_recall, b.pop_recall);
+    expect_ci(a.precision_ci, b.precision_ci);
+    expect_ci(a.recall_ci, b.recall_ci);
+    expect_ci(a.ndcg_ci, b.ndcg_ci);
+}
