@@ -45,8 +45,9 @@ SELECT kind, status, model_id, phase, rows_read, sqlstate, error, settings->>'so
 SELECT model_id = :m1 AS first_still_active FROM recsys_models WHERE active;
 
 -- A successful evaluation: logged as 'evaluate', no model.  The cutoff is a
--- day before the last event: 2024-01-03.  It reads the 4 usable rows before
--- it and the 2 test touches from it on, (2,12) and (3,12), and scores both.
+-- day before the last event: 2024-01-03.  One scan reads the 7 rows: the 4
+-- usable ones before it, the 2 test touches from it on, (2,12) and (3,12),
+-- and the unweighted one; it scores both users.
 SELECT users_evaluated FROM recsys_evaluate(k => 2, test_days => 1, source => 'runs_events');
 SELECT kind, status, model_id, phase, rows_read, items_done, items_total, sqlstate
   FROM recsys_training_runs WHERE run_id > :last_run AND kind = 'evaluate' AND status = 'succeeded';

@@ -10,6 +10,7 @@
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
+#include "pg_read.hpp"
 #include "pg_train.hpp"
 #include "pg_tune.hpp"
 
@@ -31,8 +32,10 @@ TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int 
 {
     Datum args[2] = {w->types, w->weights};
     source_execute(src, SOURCE_MAX_TIME, args, 1);
-    bool isnull;
-    Datum newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    bool isnull = true;
+    Datum newest = 0;
+    if (SPI_processed > 0)
+        newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     if (isnull)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("relation %s has no usable interactions", src->qualified),
@@ -106,40 +109,41 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     TouchBuffer after;
     ModelSettings model;
     memset(&model, 0, sizeof model);   // 1.0's call: the 1.0 defaults
-    // The touches after the cutoff first: they are few, and they say whose
-    // histories scoring needs.
-    if (legacy) {
-        fetch_touches_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &after);
-    } else {
-        source_open(PG_GETARG_OID(0), &src);
-        source_set_mapping(&src, PG_GETARG_DATUM(1));
-        source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
-        model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
-        check_aggregating_mapping(&src, PG_GETARG_DATUM(1), "recsys_evaluate");
-        cutoff = evaluation_cutoff(&src, &weights, test_days);
-        elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
-        fetch_touches(&src, &weights, cutoff, &after);
-    }
-    elog(DEBUG1, "recsys: read " INT64_FORMAT " touches after the cutoff in %.3f s", after.n, seconds_since(t0));
-    int64 n_test_users = 0;
-    int32* test_users = distinct_users(&after, &n_test_users);
-    if (!legacy)
-        refuse_before_reading(&src, &weights, neighbors, (Size) after.n * sizeof(recsys::Touch) * 2, "evaluation");
-
-    // The matrix before the cutoff, read as training reads it (spilling
-    // beyond its share of maintenance_work_mem), keeping the test users'
-    // cells aside for scoring.
     CellBuffer before;
     cell_buffer_init(&before, true);
-    before.keep_users = test_users;
-    before.keep_n = n_test_users;
-    if (legacy)
+    if (legacy) {
+        // A 1.0 database's query texts: the touches after the cutoff first
+        // (they are few, and say whose histories scoring needs), then the
+        // matrix before it, keeping those users' cells aside.
+        fetch_touches_sql(text_to_cstring(PG_GETARG_TEXT_PP(1)), &after);
+        int64 n_test_users = 0;
+        before.keep_users = distinct_users(&after, &n_test_users);
+        before.keep_n = n_test_users;
         fetch_cells_sql(text_to_cstring(PG_GETARG_TEXT_PP(0)), &before);
-    else
-        fetch_cells(&src, &weights, true, cutoff, &before);
-
-    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells before the cutoff in %.3f s (" INT64_FORMAT " kept for scoring)",
-         before.spilled + before.n, seconds_since(t0), before.n_kept);
+    } else {
+        // The mapped source in one scan, as training reads it (pg_read.hpp),
+        // split at the cutoff: the matrix before it, the touches after it,
+        // and the touched users' cells kept aside for scoring.
+        EventWeights ew;
+        EventsRead read;
+        EventsSplit split;
+        source_open(PG_GETARG_OID(0), &src);
+        source_set_mapping(&src, PG_GETARG_DATUM(1));
+        source_event_weights(PG_GETARG_DATUM(1), "the evaluation's settings", &ew);
+        source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
+        model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
+        cutoff = evaluation_cutoff(&src, &weights, test_days);
+        elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
+        refuse_before_reading(&src, &ew, neighbors, &model, 0, "evaluation");
+        split.cutoff = cutoff;
+        split.end = DT_NOEND;
+        split.keep_histories = true;
+        read_events(&src, &ew, &before, &read, &split);
+        after = split.touches;
+    }
+    elog(DEBUG1, "recsys: read " INT64_FORMAT " cells before the cutoff and " INT64_FORMAT " touches after it in %.3f s"
+         " (" INT64_FORMAT " cells kept for scoring)",
+         before.spilled + before.n, after.n, seconds_since(t0), before.n_kept);
     // Held besides the model: the touches and the kept histories, and the
     // core's copy of each for scoring (sorting that copy takes scratch
     // memory of the same size, which training's freed buffers cover).

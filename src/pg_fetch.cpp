@@ -114,59 +114,28 @@ static void receive_into(const char* sql, ParamListInfo params, ArrayReceiver* r
         elog(ERROR, "recsys: an internal query failed: %s", SPI_result_code_string(rc));
 }
 
-// Runs query q over src, as src's owner, sending every row to the receiver;
-// or, when src is NULL, legacy_sql with the caller's rights (see
-// fetch_cells_sql).  `extra` is q's third parameter, if it has one.
-static void run_into(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
-                     const char* legacy_sql, ArrayReceiver* r)
+void fetch_cells_sql(const char* sql, CellBuffer* out)
 {
-    if (src == NULL) {
-        receive_into(legacy_sql, NULL, r);
-        return;
-    }
-    Oid types[4];
-    char* sql = source_query_sql(src, q, types);
-    int nargs = source_query_nargs(q);
-    ParamListInfo params = makeParamList(nargs);
-    Datum values[3] = {w->types, w->weights, extra};
-    for (int i = 0; i < nargs; i++) {
-        params->params[i].value = values[i];
-        params->params[i].isnull = false;
-        params->params[i].pflags = PARAM_FLAG_CONST;
-        params->params[i].ptype = types[i];
-    }
-    SourceSwitch sw;
-    source_enter(src, &sw);
-    receive_into(sql, params, r);
-    source_leave(&sw);
-}
-
-// The matrix into `out`, from src's query q or from legacy_sql.
-static void read_cells(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
-                       const char* legacy_sql, CellBuffer* out)
-{
-    // Training is maintenance work: the aggregation's hash table gets half
-    // of maintenance_work_mem (work_mem times hash_mem_multiplier), the cell
-    // buffer the other half, instead of spilling at the session's work_mem.
+    // The aggregation's hash table gets half of maintenance_work_mem (work_mem
+    // times hash_mem_multiplier), the cell buffer the other half, instead of
+    // spilling at the session's work_mem; JIT-compiling the aggregation
+    // costs more than it saves on one scan.
     int nest = NewGUCNestLevel();
     char wm[32];
     double hash_kb = maintenance_work_mem / 2.0 / Max(hash_mem_multiplier, 1.0);
     snprintf(wm, sizeof wm, "%d", Max((int) hash_kb, 64));
     (void) set_config_option("work_mem", wm, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-    // JIT-compiling the aggregation costs more than it saves on one scan.
     (void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
     r.cells = true;
     r.cell_out = out;   // set up by cell_buffer_init
-    run_into(src, w, q, extra, legacy_sql, &r);
+    receive_into(sql, NULL, &r);
     AtEOXact_GUC(true, nest);
 }
 
-// The touches into `out`, from src's query or from legacy_sql.
-static void read_touches(const SourceRel* src, const SourceWeights* w, SourceQuery q, Datum extra,
-                         const char* legacy_sql, TouchBuffer* out)
+void fetch_touches_sql(const char* sql, TouchBuffer* out)
 {
     ArrayReceiver r;
     memset(&r, 0, sizeof r);
@@ -174,36 +143,7 @@ static void read_touches(const SourceRel* src, const SourceWeights* w, SourceQue
     r.touch_out = out;
     out->data = NULL;
     out->n = 0;
-    run_into(src, w, q, extra, legacy_sql, &r);
-}
-
-void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
-                 CellBuffer* out)
-{
-    read_cells(src, w, before ? SOURCE_MATRIX_BEFORE : SOURCE_MATRIX, TimestampTzGetDatum(cutoff), NULL, out);
-}
-
-void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out)
-{
-    read_touches(src, w, SOURCE_TOUCHES_AFTER, TimestampTzGetDatum(cutoff), NULL, out);
-}
-
-void fetch_touches_window(const SourceRel* src, const SourceWeights* w, TimestampTz from, TimestampTz to,
-                          TouchBuffer* out)
-{
-    Datum bounds[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
-    ArrayType* arr = construct_array(bounds, 2, TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-    read_touches(src, w, SOURCE_TOUCHES_WINDOW, PointerGetDatum(arr), NULL, out);
-}
-
-void fetch_cells_sql(const char* sql, CellBuffer* out)
-{
-    read_cells(NULL, NULL, SOURCE_MATRIX, 0, sql, out);
-}
-
-void fetch_touches_sql(const char* sql, TouchBuffer* out)
-{
-    read_touches(NULL, NULL, SOURCE_TOUCHES_AFTER, 0, sql, out);
+    receive_into(sql, NULL, &r);
 }
 
 void check_memory_budget(Size bytes, const char* what)

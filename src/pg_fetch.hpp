@@ -61,23 +61,8 @@ struct TouchBuffer {
 // Bytes a CellBuffer of `cells` cells takes.
 inline Size cell_buffer_bytes(int64 cells) { return (Size) cells * sizeof(recsys::Triplet); }
 
-// Reads the weighted matrix of src (SOURCE_MATRIX, or SOURCE_MATRIX_BEFORE
-// `cutoff` when before is true) and collects every cell, with the counts of
-// ignored rows.  The query's hash table and the cell buffer each get half of
-// maintenance_work_mem (the query runs with work_mem = that /
-// hash_mem_multiplier, and without JIT, both restored afterwards).  `out`
-// comes from cell_buffer_init.
-void fetch_cells(const SourceRel* src, const SourceWeights* w, bool before, TimestampTz cutoff,
-                 CellBuffer* out);
-
-// Collects every usable (user, product) event of src at or after cutoff,
-// duplicates included (the core de-duplicates).
-void fetch_touches(const SourceRel* src, const SourceWeights* w, TimestampTz cutoff, TouchBuffer* out);
-// The same for the events at or after `from` and before `to`.
-void fetch_touches_window(const SourceRel* src, const SourceWeights* w, TimestampTz from, TimestampTz to,
-                          TouchBuffer* out);
-
-// The same from query text, run with the caller's rights: only for the
+// The weighted matrix and the test touches from query text, run with the
+// caller's rights: only for the
 // 1.0 SQL functions of a database not yet updated (ALTER EXTENSION recsys
 // UPDATE), whose recsys.matrix_sql()/events_sql() built it.  1.1's SQL never
 // passes SQL text.

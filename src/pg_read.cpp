@@ -1,5 +1,6 @@
 // pg_read.cpp - training's reading path: SOURCE_EVENTS streamed into the
 // core's dictionaries and cell aggregation (see pg_read.hpp).
+#include <algorithm>
 #include <cmath>
 
 #include "core_source.hpp"
@@ -37,6 +38,12 @@ struct EventReceiver {
     int64 events, ignored_null, ignored_type;
     TimestampTz newest;
     bool any;
+    // Evaluation (split != NULL): the events at or after the cutoff are the
+    // part's touches, in part-local user indices.
+    EventsSplit* split;
+    recsys::Touch* touches;
+    int64 n_touches, touch_cap;
+    MemoryContext cxt;      // where the touches grow
 };
 
 // A key column's value as the core takes it.  Byte keys may be detoasted
@@ -125,10 +132,25 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
         return true;
     }
     TimestampTz t = DatumGetTimestampTz(v[3]);
-    if (!r->any || t > r->newest)
-        r->newest = t;
-    r->any = true;
+    if (r->split != NULL && t >= r->split->end) {
+        // After the window: not read.
+        MemoryContextSwitchTo(old);
+        MemoryContextReset(r->rowcxt);
+        return true;
+    }
+    bool touch = r->split != NULL && t >= r->split->cutoff;
+    if (!touch) {
+        if (!r->any || t > r->newest)
+            r->newest = t;
+        r->any = true;
+    }
     double wv = wt * (null[4] ? 1.0 : DatumGetFloat8(v[4]));
+    if (touch && !(wv > 0)) {
+        // Not a test touch (a refund, a dislike), and not before the cutoff.
+        MemoryContextSwitchTo(old);
+        MemoryContextReset(r->rowcxt);
+        return true;
+    }
     recsys::KeyRef uk = key_of(v[0], r->ubase);
     recsys::KeyRef ik = key_of(v[1], r->ibase);
     if (r->user_type == INT4OID)
@@ -136,6 +158,7 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     if (r->item_type == INT4OID)
         check_fits_integer(ik.i, "item");
     int32 identity = r->item_identity ? (int32) ik.i : 0;
+    int32 touched_user = -1, touched_item = 0;
     bool mine = false, added = true;
     size_t bytes = 0;
     core_call_or_error("reading the events", [&] {
@@ -144,7 +167,12 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
             return;
         int32_t u = r->users->obj->add(uk);
         int32_t i = r->item_identity ? identity : r->items->obj->add(ik);
-        added = r->agg->obj->add(u, i, wv, t);
+        if (touch) {
+            touched_user = u;
+            touched_item = i;
+        } else {
+            added = r->agg->obj->add(u, i, wv, t);
+        }
         bytes = r->users->obj->memory_bytes() + r->agg->obj->memory_bytes() +
                 (r->items->obj != nullptr ? r->items->obj->memory_bytes() : 0);
     });
@@ -155,6 +183,14 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     if (!added || bytes > r->limit) {
         r->overflow = true;
         return false;   // stops the executor: this part is read again in halves
+    }
+    if (touched_user >= 0) {
+        MemoryContext prev = MemoryContextSwitchTo(r->cxt);
+        r->touches = (recsys::Touch*) grow_array(r->touches, &r->touch_cap, r->n_touches + 1, sizeof(recsys::Touch));
+        MemoryContextSwitchTo(prev);
+        r->touches[r->n_touches].user = touched_user;
+        r->touches[r->n_touches].item = touched_item;
+        r->n_touches++;
     }
     r->events++;
     return true;
@@ -209,7 +245,20 @@ static void scan_events(const SourceRel* src, const char* sql, EventReceiver* r)
         elog(ERROR, "recsys: reading %s failed: %s", src->qualified, SPI_result_code_string(rc));
 }
 
-void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res)
+// The distinct users of t[0..n), ascending, in a palloc'd array, each plus
+// `base`.
+static int32* touched_users(const recsys::Touch* t, int64 n, int64 base, int64* n_users)
+{
+    int32* users = (int32*) MemoryContextAllocHuge(CurrentMemoryContext, (Size) Max(n, (int64) 1) * sizeof(int32));
+    for (int64 k = 0; k < n; k++)
+        users[k] = (int32) (t[k].user + base);
+    std::sort(users, users + n);
+    *n_users = std::unique(users, users + n) - users;
+    return users;
+}
+
+void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res,
+                 EventsSplit* split)
 {
     memset(res, 0, sizeof *res);
     MemoryContext cxt = CurrentMemoryContext;
@@ -232,6 +281,13 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.users = OwnedByContext<recsys::KeyDict>::create(cxt);
     r.agg = OwnedByContext<recsys::CellAggregator>::create(cxt);
     r.rowcxt = AllocSetContextCreate(cxt, "recsys event row", ALLOCSET_SMALL_SIZES);
+    r.split = split;
+    r.cxt = cxt;
+    if (split != NULL) {
+        split->touches.data = NULL;
+        split->touches.n = 0;
+    }
+    int64 all_touch_cap = 0;
     core_call_or_error("reading the events", [&] {
         queue->obj = new recsys::PartQueue();
         if (!identity)
@@ -260,6 +316,7 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         if (empty)
             break;
         r.overflow = false;
+        r.n_touches = 0;
         r.events = r.ignored_null = r.ignored_type = 0;
         r.any = false;
         r.newest = 0;
@@ -292,6 +349,25 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
             counted = true;
         }
         res->events += r.events;
+        if (split != NULL) {
+            // This part's touches join the others in global user indices;
+            // its test users' cells are kept aside as they are emitted.
+            MemoryContext prev = MemoryContextSwitchTo(cxt);
+            TouchBuffer* all = &split->touches;
+            all->data = (recsys::Touch*) grow_array(all->data, &all_touch_cap, all->n + r.n_touches,
+                                                   sizeof(recsys::Touch));
+            for (int64 k = 0; k < r.n_touches; k++) {
+                all->data[all->n].user = (int32) (r.touches[k].user + user_base);
+                all->data[all->n].item = r.touches[k].item;
+                all->n++;
+            }
+            if (split->keep_histories) {
+                if (out->keep_users != NULL)
+                    pfree((void*) out->keep_users);
+                out->keep_users = touched_users(r.touches, r.n_touches, user_base, &out->keep_n);
+            }
+            MemoryContextSwitchTo(prev);
+        }
         size_t pos = 0, n = 0;
         int64 part_users = 0;
         int64 dropped = 0;
@@ -311,6 +387,13 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         core_call_or_error("reading the events", [&] { queue->obj->done(); });
     }
     res->users = user_base;
+    if (r.touches != NULL)
+        pfree(r.touches);
+    if (split != NULL && out->keep_users != NULL) {
+        pfree((void*) out->keep_users);
+        out->keep_users = NULL;
+        out->keep_n = 0;
+    }
     out->events = res->events;
     out->ignored_null = res->ignored_null;
     out->ignored_type = res->ignored_type;

@@ -34,8 +34,24 @@ struct EventsRead {
     OwnedByContext<recsys::KeyDict>* items;
 };
 
-// Reads src's events with the weights w into out (from cell_buffer_init).
-void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res);
+// Evaluation's split of the same scan at a cutoff: the events before it make
+// the matrix (and res->newest is the newest of them), the events in
+// [cutoff, end) with a positive weight are the test touches, in the same user
+// and item indices as the cells; events at or after `end` are not read (a
+// validation window ends where the test window begins).  With keep_histories,
+// while each part of the users is emitted, the cells of the users touched in
+// the window are also kept aside in out->kept (pg_fetch.hpp), for scoring.
+struct EventsSplit {
+    TimestampTz cutoff;
+    TimestampTz end;       // DT_NOEND: no end
+    bool keep_histories;
+    TouchBuffer touches;   // filled by read_events
+};
+
+// Reads src's events with the weights w into out (from cell_buffer_init);
+// split NULL: every event goes into the matrix.
+void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res,
+                 EventsSplit* split = NULL);
 
 // Writes the keys of the items in item_ids[0..n) (indices of res->items)
 // to recsys.item_keys under model_id; nothing when the items are integers.

@@ -159,9 +159,6 @@ int source_query_nargs(SourceQuery q)
     switch (q) {
     case SOURCE_MATRIX:
         return 2;
-    case SOURCE_MATRIX_BEFORE:
-    case SOURCE_TOUCHES_AFTER:
-    case SOURCE_TOUCHES_WINDOW:
     case SOURCE_HISTORY:
         return 3;
     case SOURCE_MAX_TIME:
@@ -222,40 +219,28 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
     const char* tmpl = NULL;
     switch (q) {
     case SOURCE_MATRIX:
-    case SOURCE_MATRIX_BEFORE:
-        if (q == SOURCE_MATRIX_BEFORE)
-            argtypes[2] = TIMESTAMPTZOID;
         // Ignored rows come out as two extra rows with a NULL user, so that
         // one scan also counts them.
-        tmpl = q == SOURCE_MATRIX_BEFORE
-                   ? "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
-                     "SELECT CASE WHEN ok THEN uid END AS user_id, "
-                     "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
-                     "CASE WHEN ok THEN weight END AS weight FROM ("
-                     "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
-                     "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
-                     "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN")
-                     " WHERE s.{T} OPERATOR(pg_catalog.<) $3) r) e "
-                     "GROUP BY user_id, product_id"
-                   : "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
-                     "SELECT CASE WHEN ok THEN uid END AS user_id, "
-                     "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
-                     "CASE WHEN ok THEN weight END AS weight FROM ("
-                     "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
-                     "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
-                     "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN") ") r) e "
-                     "GROUP BY user_id, product_id";
-        break;
-    case SOURCE_TOUCHES_AFTER:
-        argtypes[2] = TIMESTAMPTZOID;
-        tmpl = "SELECT s.{U}::pg_catalog.int4, s.{I}::pg_catalog.int4 " WEIGHTED_FROM("JOIN")
-               " WHERE " USABLE " AND s.{T} OPERATOR(pg_catalog.>=) $3";
+        tmpl = "SELECT user_id, product_id, pg_catalog.sum(weight) AS weight, pg_catalog.count(*) AS events FROM ("
+               "SELECT CASE WHEN ok THEN uid END AS user_id, "
+               "CASE WHEN ok THEN pid WHEN nullkey THEN -1 ELSE -2 END AS product_id, "
+               "CASE WHEN ok THEN weight END AS weight FROM ("
+               "SELECT s.{U}::pg_catalog.int4 AS uid, s.{I}::pg_catalog.int4 AS pid, w.weight, "
+               "(s.{U} IS NULL OR s.{I} IS NULL OR s.{T} IS NULL) AS nullkey, "
+               "(" USABLE " AND w.weight IS NOT NULL) AS ok " WEIGHTED_FROM("LEFT JOIN") ") r) e "
+               "GROUP BY user_id, product_id";
         break;
     case SOURCE_MAX_TIME:
-        tmpl = "SELECT pg_catalog.max(s.{T}::pg_catalog.timestamptz) " WEIGHTED_FROM("JOIN") " WHERE " USABLE;
+        // A filter rather than a join, and ORDER BY ... LIMIT 1: an index on
+        // a timestamptz time column answers it at once; without one it is a
+        // plain scan with a top-1 sort.  ($2 is not used.)
+        tmpl = "SELECT s.{T}::pg_catalog.timestamptz FROM %s s WHERE " USABLE
+               " AND s.{E}::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])"
+               " AND $2 IS NOT NULL ORDER BY 1 DESC LIMIT 1";
         break;
     case SOURCE_ITEM_COUNT:
-        tmpl = "SELECT pg_catalog.count(*) FROM (SELECT s.{I} " WEIGHTED_FROM("JOIN") " WHERE " USABLE " GROUP BY 1) p";
+        tmpl = "SELECT pg_catalog.count(*) FROM (SELECT s.{I} " WEIGHTED_FROM("JOIN") " WHERE " USABLE
+               " GROUP BY 1) p";
         break;
     case SOURCE_HISTORY:
         argtypes[2] = INT4ARRAYOID;
@@ -438,4 +423,20 @@ void check_aggregating_mapping(const SourceRel* src, Datum settings, const char*
                         errmsg("%s does not support a source mapped with %s yet", fn, why),
                         errhint("Training and serving do; %s works on integer ids without values, decay or "
                                 "negative weights.", fn)));
+}
+
+void source_weights_positive(const EventWeights* ew, SourceWeights* w)
+{
+    Datum* types = (Datum*) palloc(sizeof(Datum) * Max(ew->n, 1));
+    Datum* weights = (Datum*) palloc(sizeof(Datum) * Max(ew->n, 1));
+    int n = 0;
+    for (int i = 0; i < ew->n; i++)
+        if (ew->weights[i] > 0) {
+            types[n] = PointerGetDatum(cstring_to_text_with_len(ew->types[i], ew->lens[i]));
+            weights[n] = Float8GetDatum(ew->weights[i]);
+            n++;
+        }
+    w->types = PointerGetDatum(construct_array(types, n, TEXTOID, -1, false, TYPALIGN_INT));
+    w->weights = PointerGetDatum(construct_array(weights, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    w->n = n;
 }

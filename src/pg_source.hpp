@@ -74,12 +74,13 @@ void source_event_weights(Datum settings, const char* whose, EventWeights* w);
 // The weight of an event type, or NaN when it has none.
 double event_weight(const EventWeights* w, const char* type, int len);
 
-// Evaluation and recsys_user_item_matrix still read through the aggregating
-// queries below (SOURCE_MATRIX*, SOURCE_TOUCHES_AFTER): integer ids and the
-// positive weights only.  A mapping those would compute differently from
+// recsys_user_item_matrix still reads through the aggregating query below
+// (SOURCE_MATRIX): integer ids and the positive weights only.  A mapping those would compute differently from
 // training (other id types, a value column, negative weights, decay) is
 // refused (0A000, naming `fn`) rather than answered with another matrix.
 void check_aggregating_mapping(const SourceRel* src, Datum settings, const char* fn);
+// The event types of ew with a weight > 0, as the queries' parameters.
+void source_weights_positive(const EventWeights* ew, struct SourceWeights* w);
 
 // What ANALYZE recorded of src (pg_class.reltuples, pg_statistic for its
 // product_id column): its rows and distinct products, estimated.  Both -1
@@ -129,14 +130,7 @@ enum SourceQuery {
     // matrix, plus the two rows of ignored counts (recsys.matrix_sql's shape:
     // NULL user, product -1 for NULL keys, -2 for unweighted types).
     SOURCE_MATRIX,
-    // The same over the events before $3 timestamptz.
-    SOURCE_MATRIX_BEFORE,
-    // (user int4, product int4): usable events at or after $3 timestamptz.
-    SOURCE_TOUCHES_AFTER,
-    // (user, product) of every usable event in a window: $3 is timestamptz[2],
-    // from $3[1] inclusive to $3[2] exclusive (recsys_tune's validation window)
-    SOURCE_TOUCHES_WINDOW,
-    // (max timestamptz): the newest usable event.
+    // (timestamptz): the newest usable event; no row when there is none.
     SOURCE_MAX_TIME,
     // (count int8): the distinct products of the usable events; a light scan
     // (one hashed column) that tells what training will need.

@@ -114,7 +114,7 @@ static recsys::TrainOptions training_options(int neighbors, const ModelSettings*
 // when the figure could still depend on what reading finds (the cells, users
 // and runs), true when it cannot.  `rows` bounds the cells (the estimate of
 // the relation's rows).
-static Size least_budget_for_items(double items, double rows, int neighbors, bool* exact)
+static Size least_budget_for_items(double items, double rows, const recsys::TrainOptions& opt, bool* exact)
 {
     // With the fewest cells and users these items allow: the passes' and the
     // in-memory figures are then their least.  The passes' pairs (at most K
@@ -123,10 +123,10 @@ static Size least_budget_for_items(double items, double rows, int neighbors, boo
     recsys::PassPlan few, many;
     core_call_or_error("estimating memory", [&] {
         int64 i = (int64) Min(items, 2e9);
-        few = recsys::plan_passes(i, 1, i, neighbors, 1, 0);
+        few = recsys::plan_passes(i, 1, i, opt, 1, 0);
         int64 cells = (int64) Min(Max(rows, items) * 2, 9e18);
         int64 runs = cells / cell_buffer_max_cells(few.minimum) + 1;
-        many = recsys::plan_passes(i, 1, i, neighbors, runs, 0);
+        many = recsys::plan_passes(i, 1, i, opt, runs, 0);
     });
     *exact = few.minimum == many.minimum && few.minimum <= few.in_memory;
     return Min(few.minimum, few.in_memory);
@@ -139,23 +139,34 @@ static Size least_budget_for_items(double items, double rows, int neighbors, boo
 // light scan of a hashed column); without statistics, or when the figure
 // would still depend on the matrix, the decision waits until after reading
 // (train_within_budget), where it is exact too.
-void refuse_before_reading(const SourceRel* src, const SourceWeights* w, int neighbors, Size reserved,
-                           const char* what)
+void refuse_before_reading(const SourceRel* src, const EventWeights* ew, int neighbors, const ModelSettings* model,
+                           Size reserved, const char* what)
 {
     Size mwm = (Size) maintenance_work_mem * 1024;
     if (reserved >= mwm)
         return;   // train_within_budget says so
+    // With negative weights some products may end with no cell: the count
+    // would only bound them.
+    for (int k = 0; k < ew->n; k++)
+        if (ew->weights[k] < 0)
+            return;
     Size budget = mwm - reserved;
     double rows, estimate;
     bool exact;
     source_estimate(src, &rows, &estimate);
-    if (estimate < 0 || least_budget_for_items(estimate * 2, rows, neighbors, &exact) <= budget)
+    if (estimate < 0)
         return;
-    Datum args[2] = {w->types, w->weights};
+    recsys::TrainOptions opt;
+    core_call_or_error("estimating memory", [&] { opt = training_options(neighbors, model); });
+    if (least_budget_for_items(estimate * 2, rows, opt, &exact) <= budget)
+        return;
+    SourceWeights w;
+    source_weights_positive(ew, &w);
+    Datum args[2] = {w.types, w.weights};
     source_execute(src, SOURCE_ITEM_COUNT, args, 1);
     bool isnull;
     int64 items = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-    Size least = least_budget_for_items((double) items, rows, neighbors, &exact);
+    Size least = least_budget_for_items((double) items, rows, opt, &exact);
     if (least <= budget || !exact)
         return;
     ereport(ERROR,
@@ -319,7 +330,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     }
 
     if (!legacy)
-        refuse_before_reading(&src, &positive, neighbors, 0, "training");
+        refuse_before_reading(&src, &weights, neighbors, &model, 0, "training");
 
     instr_time t0;
     INSTR_TIME_SET_CURRENT(t0);

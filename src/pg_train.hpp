@@ -33,6 +33,7 @@ void train_within_budget(CellBuffer* cells, int neighbors, const struct ModelSet
 // maintenance_work_mem less `reserved` bytes whatever the reading finds, with
 // the least budget that works as the hint; returns otherwise (the decision
 // then comes after reading, from train_within_budget).  Needs ANALYZE's
-// statistics of src to suspect it; then counts the products exactly.
-void refuse_before_reading(const SourceRel* src, const SourceWeights* w, int neighbors, Size reserved,
-                           const char* what);
+// statistics of src to suspect it; then counts the products exactly (not
+// with negative weights, where the count would only bound the matrix's).
+void refuse_before_reading(const SourceRel* src, const EventWeights* w, int neighbors,
+                           const struct ModelSettings* model, Size reserved, const char* what);

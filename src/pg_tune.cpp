@@ -14,6 +14,7 @@
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
+#include "pg_read.hpp"
 #include "pg_tune.hpp"
 
 extern "C" {
@@ -242,26 +243,34 @@ extern "C" Datum recsys_tune_core(PG_FUNCTION_ARGS)
 
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "recsys: SPI_connect failed");
+    // The mapped source in one scan (pg_read.hpp), split at the cutoff: the
+    // matrix before it, the touches in the window after it.  The validation
+    // window ends where the test window begins: nothing after it is read.
     SourceRel src;
     SourceWeights weights;
+    EventWeights ew;
     source_open(PG_GETARG_OID(0), &src);
+    source_set_mapping(&src, PG_GETARG_DATUM(1));
+    source_event_weights(PG_GETARG_DATUM(1), "the tuning's settings", &ew);
     source_weights_from_settings(PG_GETARG_DATUM(1), "the tuning's settings", &weights);
     TimestampTz cutoff = evaluation_cutoff(&src, &weights, test_days);
-    TimestampTz end = cutoff;
+    TimestampTz end = DT_NOEND;
     if (validation) {
+        end = cutoff;
         Interval* days = (Interval*) palloc0(sizeof(Interval));
         days->day = test_days;
         cutoff = DatumGetTimestampTz(
             DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(end), PointerGetDatum(days)));
     }
     CellBuffer before;
-    TouchBuffer after;
     cell_buffer_init(&before, false);
-    fetch_cells(&src, &weights, true, cutoff, &before);
-    if (validation)
-        fetch_touches_window(&src, &weights, cutoff, end, &after);
-    else
-        fetch_touches(&src, &weights, cutoff, &after);
+    EventsRead read;
+    EventsSplit split;
+    split.cutoff = cutoff;
+    split.end = end;
+    split.keep_histories = false;   // the tuner scores from every cell
+    read_events(&src, &ew, &before, &read, &split);
+    TouchBuffer after = split.touches;
 
     if (before.n == 0) {
         // No history before the cutoff: nobody to evaluate (the caller says so).
