@@ -3,9 +3,9 @@
 # merge base with main), side by side in one run on one cluster and one
 # ~1M-event log (the demo generator: 100k users, 10k products, ~10 events per
 # user): each build is installed in turn (A B A B), the server restarted, the
-# extension recreated and trained, then pgbench -M prepared runs 1 user
-# (18-22 history items) and 100 such users per call.  Prints each round and
-# the ratio of the medians (B / A).  Not a test: nothing asserts on time.
+# extension recreated and trained (timed, with maintenance_work_mem 64MB and
+# 256MB), then pgbench -M prepared runs 1 user (18-22 history items) and 100
+# such users per call.  Prints each round and the ratio of the medians (B / A).  Not a test: nothing asserts on time.
 #
 #   bench/bench_recommend_ab.sh [base-ref]        (BENCH_SECONDS=10 per measurement)
 # Installs into the PostgreSQL of pg_config on PATH: use a private copy.
@@ -45,16 +45,26 @@ cat > "$DIR/hundred.sql" <<SQL
 \set n random(1, $((nusers > 100 ? nusers - 99 : 1)))
 SELECT * FROM recsys_recommend((SELECT ids[:n : :n + 99] FROM bench_user_arr), 10);
 SQL
-declare -A one hun
+declare -A one hun tr64 tr256
+# recsys_train() end to end (psql's round trip included) with a budget.
+train_seconds() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    psql -qX -c "SET maintenance_work_mem = '$1'" -c "SELECT * FROM recsys_train()" >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    echo "scale=3; ($t1 - $t0) / 1" | bc
+}
 round() { # round NAME TREE
     stop; install_build "$2"; start
-    psql -qX -c "DROP EXTENSION IF EXISTS recsys CASCADE" -c "CREATE EXTENSION recsys" \
-             -c "SET maintenance_work_mem = '256MB'" -c "SELECT * FROM recsys_train()" >/dev/null
-    local o h
+    psql -qX -c "DROP EXTENSION IF EXISTS recsys CASCADE" -c "CREATE EXTENSION recsys" 2>/dev/null
+    local o h t64 t256
+    t64=$(train_seconds 64MB)
+    t256=$(train_seconds 256MB)
+    tr64[$1]="${tr64[$1]:-} $t64"; tr256[$1]="${tr256[$1]:-} $t256"
     o=$("$PGBIN/pgbench" -n -M prepared -c 1 -T "$SECS" -f "$DIR/one.sql" 2>/dev/null | awk '/latency average/ {print $4}')
     h=$("$PGBIN/pgbench" -n -M prepared -c 1 -T "$SECS" -f "$DIR/hundred.sql" 2>/dev/null | awk '/latency average/ {print $4}')
     one[$1]="${one[$1]:-} $o"; hun[$1]="${hun[$1]:-} $h"
-    echo "   $1: 1 user $o ms, 100 users $h ms"
+    echo "   $1: train ${t64} s (64MB), ${t256} s (256MB); recommend 1 user $o ms, 100 users $h ms"
 }
 echo "== rounds (pgbench -M prepared -c 1 -T $SECS each)"
 for r in 1 2; do round A "$DIR/base"; round B "$REPO"; done
@@ -66,3 +76,7 @@ echo "| recsys_recommend | A (base) | B (this tree) | B / A |"
 echo "|---|---|---|---|"
 echo "| 1 user, ms | $a1 | $b1 | $(echo "scale=3; $b1 / $a1" | bc) |"
 echo "| 100 users, ms | $a100 | $b100 | $(echo "scale=3; $b100 / $a100" | bc) |"
+ta64=$(echo "${tr64[A]}" | median); tb64=$(echo "${tr64[B]}" | median)
+ta256=$(echo "${tr256[A]}" | median); tb256=$(echo "${tr256[B]}" | median)
+echo "| recsys_train(), maintenance_work_mem 256MB, s | $ta256 | $tb256 | $(echo "scale=3; $tb256 / $ta256" | bc) |"
+echo "| recsys_train(), maintenance_work_mem 64MB, s | $ta64 | $tb64 | $(echo "scale=3; $tb64 / $ta64" | bc) |"
