@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core_source.hpp"
+#include "pg_ids.hpp"
 #include "pg_progress.hpp"
 #include "pg_read.hpp"
 
@@ -50,28 +51,11 @@ struct EventReceiver {
 // into the current memory context.
 static recsys::KeyRef key_of(Datum v, Oid type)
 {
+    IdKey id = id_key_of(v, type);   // pg_ids.hpp
     recsys::KeyRef k;
-    switch (type) {
-    case INT2OID:
-        k.i = DatumGetInt16(v);
-        break;
-    case INT4OID:
-        k.i = DatumGetInt32(v);
-        break;
-    case INT8OID:
-        k.i = DatumGetInt64(v);
-        break;
-    case UUIDOID:
-        k.p = (const char*) DatumGetUUIDP(v)->data;
-        k.n = UUID_LEN;
-        break;
-    default: {   // text, varchar
-        text* t = DatumGetTextPP(v);
-        k.p = VARDATA_ANY(t);
-        k.n = VARSIZE_ANY_EXHDR(t);
-        break;
-    }
-    }
+    k.i = id.i;
+    k.p = id.p;
+    k.n = (size_t) id.n;
     return k;
 }
 
