@@ -130,7 +130,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         source_open(PG_GETARG_OID(0), &src);
         source_set_mapping(&src, PG_GETARG_DATUM(1));
         source_event_weights(PG_GETARG_DATUM(1), "the evaluation's settings", &ew);
-        source_weights_from_settings(PG_GETARG_DATUM(1), "the evaluation's settings", &weights);
+        source_weights_positive(&ew, &weights);   // for the cutoff query
         model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
         cutoff = evaluation_cutoff(&src, &weights, test_days);
         elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));

@@ -315,8 +315,7 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
         elog(ERROR, "recsys: SPI_connect failed");
 
     SourceRel src;
-    SourceWeights positive;   // the types with a weight > 0, for counting the products
-    EventWeights weights;     // every weighted type, any sign, for reading
+    EventWeights weights;     // every weighted type, any sign
     EventsRead read;
     memset(&read, 0, sizeof read);
     ModelSettings model;
@@ -324,7 +323,6 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     if (!legacy) {
         source_open(PG_GETARG_OID(1), &src);
         source_set_mapping(&src, PG_GETARG_DATUM(3));
-        source_weights_from_settings(PG_GETARG_DATUM(3), "the training's settings", &positive);
         source_event_weights(PG_GETARG_DATUM(3), "the training's settings", &weights);
         model_settings_from_jsonb(PG_GETARG_DATUM(3), "the training's settings", &model);
     }

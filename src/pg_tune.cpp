@@ -252,7 +252,7 @@ extern "C" Datum recsys_tune_core(PG_FUNCTION_ARGS)
     source_open(PG_GETARG_OID(0), &src);
     source_set_mapping(&src, PG_GETARG_DATUM(1));
     source_event_weights(PG_GETARG_DATUM(1), "the tuning's settings", &ew);
-    source_weights_from_settings(PG_GETARG_DATUM(1), "the tuning's settings", &weights);
+    source_weights_positive(&ew, &weights);   // for the cutoff query
     TimestampTz cutoff = evaluation_cutoff(&src, &weights, test_days);
     TimestampTz end = DT_NOEND;
     if (validation) {
