@@ -60,22 +60,15 @@ fi
 count build 1 0
 
 note "core unit tests (GoogleTest)"
-# unit_result TARGET RC: counts a GoogleTest run from its log.
-unit_result() {
-    local p f
-    read -r p f < <(gtest_counts "$LOG/unit-$1.log")
-    [ "$2" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    [ "$f" -gt 0 ] && tail -n 40 "$LOG/unit-$1.log"
-    grep '^\[  PASSED  \]\|^\[  FAILED  \] [0-9]' "$LOG/unit-$1.log" || true
-    count "unit-$1" "$p" "$f"
-}
-make -j2 -C test/unit test >"$LOG/unit-test.log" 2>&1
-unit_result test $?
-# The ASan/UBSan build and run (a few minutes, CPU-bound, one core) go on in
-# the background while the database tests run; their result is counted at
-# the end.
-( make -j1 -C test/unit sanitize >"$LOG/unit-sanitize.log" 2>&1; echo $? >"$LOG/unit-sanitize.rc" ) &
-SANITIZE_PID=$!
+for target in test sanitize; do
+    make -j2 -C test/unit "$target" >"$LOG/unit-$target.log" 2>&1
+    rc=$?
+    read -r p f < <(gtest_counts "$LOG/unit-$target.log")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    [ "$f" -gt 0 ] && tail -n 40 "$LOG/unit-$target.log"
+    grep '^\[  PASSED  \]\|^\[  FAILED  \] [0-9]' "$LOG/unit-$target.log" || true
+    count "unit-$target" "$p" "$f"
+done
 
 note "PostgreSQL cluster"
 PGDIR="$LOG/pg"
@@ -126,10 +119,6 @@ if [ -f proxy/Makefile ]; then
     done
     [ -f "$LOG/page.png" ] && echo "screenshot of the web page: $LOG/page.png"
 fi
-
-note "core unit tests under the sanitizers (ASan + UBSan)"
-wait "$SANITIZE_PID"
-unit_result sanitize "$(cat "$LOG/unit-sanitize.rc" 2>/dev/null || echo 1)"
 
 note "summary"
 [ ${#FAILURES[@]} -gt 0 ] && echo "failed: ${FAILURES[*]} (logs in $LOG)"
