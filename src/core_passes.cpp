@@ -557,6 +557,7 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
     top.reserve(keep > 0 ? std::min(keep, n_items) : n_items);
     std::size_t work = 0;
     std::vector<double> row_right;  // settings: right(u, x) of the row's cells
+    if (opt.progress) opt.progress("similarities", 0, static_cast<int64_t>(n_items));
     for (std::size_t b0 = 0; b0 < n_items; b0 += block) {
         const std::size_t b1 = std::min(n_items, b0 + block);
         const int32_t lo_item = static_cast<int32_t>(b0), hi_item = static_cast<int32_t>(b1);
@@ -639,6 +640,7 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
             }
             m.nbr_offsets[i + 1] = static_cast<int64_t>(m.nbr_ids.size());
         }
+        if (opt.progress) opt.progress("similarities", static_cast<int64_t>(b1), static_cast<int64_t>(n_items));
         poll_cancel(cancel);
     }
     return m;

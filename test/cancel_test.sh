@@ -25,123 +25,119 @@ SQL
 before=$(psql -qXAt -c "SELECT model_id FROM recsys_models WHERE active")
 fail=0
 MWM=1GB   # maintenance_work_mem of the cancelled statements
-HIT=""
-PHASE=""
 
-# cancel_after SQL DELAY: runs SQL, cancels it after DELAY seconds, and checks
-# the statement ended with 57014 within one second of the cancel.
-cancel_after() {
-    local sql=$1 delay=$2 out
+# cancel_in SQL PHASE [COND]: runs SQL and, as soon as recsys_progress shows
+# it in PHASE (the progress record is shared: the cluster preloads recsys),
+# cancels it from another session; checks the statement ended with 57014
+# within one second of the cancel, in that phase, and that its backend then
+# holds no temporary file of recsys open.  Waiting on the phase, not on a
+# clock, keeps this independent of how fast the machine is.
+cancel_in() {
+    local sql=$1 want=$2 cond=${3:-true} out
     out=$(mktemp)
     # In a transaction rolled back at the end, so a run that finishes first
     # leaves the active model alone too.
-    PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose -c "SET client_min_messages = debug1" \
-        -c "SET maintenance_work_mem = '$MWM'" -c "BEGIN" -c "$sql" -c "ROLLBACK" >"$out" 2>&1 &
+    PGAPPNAME=recsys_cancel_victim psql -qX -v VERBOSITY=verbose >"$out" 2>&1 <<SQL &
+SET client_min_messages = debug1;
+SET maintenance_work_mem = '$MWM';
+SELECT pg_backend_pid() AS pid \gset
+\setenv PID :pid
+BEGIN;
+$sql;
+ROLLBACK;
+\! echo "recsys temporary files open: \$(ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys')"
+SQL
     local victim=$!
-    sleep "$delay"
-    local t0 t1 pid
-    pid=$(psql -qXAt -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'recsys_cancel_victim' AND state = 'active' AND backend_type = 'client backend'")
-    if [ -z "$pid" ]; then
-        wait $victim || true
-        echo "  delay $delay: statement finished before the cancel (no check)"
-        PHASE=finished
-        rm -f "$out"; return 0
-    fi
-    t0=$(date +%s.%N)
-    psql -qXAt -c "SELECT pg_cancel_backend($pid)" >/dev/null 2>&1
+    # The watcher polls the shared progress records every 2 ms; it gives up
+    # when the run ends without reaching the phase.
+    local t0
+    t0=$(psql -qXAt 2>&1 <<SQL | grep -o 'cancelled at [0-9.]*' | grep -o '[0-9.]*$' || true
+DO \$\$
+DECLARE
+    p int;
+    seen boolean := false;
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        SELECT s.pid INTO p FROM recsys.progress_slots() s
+         WHERE s.pid <> pg_backend_pid() AND s.phase = '$want' AND ($cond);
+        EXIT WHEN p IS NOT NULL;
+        IF EXISTS (SELECT 1 FROM recsys.progress_slots() s WHERE s.pid <> pg_backend_pid()) THEN
+            seen := true;
+        ELSIF seen OR clock_timestamp() - t0 > interval '60 s' THEN
+            EXIT;
+        END IF;
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+    IF p IS NOT NULL THEN
+        PERFORM pg_cancel_backend(p);
+        RAISE NOTICE 'cancelled at %', extract(epoch FROM clock_timestamp());
+    END IF;
+END \$\$;
+SQL
+)
     wait $victim || true
+    local t1 secs phase
     t1=$(date +%s.%N)
-    if ! grep -q '57014' "$out" && grep -q '^(1 row)' "$out"; then
-        echo "  delay $delay: statement finished as the cancel was sent (no check)"
-        PHASE=finished
+    if [ -z "$t0" ]; then
+        echo "  FAIL: $want: the run never showed that phase:"; cat "$out"; fail=1
         rm -f "$out"; return 0
     fi
-    local secs
     secs=$(echo "$t1 - $t0" | bc)
-    # The phase the cancel hit, from train_store's DEBUG lines.
-    if grep -q 'recsys: model written' "$out"; then PHASE=after-writing
-    elif grep -q 'recsys: trained in' "$out"; then PHASE=writing
-    elif grep -q 'recsys: read ' "$out"; then PHASE=core
-    else PHASE=reading; fi
-    if grep -q '57014' "$out" && [ "$(echo "$secs < 1.0" | bc)" = 1 ]; then
-        echo "  ok: delay $delay, stopped ${secs}s after the cancel, during: $PHASE"
-        HIT="$HIT $PHASE"
+    # The phase the cancel hit, from the DEBUG lines of the phases' ends.
+    if grep -q 'recsys: model written' "$out"; then phase=after-writing
+    elif grep -q 'recsys: trained in' "$out"; then phase=after-training
+    elif grep -q 'recsys: read ' "$out"; then phase=core
+    else phase=reading; fi
+    if grep -q '57014' "$out" && [ "$(echo "$secs < 1.0" | bc)" = 1 ] &&
+       grep -q 'recsys temporary files open: 0' "$out"; then
+        echo "  ok: cancelled in $want ($phase), stopped ${secs}s after the cancel, no temporary file left open"
     else
-        echo "  FAIL: delay $delay, ${secs}s after the cancel:"; cat "$out"; fail=1
+        echo "  FAIL: $want, ${secs}s after the cancel:"; cat "$out"; fail=1
     fi
     rm -f "$out"
 }
 
-# One uncancelled run gives the end of each phase (DEBUG lines of
-# recsys.train_store); then cancel in the middle of each phase, and around.
 TRAIN="SELECT * FROM recsys_train(neighbors => 0)"
 TRAIN_PASSES="SELECT * FROM recsys_train(neighbors => 20)"
-phases=$(psql -qX -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '1GB'" \
-              -c "BEGIN" -c "$TRAIN" -c "ROLLBACK" 2>&1 | grep -o ' in [0-9.]* s' | grep -o '[0-9.]*' | tr '\n' ' ')
-read -r t_read t_train t_write <<<"$phases"
-echo "recsys_train phases end at: read ${t_read}s, core ${t_train}s, written ${t_write}s"
-mid_read=$(echo "scale=3; $t_read / 2" | bc)
-mid_core=$(echo "scale=3; ($t_read + $t_train) / 2" | bc)
-mid_write=$(echo "scale=3; ($t_train + $t_write) / 2" | bc)
 echo "recsys_train:"
-cancel_after "$TRAIN" 0.05
-# Phases last 0.1-0.7 s and runs vary: step around each phase's middle until
-# a cancel lands in it.
-for target in "reading $mid_read" "core $mid_core" "writing $mid_write"; do
-    read -r name mid <<<"$target"
-    for off in 0 -0.04 0.04 -0.08 0.08 -0.12 0.12 -0.16 0.16 -0.2 0.2 -0.24 -0.28 -0.32 -0.36 -0.4 -0.45 -0.5; do
-        case " $HIT " in *" $name "*) break ;; esac
-        d=$(echo "$mid + $off" | bc)
-        [ "$(echo "$d > 0.01" | bc)" = 1 ] || continue
-        cancel_after "$TRAIN" "$d"
-    done
-done
-for p in reading core writing; do
-    case " $HIT " in
-        *" $p "*) ;;
-        *) echo "FAIL: no cancel landed in the $p phase"; fail=1 ;;
-    esac
-done
-# Training in passes (a budget far below the in-memory figure): the core
-# phase is the merge and the passes over the matrix on disk; cancels there
-# stop it as fast, and the temporary files go with it.
-MWM=2MB
-out=$(psql -qX -c "SET client_min_messages = debug1" -c "SET maintenance_work_mem = '$MWM'" \
-           -c "BEGIN" -c "$TRAIN_PASSES" -c "ROLLBACK" 2>&1)
-if ! grep -q 'computing in [0-9]* passes' <<<"$out"; then
+cancel_in "$TRAIN" reading
+cancel_in "$TRAIN" reading "s.rows_read > 300000"
+cancel_in "$TRAIN" training
+cancel_in "$TRAIN" writing
+# Training in passes (a budget far below the in-memory figure: the data
+# needs about 42 MB): the reading spills, the core phase is the merge and
+# the passes over the matrix on disk; cancels there stop it as fast, and
+# the temporary files go with it.
+MWM=16MB
+out=$(psql -qX -c "SET maintenance_work_mem = '$MWM'" -c "BEGIN" -c "$TRAIN_PASSES" -c "ROLLBACK" 2>&1)
+if grep -q 'computing in [0-9]* passes' <<<"$out"; then
+    echo "recsys_train in passes ($(grep -o 'computing in [0-9]* passes' <<<"$out")):"
+else
     echo "FAIL: no training in passes at $MWM:"; echo "$out"; fail=1
 fi
-read -r p_read p_train _ <<<"$(grep -o ' in [0-9.]* s' <<<"$out" | grep -o '[0-9.]*' | tr '\n' ' ')"
-echo "recsys_train in passes ($(grep -o 'computing in [0-9]* passes' <<<"$out")): read ${p_read}s, core ${p_train}s"
-HIT=""
-for f in 0.3 0.5 0.7 0.9; do
-    cancel_after "$TRAIN_PASSES" "$(echo "$p_read + ($p_train - $p_read) * $f" | bc)"
-done
-case " $HIT " in
-    *" core "*) ;;
-    *) echo "FAIL: no cancel landed in the passes"; fail=1 ;;
-esac
-# After a statement_timeout anywhere in training in passes (or none, if it
-# finished first), the session holds no temporary file of recsys open.
-for ms in 100 $(echo "$p_read * 1000 / 1" | bc) $(echo "($p_read + $p_train) * 500 / 1" | bc); do
-    left=$(psql -qXAt -v ON_ERROR_STOP=0 2>/dev/null <<SQL
+cancel_in "$TRAIN_PASSES" reading "s.rows_read > 400000"
+cancel_in "$TRAIN_PASSES" similarities "s.items_done > 0"
+# A statement_timeout is a cancel too: none of the session's temporary
+# files stay open after it.
+left=$(psql -qXAt -v ON_ERROR_STOP=0 2>/dev/null <<SQL
 SET maintenance_work_mem = '$MWM';
 SELECT pg_backend_pid() AS pid \\gset
 \\setenv PID :pid
 BEGIN;
-SET LOCAL statement_timeout = '${ms}ms';
+SET LOCAL statement_timeout = '1s';
 $TRAIN_PASSES;
 ROLLBACK;
 \\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys' || true
 SQL
 )
-    if [ "$(tail -1 <<<"$left")" = 0 ]; then echo "  ok: timeout ${ms}ms, no temporary file left open"
-    else echo "  FAIL: timeout ${ms}ms, temporary files left open: $left"; fail=1; fi
-done
+if [ "$(tail -1 <<<"$left")" = 0 ]; then echo "  ok: statement_timeout 1s, no temporary file left open"
+else echo "  FAIL: statement_timeout 1s, temporary files left open: $left"; fail=1; fi
 MWM=1GB
 
 echo "recsys_evaluate:"
-for d in 0.1 0.4 0.8 1.2; do cancel_after "SELECT * FROM recsys_evaluate(10, test_days => 1, neighbors => 0)" $d; done
+EVAL="SELECT * FROM recsys_evaluate(10, test_days => 1, neighbors => 0)"
+for p in reading training scoring; do cancel_in "$EVAL" $p; done
 
 # Interrupts that are not a cancel must not stop the work: a client
 # connection check every 100 ms, and memory-context logging requested from

@@ -12,6 +12,9 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "core.hpp"
 #include "core_passes.hpp"
@@ -389,4 +392,43 @@ TEST(Passes, TemporaryFilesAreClosed) {
         EXPECT_NE(std::string(e.what()).find("/nonexistent/recsys/pgsql_tmp"), std::string::npos) << e.what();
     }
     EXPECT_EQ(open_fds(), fds);
+}
+
+// recsys_progress shows the passes advance: "similarities" from 0 to every
+// item, a step per pass, never backwards, on the calling thread only.
+TEST(Passes, ReportItemsDonePerPass) {
+    TmpDir dir;
+    const auto cells = recsys_test::random_cells(4, 400, 900, 3000);
+    const int k = 5;
+    PassPlan probe;
+    {
+        CellSpill s(dir.path);
+        spill_into(s, cells, 100);
+        probe = plan_passes(s.cells(), s.users_bound(), s.items(), k, s.runs(), 0);
+    }
+    CellSpill s(dir.path);
+    spill_into(s, cells, 100);
+    const PassPlan plan = plan_passes(s.cells(), s.users_bound(), s.items(), k, s.runs(), probe.minimum);
+    ASSERT_GE(plan.passes, 3);
+    std::vector<std::pair<int64_t, int64_t>> calls;
+    TrainOptions opt{k};
+    const auto caller = std::this_thread::get_id();
+    opt.progress = [&](const char* stage, int64_t done, int64_t total) {
+        EXPECT_STREQ(stage, "similarities");
+        EXPECT_EQ(std::this_thread::get_id(), caller);
+        calls.emplace_back(done, total);
+    };
+    const Model m = train_passes(s, opt, probe.minimum, {});
+    expect_same_model(m, train(cells, TrainOptions{k}));
+    const int64_t items = static_cast<int64_t>(m.item_ids.size());
+    ASSERT_EQ(calls.size(), static_cast<std::size_t>(plan.passes + 1));
+    EXPECT_EQ(calls.front().first, 0);
+    EXPECT_EQ(calls.back().first, items);
+    for (std::size_t c = 0; c < calls.size(); ++c) {
+        EXPECT_EQ(calls[c].second, items);
+        if (c > 0) {
+            EXPECT_GT(calls[c].first, calls[c - 1].first);
+            EXPECT_LE(calls[c].first - calls[c - 1].first, plan.items_per_pass);
+        }
+    }
 }
