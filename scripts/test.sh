@@ -18,10 +18,12 @@ LOG=$(mktemp -d /tmp/recsys-test.XXXXXX)
 chmod 755 "$LOG"
 
 note()  { printf '\n=== %s\n' "$*"; }
-count() { # count NAME PASSED FAILED
+LAST_COUNT=$SECONDS
+count() { # count NAME PASSED FAILED: also prints the seconds since the last count
     PASSED=$((PASSED + $2)); FAILED=$((FAILED + $3))
     [ "$3" -gt 0 ] && FAILURES+=("$1")
-    printf -- '--- %s: %d passed, %d failed\n' "$1" "$2" "$3"
+    printf -- '--- %s: %d passed, %d failed (%d s)\n' "$1" "$2" "$3" $((SECONDS - LAST_COUNT))
+    LAST_COUNT=$SECONDS
 }
 # step NAME CMD...: runs CMD with its output in $LOG/NAME.log.  A CMD that
 # ends with its own "N passed, M failed" line counts those; otherwise it is
@@ -60,15 +62,30 @@ fi
 count build 1 0
 
 note "core unit tests (GoogleTest)"
-for target in test sanitize; do
-    make -j2 -C test/unit "$target" >"$LOG/unit-$target.log" 2>&1
-    rc=$?
-    read -r p f < <(gtest_counts "$LOG/unit-$target.log")
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    [ "$f" -gt 0 ] && tail -n 40 "$LOG/unit-$target.log"
-    grep '^\[  PASSED  \]\|^\[  FAILED  \] [0-9]' "$LOG/unit-$target.log" || true
-    count "unit-$target" "$p" "$f"
-done
+# unit_result TARGET RC: counts a GoogleTest run from its log.
+unit_result() {
+    local p f
+    read -r p f < <(gtest_counts "$LOG/unit-$1.log")
+    [ "$2" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    [ "$f" -gt 0 ] && tail -n 40 "$LOG/unit-$1.log"
+    grep '^\[  PASSED  \]\|^\[  FAILED  \] [0-9]' "$LOG/unit-$1.log" || true
+    count "unit-$1" "$p" "$f"
+}
+make -j2 -C test/unit test >"$LOG/unit-test.log" 2>&1
+unit_result test $?
+# The ASan/UBSan build and run (CPU-bound, a few minutes on one core) go on
+# in the background beside the database tests, which wait on conditions,
+# never on clocks; it ends before the proxy's tests, whose connection
+# limits and idle timeouts are measured in wall time.
+( make -j1 -C test/unit sanitize >"$LOG/unit-sanitize.log" 2>&1; echo $? >"$LOG/unit-sanitize.rc" ) &
+SANITIZE_PID=$!
+sanitize_result() {
+    [ -n "${SANITIZE_PID:-}" ] || return 0
+    note "core unit tests under ASan and UBSan (run beside the database tests)"
+    wait "$SANITIZE_PID"
+    SANITIZE_PID=
+    unit_result sanitize "$(cat "$LOG/unit-sanitize.rc" 2>/dev/null || echo 1)"
+}
 
 note "PostgreSQL cluster"
 PGDIR="$LOG/pg"
@@ -101,6 +118,8 @@ for t in test/*.sh; do
     PGDATABASE=test_$name step "$name" bash "$t" "$RECSYS_DATA"
 done
 
+sanitize_result
+
 if [ -f proxy/Makefile ]; then
     note "proxy"
     make -j2 -C proxy test >"$LOG/proxy-unit.log" 2>&1
@@ -122,5 +141,6 @@ fi
 
 note "summary"
 [ ${#FAILURES[@]} -gt 0 ] && echo "failed: ${FAILURES[*]} (logs in $LOG)"
+echo "total: $SECONDS s"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
