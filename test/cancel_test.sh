@@ -132,7 +132,7 @@ BEGIN;
 SET LOCAL statement_timeout = '${ms}ms';
 $TRAIN_PASSES;
 ROLLBACK;
-\\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys' || true
+\\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp' || true
 SQL
 )
     if [ "$(tail -1 <<<"$left")" = 0 ]; then echo "  ok: timeout ${ms}ms, no temporary file left open"
