@@ -202,11 +202,14 @@ static void add_part(EventReceiver* r, uint64 modulus, uint64 residue)
 static void begin_spill(EventReceiver* r)
 {
     // Parts enough that each should fit at the rate seen so far, doubled
-    // for the skew; a part that does not fit is split again.
+    // for the skew; a part that does not fit is split again.  Each open
+    // part holds a BLCKSZ buffer: their buffers take at most a quarter of
+    // the aggregation's share.
     double seen = (double) Max(r->rows, (int64) 1);
     double total = r->est_rows > seen ? r->est_rows : seen * 4;
+    int max_parts = (int) Min((Size) 1024, Max(r->limit / 4 / BLCKSZ, (Size) 2));
     int nparts = 2;
-    while (nparts < 1024 && (double) nparts < 2.0 * total / seen)
+    while (nparts * 2 <= max_parts && (double) nparts < 2.0 * total / seen)
         nparts *= 2;
     MemoryContext old = MemoryContextSwitchTo(r->cxt);
     for (int k = 0; k < nparts; k++)
