@@ -132,6 +132,8 @@ BEGIN
 END $$;
 SELECT pg_temp.open_fds() <= :fds_before AS no_file_left_open;
 SELECT model_id = :before_refused AS previous_model_serves FROM recsys_models WHERE active;
+-- The refused run read its 40000 rows once, in one scan, however small the
+-- budget (issue #9: the users' parts come from temporary files).
 SELECT status, rows_read, phase FROM recsys_training_runs ORDER BY run_id DESC LIMIT 1;
 -- With ANALYZE's statistics (autovacuum's, here ANALYZE's) the refusal comes
 -- before the heavy reading: the statistics say the products may be too many,

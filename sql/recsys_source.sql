@@ -219,10 +219,10 @@ SELECT has_function_privilege('public', 'recsys_set_source(regclass, name, name,
 
 -- Evaluation reads a mapped source in one scan as training does: the same
 -- log under int/int, bigint/varchar and uuid/bigint keys gives the same
--- model's metrics (to 12 digits: the users are numbered in scan order, which
--- orders the sums).  The popularity baseline differs: equally popular items
--- rank by their index, which for text and uuid keys is their order of first
--- appearance in the scan, not their key.
+-- model's metrics (to 12 digits: the users are numbered in their keys' order,
+-- which orders the sums).  The popularity baseline ranks equally popular
+-- items by their key: bigint products keep the integers' order, varchar
+-- SKUs sort 'SKU-10' before 'SKU-2', so only that mapping's differs.
 CREATE TEMP TABLE mapped_evals (keys text, users bigint, p numeric, r numeric, ndcg numeric, pop_p numeric,
                                 items bigint);
 SELECT user_type FROM recsys_set_source('retail.events_int', 'customer', 'item', 'action', 'ts', 'qty');
@@ -237,6 +237,53 @@ INSERT INTO mapped_evals SELECT 'uuid/bigint', users_evaluated, round(precision:
 SELECT keys, users, items, p, r, ndcg, pop_p, (p, r, ndcg) = (SELECT p, r, ndcg FROM mapped_evals WHERE keys = 'int/int')
        AS same_as_int FROM mapped_evals ORDER BY keys;
 SELECT user_type FROM recsys_set_source('retail.events_int', 'customer', 'item', 'action', 'ts', 'qty');
+
+-- Ties follow the keys, not the rows' physical order (issue #9): six
+-- customers each bought 'A' and one of 'x1'..'x6', so A's six neighbours tie
+-- (cosine 1/sqrt(6) each) and keeping 3 keeps the three smallest keys; the
+-- popularity ranking's ties are broken the same way.  The same log stored in
+-- two physical orders trains the same model, row for row.
+CREATE TABLE retail.tie_fwd (cust bigint, sku text, action text, ts timestamptz);
+INSERT INTO retail.tie_fwd
+SELECT 100 + u, s, 'purchase', timestamptz '2026-01-01' + make_interval(secs => u)
+  FROM generate_series(1, 6) u, LATERAL (VALUES ('A'), ('x' || u)) v(s)
+ ORDER BY u, s;
+CREATE TABLE retail.tie_rev AS SELECT * FROM retail.tie_fwd ORDER BY cust DESC, sku DESC;
+SELECT (SELECT array_agg(sku) FROM (SELECT sku FROM retail.tie_fwd LIMIT 3) f) AS fwd_first_rows,
+       (SELECT array_agg(sku) FROM (SELECT sku FROM retail.tie_rev LIMIT 3) r) AS rev_first_rows;
+SELECT user_type, item_type FROM recsys_set_source('retail.tie_fwd', 'cust', 'sku', 'action', 'ts');
+SELECT users, items FROM recsys_train(neighbors => 3);
+CREATE TEMP TABLE tie_fwd_model AS
+SELECT k.item_key, n.neighbor_ids, n.sims,
+       ARRAY(SELECT k2.item_key FROM unnest(n.neighbor_ids) WITH ORDINALITY AS x(id, o)
+               JOIN recsys.item_keys k2 ON k2.model_id = n.model_id AND k2.item_id = x.id ORDER BY x.o) AS neighbor_keys
+  FROM recsys.neighbors n JOIN recsys.item_keys k ON k.model_id = n.model_id AND k.item_id = n.item_id
+ WHERE n.model_id = (SELECT a.model_id FROM recsys.active_model a);
+CREATE TEMP TABLE tie_fwd_pop AS
+SELECT p.rank, k.item_key FROM recsys.popularity p JOIN recsys.item_keys k USING (model_id, item_id)
+ WHERE p.model_id = (SELECT a.model_id FROM recsys.active_model a);
+SELECT product_id, round(similarity::numeric, 6) AS similarity FROM recsys_similar_items('A', 10);
+SELECT user_type, item_type FROM recsys_set_source('retail.tie_rev', 'cust', 'sku', 'action', 'ts');
+SELECT users, items FROM recsys_train(neighbors => 3);
+SELECT product_id, round(similarity::numeric, 6) AS similarity FROM recsys_similar_items('A', 10);
+-- Item by item, the two models' neighbour lists (as keys) and similarities
+-- are identical, and so is the popularity ranking: no row printed.
+SELECT 'differs' AS what, f.item_key, f.neighbor_keys, r.neighbor_keys
+  FROM tie_fwd_model f
+  FULL JOIN (SELECT k.item_key, n.sims,
+                    ARRAY(SELECT k2.item_key FROM unnest(n.neighbor_ids) WITH ORDINALITY AS x(id, o)
+                            JOIN recsys.item_keys k2 ON k2.model_id = n.model_id AND k2.item_id = x.id
+                           ORDER BY x.o) AS neighbor_keys
+               FROM recsys.neighbors n JOIN recsys.item_keys k ON k.model_id = n.model_id AND k.item_id = n.item_id
+              WHERE n.model_id = (SELECT a.model_id FROM recsys.active_model a)) r USING (item_key)
+ WHERE f.neighbor_keys IS DISTINCT FROM r.neighbor_keys OR f.sims IS DISTINCT FROM r.sims
+UNION ALL
+SELECT 'popularity differs', f.item_key, NULL, NULL
+  FROM tie_fwd_pop f
+  FULL JOIN (SELECT p.rank, k.item_key FROM recsys.popularity p JOIN recsys.item_keys k USING (model_id, item_id)
+              WHERE p.model_id = (SELECT a.model_id FROM recsys.active_model a)) r USING (rank)
+ WHERE f.item_key IS DISTINCT FROM r.item_key;
+SELECT rank, item_key FROM tie_fwd_pop ORDER BY rank LIMIT 3;
 
 -- Back to the seed's mapping for the tests that follow.
 SELECT * FROM recsys_set_source('public.interactions', 'user_id', 'product_id', 'event_type', 'event_time');

@@ -2,6 +2,7 @@
 // core_source.hpp).
 #include "core_source.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -43,28 +44,37 @@ uint64_t key_hash(const KeyRef& k, bool bytes)
 // ---------------------------------------------------------------------------
 // KeyDict
 
-bool KeyDict::equal(int32_t idx, const KeyRef& k) const
+bool KeyDict::equal(const Slot& s, uint64_t tag, const KeyRef& k) const
 {
-    std::size_t i = static_cast<std::size_t>(idx);
+    if (s.tag != tag)
+        return false;
     if (!bytes_)
-        return ints_[i] == k.i;
+        return true;
+    std::size_t i = static_cast<std::size_t>(s.idx1 - 1);
     std::size_t len = offsets_[i + 1] - offsets_[i];
     return len == k.n && (len == 0 || std::memcmp(arena_.data() + offsets_[i], k.p, len) == 0);
 }
 
-void KeyDict::grow()
+void KeyDict::rebuild_slots(std::size_t n)
 {
-    std::size_t n = slots_.empty() ? kMinSlots : slots_.size() * 2;
-    std::vector<int32_t> s(n, 0);
+    // The old slots hold every key's tag: no key bytes are reread.
+    std::vector<Slot> s(n, Slot{0, 0});
     std::size_t mask = n - 1;
-    for (std::size_t idx = 0; idx < count_; idx++) {
-        uint64_t h = bytes_ ? hashes_[idx] : mix64(static_cast<uint64_t>(ints_[idx]));
+    for (const Slot& old : slots_) {
+        if (old.idx1 == 0)
+            continue;
+        uint64_t h = bytes_ ? old.tag : mix64(old.tag);
         std::size_t pos = static_cast<std::size_t>(h) & mask;
-        while (s[pos] != 0)
+        while (s[pos].idx1 != 0)
             pos = (pos + 1) & mask;
-        s[pos] = static_cast<int32_t>(idx + 1);
+        s[pos] = old;
     }
     slots_.swap(s);
+}
+
+void KeyDict::grow()
+{
+    rebuild_slots(slots_.empty() ? kMinSlots : slots_.size() * 2);
 }
 
 int32_t KeyDict::find(const KeyRef& k) const
@@ -72,10 +82,12 @@ int32_t KeyDict::find(const KeyRef& k) const
     if (slots_.empty())
         return -1;
     std::size_t mask = slots_.size() - 1;
-    std::size_t pos = static_cast<std::size_t>(key_hash(k, bytes_)) & mask;
-    while (slots_[pos] != 0) {
-        if (equal(slots_[pos] - 1, k))
-            return slots_[pos] - 1;
+    uint64_t h = key_hash(k, bytes_);
+    uint64_t tag = bytes_ ? h : static_cast<uint64_t>(k.i);
+    std::size_t pos = static_cast<std::size_t>(h) & mask;
+    while (slots_[pos].idx1 != 0) {
+        if (equal(slots_[pos], tag, k))
+            return slots_[pos].idx1 - 1;
         pos = (pos + 1) & mask;
     }
     return -1;
@@ -83,14 +95,22 @@ int32_t KeyDict::find(const KeyRef& k) const
 
 int32_t KeyDict::add(const KeyRef& k)
 {
+    // Event logs come in runs of one user's (or item's) events: the last
+    // integer key answers without a probe.
+    if (!bytes_ && last_idx_ >= 0 && k.i == last_key_)
+        return last_idx_;
     if ((count_ + 1) * 2 > slots_.size())
         grow();
     uint64_t h = key_hash(k, bytes_);
+    uint64_t tag = bytes_ ? h : static_cast<uint64_t>(k.i);
     std::size_t mask = slots_.size() - 1;
     std::size_t pos = static_cast<std::size_t>(h) & mask;
-    while (slots_[pos] != 0) {
-        if (equal(slots_[pos] - 1, k))
-            return slots_[pos] - 1;
+    while (slots_[pos].idx1 != 0) {
+        if (equal(slots_[pos], tag, k)) {
+            last_key_ = k.i;
+            last_idx_ = slots_[pos].idx1 - 1;
+            return last_idx_;
+        }
         pos = (pos + 1) & mask;
     }
     if (count_ >= static_cast<std::size_t>(std::numeric_limits<int32_t>::max()))
@@ -101,13 +121,54 @@ int32_t KeyDict::add(const KeyRef& k)
             offsets_.push_back(0);
         arena_.append(k.p, k.n);
         offsets_.push_back(arena_.size());
-        hashes_.push_back(h);
     } else {
         ints_.push_back(k.i);
     }
-    slots_[pos] = idx + 1;
+    slots_[pos] = Slot{tag, idx + 1};
     count_++;
+    last_key_ = k.i;
+    last_idx_ = idx;
     return idx;
+}
+
+std::vector<int32_t> KeyDict::sort_by_key()
+{
+    std::vector<int32_t> order(count_);   // new index -> old index
+    for (std::size_t i = 0; i < count_; i++)
+        order[i] = static_cast<int32_t>(i);
+    if (bytes_) {
+        auto less = [this](int32_t a, int32_t b) {
+            std::size_t la = offsets_[a + 1] - offsets_[a], lb = offsets_[b + 1] - offsets_[b];
+            int c = std::memcmp(arena_.data() + offsets_[a], arena_.data() + offsets_[b], std::min(la, lb));
+            return c < 0 || (c == 0 && la < lb);
+        };
+        std::sort(order.begin(), order.end(), less);
+        std::string arena;
+        arena.reserve(arena_.size());
+        std::vector<uint64_t> offsets(count_ + 1, 0);
+        for (std::size_t i = 0; i < count_; i++) {
+            int32_t o = order[i];
+            arena.append(arena_, offsets_[o], offsets_[o + 1] - offsets_[o]);
+            offsets[i + 1] = arena.size();
+        }
+        arena_.swap(arena);
+        if (count_ > 0)
+            offsets_.swap(offsets);
+    } else {
+        std::sort(order.begin(), order.end(), [this](int32_t a, int32_t b) { return ints_[a] < ints_[b]; });
+        std::vector<int64_t> ints(count_);
+        for (std::size_t i = 0; i < count_; i++)
+            ints[i] = ints_[order[i]];
+        ints_.swap(ints);
+    }
+    std::vector<int32_t> remap(count_);
+    for (std::size_t i = 0; i < count_; i++)
+        remap[order[i]] = static_cast<int32_t>(i);
+    last_idx_ = -1;
+    for (Slot& s : slots_)
+        if (s.idx1 != 0)
+            s.idx1 = remap[s.idx1 - 1] + 1;
+    return remap;
 }
 
 std::string KeyDict::bytes_key(int32_t idx) const
@@ -118,8 +179,8 @@ std::string KeyDict::bytes_key(int32_t idx) const
 
 std::size_t KeyDict::memory_bytes() const
 {
-    return slots_.capacity() * sizeof(int32_t) + ints_.capacity() * sizeof(int64_t) +
-           offsets_.capacity() * sizeof(uint64_t) + arena_.capacity() + hashes_.capacity() * sizeof(uint64_t);
+    return slots_.capacity() * sizeof(Slot) + ints_.capacity() * sizeof(int64_t) +
+           offsets_.capacity() * sizeof(uint64_t) + arena_.capacity();
 }
 
 std::size_t KeyDict::estimate_bytes(int64_t keys, bool bytes, double avg_len)
@@ -130,19 +191,19 @@ std::size_t KeyDict::estimate_bytes(int64_t keys, bool bytes, double avg_len)
     while (slots < static_cast<std::size_t>(keys) * 2)
         slots *= 2;
     // Vectors grow by doubling: up to twice the keys' room while growing.
-    std::size_t per_key = bytes ? 2 * (sizeof(uint64_t) * 2 + static_cast<std::size_t>(std::ceil(avg_len)))
+    std::size_t per_key = bytes ? 2 * (sizeof(uint64_t) + static_cast<std::size_t>(std::ceil(avg_len)))
                                 : 2 * sizeof(int64_t);
-    return slots * sizeof(int32_t) * 3 / 2 + static_cast<std::size_t>(keys) * per_key;
+    return slots * sizeof(Slot) * 3 / 2 + static_cast<std::size_t>(keys) * per_key;
 }
 
 void KeyDict::clear()
 {
     count_ = 0;
-    std::vector<int32_t>().swap(slots_);
+    last_idx_ = -1;
+    std::vector<Slot>().swap(slots_);
     std::vector<int64_t>().swap(ints_);
     std::vector<uint64_t>().swap(offsets_);
     std::string().swap(arena_);
-    std::vector<uint64_t>().swap(hashes_);
 }
 
 // ---------------------------------------------------------------------------
@@ -185,16 +246,20 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
                            std::to_string(user) + ", item index " + std::to_string(item) + ")");
     uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(user)) << 32) | static_cast<uint32_t>(item);
     std::size_t pos = 0;
-    if (!slots_.empty()) {
+    if (last_pos_ < slots_.size() && slots_[last_pos_].key == key) {
+        pos = last_pos_;   // a run of events of one cell
+    } else if (!slots_.empty()) {
         std::size_t mask = slots_.size() - 1;
         pos = static_cast<std::size_t>(mix64(key)) & mask;
         while (slots_[pos].key != kEmpty && slots_[pos].key != key)
             pos = (pos + 1) & mask;
     }
     if (slots_.empty() || slots_[pos].key == kEmpty) {
-        // A new cell: keep the load at most 0.7.
+        // A new cell: keep the load at most 0.7, or 0.9 when the table may
+        // not double.
         if ((count_ + 1) * 10 > slots_.size() * 7) {
-            if (!grow())
+            bool grown = grow();
+            if (!grown && (slots_.empty() || (count_ + 1) * 10 > slots_.size() * 9))
                 return false;
             std::size_t mask = slots_.size() - 1;
             pos = static_cast<std::size_t>(mix64(key)) & mask;
@@ -206,8 +271,10 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
         s.sum = wv;
         s.ref_us = time_us;
         count_++;
+        last_pos_ = pos;
         return true;
     }
+    last_pos_ = pos;
     Slot& s = slots_[pos];
     if (!decay_.on()) {
         s.sum += wv;
@@ -248,9 +315,22 @@ std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Tripl
     return n;
 }
 
+std::size_t CellAggregator::raw_into(std::size_t* pos, RawCell* out, std::size_t cap) const
+{
+    std::size_t n = 0;
+    while (*pos < slots_.size() && n < cap) {
+        const Slot& s = slots_[(*pos)++];
+        if (s.key != kEmpty)
+            out[n++] = RawCell{static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xffffffffu), s.sum,
+                               s.ref_us};
+    }
+    return n;
+}
+
 void CellAggregator::clear()
 {
     count_ = 0;
+    last_pos_ = ~std::size_t{0};
     std::vector<Slot>().swap(slots_);
 }
 

@@ -32,10 +32,12 @@ struct KeyRef {
 // every platform, so partitions are reproducible.
 uint64_t key_hash(const KeyRef& k, bool bytes);
 
-// Maps keys to dense indices 0, 1, 2, ... in first-seen order.  Integer or
-// byte-string keys, chosen at construction.  Open addressing over an index
-// array: 8 bytes per integer key (plus the key bytes for strings) and 8 per
-// slot at a load of at most 1/2.
+// Maps keys to dense indices 0, 1, 2, ... in first-seen order (until
+// sort_by_key()).  Integer or byte-string keys, chosen at construction.
+// Open addressing at a load of at most 1/2 over 16-byte slots that hold the
+// integer key (or the byte key's hash) beside its index, so that a probe
+// touches one cache line and not the key arrays: 8 bytes per integer key
+// (plus 16 per byte key and its bytes), and 16 per slot.
 class KeyDict {
 public:
     explicit KeyDict(bool bytes) : bytes_(bytes) {}
@@ -64,17 +66,28 @@ public:
     // most (for planning).
     static std::size_t estimate_bytes(int64_t keys, bool bytes, double avg_len);
     void clear();
+    // Renumbers the keys in ascending key order (integers by value, bytes
+    // by memcmp then length, which is uuid's order and text's in the C
+    // collation), so that the indices do not depend on the order the keys
+    // were added in.  Returns the old index -> new index map.
+    std::vector<int32_t> sort_by_key();
 
 private:
-    bool equal(int32_t idx, const KeyRef& k) const;
+    struct Slot {
+        uint64_t tag;   // the integer key, or the byte key's hash
+        int32_t idx1;   // index + 1, 0 = empty
+    };
+    bool equal(const Slot& s, uint64_t tag, const KeyRef& k) const;
     void grow();
+    void rebuild_slots(std::size_t n);
     bool bytes_;
     std::size_t count_ = 0;
-    std::vector<int32_t> slots_;      // index + 1, 0 = empty; size a power of two
+    std::vector<Slot> slots_;         // size a power of two
     std::vector<int64_t> ints_;       // integer keys by index
     std::vector<uint64_t> offsets_;   // byte keys: index -> start in arena_ (count_ + 1 entries)
     std::string arena_;               // byte keys, concatenated
-    std::vector<uint64_t> hashes_;    // byte keys: hash by index (rehash without rereading)
+    int64_t last_key_ = 0;            // integer keys: the last key added and its index (-1: none)
+    int32_t last_idx_ = -1;
 };
 
 // Time decay as in Microsoft's SAR: an event of age a counts
@@ -93,6 +106,8 @@ struct AggregateCounts {
 // Sums w(u,i) per (user index, item index) cell.  Each cell keeps its sum
 // relative to its own newest event, so decay is exact for any time span:
 // adding an event newer than the cell's reference rescales the sum once.
+// The table keeps a load of at most 0.7; when doubling it would pass
+// max_bytes it fills up to 0.9 before add refuses.
 class CellAggregator {
 public:
     // `max_bytes` bounds the hash table (0: unbounded).
@@ -134,6 +149,17 @@ public:
     // (0 once *pos reaches the end).  Adds the cells dropped to *dropped.
     std::size_t emit_into(std::size_t* pos, int64_t newest_us, Triplet* out, std::size_t cap,
                           int64_t* dropped) const;
+    // Every cell's raw state, w <= 0 too, in chunks as emit_into: adding
+    // each as one event (add(user, item, sum, ref_us)) to an empty
+    // aggregator, before the events that follow, gives the same sums
+    // bit for bit.
+    struct RawCell {
+        int32_t user;
+        int32_t item;
+        double sum;
+        int64_t ref_us;
+    };
+    std::size_t raw_into(std::size_t* pos, RawCell* out, std::size_t cap) const;
     void clear();
 
 private:
@@ -149,6 +175,7 @@ private:
     std::size_t max_bytes_;
     std::size_t count_ = 0;
     std::vector<Slot> slots_;
+    std::size_t last_pos_ = ~std::size_t{0};   // the slot of the last cell added to
 };
 
 // Which part of the users a pass keeps: those whose key hash h has

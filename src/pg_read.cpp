@@ -19,9 +19,33 @@ extern "C" {
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+#include "storage/buffile.h"
 }
 
-// A DestReceiver that feeds the rows of one pass to the core.
+// One event in a partition file (when the users are read in parts): the
+// user's key (an integer, or keylen bytes that follow the record), the
+// item's index, weight * value and time, and whether it is a test touch.
+struct SpillRec {
+    int64 ikey;
+    double wv;
+    int64 t;
+    int32 item;
+    uint32 keylen;
+    int32 touch;
+    int32 pad;
+};
+
+// A part of the users (key hash % modulus == residue) and the file holding
+// its events.
+struct Part {
+    uint64 modulus;
+    uint64 residue;
+    BufFile* file;
+};
+
+// A DestReceiver that feeds the rows of the scan to the core: into the
+// aggregation while it fits, else, from the row that overflowed on, into
+// partition files by user (the aggregation so far is written there first).
 struct EventReceiver {
     DestReceiver pub;
     const EventWeights* w;
@@ -29,22 +53,29 @@ struct EventReceiver {
     bool ubytes, ibytes;    // keys as bytes (text, varchar, uuid) or integers
     bool item_identity;     // integer items: the id is the index
     Oid user_type, item_type;   // the mapping's served types
-    recsys::UserPart part;  // the users this pass keeps
     OwnedByContext<recsys::KeyDict>* users;
     OwnedByContext<recsys::KeyDict>* items;
     OwnedByContext<recsys::CellAggregator>* agg;
     Size limit;             // bytes for the dictionaries and the aggregation
-    MemoryContext rowcxt;   // detoasted keys, reset every row
-    bool overflow;          // the pass stopped: over the limit
+    recsys::DecaySpec decay;
+    int64 aggregated;       // events added to the aggregation
+    double est_rows;        // the relation's rows as ANALYZE saw them (-1: unknown)
+    MemoryContext rowcxt;   // detoasted keys, reset every 1024 rows
+    int64 rows;             // rows received
     int64 events, ignored_null, ignored_type;
     TimestampTz newest;
     bool any;
+    // Spilling: the parts' files (nparts of them, first those of the scan).
+    bool spilling;
+    Part* parts;
+    int nparts, parts_cap;
+    int scan_parts;         // the scan's parts: parts[0, scan_parts)
     // Evaluation (split != NULL): the events at or after the cutoff are the
-    // part's touches, in part-local user indices.
+    // touches, in the users' indices of the aggregation they go with.
     EventsSplit* split;
     recsys::Touch* touches;
     int64 n_touches, touch_cap;
-    MemoryContext cxt;      // where the touches grow
+    MemoryContext cxt;      // where the touches and the parts grow
 };
 
 // A key column's value as the core takes it.  Byte keys may be detoasted
@@ -91,6 +122,217 @@ static bool compatible_id_type(Oid col, Oid served)
     return t == served || ((t == INT4OID || t == INT8OID) && (served == INT4OID || served == INT8OID));
 }
 
+// Whether the dictionaries and the aggregation have outgrown r->limit.
+static bool over_limit(EventReceiver* r)
+{
+    size_t bytes = 0;
+    core_call_or_error("reading the events", [&] {
+        bytes = r->users->obj->memory_bytes() + r->agg->obj->memory_bytes() +
+                (r->items->obj != nullptr ? r->items->obj->memory_bytes() : 0);
+    });
+    return bytes > r->limit;
+}
+
+// Starts a fresh aggregation (a new part of the users).
+static void reset_aggregation(EventReceiver* r)
+{
+    core_call_or_error("reading the events", [&] {
+        delete r->users->obj;
+        r->users->obj = nullptr;
+        delete r->agg->obj;
+        r->agg->obj = nullptr;
+        r->users->obj = new recsys::KeyDict(r->ubytes);
+        r->agg->obj = new recsys::CellAggregator(r->decay, r->limit);
+    });
+    r->n_touches = 0;
+    r->aggregated = 0;
+}
+
+static void spill_write(BufFile* f, const SpillRec* rec, const char* key)
+{
+    BufFileWrite(f, (void*) rec, sizeof *rec);
+    if (rec->keylen > 0)
+        BufFileWrite(f, (void*) key, rec->keylen);
+}
+
+// Reads the next record of f (false at its end); its key bytes into *buf.
+static bool spill_read(BufFile* f, SpillRec* rec, char** buf, Size* cap)
+{
+    size_t got = BufFileRead(f, rec, sizeof *rec);
+    if (got == 0)
+        return false;
+    if (got != sizeof *rec)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("recsys: could not read a temporary file of events")));
+    if (rec->keylen > 0) {
+        if (rec->keylen > *cap) {
+            *cap = Max((Size) rec->keylen, *cap * 2);
+            *buf = (char*) repalloc(*buf, *cap);
+        }
+        if (BufFileRead(f, *buf, rec->keylen) != rec->keylen)
+            ereport(ERROR, (errcode_for_file_access(), errmsg("recsys: could not read a temporary file of events")));
+    }
+    return true;
+}
+
+// The file of the scan's part a key hash belongs to (the scan's parts are
+// r->parts[k] with modulus nparts and residue k).
+static BufFile* part_file(EventReceiver* r, uint64 h)
+{
+    return r->parts[h % (uint64) r->scan_parts].file;
+}
+
+static void add_part(EventReceiver* r, uint64 modulus, uint64 residue)
+{
+    if (r->nparts == r->parts_cap) {
+        MemoryContext old = MemoryContextSwitchTo(r->cxt);
+        r->parts_cap = Max(r->parts_cap * 2, 16);
+        r->parts = (Part*) (r->parts == NULL ? palloc(sizeof(Part) * r->parts_cap)
+                                             : repalloc(r->parts, sizeof(Part) * r->parts_cap));
+        MemoryContextSwitchTo(old);
+    }
+    Part* p = &r->parts[r->nparts++];
+    p->modulus = modulus;
+    p->residue = residue;
+    p->file = BufFileCreateTemp(false);
+}
+
+// The aggregation outgrew the budget during the scan: from now on the
+// events go to partition files by user, and what was aggregated so far goes
+// there first (each cell as one event that restores it exactly).
+static void begin_spill(EventReceiver* r)
+{
+    // Parts enough that each should fit at the rate seen so far, doubled
+    // for the skew; a part that does not fit is split again.  Each open
+    // part holds a BLCKSZ buffer: their buffers take at most a quarter of
+    // the aggregation's share.
+    double seen = (double) Max(r->rows, (int64) 1);
+    double total = r->est_rows > seen ? r->est_rows : seen * 4;
+    int max_parts = (int) Min((Size) 1024, Max(r->limit / 4 / BLCKSZ, (Size) 2));
+    int nparts = 2;
+    while (nparts * 2 <= max_parts && (double) nparts < 2.0 * total / seen)
+        nparts *= 2;
+    MemoryContext old = MemoryContextSwitchTo(r->cxt);
+    for (int k = 0; k < nparts; k++)
+        add_part(r, (uint64) nparts, (uint64) k);
+    r->scan_parts = nparts;
+    MemoryContextSwitchTo(old);
+    elog(DEBUG1, "recsys: the events exceed %zu MB after " INT64_FORMAT " rows: writing them to %d parts by user",
+         r->limit / (1024 * 1024), r->rows, nparts);
+
+    const size_t chunk = 1024;
+    recsys::CellAggregator::RawCell* cells =
+        (recsys::CellAggregator::RawCell*) palloc(sizeof(recsys::CellAggregator::RawCell) * chunk);
+    int64* ikeys = (int64*) palloc(sizeof(int64) * chunk);
+    const char** pkeys = (const char**) palloc(sizeof(char*) * chunk);
+    size_t* lens = (size_t*) palloc(sizeof(size_t) * chunk);
+    uint64* hashes = (uint64*) palloc(sizeof(uint64) * chunk);
+    // The user's key and hash of local index u, into slot k of the arrays.
+    auto key_of_user = [&](int32_t u, size_t k) {
+        recsys::KeyRef kr;
+        if (r->ubytes) {
+            pkeys[k] = r->users->obj->bytes_data(u, &lens[k]);
+            kr.p = pkeys[k];
+            kr.n = lens[k];
+            ikeys[k] = 0;
+        } else {
+            ikeys[k] = r->users->obj->int_key(u);
+            kr.i = ikeys[k];
+            lens[k] = 0;
+            pkeys[k] = NULL;
+        }
+        hashes[k] = recsys::key_hash(kr, r->ubytes);
+    };
+    size_t pos = 0, n = 0;
+    do {
+        core_call_or_error("reading the events", [&] {
+            n = r->agg->obj->raw_into(&pos, cells, chunk);
+            for (size_t k = 0; k < n; k++)
+                key_of_user(cells[k].user, k);
+        });
+        for (size_t k = 0; k < n; k++) {
+            SpillRec rec;
+            memset(&rec, 0, sizeof rec);
+            rec.ikey = ikeys[k];
+            rec.keylen = (uint32) lens[k];
+            rec.item = cells[k].item;
+            rec.wv = cells[k].sum;
+            rec.t = cells[k].ref_us;
+            spill_write(part_file(r, hashes[k]), &rec, pkeys[k]);
+        }
+    } while (n > 0);
+    for (int64 t0 = 0; t0 < r->n_touches; t0 += (int64) chunk) {
+        n = (size_t) Min((int64) chunk, r->n_touches - t0);
+        core_call_or_error("reading the events", [&] {
+            for (size_t k = 0; k < n; k++)
+                key_of_user(r->touches[t0 + k].user, k);
+        });
+        for (size_t k = 0; k < n; k++) {
+            SpillRec rec;
+            memset(&rec, 0, sizeof rec);
+            rec.ikey = ikeys[k];
+            rec.keylen = (uint32) lens[k];
+            rec.item = r->touches[t0 + k].item;
+            rec.touch = 1;
+            spill_write(part_file(r, hashes[k]), &rec, pkeys[k]);
+        }
+    }
+    pfree(cells);
+    pfree(ikeys);
+    pfree(pkeys);
+    pfree(lens);
+    pfree(hashes);
+    reset_aggregation(r);
+    r->spilling = true;
+}
+
+enum AggResult {
+    AGG_OK,         // added, within the budget
+    AGG_ADDED_FULL, // added, and now over the budget
+    AGG_REFUSED     // not added: the aggregation may not grow
+};
+
+// Adds one event (or touch) of user key uk to the aggregation.
+static AggResult aggregate(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv, int64 t, bool touch)
+{
+    int32_t u = 0;
+    bool added = true;
+    core_call_or_error("reading the events", [&] {
+        u = r->users->obj->add(uk);
+        if (!touch)
+            added = r->agg->obj->add(u, item, wv, t);
+    });
+    if (!added)
+        return AGG_REFUSED;
+    if (touch) {
+        MemoryContext prev = MemoryContextSwitchTo(r->cxt);
+        r->touches = (recsys::Touch*) grow_array(r->touches, &r->touch_cap, r->n_touches + 1, sizeof(recsys::Touch));
+        MemoryContextSwitchTo(prev);
+        r->touches[r->n_touches].user = u;
+        r->touches[r->n_touches].item = item;
+        r->n_touches++;
+    }
+    // The sizes grow by doublings: a look every 4096 events is enough.
+    if ((++r->aggregated & 4095) == 0 && over_limit(r))
+        return AGG_ADDED_FULL;
+    return AGG_OK;
+}
+
+// Writes one event (or touch) to its user's part.
+static void spill_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv, int64 t, bool touch)
+{
+    uint64 h = 0;
+    core_call_or_error("reading the events", [&] { h = recsys::key_hash(uk, r->ubytes); });
+    SpillRec rec;
+    memset(&rec, 0, sizeof rec);
+    rec.ikey = uk.i;
+    rec.keylen = r->ubytes ? (uint32) uk.n : 0;
+    rec.item = item;
+    rec.wv = wv;
+    rec.t = t;
+    rec.touch = touch ? 1 : 0;
+    spill_write(part_file(r, h), &rec, uk.p);
+}
+
 static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
 {
     EventReceiver* r = (EventReceiver*) self;
@@ -98,6 +340,8 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     Datum* v = slot->tts_values;
     bool* null = slot->tts_isnull;
     progress_add_rows(1);
+    if ((++r->rows & 1023) == 0)
+        MemoryContextReset(r->rowcxt);   // detoasted keys, if any
     if (null[0] || null[1] || null[3]) {
         r->ignored_null++;
         return true;
@@ -111,7 +355,6 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     double wt = event_weight(r->w, VARDATA_ANY(et), (int) VARSIZE_ANY_EXHDR(et));
     if (std::isnan(wt) || wt == 0) {
         MemoryContextSwitchTo(old);
-        MemoryContextReset(r->rowcxt);
         r->ignored_type++;
         return true;
     }
@@ -119,7 +362,6 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     if (r->split != NULL && t >= r->split->end) {
         // After the window: not read.
         MemoryContextSwitchTo(old);
-        MemoryContextReset(r->rowcxt);
         return true;
     }
     bool touch = r->split != NULL && t >= r->split->cutoff;
@@ -132,51 +374,28 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     if (touch && !(wv > 0)) {
         // Not a test touch (a refund, a dislike), and not before the cutoff.
         MemoryContextSwitchTo(old);
-        MemoryContextReset(r->rowcxt);
         return true;
     }
     recsys::KeyRef uk = key_of(v[0], r->ubase);
     recsys::KeyRef ik = key_of(v[1], r->ibase);
+    MemoryContextSwitchTo(old);
     if (r->user_type == INT4OID)
         check_fits_integer(uk.i, "user");
     if (r->item_type == INT4OID)
         check_fits_integer(ik.i, "item");
-    int32 identity = r->item_identity ? (int32) ik.i : 0;
-    int32 touched_user = -1, touched_item = 0;
-    bool mine = false, added = true;
-    size_t bytes = 0;
-    core_call_or_error("reading the events", [&] {
-        mine = r->part.keeps(recsys::key_hash(uk, r->ubytes));
-        if (!mine)
-            return;
-        int32_t u = r->users->obj->add(uk);
-        int32_t i = r->item_identity ? identity : r->items->obj->add(ik);
-        if (touch) {
-            touched_user = u;
-            touched_item = i;
-        } else {
-            added = r->agg->obj->add(u, i, wv, t);
-        }
-        bytes = r->users->obj->memory_bytes() + r->agg->obj->memory_bytes() +
-                (r->items->obj != nullptr ? r->items->obj->memory_bytes() : 0);
-    });
-    MemoryContextSwitchTo(old);
-    MemoryContextReset(r->rowcxt);
-    if (!mine)
-        return true;
-    if (!added || bytes > r->limit) {
-        r->overflow = true;
-        return false;   // stops the executor: this part is read again in halves
-    }
-    if (touched_user >= 0) {
-        MemoryContext prev = MemoryContextSwitchTo(r->cxt);
-        r->touches = (recsys::Touch*) grow_array(r->touches, &r->touch_cap, r->n_touches + 1, sizeof(recsys::Touch));
-        MemoryContextSwitchTo(prev);
-        r->touches[r->n_touches].user = touched_user;
-        r->touches[r->n_touches].item = touched_item;
-        r->n_touches++;
-    }
+    int32 item = r->item_identity ? (int32) ik.i : 0;
+    if (!r->item_identity)
+        core_call_or_error("reading the events", [&] { item = r->items->obj->add(ik); });
     r->events++;
+    if (!r->spilling) {
+        AggResult a = aggregate(r, uk, item, wv, t, touch);
+        if (a == AGG_OK)
+            return true;
+        begin_spill(r);
+        if (a == AGG_ADDED_FULL)
+            return true;   // it went with the aggregation so far
+    }
+    spill_event(r, uk, item, wv, t, touch);
     return true;
 }
 
@@ -241,6 +460,139 @@ static int32* touched_users(const recsys::Touch* t, int64 n, int64 base, int64* 
     return users;
 }
 
+// Errors out when the item dictionary alone takes more than half of the
+// aggregation's share of the budget: no split of the users helps then.
+static void check_item_dictionary(EventReceiver* r, Size budget)
+{
+    Size item_bytes = 0;
+    core_call_or_error("reading the events", [&] {
+        item_bytes = r->items->obj != nullptr ? r->items->obj->memory_bytes() : 0;
+    });
+    if (item_bytes > r->limit / 2)
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("recsys: the item dictionary needs about %zu MB, more than a quarter of "
+                               "maintenance_work_mem (%zu MB)",
+                               item_bytes / (1024 * 1024) + 1, budget / (1024 * 1024)),
+                        errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB'.",
+                                item_bytes * 4 / (1024 * 1024) + 64)));
+}
+
+// Aggregates the events of part p from its file; false when they do not
+// fit the budget (the aggregation is then incomplete).
+static bool aggregate_part(EventReceiver* r, Part* p, char** keybuf, Size* keycap)
+{
+    if (BufFileSeek(p->file, 0, 0, SEEK_SET) != 0)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("recsys: could not rewind a temporary file of events")));
+    SpillRec rec;
+    int64 k = 0;
+    while (spill_read(p->file, &rec, keybuf, keycap)) {
+        if ((++k & 65535) == 0)
+            CHECK_FOR_INTERRUPTS();
+        recsys::KeyRef uk;
+        uk.i = rec.ikey;
+        uk.p = r->ubytes ? *keybuf : NULL;
+        uk.n = rec.keylen;
+        if (aggregate(r, uk, rec.item, rec.wv, rec.t, rec.touch != 0) != AGG_OK)
+            return false;
+    }
+    return true;
+}
+
+// Splits part p (at index idx of r->parts, its file closed) in two halves
+// by user, appended to r->parts.
+static void split_part(EventReceiver* r, int idx, char** keybuf, Size* keycap)
+{
+    Part p = r->parts[idx];
+    if (p.modulus >= ((uint64) 1 << 40))
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("recsys: the events of one part of the users do not fit the memory budget even "
+                               "split 2^40 ways"),
+                        errhint("Raise maintenance_work_mem for this session.")));
+    add_part(r, p.modulus * 2, p.residue);
+    add_part(r, p.modulus * 2, p.residue + p.modulus);
+    BufFile* lo = r->parts[r->nparts - 2].file;
+    BufFile* hi = r->parts[r->nparts - 1].file;
+    if (BufFileSeek(p.file, 0, 0, SEEK_SET) != 0)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("recsys: could not rewind a temporary file of events")));
+    SpillRec rec;
+    while (spill_read(p.file, &rec, keybuf, keycap)) {
+        recsys::KeyRef uk;
+        uk.i = rec.ikey;
+        uk.p = r->ubytes ? *keybuf : NULL;
+        uk.n = rec.keylen;
+        uint64 h = 0;
+        core_call_or_error("reading the events", [&] { h = recsys::key_hash(uk, r->ubytes); });
+        spill_write(h % (p.modulus * 2) == p.residue ? lo : hi, &rec, *keybuf);
+    }
+    BufFileClose(p.file);
+    r->parts[idx].file = NULL;
+    elog(DEBUG1, "recsys: the events of a part of the users exceed %zu MB: reading it in two halves",
+         r->limit / (1024 * 1024));
+}
+
+// Emits the aggregation (one part of the users, or all of them) into out:
+// the part's users numbered from *user_base in key order, the items
+// renumbered by item_remap (NULL: as they are); its touches join
+// split->touches.
+static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res, const int32* item_remap,
+                             int64* user_base, int64* all_touch_cap)
+{
+    int64 part_users = 0;
+    core_call_or_error("reading the events", [&] { part_users = (int64) r->users->obj->size(); });
+    if (*user_base + part_users > PG_INT32_MAX)
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("recsys: more than 2147483647 distinct users")));
+    // Users in key order: the matrix does not depend on the rows' order.
+    int32* user_remap = (int32*) MemoryContextAllocHuge(CurrentMemoryContext,
+                                                        sizeof(int32) * (Size) Max(part_users, (int64) 1));
+    core_call_or_error("reading the events", [&] {
+        std::vector<int32_t> m = r->users->obj->sort_by_key();
+        std::copy(m.begin(), m.end(), user_remap);
+    });
+    int64 base = *user_base;
+    EventsSplit* split = r->split;
+    if (split != NULL) {
+        // This part's touches join the others in global indices; its test
+        // users' cells are kept aside as they are emitted.
+        MemoryContext prev = MemoryContextSwitchTo(r->cxt);
+        for (int64 k = 0; k < r->n_touches; k++) {
+            r->touches[k].user = user_remap[r->touches[k].user];
+            if (item_remap != NULL)
+                r->touches[k].item = item_remap[r->touches[k].item];
+        }
+        TouchBuffer* all = &split->touches;
+        all->data = (recsys::Touch*) grow_array(all->data, all_touch_cap, all->n + r->n_touches,
+                                               sizeof(recsys::Touch));
+        for (int64 k = 0; k < r->n_touches; k++) {
+            all->data[all->n].user = (int32) (r->touches[k].user + base);
+            all->data[all->n].item = r->touches[k].item;
+            all->n++;
+        }
+        if (split->keep_histories) {
+            if (out->keep_users != NULL)
+                pfree((void*) out->keep_users);
+            out->keep_users = touched_users(r->touches, r->n_touches, base, &out->keep_n);
+        }
+        MemoryContextSwitchTo(prev);
+    }
+    const size_t chunk = 4096;
+    recsys::Triplet* buf = (recsys::Triplet*) palloc(sizeof(recsys::Triplet) * chunk);
+    size_t pos = 0, n = 0;
+    int64 dropped = 0;
+    do {
+        core_call_or_error("reading the events", [&] {
+            n = r->agg->obj->emit_into(&pos, res->newest, buf, chunk, &dropped);
+        });
+        for (size_t k = 0; k < n; k++)
+            cell_buffer_append(out, (int32) (user_remap[buf[k].user] + base),
+                               item_remap != NULL ? item_remap[buf[k].item] : buf[k].item, buf[k].weight);
+    } while (n > 0);
+    pfree(buf);
+    pfree(user_remap);
+    res->cells_dropped += dropped;
+    *user_base += part_users;
+}
+
 void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res,
                  EventsSplit* split)
 {
@@ -248,127 +600,79 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     MemoryContext cxt = CurrentMemoryContext;
     Size budget = (Size) maintenance_work_mem * 1024;
     bool identity = src->item_type == INT4OID;
-    bool ubytes = src->user_type == TEXTOID || src->user_type == UUIDOID;
     bool ibytes = src->item_type == TEXTOID || src->item_type == UUIDOID;
-    recsys::DecaySpec decay;
-    decay.half_life_us = src->half_life_days * 86400.0 * 1e6;
 
-    auto* queue = OwnedByContext<recsys::PartQueue>::create(cxt);
     res->items = OwnedByContext<recsys::KeyDict>::create(cxt);
     EventReceiver r = EventReceiver();   // zeroed; trivially destructible
     r.w = w;
     r.item_identity = identity;
     r.user_type = src->user_type;
     r.item_type = src->item_type;
+    r.ubytes = src->user_type == TEXTOID || src->user_type == UUIDOID;
     r.limit = budget / 2;
+    r.decay.half_life_us = src->half_life_days * 86400.0 * 1e6;
     r.items = res->items;
     r.users = OwnedByContext<recsys::KeyDict>::create(cxt);
     r.agg = OwnedByContext<recsys::CellAggregator>::create(cxt);
     r.rowcxt = AllocSetContextCreate(cxt, "recsys event row", ALLOCSET_SMALL_SIZES);
     r.split = split;
     r.cxt = cxt;
+    double est_items;
+    source_estimate(src, &r.est_rows, &est_items);
     if (split != NULL) {
         split->touches.data = NULL;
         split->touches.n = 0;
     }
     int64 all_touch_cap = 0;
     core_call_or_error("reading the events", [&] {
-        queue->obj = new recsys::PartQueue();
         if (!identity)
             res->items->obj = new recsys::KeyDict(ibytes);
     });
+    reset_aggregation(&r);
 
+    // The one scan of the source.
     Oid types[4];
     char* sql = source_query_sql(src, SOURCE_EVENTS, types);
-    recsys::Triplet* buf = (recsys::Triplet*) palloc(sizeof(recsys::Triplet) * 4096);
-    int64 user_base = 0;
-    bool counted = false;
-    for (;;) {
-        bool empty = true;
+    scan_events(src, sql, &r);
+    res->scans = 1;
+    res->ignored_null = r.ignored_null;
+    res->ignored_type = r.ignored_type;
+    res->newest = r.newest;
+    res->any = r.any;
+    res->events = r.events;
+
+    // The items in key order: results do not depend on the rows' order.
+    int32* item_remap = NULL;
+    if (!identity) {
+        int64 n_items = 0;
+        core_call_or_error("reading the events", [&] { n_items = (int64) res->items->obj->size(); });
+        item_remap = (int32*) MemoryContextAllocHuge(cxt, sizeof(int32) * (Size) Max(n_items, (int64) 1));
         core_call_or_error("reading the events", [&] {
-            empty = queue->obj->empty();
-            if (empty)
-                return;
-            r.part = queue->obj->front();
-            delete r.users->obj;
-            r.users->obj = nullptr;
-            delete r.agg->obj;
-            r.agg->obj = nullptr;
-            r.users->obj = new recsys::KeyDict(ubytes);
-            r.agg->obj = new recsys::CellAggregator(decay, r.limit);
+            std::vector<int32_t> m = res->items->obj->sort_by_key();
+            std::copy(m.begin(), m.end(), item_remap);
         });
-        if (empty)
-            break;
-        r.overflow = false;
-        r.n_touches = 0;
-        r.events = r.ignored_null = r.ignored_type = 0;
-        r.any = false;
-        r.newest = 0;
-        scan_events(src, sql, &r);
-        res->scans++;
-        if (r.overflow) {
-            Size item_bytes = 0;
-            core_call_or_error("reading the events", [&] {
-                item_bytes = res->items->obj != nullptr ? res->items->obj->memory_bytes() : 0;
-            });
-            if (item_bytes > r.limit / 2)
-                ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                                errmsg("recsys: the item dictionary needs about %zu MB, more than a quarter of "
-                                       "maintenance_work_mem (%zu MB)",
-                                       item_bytes / (1024 * 1024) + 1, budget / (1024 * 1024)),
-                                errhint("Raise it for this session, e.g. SET maintenance_work_mem = '%zuMB'.",
-                                        item_bytes * 4 / (1024 * 1024) + 64)));
-            core_call_or_error("reading the events", [&] { queue->obj->split(); });
-            elog(DEBUG1, "recsys: the events of a part of the users exceed %zu MB: reading them in two halves",
-                 r.limit / (1024 * 1024));
-            continue;
-        }
-        if (!counted) {
-            // Every completed pass reads every row: count the ignored ones
-            // and find the newest event once.
-            res->ignored_null = r.ignored_null;
-            res->ignored_type = r.ignored_type;
-            res->newest = r.newest;
-            res->any = r.any;
-            counted = true;
-        }
-        res->events += r.events;
-        if (split != NULL) {
-            // This part's touches join the others in global user indices;
-            // its test users' cells are kept aside as they are emitted.
-            MemoryContext prev = MemoryContextSwitchTo(cxt);
-            TouchBuffer* all = &split->touches;
-            all->data = (recsys::Touch*) grow_array(all->data, &all_touch_cap, all->n + r.n_touches,
-                                                   sizeof(recsys::Touch));
-            for (int64 k = 0; k < r.n_touches; k++) {
-                all->data[all->n].user = (int32) (r.touches[k].user + user_base);
-                all->data[all->n].item = r.touches[k].item;
-                all->n++;
+    }
+    int64 user_base = 0;
+    if (!r.spilling) {
+        emit_aggregation(&r, out, res, item_remap, &user_base, &all_touch_cap);
+    } else {
+        // The parts, one at a time; one that does not fit is split in two.
+        check_item_dictionary(&r, budget);
+        Size keycap = 64;
+        char* keybuf = (char*) palloc(keycap);
+        for (int idx = 0; idx < r.nparts; idx++) {
+            reset_aggregation(&r);
+            if (!aggregate_part(&r, &r.parts[idx], &keybuf, &keycap)) {
+                reset_aggregation(&r);
+                split_part(&r, idx, &keybuf, &keycap);
+                continue;
             }
-            if (split->keep_histories) {
-                if (out->keep_users != NULL)
-                    pfree((void*) out->keep_users);
-                out->keep_users = touched_users(r.touches, r.n_touches, user_base, &out->keep_n);
-            }
-            MemoryContextSwitchTo(prev);
+            BufFileClose(r.parts[idx].file);
+            r.parts[idx].file = NULL;
+            emit_aggregation(&r, out, res, item_remap, &user_base, &all_touch_cap);
+            res->parts++;
         }
-        size_t pos = 0, n = 0;
-        int64 part_users = 0;
-        int64 dropped = 0;
-        do {
-            core_call_or_error("reading the events", [&] {
-                n = r.agg->obj->emit_into(&pos, res->newest, buf, 4096, &dropped);
-                part_users = (int64) r.users->obj->size();
-            });
-            for (size_t k = 0; k < n; k++)
-                cell_buffer_append(out, (int32) (buf[k].user + user_base), buf[k].item, buf[k].weight);
-        } while (n > 0);
-        res->cells_dropped += dropped;
-        if (user_base + part_users > PG_INT32_MAX)
-            ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                            errmsg("recsys: more than 2147483647 distinct users")));
-        user_base += part_users;
-        core_call_or_error("reading the events", [&] { queue->obj->done(); });
+        pfree(keybuf);
     }
     res->users = user_base;
     if (r.touches != NULL)
@@ -378,14 +682,14 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         out->keep_users = NULL;
         out->keep_n = 0;
     }
+    if (item_remap != NULL)
+        pfree(item_remap);
     out->events = res->events;
     out->ignored_null = res->ignored_null;
     out->ignored_type = res->ignored_type;
     r.users->release();
     r.agg->release();
-    queue->release();
     MemoryContextDelete(r.rowcxt);
-    pfree(buf);
 }
 
 void write_item_keys(int64 model_id, const SourceRel* src, const EventsRead* res, const int32* item_ids, int64 n)

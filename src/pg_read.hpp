@@ -7,9 +7,16 @@
 //
 // Memory: the aggregation and the dictionaries get half of
 // maintenance_work_mem (the cell buffer, which spills, has the other half).
-// When they outgrow it, the pass stops and the users are read in parts, one
-// scan of the source per part (the part that overflowed is split in two):
-// slower, never a failure, unless the item dictionary alone outgrows it.
+// The source is scanned once.  When the aggregation outgrows its half, the
+// events from then on (and the aggregation so far, each cell as one event
+// that restores it exactly) are written to temporary files (BufFile) by a
+// hash of the user, and each part is then aggregated from its file within
+// the budget (a part that still does not fit is split in two): slower, never
+// a failure, unless the item dictionary alone outgrows it.
+//
+// The dense indices follow the keys' order (integers by value, text and
+// uuid by their bytes), users within each part: the matrix, and so the
+// model's ties, do not depend on the physical order of the rows.
 //
 // C-style code (see pg_guard.hpp): call with SPI connected.
 #pragma once
@@ -25,7 +32,8 @@ struct EventsRead {
     int64 ignored_null;   // rows with a NULL user, item or time
     int64 ignored_type;   // rows whose event type has no weight, or weight 0
     int64 cells_dropped;  // cells with w <= 0 (seen, not in the matrix)
-    int64 scans;          // scans of the source (1 unless the users were read in parts)
+    int64 scans;          // scans of the source (1)
+    int64 parts;          // parts of the users aggregated from temporary files (0: all in memory)
     int64 users;          // distinct users with a used event
     TimestampTz newest;   // the newest used event (decay's reference)
     bool any;             // some event was used

@@ -128,7 +128,7 @@ BEGIN;
 SET LOCAL statement_timeout = '1s';
 $TRAIN_PASSES;
 ROLLBACK;
-\\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys' || true
+\\! ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp' || true
 SQL
 )
 if [ "$(tail -1 <<<"$left")" = 0 ]; then echo "  ok: statement_timeout 1s, no temporary file left open"

@@ -2,11 +2,14 @@
 // (src/core_source.hpp), each against a direct computation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "core_source.hpp"
 
@@ -237,4 +240,100 @@ TEST(CellAggregator, EmitIntoInChunksEqualsEmit)
             got[{buf[k].user, buf[k].item}] = buf[k].weight;
     EXPECT_EQ(got, want);
     EXPECT_EQ(dropped, c.cells_dropped);
+}
+
+TEST(KeyDict, SortByKeyRenumbersInKeyOrderWhateverTheInsertionOrder)
+{
+    // Integers by value; bytes by memcmp, a prefix first (uuid's and C
+    // collation text's order).
+    const std::vector<int64_t> ints = {42, -7, 9000000010LL, 0, 5, INT64_MIN};
+    const std::vector<std::string> strs = {"b", "ab", "", "a", std::string("a\0", 2), "\xff", "B"};
+    std::mt19937_64 rng(11);
+    for (int round = 0; round < 5; round++) {
+        std::vector<int64_t> io = ints;
+        std::vector<std::string> so = strs;
+        std::shuffle(io.begin(), io.end(), rng);
+        std::shuffle(so.begin(), so.end(), rng);
+        KeyDict di(false), ds(true);
+        for (int64_t v : io)
+            di.add(ik(v));
+        for (const std::string& s : so)
+            ds.add(bk(s));
+        std::vector<int32_t> mi = di.sort_by_key(), ms = ds.sort_by_key();
+        std::vector<int64_t> want_i = ints;
+        std::sort(want_i.begin(), want_i.end());
+        std::vector<std::string> want_s = strs;
+        std::sort(want_s.begin(), want_s.end());   // std::string compares bytes as unsigned
+        for (std::size_t k = 0; k < want_i.size(); k++) {
+            EXPECT_EQ(di.int_key(static_cast<int32_t>(k)), want_i[k]);
+            EXPECT_EQ(di.find(ik(want_i[k])), static_cast<int32_t>(k));
+            EXPECT_EQ(di.add(ik(want_i[k])), static_cast<int32_t>(k));   // no stale cached index
+        }
+        for (std::size_t k = 0; k < want_s.size(); k++) {
+            EXPECT_EQ(ds.bytes_key(static_cast<int32_t>(k)), want_s[k]);
+            EXPECT_EQ(ds.find(bk(want_s[k])), static_cast<int32_t>(k));
+        }
+        // The map takes each old index (insertion position) to the new one.
+        for (std::size_t old = 0; old < io.size(); old++)
+            EXPECT_EQ(di.int_key(mi[old]), io[old]);
+        for (std::size_t old = 0; old < so.size(); old++)
+            EXPECT_EQ(ds.bytes_key(ms[old]), so[old]);
+        // New keys still get the next index.
+        EXPECT_EQ(di.add(ik(123456)), static_cast<int32_t>(ints.size()));
+        EXPECT_EQ(ds.add(bk("zzz")), static_cast<int32_t>(strs.size()));
+    }
+}
+
+TEST(CellAggregator, RawCellsReaddedRestoreTheSumsBitForBit)
+{
+    // What reading does when it starts writing parts to disk: the cells so
+    // far, each re-added as one event, then the events that follow.
+    std::mt19937_64 rng(13);
+    for (double half_life : {0.0, 3e6}) {
+        CellAggregator whole(DecaySpec{half_life}, 0), first(DecaySpec{half_life}, 0);
+        std::vector<std::tuple<int32_t, int32_t, double, int64_t>> events;
+        for (int n = 0; n < 6000; n++)
+            events.emplace_back(static_cast<int32_t>(rng() % 200), static_cast<int32_t>(rng() % 30),
+                                std::ldexp(static_cast<double>(rng() % 1000) - 300, -7),
+                                static_cast<int64_t>(rng() % 50000000));
+        for (std::size_t k = 0; k < events.size(); k++) {
+            auto [u, i, wv, t] = events[k];
+            ASSERT_TRUE(whole.add(u, i, wv, t));
+            if (k < 2500) {
+                ASSERT_TRUE(first.add(u, i, wv, t));
+            }
+        }
+        CellAggregator second(DecaySpec{half_life}, 0);
+        CellAggregator::RawCell buf[29];
+        std::size_t pos = 0, raw = 0;
+        while (std::size_t n = first.raw_into(&pos, buf, 29)) {
+            raw += n;
+            for (std::size_t k = 0; k < n; k++)
+                ASSERT_TRUE(second.add(buf[k].user, buf[k].item, buf[k].sum, buf[k].ref_us));
+        }
+        EXPECT_EQ(raw, first.cells());
+        for (std::size_t k = 2500; k < events.size(); k++) {
+            auto [u, i, wv, t] = events[k];
+            ASSERT_TRUE(second.add(u, i, wv, t));
+        }
+        recsys::AggregateCounts cw, cs;
+        auto want = emitted(whole, 50000000, &cw);
+        auto got = emitted(second, 50000000, &cs);
+        ASSERT_EQ(got.size(), want.size());
+        for (const auto& [cell, w] : want)
+            EXPECT_EQ(got[cell], w);   // exactly
+        EXPECT_EQ(cs.cells_dropped, cw.cells_dropped);
+    }
+}
+
+TEST(CellAggregator, FillsToNinetyPercentWhenItMayNotDouble)
+{
+    // 1024 slots of 24 bytes may not double under a limit of 2048 * 24
+    // (old and new held at once): 716 cells at 0.7, up to 921 at 0.9.
+    CellAggregator a(DecaySpec{}, 2048 * 24);
+    int added = 0;
+    while (a.add(added, 0, 1.0, 0))
+        added++;
+    EXPECT_EQ(added, 921);
+    EXPECT_EQ(a.memory_bytes(), 1024u * 24);
 }
