@@ -45,7 +45,7 @@ SELECT pg_backend_pid() AS pid \gset
 BEGIN;
 $sql;
 ROLLBACK;
-\! echo "recsys temporary files open: \$(ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp.*recsys')"
+\! echo "temporary files open: \$(ls -l /proc/\$PID/fd | grep -c 'pgsql_tmp')"
 SQL
     local victim=$!
     # The watcher polls the shared progress records every 2 ms; it gives up
@@ -90,7 +90,7 @@ SQL
     elif grep -q 'recsys: read ' "$out"; then phase=core
     else phase=reading; fi
     if grep -q '57014' "$out" && [ "$(echo "$secs < 1.0" | bc)" = 1 ] &&
-       grep -q 'recsys temporary files open: 0' "$out"; then
+       grep -q 'temporary files open: 0' "$out"; then
         echo "  ok: cancelled in $want ($phase), stopped ${secs}s after the cancel, no temporary file left open"
     else
         echo "  FAIL: $want, ${secs}s after the cancel:"; cat "$out"; fail=1
