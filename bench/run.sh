@@ -209,9 +209,21 @@ for S in $SIZES; do
     echo "   floor: sum deg^2 = $floor multiply-adds; core $core_s s = $ns ns each"
 
     echo "-- recsys_evaluate(10)"
-    if ev_s=$(q -c "SET maintenance_work_mem = '$MWM'" -c "SELECT seconds FROM recsys_evaluate(10)" 2>"$DIR/eval.err"); then
+    if ev_s=$(q -c "SET maintenance_work_mem = '$MWM'" -c "SET client_min_messages = debug1" \
+                -c "SELECT seconds FROM recsys_evaluate(10)" 2>"$DIR/eval.err"); then
         put recsys evaluate_s "$ev_s"
         echo "   $ev_s s = $(echo "scale=2; $ev_s / $train_s" | bc)x training"
+        # Its phases, from the DEBUG lines (seconds since the start, then
+        # the core's scoring split): the cutoff, reading, training, scoring.
+        ev_cut=$(sed -n 's/.*recsys: found the cutoff in \([0-9.]*\) s.*/\1/p' "$DIR/eval.err")
+        ev_read=$(sed -n 's/.*recsys: read [0-9]* cells before the cutoff.* in \([0-9.]*\) s .*/\1/p' "$DIR/eval.err")
+        ev_train=$(sed -n 's/.*recsys: trained in \([0-9.]*\) s.*/\1/p' "$DIR/eval.err")
+        read -r ev_all ev_sort ev_score ev_boot < <(sed -n \
+            's/.*recsys: scored in \([0-9.]*\) s (sorting \([0-9.]*\) s, scoring \([0-9.]*\) s, bootstrap \([0-9.]*\) s).*/\1 \2 \3 \4/p' \
+            "$DIR/eval.err")
+        put recsys evaluate_phases "cutoff ${ev_cut:-NA} read ${ev_read:-NA} trained ${ev_train:-NA} scored ${ev_all:-NA} (sorting ${ev_sort:-NA} scoring ${ev_score:-NA} bootstrap ${ev_boot:-NA})"
+        echo "   cumulative: cutoff ${ev_cut:-NA} s, read ${ev_read:-NA} s, trained ${ev_train:-NA} s, scored ${ev_all:-NA} s" \
+             "(sorting ${ev_sort:-NA} s, scoring ${ev_score:-NA} s, bootstrap ${ev_boot:-NA} s)"
     else
         put recsys evaluate_failed "$(grep -m1 ERROR "$DIR/eval.err" | sed 's/,/;/g' | cut -c1-120)"
     fi

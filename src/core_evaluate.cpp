@@ -1,7 +1,7 @@
 // core_evaluate.cpp - offline evaluation with a time split.  PostgreSQL-free.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
-#include <random>
 #include <string>
 
 #include "core.hpp"
@@ -15,6 +15,7 @@ constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws bet
 constexpr std::size_t kMaxColumns = 8;                    // bootstrap metrics at once
 constexpr std::size_t kUserBlock = 256;                   // users scored between cancel polls
 constexpr std::size_t kMinParallelUsers = 4096;           // fewer: one thread
+constexpr std::size_t kMinParallelDraws = std::size_t(1) << 20;  // bootstrap: fewer draws, one thread
 
 // One test user's slices of the sorted touches and histories.
 struct UserSlice {
@@ -33,9 +34,26 @@ struct UserScore {
 struct ModelIndex {
     std::vector<int32_t> nbr;      // per stored pair: the neighbour's index
     std::vector<int32_t> popular;  // per popularity rank: the item's index
+    // By item id, when the ids are dense enough (0 <= id < 4 items + 2^16):
+    // the item's index, or -1; empty otherwise (binary search instead).
+    std::vector<int32_t> by_id;
     explicit ModelIndex(const Model& m) : nbr(m.nbr_ids.size()), popular(m.popular_ids.size()) {
         for (std::size_t e = 0; e < m.nbr_ids.size(); ++e) nbr[e] = index_of(m, m.nbr_ids[e]);
         for (std::size_t q = 0; q < m.popular_ids.size(); ++q) popular[q] = index_of(m, m.popular_ids[q]);
+        if (!m.item_ids.empty() && m.item_ids.front() >= 0 &&
+            static_cast<std::size_t>(m.item_ids.back()) < 4 * m.item_ids.size() + (std::size_t(1) << 16)) {
+            by_id.assign(static_cast<std::size_t>(m.item_ids.back()) + 1, -1);
+            for (std::size_t j = 0; j < m.item_ids.size(); ++j)
+                by_id[static_cast<std::size_t>(m.item_ids[j])] = static_cast<int32_t>(j);
+        }
+    }
+    // The index of `item` in m.item_ids, or -1.
+    int32_t find(const Model& m, int32_t item) const {
+        if (!by_id.empty())
+            return item >= 0 && static_cast<std::size_t>(item) < by_id.size() ? by_id[static_cast<std::size_t>(item)]
+                                                                               : -1;
+        auto it = std::lower_bound(m.item_ids.begin(), m.item_ids.end(), item);
+        return it != m.item_ids.end() && *it == item ? static_cast<int32_t>(it - m.item_ids.begin()) : -1;
     }
     static int32_t index_of(const Model& m, int32_t item) {
         auto it = std::lower_bound(m.item_ids.begin(), m.item_ids.end(), item);
@@ -79,9 +97,7 @@ public:
         // ascending, then neighbour list order (as recommend() sums them).
         hidx_.clear();
         for (const HistoryItem& h : history_) {
-            auto it = std::lower_bound(m_.item_ids.begin(), m_.item_ids.end(), h.item);
-            const int32_t j = it != m_.item_ids.end() && *it == h.item
-                                  ? static_cast<int32_t>(it - m_.item_ids.begin()) : -1;
+            const int32_t j = ix_.find(m_, h.item);
             hidx_.push_back(j);
             if (j >= 0) seen_[static_cast<std::size_t>(j)] = 1;
         }
@@ -186,9 +202,19 @@ private:
 };
 }  // namespace
 
+namespace {
+// One output of SplitMix64 (Steele, Lea and Flood 2014), advancing *state.
+inline uint64_t next_splitmix64(uint64_t* state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+}  // namespace
+
 std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
                                                    int resamples, uint64_t seed, double q_lo,
-                                                   double q_hi, const CancelCheck& cancel) {
+                                                   double q_hi, const CancelCheck& cancel, int threads) {
     std::vector<Interval> out(metrics.size());
     const std::size_t n = metrics.empty() ? 0 : metrics[0].size();
     if (n == 0 || resamples <= 0) return out;
@@ -200,30 +226,61 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
     // rejecting x when (x n mod 2^64) < (2^64 mod n); no division per draw.
     const uint64_t un = static_cast<uint64_t>(n);
     const uint64_t reject_below = (0 - un) % un;  // 2^64 mod n
-    // Row-major copy: one cache line per drawn unit.
-    std::vector<double> vals(n * k);
-    for (std::size_t c = 0; c < k; ++c)
-        for (std::size_t u = 0; u < n; ++u) vals[u * k + c] = metrics[c][u];
-    std::mt19937_64 rng(seed);
-    std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    double sum[kMaxColumns];
-    std::size_t draws = kPollDraws;
-    for (std::size_t r = 0; r < B; ++r) {
-        if (draws >= kPollDraws) {
-            poll_cancel(cancel);
-            draws = 0;
-        }
-        draws += n;
-        std::fill(sum, sum + k, 0.0);
-        for (std::size_t d = 0; d < n; ++d) {
-            unsigned __int128 m = static_cast<unsigned __int128>(rng()) * un;
-            while (static_cast<uint64_t>(m) < reject_below)
-                m = static_cast<unsigned __int128>(rng()) * un;
-            const double* row = &vals[static_cast<std::size_t>(m >> 64) * k];
-            for (std::size_t c = 0; c < k; ++c) sum[c] += row[c];
-        }
-        for (std::size_t c = 0; c < k; ++c) means[c][r] = sum[c] / static_cast<double>(n);
+    // Only the units with a non-zero value in some column change a sum (a
+    // term count * 0 adds +0, exactly): a draw only tests the unit's bit (n bits stay
+    // in cache) and counts the units whose bit is set; the sums then run over
+    // those units in ascending order, clearing their counts.
+    std::vector<uint64_t> nonzero((n + 63) / 64, 0);
+    std::vector<uint32_t> units;  // the units with a bit, ascending
+    std::vector<double> rows;     // their values, row-major, k per unit
+    for (std::size_t u = 0; u < n; ++u) {
+        bool zero = true;
+        for (std::size_t c = 0; c < k; ++c) zero = zero && metrics[c][u] == 0;
+        if (zero) continue;
+        nonzero[u / 64] |= uint64_t(1) << (u % 64);
+        units.push_back(static_cast<uint32_t>(u));
+        for (std::size_t c = 0; c < k; ++c) rows.push_back(metrics[c][u]);
     }
+    const std::size_t m = units.size();
+    // Resample r's generator is SplitMix64 started at the r-th output of
+    // SplitMix64(seed): each resample is computed alone, on any thread.
+    std::vector<uint64_t> starts(B);
+    uint64_t s = seed;
+    for (std::size_t r = 0; r < B; ++r) starts[r] = next_splitmix64(&s);
+    std::vector<std::vector<double>> means(k, std::vector<double>(B));
+    const std::size_t block = std::max<std::size_t>(1, kPollDraws / n);  // resamples between cancel polls
+    const bool two = threads > 1 || (threads <= 0 && B * n >= kMinParallelDraws &&
+                                     std::thread::hardware_concurrency() >= 2);
+    std::vector<uint32_t> counts[2] = {std::vector<uint32_t>(n + 8), std::vector<uint32_t>(two ? n + 8 : 0)};
+    detail::parallel_blocks(
+        B, block, two,
+        [&](std::size_t b, std::size_t e, int worker) {
+            uint32_t* cnt = counts[worker].data();
+            const uint64_t* bits = nonzero.data();
+            for (std::size_t r = b; r < e; ++r) {
+                uint64_t state = starts[r];
+                for (std::size_t d = 0; d < n; ++d) {
+                    unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * un;
+                    while (static_cast<uint64_t>(x) < reject_below)
+                        x = static_cast<unsigned __int128>(next_splitmix64(&state)) * un;
+                    // Without a branch (a quarter of the bits set would
+                    // mispredict): a unit without a bit counts into one of
+                    // 8 spare slots past n, in turn.
+                    const std::size_t u = static_cast<std::size_t>(x >> 64);
+                    const std::size_t spare = n + (d & 7);
+                    const std::size_t set = 0 - ((bits[u / 64] >> (u % 64)) & 1);  // all ones or 0
+                    ++cnt[spare ^ ((u ^ spare) & set)];
+                }
+                double sum[kMaxColumns] = {0};
+                for (std::size_t j = 0; j < m; ++j) {
+                    const double c = static_cast<double>(cnt[units[j]]);
+                    cnt[units[j]] = 0;
+                    for (std::size_t col = 0; col < k; ++col) sum[col] += c * rows[j * k + col];
+                }
+                for (std::size_t col = 0; col < k; ++col) means[col][r] = sum[col] / static_cast<double>(n);
+            }
+        },
+        cancel, [](std::size_t) {});
     auto quantile = [B](const std::vector<double>& v, double q) {
         const double h = q * static_cast<double>(B - 1);
         const std::size_t lo = static_cast<std::size_t>(std::floor(h));
@@ -239,6 +296,29 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
 }
 
 namespace {
+constexpr std::size_t kMinParallelSort = std::size_t(1) << 16;  // fewer elements: one thread
+
+// Sorts v by `less` (stably with `stable`) as one sort would: above
+// kMinParallelSort elements, each half on its own thread, then a stable merge.
+template <class T, class Less>
+void sort_halves(std::vector<T>& v, Less less, bool stable, const CancelCheck& cancel) {
+    const auto sort = [&](typename std::vector<T>::iterator b, typename std::vector<T>::iterator e) {
+        if (stable)
+            std::stable_sort(b, e, less);
+        else
+            std::sort(b, e, less);
+    };
+    if (v.size() < kMinParallelSort || std::thread::hardware_concurrency() < 2) {
+        sort(v.begin(), v.end());
+        return;
+    }
+    const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+    detail::parallel_blocks(
+        2, 1, true, [&](std::size_t b, std::size_t, int) { b == 0 ? sort(v.begin(), mid) : sort(mid, v.end()); },
+        cancel, [](std::size_t) {});
+    std::inplace_merge(v.begin(), mid, v.end(), less);
+}
+
 void check_eval_options(const EvalOptions& opt) {
     if (opt.k <= 0) throw InvalidInput("recsys: k must be > 0, got " + std::to_string(opt.k));
     if (opt.bootstrap_resamples < 0 || opt.bootstrap_resamples > 100000)
@@ -265,11 +345,14 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
                           const EvalOptions& opt, const CancelCheck& cancel) {
     check_eval_options(opt);
     detail::poll_cancel(cancel);
+    using Clock = std::chrono::steady_clock;
+    const auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+    Clock::time_point t0 = Clock::now();
     // Histories: cells before the cutoff by (user, item), duplicates summed
     // in input order.
-    std::stable_sort(hist.begin(), hist.end(), [](const Triplet& a, const Triplet& b) {
-        return a.user != b.user ? a.user < b.user : a.item < b.item;
-    });
+    sort_halves(
+        hist, [](const Triplet& a, const Triplet& b) { return a.user != b.user ? a.user < b.user : a.item < b.item; },
+        true, cancel);
     std::size_t out = 0;
     for (std::size_t k = 0; k < hist.size(); ++k) {
         if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
@@ -281,9 +364,9 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
     detail::poll_cancel(cancel);
 
     // Distinct touches after the cutoff, by (user, item).
-    std::sort(after.begin(), after.end(), [](const Touch& a, const Touch& b) {
-        return a.user != b.user ? a.user < b.user : a.item < b.item;
-    });
+    sort_halves(
+        after, [](const Touch& a, const Touch& b) { return a.user != b.user ? a.user < b.user : a.item < b.item; },
+        false, cancel);
     after.erase(std::unique(after.begin(), after.end(),
                             [](const Touch& a, const Touch& b) {
                                 return a.user == b.user && a.item == b.item;
@@ -313,6 +396,8 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
     }
     const ModelIndex index(model);
     detail::poll_cancel(cancel);
+    r.seconds_sort = since(t0);
+    t0 = Clock::now();
 
     // Score every user, in blocks, on one or two threads; each user's
     // figures land in its own slot, so the sums below (in user order) do not
@@ -367,6 +452,8 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
 
     r.users_evaluated = evaluated;
     r.users_without_history = no_history;
+    r.seconds_score = since(t0);
+    t0 = Clock::now();
     if (!per_user.empty()) {
         const std::vector<Interval> ci = detail::percentile_bootstrap(
             per_user, opt.bootstrap_resamples, opt.bootstrap_seed, 0.025, 0.975, cancel);
@@ -374,6 +461,7 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
         r.recall_ci = ci[1];
         r.ndcg_ci = ci[2];
     }
+    r.seconds_bootstrap = since(t0);
     if (evaluated > 0) {
         const double n = static_cast<double>(evaluated);
         r.precision = sum_p / n;

@@ -123,18 +123,21 @@ void rank_popularity(Model& m, UsersOf users_of) {
 }
 
 // Percentile bootstrap (core_evaluate.cpp).  `metrics` are k <= 8 columns of n
-// per-unit values; each of `resamples` resamples draws n indices uniformly
-// with replacement (std::mt19937_64 seeded with `seed`; index = the high 64
-// bits of x n for the first draw x whose low 64 bits of x n are >= 2^64 mod n:
-// Lemire's unbiased multiply-shift) and takes every column's mean over them,
-// summed in draw order (paired).  Interval of column c: the q_lo and q_hi quantiles of its
-// resample means (0.025 and 0.975 for a 95% interval), linear interpolation
-// between the sorted means at position q (resamples - 1).  No values or
-// resamples = 0: NaN intervals.  Polls `cancel` before the first resample
-// and then every 2^16 draws.
+// per-unit values.  Resample r (0-based) draws n indices uniformly with
+// replacement from its own generator: SplitMix64 whose initial state is the
+// r-th output of SplitMix64 started at `seed` (index = the high 64 bits of
+// x n for the first draw x whose low 64 bits of x n are >= 2^64 mod n:
+// Lemire's unbiased multiply-shift).  Its mean of column c is
+// sum over every unit u, ascending, of count_r(u) * v_c(u), divided by n: the same columns paired.  Interval of column c: the
+// q_lo and q_hi quantiles of its resample means (0.025 and 0.975 for a 95%
+// interval), linear interpolation between the sorted means at position
+// q (resamples - 1).  No values or resamples = 0: NaN intervals.  Resamples
+// are computed in blocks of max(1, 2^16 / n) on one or two threads
+// (`threads` as train_threads; the result never depends on it); `cancel` is
+// polled before each block.
 std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
                                            int resamples, uint64_t seed, double q_lo, double q_hi,
-                                           const CancelCheck& cancel);
+                                           const CancelCheck& cancel, int threads = 0);
 
 // train() with an explicit thread count for the similarity pass: 1 = the
 // calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when

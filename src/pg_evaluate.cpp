@@ -170,7 +170,8 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
         res = recsys::evaluate_model(*trained->obj, std::move(h), std::move(a), opt, pg_cancel_check());
     });
-    elog(DEBUG1, "recsys: scored in %.3f s", seconds_since(t0));
+    elog(DEBUG1, "recsys: scored in %.3f s (sorting %.3f s, scoring %.3f s, bootstrap %.3f s)", seconds_since(t0),
+         res.seconds_sort, res.seconds_score, res.seconds_bootstrap);
 
     if (res.users_evaluated == 0 && !legacy)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

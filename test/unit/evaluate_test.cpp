@@ -35,25 +35,39 @@ std::vector<Touch> hand_after() {
     return {{1, 30}, {1, 30}, {1, 10}, {2, 50}, {3, 10}, {3, 50}, {4, 40}, {9, 10}, {3, 10}};
 }
 
-// The bootstrap recipe of core_topk.hpp, written again from its description:
-// std::mt19937_64(seed); an index is floor(x n / 2^64) for the first draw x
-// with (x n mod 2^64) >= (2^64 mod n); the mean of each resample in draw
-// order; quantiles by linear interpolation at q (B - 1) of the sorted means.
+// The bootstrap recipe of core_topk.hpp, written again from its description,
+// naively: SplitMix64 spelled out here; resample r's generator starts at the
+// r-th output of SplitMix64(seed); an index is floor(x n / 2^64) for the first
+// draw x with (x n mod 2^64) >= (2^64 mod n); each unit's draw count; the
+// mean of a resample is sum over every unit, ascending, of count * value
+// over n; quantiles by linear interpolation at
+// q (B - 1) of the sorted means.  One thread, no skipping of zero values.
+uint64_t ref_splitmix(uint64_t& x) {
+    x += 0x9e3779b97f4a7c15ull;
+    uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 Interval ref_bootstrap(const std::vector<double>& v, int B, uint64_t seed) {
     Interval out;
     const std::size_t n = v.size();
     if (n == 0 || B == 0) return out;
     const unsigned __int128 two64 = static_cast<unsigned __int128>(1) << 64;
     const unsigned __int128 threshold = two64 % n;
-    std::mt19937_64 rng(seed);
+    uint64_t outer = seed;
     std::vector<double> means;
     for (int b = 0; b < B; ++b) {
-        double sum = 0;
+        uint64_t x = ref_splitmix(outer);
+        std::vector<uint64_t> count(n, 0);
         for (std::size_t d = 0; d < n; ++d) {
-            unsigned __int128 xn = static_cast<unsigned __int128>(rng()) * n;
-            while (xn % two64 < threshold) xn = static_cast<unsigned __int128>(rng()) * n;
-            sum += v[static_cast<std::size_t>(xn / two64)];
+            unsigned __int128 xn = static_cast<unsigned __int128>(ref_splitmix(x)) * n;
+            while (xn % two64 < threshold) xn = static_cast<unsigned __int128>(ref_splitmix(x)) * n;
+            ++count[static_cast<std::size_t>(xn / two64)];
         }
+        double sum = 0;
+        for (std::size_t u = 0; u < n; ++u) sum += static_cast<double>(count[u]) * v[u];
         means.push_back(sum / static_cast<double>(n));
     }
     std::sort(means.begin(), means.end());
@@ -503,14 +517,22 @@ TEST(Evaluate, BootstrapSmallCases) {
     // Empty: NaN.
     const auto none = percentile_bootstrap({{}}, 100, 1, 0.025, 0.975, {});
     EXPECT_TRUE(std::isnan(none[0].lo) && std::isnan(none[0].hi));
-    // Polls the CancelCheck first, then every 2^16 draws: 5 x 30000 draws
-    // -> polls before draws 0, 65540, 131080.
+    // Polls the CancelCheck before each block of 2^16 / n resamples and once
+    // more on finding none left: n = 5 -> blocks of 13107, so 30000
+    // resamples poll before resamples 0, 13107, 26214 and at the end.
     int calls = 0;
     percentile_bootstrap({v5}, 30000, 1, 0.025, 0.975, [&] {
         ++calls;
         return false;
-    });
-    EXPECT_EQ(calls, 3);
+    }, 1);
+    EXPECT_EQ(calls, 4);
+    // The result does not depend on the thread count: one and two threads,
+    // on more units than a block holds, equal the naive recipe.
+    std::vector<double> big(70000);
+    for (std::size_t u = 0; u < big.size(); ++u) big[u] = (u % 7 == 0) ? 0.0 : static_cast<double>(u % 11) / 10.0;
+    const Interval want = ref_bootstrap(big, 40, 99);
+    for (int threads : {1, 2})
+        expect_ci(percentile_bootstrap({big}, 40, 99, 0.025, 0.975, {}, threads)[0], want);
     EXPECT_THROW(percentile_bootstrap({v5}, 37, 1, 0.025, 0.975, [] { return true; }), Cancelled);
 }
 
