@@ -14,6 +14,8 @@ void handle_readyz(Services&, const ExchangePtr&);
 void handle_metrics(Services&, const ExchangePtr&);
 void handle_openapi(Services&, const ExchangePtr&);
 void handle_recommendations(Services&, const ExchangePtr&);
+void handle_recommendations_items(Services&, const ExchangePtr&);
+void handle_explanations(Services&, const ExchangePtr&);
 void handle_similar(Services&, const ExchangePtr&);
 void handle_history(Services&, const ExchangePtr&);
 void handle_models_active(Services&, const ExchangePtr&);

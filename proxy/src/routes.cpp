@@ -19,6 +19,8 @@ const std::vector<RouteSpec>& route_table() {
         {"/metrics", Method::Get, false, handle_metrics},
         {"/openapi.json", Method::Get, false, handle_openapi},
         {"/recommendations", Method::Post, true, handle_recommendations},
+        {"/recommendations/items", Method::Post, true, handle_recommendations_items},
+        {"/explanations", Method::Post, true, handle_explanations},
         {"/similar/{product_id}", Method::Get, true, handle_similar},
         {"/users/{user_id}/history", Method::Get, true, handle_history},
         {"/models/active", Method::Get, true, handle_models_active},
