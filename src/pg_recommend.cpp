@@ -193,8 +193,8 @@ static Oid served_type_of(Oid t)
     }
 }
 
-// The items of the recommendable relation (recsys_set_recommendable), read
-// with the caller's rights, as sorted distinct model indices.  Returns false
+// The items of the recommendable relation (recsys_set_recommendable) as
+// sorted distinct model indices.  Returns false
 // when none is configured.
 static bool read_recommendable(int64 model_id, Oid item_type, int32** out, int* n_out)
 {
@@ -233,35 +233,49 @@ static bool read_recommendable(int64 model_id, Oid item_type, int32** out, int* 
                         errmsg("column \"%s\" of relation \"%s\", the recommendable items, has type %s, but the active "
                                "model " INT64_FORMAT " has %s item ids",
                                col, name, format_type_be(coltype), model_id, format_type_be(item_type))));
+    // As the events relation (pg_source.hpp): the caller must be allowed to
+    // read it; it is read as its owner in a security-restricted operation,
+    // so code in a view never runs with the caller's rights.
     Oid user = GetUserId();
-    if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK &&
-        pg_attribute_aclcheck(relid, att, user, ACL_SELECT) != ACLCHECK_OK) {
+    if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK) {
         const char* role = quote_identifier(GetUserNameFromId(user, false));
         ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                         errmsg("permission denied for relation %s, the recommendable items", name),
-                        errdetail("Serving reads the recommendable items with the caller's rights."),
+                        errdetail("recsys reads it with its owner's rights, for callers that may read it."),
                         errhint("GRANT SELECT ON %s TO %s;", name, role)));
     }
-    const char* rel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+    SourceRel rel;
+    source_open(relid, &rel);
     const char* qcol = quote_identifier(col);
     StringInfoData sql;
     initStringInfo(&sql);
-    if (item_type == INT4OID)
-        appendStringInfo(&sql, "SELECT r.%s::pg_catalog.int4 FROM %s r WHERE r.%s IS NOT NULL", qcol, rel, qcol);
-    else
-        appendStringInfo(&sql,
-                         "SELECT k.item_id FROM recsys.item_keys k WHERE k.model_id OPERATOR(pg_catalog.=) $1 "
-                         "AND EXISTS (SELECT FROM %s r WHERE r.%s::pg_catalog.text OPERATOR(pg_catalog.=) k.item_key)",
-                         rel, qcol);
-    Oid types[1] = {INT8OID};
-    Datum args[1] = {Int64GetDatum(model_id)};
-    if (SPI_execute_with_args(sql.data, item_type == INT4OID ? 0 : 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading the recommendable items failed");
+    appendStringInfo(&sql, "SELECT DISTINCT r.%s::pg_catalog.%s FROM %s r WHERE r.%s IS NOT NULL", qcol,
+                     item_type == INT4OID ? "int4" : "text", rel.qualified, qcol);
+    SourceSwitch sw;
+    source_enter(&rel, &sw);
+    int rc = SPI_execute(sql.data, true, 0);
+    source_leave(&sw);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading the recommendable items %s failed: %s", rel.qualified,
+             SPI_result_code_string(rc));
     int n = (int) SPI_processed;
+    SPITupleTable* tt = SPI_tuptable;
     int32* v = (int32*) palloc(sizeof(int32) * Max(n, 1));
     bool isnull;
-    for (int i = 0; i < n; i++)
-        v[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+    if (item_type == INT4OID) {
+        for (int i = 0; i < n; i++)
+            v[i] = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+    } else {
+        char** keys = (char**) palloc(sizeof(char*) * Max(n, 1));
+        for (int i = 0; i < n; i++)
+            keys[i] = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+        item_indices(model_id, keys, n, v);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (v[i] >= 0)
+                v[m++] = v[i];
+        n = m;
+    }
     *n_out = sort_unique(v, n);
     *out = v;
     return true;
