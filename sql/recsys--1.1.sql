@@ -1253,6 +1253,9 @@ REVOKE ALL ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name,
 ALTER TABLE recsys.config ADD COLUMN recommendable_relation text;
 ALTER TABLE recsys.config ADD COLUMN recommendable_column name;
 
+-- recsys_explain looks up one item's popularity.
+CREATE INDEX popularity_item_idx ON recsys.popularity (model_id, item_id);
+
 CREATE FUNCTION @extschema@.recsys_set_recommendable(relation regclass, item_column name DEFAULT 'product_id')
 RETURNS text LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
