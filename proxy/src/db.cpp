@@ -71,6 +71,11 @@ std::string stmt_sql(Stmt s, const ProductSql& p, IdTypes t) {
                    ") ORDER BY e.contribution DESC, e.history_item) FILTER (WHERE e.history_item IS NOT NULL), "
                    "'[]')::text, sum(e.contribution)::float8, min(e.source), count(*) FROM recsys_explain($1::" + u +
                    ", $2::" + i + ") e" + (p.on ? join + "e.history_item" : std::string());
+        case Stmt::Products:
+            if (!p.on) return "SELECT '[]'::text WHERE $1::int IS NOT NULL";
+            return "SELECT coalesce(json_agg(json_build_object('product_id', p." + p.id_column + pairs + ") ORDER BY p." +
+                   p.id_column + "), '[]')::text FROM (SELECT * FROM " + p.relation + " p ORDER BY p." + p.id_column +
+                   " LIMIT $1::int) p";
         case Stmt::IdTypes:
             return "SELECT pg_catalog.format_type(u.proargtypes[0], NULL), pg_catalog.format_type(i.proargtypes[0], "
                    "NULL) FROM (SELECT) AS one "
@@ -242,6 +247,7 @@ PGconn* connect_dsn(const std::string& dsn, int statement_timeout_ms, int connec
 
 static bool is_details(Stmt s) {
     return s == Stmt::RecommendDetails || s == Stmt::RecommendSeenDetails || s == Stmt::RecommendFilteredDetails ||
+           s == Stmt::Products ||
            s == Stmt::ItemsRecommendDetails || s == Stmt::SimilarDetails || s == Stmt::HistoryDetails;
 }
 static Stmt without_details(Stmt s) {

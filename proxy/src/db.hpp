@@ -44,6 +44,7 @@ enum class Stmt : int {
     ItemsRecommend,    // recsys_recommend_for_items($1 item id[], $2 top_n, $3 weights, $4 include, $5 exclude) -> one JSON text
     ItemsRecommendDetails,
     Explain,           // recsys_explain($1 user id, $2 product id) -> contributions JSON, their sum, source, rows
+    Products,          // $1 limit -> the products relation's id and columns, by id, as one JSON text
     IdTypes,           // -> the user and item id types of the serving functions (format_type), NULL when absent
     Similar,           // $1 product_id, $2 top_n -> one JSON text
     SimilarDetails,

@@ -312,3 +312,16 @@ void handle_evaluations(Services& sv, const ExchangePtr& x) {
 }
 
 }  // namespace rsproxy
+
+namespace rsproxy {
+
+// The products relation's rows (id and configured columns), for the web
+// page's category and price filters: at most --max-filter-items, by id.
+void handle_products(Services& sv, const ExchangePtr& x) {
+    const int max = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(sv.cfg.limits.max_filter_items, 1000000)));
+    int limit;
+    if (!query_bounded(x, "limit", max, max, limit)) return;
+    json_list(sv, x, Stmt::Products, {std::to_string(limit)}, "{\"products\":");
+}
+
+}  // namespace rsproxy

@@ -17,6 +17,7 @@ void handle_recommendations(Services&, const ExchangePtr&);
 void handle_recommendations_items(Services&, const ExchangePtr&);
 void handle_explanations(Services&, const ExchangePtr&);
 void handle_similar(Services&, const ExchangePtr&);
+void handle_products(Services&, const ExchangePtr&);
 void handle_history(Services&, const ExchangePtr&);
 void handle_models_active(Services&, const ExchangePtr&);
 void handle_evaluations(Services&, const ExchangePtr&);

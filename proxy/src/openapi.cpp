@@ -1,6 +1,8 @@
 // openapi.cpp - see openapi.hpp.
 #include "openapi.hpp"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace rsproxy {
@@ -69,7 +71,7 @@ std::string openapi_document(std::string_view base, const Config& cfg, IdTypes t
         "1.." + std::to_string(lim.max_user_ids) + " ids (--max-user-ids); duplicates are answered once";
     req["properties"]["top_n"]["maximum"] = lim.max_top_n;
     req["properties"]["top_n"]["default"] = lim.default_top_n;
-    for (const char* s : {"RecommendedItem", "SimilarItem", "HistoryItem", "Contribution"})
+    for (const char* s : {"RecommendedItem", "SimilarItem", "HistoryItem", "Contribution", "Product"})
         set_product_fields(schemas[s], cfg);
     schemas["UserId"] = id_schema(types.user, "a user id");
     schemas["ItemId"] = id_schema(types.item, "an item id");
@@ -85,6 +87,8 @@ std::string openapi_document(std::string_view base, const Config& cfg, IdTypes t
     auto& paths = d["paths"];
     set_query_bounds(paths["/similar/{product_id}"]["get"], "top_n", lim.default_top_n, lim.max_top_n);
     set_query_bounds(paths["/users/{user_id}/history"]["get"], "limit", lim.default_history, lim.max_history);
+    const int max_products = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(lim.max_filter_items, 1000000)));
+    set_query_bounds(paths["/products"]["get"], "limit", max_products, max_products);
     for (const char* route : {"/recommendations", "/recommendations/items", "/explanations"}) {
         auto& rec = paths[route]["post"];
         rec["responses"]["413"] = json{{"$ref", "#/components/responses/Error"}};

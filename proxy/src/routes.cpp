@@ -22,6 +22,7 @@ const std::vector<RouteSpec>& route_table() {
         {"/recommendations/items", Method::Post, true, handle_recommendations_items},
         {"/explanations", Method::Post, true, handle_explanations},
         {"/similar/{product_id}", Method::Get, true, handle_similar},
+        {"/products", Method::Get, true, handle_products},
         {"/users/{user_id}/history", Method::Get, true, handle_history},
         {"/models/active", Method::Get, true, handle_models_active},
         {"/evaluations", Method::Get, true, handle_evaluations},
