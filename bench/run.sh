@@ -14,7 +14,8 @@
 #                core's time (DEBUG lines: trained - read) per multiply-add of
 #                the floor sum over users of deg(u)^2; recsys_evaluate(10) and
 #                its ratio to training; recsys_recommend latency p50/p99 for 1
-#                user and for 100 users per call (pgbench, per-call log);
+#                user and for 100 users per call, and for 1 user with a
+#                10,000-product include_items list (pgbench, per-call log);
 #   SQL          the same top-50 cosine neighbours by a plain-SQL self-join
 #                (sizes <= BENCH_SQL_MAX events), pairs compared with recsys's;
 #   scipy        the same lists computed with scipy.sparse from a COPY of
@@ -248,6 +249,20 @@ SQL
         read -r h50 h99 hcalls < <(latency "$DIR/hundred.sql" hundred)
         put recsys reco100_p50_ms "$h50"; put recsys reco100_p99_ms "$h99"
         echo "   1 user: p50 $p50 ms, p99 $p99 ms ($calls calls); 100 users: p50 $h50 ms, p99 $h99 ms ($hcalls calls)"
+        # A shop's filter (issue #8): 1 user, include_items of 10,000 products
+        # (a fixed hash sample of the catalogue, as a category page would give).
+        q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS bench_include" \
+          -c "CREATE TABLE bench_include AS SELECT array_agg(product_id ORDER BY product_id) AS ids
+                FROM (SELECT p.item_id AS product_id FROM recsys.popularity p JOIN recsys.active_model a USING (model_id)
+                       ORDER BY hashint4(p.item_id), p.item_id LIMIT 10000) s"
+        cat > "$DIR/filtered.sql" <<SQL
+\set n random(1, $nusers)
+SELECT * FROM recsys_recommend((SELECT ids[:n : :n] FROM bench_users), 10,
+                               include_items => (SELECT ids FROM bench_include));
+SQL
+        read -r f50 f99 fcalls < <(latency "$DIR/filtered.sql" filtered)
+        put recsys reco1_include10k_p50_ms "$f50"; put recsys reco1_include10k_p99_ms "$f99"
+        echo "   1 user, include_items of $(q -c "SELECT cardinality(ids) FROM bench_include") products: p50 $f50 ms, p99 $f99 ms ($fcalls calls)"
     else
         put recsys reco_skipped "only $nusers users with 18-22 items"
         echo "   skipped: only $nusers users with 18-22 history items"

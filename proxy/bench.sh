@@ -2,6 +2,10 @@
 # bench.sh - throughput of recsys-proxy against a FastAPI + uvicorn + psycopg2
 # service running the same SQL, both measured with wrk at 64 connections:
 # single-user POST /recommendations {"user_ids":[random 1..USERS],"top_n":10}.
+# BENCH_KIND=filtered adds "include_items": the ids of one category (the
+# products of the smallest category name, about a tenth of the demo's 1000);
+# BENCH_KIND=basket posts {"item_ids":[two random products],"top_n":10} to
+# /recommendations/items (recsys_recommend_for_items) instead.
 #
 #   proxy/bench.sh                     # own cluster on port 55434, demo data, trained model
 #   BENCH_DSN="host=... dbname=..." proxy/bench.sh   # use an existing database with a model
@@ -24,6 +28,8 @@ POOL=${BENCH_POOL:-2}
 THREADS=${BENCH_THREADS:-2}
 CACHE=${BENCH_CACHE:-0}
 UVW=${BENCH_UVICORN_WORKERS:-2}
+KIND=${BENCH_KIND:-plain}
+case "$KIND" in plain|filtered|basket) ;; *) echo "BENCH_KIND is plain, filtered or basket"; exit 2 ;; esac
 PGBIN=/usr/lib/postgresql/15/bin
 PY=/usr/bin/python3   # Debian's python3 has the python3-fastapi/uvicorn/psycopg2 packages
 
@@ -67,12 +73,26 @@ fi
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1"; exit 1; }
 
+ROUTE=/recommendations
+FILTER=""
+if [ "$KIND" = filtered ]; then
+    FILTER=$(psql -X -At "$BENCH_DSN" -c "SELECT string_agg(product_id::text, ',' ORDER BY product_id) FROM products
+                                           WHERE category = (SELECT min(category) FROM products)")
+    echo "# filter: include_items of $(echo "$FILTER" | tr ',' '\n' | wc -l) products"
+    BODY="'{\"user_ids\":[' .. math.random(1, $USERS) .. '],\"top_n\":10,\"include_items\":[$FILTER]}'"
+elif [ "$KIND" = basket ]; then
+    ROUTE=/recommendations/items
+    NITEMS=$(psql -X -At "$BENCH_DSN" -c "SELECT max(product_id) FROM products")
+    BODY="'{\"item_ids\":[' .. math.random(1, $NITEMS) .. ',' .. math.random(1, $NITEMS) .. '],\"top_n\":10}'"
+else
+    BODY="'{\"user_ids\":[' .. math.random(1, $USERS) .. '],\"top_n\":10}'"
+fi
 cat > "$TMP/post.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 math.randomseed(42)
 request = function()
-  return wrk.format(nil, nil, nil, '{"user_ids":[' .. math.random(1, $USERS) .. '],"top_n":10}')
+  return wrk.format(nil, nil, nil, $BODY)
 end
 local non200 = 0
 response = function(status, headers, body) if status ~= 200 then non200 = non200 + 1 end end
@@ -82,7 +102,7 @@ cat > "$TMP/fastapi_app.py" <<'EOF'
 # The baseline: the same SQL behind FastAPI + uvicorn + psycopg2 (thread pool).
 import os
 import threading
-from typing import List
+from typing import List, Optional
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -95,23 +115,46 @@ slots = threading.BoundedSemaphore(POOL)  # wait for a connection instead of Poo
 app = FastAPI()
 SQL = "SELECT user_id, product_id, score, rank, source FROM recsys_recommend(%s::int[], %s)"
 
+SQL_FILTERED = ("SELECT user_id, product_id, score, rank, source FROM "
+                "recsys_recommend(%s::int[], %s, true, %s::int[], %s::int[])")
+SQL_ITEMS = "SELECT product_id FROM recsys_recommend_for_items(%s::int[], %s) ORDER BY rank"
+
 class Req(BaseModel):
     user_ids: List[int]
     top_n: int = 10
+    include_items: Optional[List[int]] = None
+    exclude_items: Optional[List[int]] = None
+
+class ItemsReq(BaseModel):
+    item_ids: List[int]
+    top_n: int = 10
+
+def query(sql, args):
+    with slots:
+        conn = pool.getconn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                rows = cur.fetchall()
+            conn.commit()
+        finally:
+            pool.putconn(conn)
+    return rows
+
+@app.post("/recommendations/items")
+def items(req: ItemsReq):
+    if not req.item_ids or len(req.item_ids) > 1000 or not 1 <= req.top_n <= 1000:
+        raise HTTPException(status_code=422)
+    return JSONResponse({"results": [r[0] for r in query(SQL_ITEMS, (req.item_ids, req.top_n))]})
 
 @app.post("/recommendations")
 def recommendations(req: Req):
     if not req.user_ids or len(req.user_ids) > 1000 or not 1 <= req.top_n <= 1000:
         raise HTTPException(status_code=422)
-    with slots:
-        conn = pool.getconn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(SQL, (req.user_ids, req.top_n))
-                rows = cur.fetchall()
-            conn.commit()
-        finally:
-            pool.putconn(conn)
+    if req.include_items is None and req.exclude_items is None:
+        rows = query(SQL, (req.user_ids, req.top_n))
+    else:
+        rows = query(SQL_FILTERED, (req.user_ids, req.top_n, req.include_items, req.exclude_items))
     out = {str(u): [] for u in req.user_ids}
     for user_id, product_id, score, rank, source in sorted(rows, key=lambda r: (r[0], r[3])):
         out[str(user_id)].append(product_id)
@@ -140,8 +183,8 @@ run_proxy() {  # run_proxy BINARY LABEL -> "reqs p99"
     curl -sf -X POST "http://127.0.0.1:$pp/recommendations" -H 'Content-Type: application/json' \
         -d '{"user_ids":[1],"top_n":10}' >/dev/null \
         || { echo "the proxy cannot recommend (is a model trained?)" >&2; cat "$TMP/proxy-$2.log" >&2; exit 1; }
-    echo "# $2 ($1): pool $POOL, $THREADS I/O threads, cache $CACHE; wrk -t2 -c$CONNS -d${SECS}s" >&2
-    run_wrk "http://127.0.0.1:$pp/recommendations" "$2"
+    echo "# $2 ($1): pool $POOL, $THREADS I/O threads, cache $CACHE; $KIND requests; wrk -t2 -c$CONNS -d${SECS}s" >&2
+    run_wrk "http://127.0.0.1:$pp$ROUTE" "$2"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 read -r p_rps p_p99 < <(run_proxy "$BIN" recsys-proxy)
@@ -157,7 +200,7 @@ BENCH_DSN="$BENCH_DSN" BENCH_POOL="$POOL" setsid $PY -m uvicorn --app-dir "$TMP"
 uv_pid=$!
 wait_http "http://127.0.0.1:$FP/docs"
 echo "# FastAPI + uvicorn ($UVW workers) + psycopg2 (pool $POOL per worker)"
-read -r f_rps f_p99 < <(run_wrk "http://127.0.0.1:$FP/recommendations" fastapi)
+read -r f_rps f_p99 < <(run_wrk "http://127.0.0.1:$FP$ROUTE" fastapi)
 
 $PY - "$p_rps" "$p_p99" "$f_rps" "$f_p99" "${b_rps:-}" "${b_p99:-}" <<'EOF'
 import sys

@@ -1106,8 +1106,8 @@ BEGIN
     END LOOP;
 END $$;
 
--- (Re)creates recsys_recommend, recsys_similar_items and recsys_user_history
--- in the extension's schema with ids of the given types, unless they have
+-- (Re)creates recsys_recommend, recsys_similar_items, recsys_user_history,
+-- recsys_recommend_for_items and recsys_explain in the extension's schema with ids of the given types, unless they have
 -- them already.  Outside the extension's scripts the caller must own the
 -- extension (the functions stay its members); the grants on the old
 -- functions go to the new ones.  The type names come from a fixed list.
@@ -1121,7 +1121,8 @@ DECLARE
     g record;
     acls jsonb := '{}';
     defs text[];
-    names text[] := ARRAY['recsys_recommend', 'recsys_similar_items', 'recsys_user_history'];
+    names text[] := ARRAY['recsys_recommend', 'recsys_similar_items', 'recsys_user_history',
+                          'recsys_recommend_for_items', 'recsys_explain'];
     sig text;
 BEGIN
     IF user_type IS NULL OR item_type IS NULL
@@ -1132,9 +1133,9 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
                 WHERE p.pronamespace OPERATOR(pg_catalog.=) nsp AND p.proname OPERATOR(pg_catalog.=) 'recsys_recommend'
-                  AND p.pronargs OPERATOR(pg_catalog.=) 3
+                  AND p.pronargs OPERATOR(pg_catalog.=) 5
                   AND p.proargtypes[0] OPERATOR(pg_catalog.=) pg_catalog.format('%s[]', user_type)::regtype
-                  AND p.proallargtypes[5] OPERATOR(pg_catalog.=) item_type::regtype) THEN
+                  AND p.proallargtypes[7] OPERATOR(pg_catalog.=) item_type::regtype) THEN
         RETURN false;
     END IF;
     FOR f IN
@@ -1149,10 +1150,11 @@ BEGIN
         EXECUTE pg_catalog.format('DROP FUNCTION %s', f.sig);
     END LOOP;
     defs := ARRAY[
-        pg_catalog.format('%s.recsys_recommend(user_ids %s[], top_n integer, exclude_seen boolean DEFAULT true) '
+        pg_catalog.format('%s.recsys_recommend(user_ids %s[], top_n integer, exclude_seen boolean DEFAULT true, '
+                          'include_items %s[] DEFAULT NULL, exclude_items %s[] DEFAULT NULL) '
                           'RETURNS TABLE (user_id %s, product_id %s, score double precision, rank integer, source text) '
                           'AS %L, ''recsys_recommend'' LANGUAGE C STABLE PARALLEL RESTRICTED',
-                          sch, user_type, user_type, item_type, 'MODULE_PATHNAME'),
+                          sch, user_type, item_type, item_type, user_type, item_type, 'MODULE_PATHNAME'),
         pg_catalog.format('%s.recsys_similar_items(product_id %s, top_n integer DEFAULT 10) '
                           'RETURNS TABLE (product_id %s, similarity double precision, rank integer) '
                           'AS %L, ''recsys_similar_items'' LANGUAGE C STABLE',
@@ -1160,16 +1162,35 @@ BEGIN
         pg_catalog.format('%s.recsys_user_history(user_id %s, max_items integer DEFAULT 20) '
                           'RETURNS TABLE (product_id %s, weight double precision, last_event timestamptz) '
                           'AS %L, ''recsys_user_history'' LANGUAGE C STABLE',
-                          sch, user_type, item_type, 'MODULE_PATHNAME')];
+                          sch, user_type, item_type, 'MODULE_PATHNAME'),
+        pg_catalog.format('%s.recsys_recommend_for_items(item_ids %s[], top_n integer, '
+                          'weights double precision[] DEFAULT NULL, include_items %s[] DEFAULT NULL, '
+                          'exclude_items %s[] DEFAULT NULL) '
+                          'RETURNS TABLE (product_id %s, score double precision, rank integer, source text) '
+                          'AS %L, ''recsys_recommend_for_items'' LANGUAGE C STABLE PARALLEL RESTRICTED',
+                          sch, item_type, item_type, item_type, item_type, 'MODULE_PATHNAME'),
+        pg_catalog.format('%s.recsys_explain(user_id %s, product_id %s) '
+                          'RETURNS TABLE (history_item %s, weight double precision, similarity double precision, '
+                          'contribution double precision, source text) '
+                          'AS %L, ''recsys_explain'' LANGUAGE C STABLE',
+                          sch, user_type, item_type, item_type, 'MODULE_PATHNAME')];
     FOR g IN
         SELECT * FROM ROWS FROM (pg_catalog.unnest(names), pg_catalog.unnest(defs), pg_catalog.unnest(
             ARRAY['top_n recommendations for each user, from the active model and the users'' current history; '
-                  'exclude_seen => false lets items the user has events on be recommended again',
+                  'exclude_seen => false lets items the user has events on be recommended again; '
+                  'include_items and exclude_items filter the candidates before the top_n are chosen',
                   'the active model''s stored neighbours of a product, most similar first',
-                  'a user''s history as recommending sees it: w(u,i) and the latest event, newest first']),
-            pg_catalog.unnest(ARRAY[pg_catalog.format('%s[], integer, boolean', user_type),
+                  'a user''s history as recommending sees it: w(u,i) and the latest event, newest first',
+                  'top_n recommendations for a basket or session: the given items as the history, weight 1 each '
+                  'or the given weights; filters as in recsys_recommend',
+                  'why recsys_recommend scores a product for a user: one row per history item, '
+                  'contribution = weight * similarity, summing to the score; the popularity when it is fill']),
+            pg_catalog.unnest(ARRAY[pg_catalog.format('%s[], integer, boolean, %s[], %s[]', user_type, item_type, item_type),
                                     pg_catalog.format('%s, integer', item_type),
-                                    pg_catalog.format('%s, integer', user_type)])) AS d(name, def, comment, args)
+                                    pg_catalog.format('%s, integer', user_type),
+                                    pg_catalog.format('%s[], integer, double precision[], %s[], %s[]',
+                                                      item_type, item_type, item_type),
+                                    pg_catalog.format('%s, %s', user_type, item_type)])) AS d(name, def, comment, args)
     LOOP
         EXECUTE 'CREATE FUNCTION ' OPERATOR(pg_catalog.||) g.def
                 OPERATOR(pg_catalog.||) ' SET search_path = pg_catalog, recsys, pg_temp';
@@ -1220,6 +1241,62 @@ END $$;
 COMMENT ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name, name, name) IS
     'maps the events relation''s columns for training and serving; recreates the serving functions with its id types';
 REVOKE ALL ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name, name, name) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Serving filters (issue #8): the recommendable items, a relation or view
+-- every recommendation is filtered by (recsys_set_recommendable); per-call
+-- include_items and exclude_items, baskets (recsys_recommend_for_items) and
+-- explanations (recsys_explain) are in the serving functions above.
+
+-- The relation of recommendable items and its item id column (NULL: every
+-- item), read with the caller's rights at each recommendation.
+ALTER TABLE recsys.config ADD COLUMN recommendable_relation text;
+ALTER TABLE recsys.config ADD COLUMN recommendable_column name;
+
+-- recsys_explain looks up one item's popularity.
+CREATE INDEX popularity_item_idx ON recsys.popularity (model_id, item_id);
+
+CREATE FUNCTION @extschema@.recsys_set_recommendable(relation regclass, item_column name DEFAULT 'product_id')
+RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    typ regtype;
+    want text := (SELECT c.item_type FROM recsys.config c);
+BEGIN
+    IF relation IS NULL THEN
+        UPDATE recsys.config SET recommendable_relation = NULL, recommendable_column = NULL;
+        RETURN NULL;
+    END IF;
+    IF item_column IS NULL THEN
+        RAISE EXCEPTION 'item_column must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF (SELECT k.relkind FROM pg_catalog.pg_class k WHERE k.oid OPERATOR(pg_catalog.=) relation)
+       NOT IN ('r', 'v', 'm', 'p', 'f') THEN
+        RAISE EXCEPTION '"%" is not a table, view, materialized view or partitioned table', relation
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- A domain counts as its base type.
+    SELECT CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE t.oid END::regtype INTO typ
+      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+     WHERE a.attrelid OPERATOR(pg_catalog.=) relation AND a.attname OPERATOR(pg_catalog.=) item_column
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation "%" does not exist', item_column, relation
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'SELECT recsys_set_recommendable(relation, item_column) names the column of item ids.';
+    END IF;
+    IF recsys.serving_type(typ) IS DISTINCT FROM want THEN
+        RAISE EXCEPTION 'column "%" of relation "%" has type %, but the item ids are of type %',
+                        item_column, relation, typ, want
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = 'The recommendable items'' column must have the type of the source''s item ids.';
+    END IF;
+    UPDATE recsys.config SET recommendable_relation = recsys.qualified_name(relation),
+                             recommendable_column = recsys_set_recommendable.item_column;
+    RETURN recsys.qualified_name(relation);
+END $$;
+COMMENT ON FUNCTION @extschema@.recsys_set_recommendable(regclass, name) IS
+    'restricts every recommendation to the items of a relation or view (NULL: every item); read with the caller''s rights';
+REVOKE ALL ON FUNCTION @extschema@.recsys_set_recommendable(regclass, name) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Hardening: keep this block last, identical in the install script and in

@@ -180,6 +180,17 @@ struct Recommendation {
     bool from_cf;   // true: 'cf', false: 'popular'
 };
 
+// Which items may be recommended (issue #8): when `allowed` is set, only
+// the items in it; never the items in `denied`.  Both are views of sorted
+// ascending arrays of item indices owned by the caller.
+struct ItemFilter {
+    const int32_t* allowed = nullptr;  // nullptr: every item is allowed
+    std::size_t n_allowed = 0;
+    const int32_t* denied = nullptr;
+    std::size_t n_denied = 0;
+    bool passes(int32_t item) const;
+};
+
 // score(u,j) = sum_{i in history} w(u,i) sim_K(i,j); history items excluded;
 // top_n by score desc, id asc, score > 0; the remaining slots are filled from
 // `popular` (ids in popularity order, counts alongside) skipping history and
@@ -188,12 +199,46 @@ struct Recommendation {
 // sim(j,j) is not stored) and the fill skips only already listed items.
 // `seen` (sorted ascending) lists more items to exclude with the history:
 // the items the user has events on that sum to w <= 0 (weight 0, refunds).
+// Items `filter` rejects are neither scored candidates nor fill: recommend_cf
+// then fill_popular (below).
 std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
                                       const NeighborLookup& neighbors,
                                       const std::vector<int32_t>& popular_ids,
                                       const std::vector<int32_t>& popular_users,
                                       int top_n, bool exclude_seen = true,
-                                      const std::vector<int32_t>& seen = {});
+                                      const std::vector<int32_t>& seen = {},
+                                      const ItemFilter& filter = ItemFilter{});
+
+// The collaborative part of recommend(): the top_n items by score > 0 that
+// are neither excluded (history and `seen`, with exclude_seen) nor filtered
+// out, so a narrow filter still yields top_n items when that many score.
+std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history,
+                                         const NeighborLookup& neighbors, int top_n,
+                                         bool exclude_seen, const std::vector<int32_t>& seen,
+                                         const ItemFilter& filter);
+
+// The popularity fill of recommend(): appends to `out` (already holding the
+// collaborative items) the items of `popular_ids` in order, skipping the
+// excluded, the filtered out and the already listed ones, until `out` holds
+// top_n.  Can be called again with the next part of the popularity list.
+void fill_popular(std::vector<Recommendation>& out, const std::vector<HistoryItem>& history,
+                  const std::vector<int32_t>& popular_ids, const std::vector<int32_t>& popular_users,
+                  int top_n, bool exclude_seen, const std::vector<int32_t>& seen,
+                  const ItemFilter& filter);
+
+// One history item's part of an item's collaborative score.
+struct Contribution {
+    int32_t history_item;
+    double weight;      // w(u, history_item), duplicates summed
+    double similarity;  // sim_K(history_item, item)
+    double contribution;  // weight * similarity
+};
+
+// Why recommend() scores `item` as it does: one entry per history item (with
+// weight > 0) whose stored neighbours include `item`, in history item order.
+// The contributions, added in this order, give recommend()'s score exactly.
+std::vector<Contribution> explain(const std::vector<HistoryItem>& history,
+                                  const NeighborLookup& neighbors, int32_t item);
 
 // Same, against an in-memory model.
 std::vector<Recommendation> recommend(const Model& model,

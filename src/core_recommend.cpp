@@ -41,25 +41,43 @@ bool in_history(const std::vector<HistoryItem>& h, int32_t item) {
 
 }  // namespace
 
-std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
-                                      const NeighborLookup& neighbors,
-                                      const std::vector<int32_t>& popular_ids,
-                                      const std::vector<int32_t>& popular_users, int top_n,
-                                      bool exclude_seen, const std::vector<int32_t>& seen) {
-    std::vector<Recommendation> out;
-    if (top_n <= 0) return out;
-    if (popular_ids.size() != popular_users.size())
-        throw InvalidInput("recsys: popular_ids and popular_users differ in length (" +
-                           std::to_string(popular_ids.size()) + " vs " +
-                           std::to_string(popular_users.size()) + ")");
-    const std::size_t n = static_cast<std::size_t>(top_n);
-    const std::vector<HistoryItem> h = normalize_history(history);
-    // Excluded: the history, and the items of `seen` (sorted).
-    auto excluded = [&](int32_t item) {
-        return exclude_seen && (in_history(h, item) || std::binary_search(seen.begin(), seen.end(), item));
-    };
+bool ItemFilter::passes(int32_t item) const {
+    if (allowed != nullptr && !std::binary_search(allowed, allowed + n_allowed, item)) return false;
+    return denied == nullptr || !std::binary_search(denied, denied + n_denied, item);
+}
+
+namespace {
+
+// Excluded: the history, and the items of `seen` (sorted), with exclude_seen.
+struct Exclusion {
+    const std::vector<HistoryItem>& h;
+    const std::vector<int32_t>& seen;
+    bool exclude_seen;
+    const ItemFilter& filter;
+    bool excluded(int32_t item) const {
+        if (exclude_seen && (in_history(h, item) || std::binary_search(seen.begin(), seen.end(), item)))
+            return true;
+        return !filter.passes(item);
+    }
+};
+
+void check_seen(const std::vector<int32_t>& seen) {
     if (!std::is_sorted(seen.begin(), seen.end()))
         throw InvalidInput("recsys: the seen items must be sorted");
+}
+
+}  // namespace
+
+std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history,
+                                         const NeighborLookup& neighbors, int top_n,
+                                         bool exclude_seen, const std::vector<int32_t>& seen,
+                                         const ItemFilter& filter) {
+    std::vector<Recommendation> out;
+    if (top_n <= 0) return out;
+    check_seen(seen);
+    const std::size_t n = static_cast<std::size_t>(top_n);
+    const std::vector<HistoryItem> h = normalize_history(history);
+    const Exclusion ex{h, seen, exclude_seen, filter};
 
     // Collaborative scores: w * sim summed per neighbour in an open-addressing
     // table.  Each neighbour's contributions are added in generation order
@@ -102,22 +120,65 @@ std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
     cand.reserve(order.size());
     for (uint32_t pos : order) {
         const double sc = slot_score[pos];
-        if (sc > 0 && !excluded(slot_item[pos]))
+        if (sc > 0 && !ex.excluded(slot_item[pos]))
             cand.push_back(Scored{sc, slot_item[pos]});
     }
     detail::select_top_k(cand, n);
+    out.reserve(cand.size());
+    for (const Scored& s : cand) out.push_back(Recommendation{s.id, s.score, true});
+    return out;
+}
 
-    out.reserve(std::min(n, cand.size() + popular_ids.size()));
+void fill_popular(std::vector<Recommendation>& out, const std::vector<HistoryItem>& history,
+                  const std::vector<int32_t>& popular_ids, const std::vector<int32_t>& popular_users,
+                  int top_n, bool exclude_seen, const std::vector<int32_t>& seen,
+                  const ItemFilter& filter) {
+    if (popular_ids.size() != popular_users.size())
+        throw InvalidInput("recsys: popular_ids and popular_users differ in length (" +
+                           std::to_string(popular_ids.size()) + " vs " +
+                           std::to_string(popular_users.size()) + ")");
+    if (top_n <= 0) return;
+    check_seen(seen);
+    const std::size_t n = static_cast<std::size_t>(top_n);
+    if (out.size() >= n) return;
+    const std::vector<HistoryItem> h = normalize_history(history);
+    const Exclusion ex{h, seen, exclude_seen, filter};
     std::unordered_set<int32_t> listed;
-    for (const Scored& s : cand) {
-        out.push_back(Recommendation{s.id, s.score, true});
-        listed.insert(s.id);
-    }
+    for (const Recommendation& r : out) listed.insert(r.item);
     for (std::size_t r = 0; r < popular_ids.size() && out.size() < n; ++r) {
         const int32_t item = popular_ids[r];
-        if (excluded(item) || listed.count(item)) continue;
+        if (ex.excluded(item) || listed.count(item)) continue;
         out.push_back(Recommendation{item, static_cast<double>(popular_users[r]), false});
         listed.insert(item);
+    }
+}
+
+std::vector<Recommendation> recommend(const std::vector<HistoryItem>& history,
+                                      const NeighborLookup& neighbors,
+                                      const std::vector<int32_t>& popular_ids,
+                                      const std::vector<int32_t>& popular_users, int top_n,
+                                      bool exclude_seen, const std::vector<int32_t>& seen,
+                                      const ItemFilter& filter) {
+    if (popular_ids.size() != popular_users.size())
+        throw InvalidInput("recsys: popular_ids and popular_users differ in length (" +
+                           std::to_string(popular_ids.size()) + " vs " +
+                           std::to_string(popular_users.size()) + ")");
+    std::vector<Recommendation> out = recommend_cf(history, neighbors, top_n, exclude_seen, seen, filter);
+    fill_popular(out, history, popular_ids, popular_users, top_n, exclude_seen, seen, filter);
+    return out;
+}
+
+std::vector<Contribution> explain(const std::vector<HistoryItem>& history,
+                                  const NeighborLookup& neighbors, int32_t item) {
+    std::vector<Contribution> out;
+    if (!neighbors) return out;
+    for (const HistoryItem& hi : normalize_history(history)) {
+        const NeighborList nl = neighbors(hi.item);
+        for (std::size_t k = 0; k < nl.size; ++k) {
+            if (nl.ids[k] != item) continue;
+            out.push_back(Contribution{hi.item, hi.weight, nl.sims[k], hi.weight * nl.sims[k]});
+            break;
+        }
     }
     return out;
 }
@@ -142,7 +203,7 @@ std::vector<Recommendation> recommend(const Model& model, const std::vector<Hist
                                       int top_n, bool exclude_seen) {
     return recommend(
         history, [&model](int32_t item) { return neighbors_of(model, item); }, model.popular_ids,
-        model.popular_users, top_n, exclude_seen);
+        model.popular_users, top_n, exclude_seen, {}, ItemFilter{});
 }
 
 }  // namespace recsys

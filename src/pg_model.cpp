@@ -21,9 +21,11 @@ static void check_reader_grants(void)
 {
     Oid nsp = get_namespace_oid("recsys", false);
     Oid user = GetUserId();
-    Oid tables[2] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp)};
+    // recsys.config: the recommendable items (issue #8).
+    Oid tables[3] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp),
+                     get_relname_relid("config", nsp)};
     bool ok = pg_namespace_aclcheck(nsp, user, ACL_USAGE) == ACLCHECK_OK;
-    for (int i = 0; ok && i < 2; i++)
+    for (int i = 0; ok && i < 3; i++)
         ok = OidIsValid(tables[i]) && pg_class_aclcheck(tables[i], user, ACL_SELECT) == ACLCHECK_OK;
     if (!ok) {
         const char* role = quote_identifier(GetUserNameFromId(user, false));

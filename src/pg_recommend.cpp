@@ -1,13 +1,19 @@
 // pg_recommend.cpp - recsys_recommend(user_ids <user type>[], top_n int,
-// exclude_seen bool), in the id types it is declared with (pg_ids.hpp).
+// exclude_seen bool, include_items, exclude_items),
+// recsys_recommend_for_items(item_ids, top_n, weights, include_items,
+// exclude_items) and recsys_explain(user_id, product_id), in the id types
+// they are declared with (pg_ids.hpp).
 //
 // Reads the users' current events, the neighbours of the items in their
-// history and the head of the popularity list in three indexed queries,
-// scores each user in the core, and returns the rows in the order of the
-// input array.  Every item a user has an event on is excluded (unless
-// exclude_seen is false), whatever its weight: refunds and weight-0 events
-// included.
+// history in indexed queries, scores each user in the core among the
+// allowed items (the per-call filters and the recommendable relation, as
+// sorted arrays of item indices the core searches), and fills short lists
+// from the popularity list, read in rank order only as far as needed.  Rows
+// come in the order of the input array.  Every item a user has an event on
+// is excluded (unless exclude_seen is false), whatever its weight: refunds
+// and weight-0 events included.
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "pg_limits.hpp"
@@ -16,6 +22,9 @@
 
 extern "C" {
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "lib/stringinfo.h"
+#include "utils/acl.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -24,13 +33,18 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 
 PG_FUNCTION_INFO_V1(recsys_recommend);
+PG_FUNCTION_INFO_V1(recsys_recommend_for_items);
+PG_FUNCTION_INFO_V1(recsys_explain);
 }
 
 // Plans kept for the life of the backend; the plan cache replans them after DDL.
 static SPIPlanPtr neighbors_plan = NULL;
 static SPIPlanPtr popular_plan = NULL;
+static SPIPlanPtr recommendable_plan = NULL;
+static SPIPlanPtr popularity_of_plan = NULL;
 
 // Builds an int4[] datum from n ints.
 static Datum int_array(const int32* v, int n)
@@ -75,7 +89,254 @@ static int cmp_event(const void* a, const void* b)
     return 0;
 }
 
-// Reads and checks the arguments; returns the distinct ids sorted by key
+// Sorts v and removes duplicates; returns the new length.
+static int sort_unique(int32* v, int n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof(int32), cmp_int32);
+    int m = 1;
+    for (int i = 1; i < n; i++)
+        if (v[i] != v[m - 1])
+            v[m++] = v[i];
+    return m;
+}
+
+// The elements of an array argument, checked: one-dimensional (2202E), at
+// most `max` elements (54000), no NULL (22004).  `given` is false when the
+// argument is NULL or absent.
+struct ArrayArg {
+    bool given;
+    Datum* elems;
+    int n;
+    Oid elem;
+};
+static void read_array_arg(FunctionCallInfo fcinfo, int arg, const char* name, int max, ArrayArg* out)
+{
+    out->given = false;
+    out->elems = NULL;
+    out->n = 0;
+    out->elem = InvalidOid;
+    if (arg >= PG_NARGS() || PG_ARGISNULL(arg))
+        return;
+    ArrayType* arr = PG_GETARG_ARRAYTYPE_P(arg);
+    if (ARR_NDIM(arr) > 1)
+        ereport(ERROR, (errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+                        errmsg("%s must be a one-dimensional array, not %d-dimensional", name, ARR_NDIM(arr))));
+    int n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+    if (n > max)
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("%s has %d elements, at most %d are allowed", name, n, max)));
+    out->given = true;
+    out->elem = ARR_ELEMTYPE(arr);
+    if (n == 0)
+        return;
+    int16 typlen;
+    bool typbyval;
+    char typalign;
+    get_typlenbyvalalign(out->elem, &typlen, &typbyval, &typalign);
+    bool* nulls;
+    deconstruct_array(arr, out->elem, typlen, typbyval, typalign, &out->elems, &nulls, &out->n);
+    for (int i = 0; i < out->n; i++)
+        if (nulls[i])
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("%s must not contain NULL (element %d is NULL)", name, i + 1)));
+}
+
+// The model indices of the item ids of an array argument, in input order;
+// -1 for the items the model does not know.
+static int32* item_indices_of(int64 model_id, Oid item_type, const ArrayArg* a)
+{
+    int32* idx = (int32*) palloc(sizeof(int32) * Max(a->n, 1));
+    if (item_type == INT4OID) {
+        for (int i = 0; i < a->n; i++)
+            idx[i] = DatumGetInt32(a->elems[i]);
+        return idx;
+    }
+    char** keys = (char**) palloc(sizeof(char*) * Max(a->n, 1));
+    for (int i = 0; i < a->n; i++)
+        keys[i] = id_key_text(a->elems[i], a->elem);
+    item_indices(model_id, keys, a->n, idx);
+    return idx;
+}
+
+// The model indices of the items of a filter argument: sorted, distinct,
+// the unknown ones dropped.
+static int32* filter_indices(int64 model_id, Oid item_type, const ArrayArg* a, int* n_out)
+{
+    int32* idx = item_indices_of(model_id, item_type, a);
+    int m = 0;
+    for (int i = 0; i < a->n; i++)
+        if (item_type == INT4OID || idx[i] >= 0)
+            idx[m++] = idx[i];
+    *n_out = sort_unique(idx, m);
+    return idx;
+}
+
+// The type a column of type t is served as (a domain as its base type);
+// InvalidOid for a type recsys cannot use as an id.
+static Oid served_type_of(Oid t)
+{
+    switch (getBaseType(t)) {
+    case INT2OID:
+    case INT4OID:
+        return INT4OID;
+    case INT8OID:
+        return INT8OID;
+    case TEXTOID:
+    case VARCHAROID:
+        return TEXTOID;
+    case UUIDOID:
+        return UUIDOID;
+    default:
+        return InvalidOid;
+    }
+}
+
+// The items of the recommendable relation (recsys_set_recommendable) as
+// sorted distinct model indices.  Returns false
+// when none is configured.
+static bool read_recommendable(int64 model_id, Oid item_type, int32** out, int* n_out)
+{
+    Oid config = get_relname_relid("config", get_namespace_oid("recsys", false));
+    if (get_attnum(config, "recommendable_relation") == InvalidAttrNumber)
+        return false;   // a database still at 1.0's SQL objects
+    if (recommendable_plan == NULL)
+        recommendable_plan = keep_plan("SELECT c.recommendable_relation, c.recommendable_column FROM recsys.config c",
+                                       0, NULL);
+    if (SPI_execute_plan(recommendable_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading recsys.config failed");
+    if (SPI_processed != 1)
+        return false;
+    char* name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+    char* col = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    if (name == NULL || col == NULL)
+        return false;
+    RangeVar* rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
+    Oid relid = OidIsValid(get_namespace_oid(rv->schemaname ? rv->schemaname : "", true))
+                    ? RangeVarGetRelid(rv, NoLock, true)
+                    : InvalidOid;
+    if (!OidIsValid(relid))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                        errmsg("relation \"%s\", the recommendable items, does not exist", name),
+                        errdetail("It was dropped or renamed after recsys_set_recommendable() configured it."),
+                        errhint("Restore it, or configure another: SELECT recsys_set_recommendable('schema.relation', "
+                                "'column'); NULL clears it.")));
+    AttrNumber att = get_attnum(relid, col);
+    if (att == InvalidAttrNumber || att < 0)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+                        errmsg("column \"%s\" of relation \"%s\", the recommendable items, does not exist", col, name),
+                        errhint("SELECT recsys_set_recommendable('%s', 'column') names the item id column.", name)));
+    Oid coltype = get_atttype(relid, att);
+    if (served_type_of(coltype) != item_type)
+        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                        errmsg("column \"%s\" of relation \"%s\", the recommendable items, has type %s, but the active "
+                               "model " INT64_FORMAT " has %s item ids",
+                               col, name, format_type_be(coltype), model_id, format_type_be(item_type))));
+    // As the events relation (pg_source.hpp): the caller must be allowed to
+    // read it; it is read as its owner in a security-restricted operation,
+    // so code in a view never runs with the caller's rights.
+    Oid user = GetUserId();
+    if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK) {
+        const char* role = quote_identifier(GetUserNameFromId(user, false));
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("permission denied for relation %s, the recommendable items", name),
+                        errdetail("recsys reads it with its owner's rights, for callers that may read it."),
+                        errhint("GRANT SELECT ON %s TO %s;", name, role)));
+    }
+    SourceRel rel;
+    source_open(relid, &rel);
+    const char* qcol = quote_identifier(col);
+    StringInfoData sql;
+    initStringInfo(&sql);
+    appendStringInfo(&sql, "SELECT DISTINCT r.%s::pg_catalog.%s FROM %s r WHERE r.%s IS NOT NULL", qcol,
+                     item_type == INT4OID ? "int4" : "text", rel.qualified, qcol);
+    SourceSwitch sw;
+    source_enter(&rel, &sw);
+    int rc = SPI_execute(sql.data, true, 0);
+    source_leave(&sw);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading the recommendable items %s failed: %s", rel.qualified,
+             SPI_result_code_string(rc));
+    int n = (int) SPI_processed;
+    SPITupleTable* tt = SPI_tuptable;
+    int32* v = (int32*) palloc(sizeof(int32) * Max(n, 1));
+    bool isnull;
+    if (item_type == INT4OID) {
+        for (int i = 0; i < n; i++)
+            v[i] = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+    } else {
+        char** keys = (char**) palloc(sizeof(char*) * Max(n, 1));
+        for (int i = 0; i < n; i++)
+            keys[i] = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+        item_indices(model_id, keys, n, v);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (v[i] >= 0)
+                v[m++] = v[i];
+        n = m;
+    }
+    *n_out = sort_unique(v, n);
+    *out = v;
+    return true;
+}
+
+// Intersects two sorted distinct arrays into a (in place).
+static int intersect_sorted(int32* a, int na, const int32* b, int nb)
+{
+    int m = 0;
+    for (int i = 0, j = 0; i < na && j < nb;) {
+        if (a[i] < b[j])
+            i++;
+        else if (a[i] > b[j])
+            j++;
+        else {
+            a[m++] = a[i];
+            i++;
+            j++;
+        }
+    }
+    return m;
+}
+
+// The filter of a call: include_items (argument inc) and the recommendable
+// relation allow, exclude_items (argument exc) denies.  Arrays were checked
+// by read_array_arg.
+static void build_filter(int64 model_id, Oid item_type, const ArrayArg* inc, const ArrayArg* exc,
+                         recsys::ItemFilter* f)
+{
+    static const int32 empty_set[1] = {0};
+    f->allowed = NULL;
+    f->n_allowed = 0;
+    f->denied = NULL;
+    f->n_denied = 0;
+    int32* allowed = NULL;
+    int n_allowed = 0;
+    if (inc->given)
+        allowed = filter_indices(model_id, item_type, inc, &n_allowed);
+    int32* rec;
+    int n_rec;
+    if (read_recommendable(model_id, item_type, &rec, &n_rec)) {
+        if (allowed == NULL) {
+            allowed = rec;
+            n_allowed = n_rec;
+        } else {
+            n_allowed = intersect_sorted(allowed, n_allowed, rec, n_rec);
+        }
+    }
+    if (allowed != NULL) {
+        f->allowed = n_allowed > 0 ? allowed : empty_set;
+        f->n_allowed = (size_t) n_allowed;
+    }
+    if (exc->given) {
+        int n_denied;
+        int32* denied = filter_indices(model_id, item_type, exc, &n_denied);
+        f->denied = denied;
+        f->n_denied = (size_t) n_denied;
+    }
+}
+
+// Reads and checks the user ids; returns the distinct ids sorted by key
 // (their first position in `pos`).
 static ReqUser* read_user_ids(FunctionCallInfo fcinfo, int* n_out, int* top_n_out, bool* exclude_seen)
 {
@@ -103,6 +364,11 @@ static ReqUser* read_user_ids(FunctionCallInfo fcinfo, int* n_out, int* top_n_ou
         ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
                         errmsg("too many user ids: %d, at most %d per call", n, RECSYS_MAX_USER_IDS),
                         errhint("Split the ids into several calls.")));
+    if ((int64) n * top_n > RECSYS_MAX_ROWS_PER_CALL)
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("a call returns at most %d rows (user ids x top_n), not %d x %d = " INT64_FORMAT,
+                               RECSYS_MAX_ROWS_PER_CALL, n, top_n, (int64) n * top_n),
+                        errhint("Ask for a smaller top_n, or split the ids into several calls.")));
     *top_n_out = top_n;
     *n_out = 0;
     if (n == 0)
@@ -142,11 +408,264 @@ static int cmp_first_pos(const void* a, const void* b)
     return x->pos < y->pos ? -1 : (x->pos > y->pos ? 1 : 0);
 }
 
+// The (user, item) cells of n users: w(u,i) summed per item (> 0: history,
+// else seen), sorted by user then item; cells of user j are
+// [first[j], first[j+1]).  Events of items the model does not know are
+// dropped.  Sorts and compacts ev in place.
+static int user_cells(UserEvent* ev, int n_ev, int n_users, int** first_out, int* max_cells)
+{
+    int n_known = 0;
+    for (int i = 0; i < n_ev; i++)
+        if (ev[i].known)
+            ev[n_known++] = ev[i];
+    qsort(ev, n_known, sizeof(UserEvent), cmp_event);
+    int n_cells = 0;
+    for (int i = 0; i < n_known; i++) {
+        if (n_cells > 0 && ev[n_cells - 1].user == ev[i].user && ev[n_cells - 1].item == ev[i].item) {
+            ev[n_cells - 1].w += ev[i].w;
+            continue;
+        }
+        ev[n_cells++] = ev[i];
+    }
+    int* first = (int*) palloc(sizeof(int) * (n_users + 1));
+    int max_seen = 0;
+    for (int j = 0, c = 0; j <= n_users; j++) {
+        first[j] = c;
+        while (c < n_cells && ev[c].user == j)
+            c++;
+        if (j < n_users)
+            max_seen = Max(max_seen, c - first[j]);
+    }
+    *first_out = first;
+    *max_cells = max_seen;
+    return n_cells;
+}
+
+// The stored neighbours of some items, sorted by item, flattened.
+struct NeighborTable {
+    int32* item;
+    int64* off;   // neighbours of item[k]: [off[k], off[k+1])
+    int32* ids;
+    double* sims;
+    int n;
+};
+
+// Reads the neighbours of the history items (w > 0) of the cells.
+static void read_neighbors(int64 model_id, const UserEvent* cells, int n_cells, NeighborTable* t)
+{
+    int32* items = (int32*) palloc(sizeof(int32) * Max(n_cells, 1));
+    int n_items = 0;
+    for (int i = 0; i < n_cells; i++)
+        if (cells[i].w > 0)
+            items[n_items++] = cells[i].item;
+    n_items = sort_unique(items, n_items);
+    t->item = (int32*) palloc(sizeof(int32) * Max(n_items, 1));
+    t->off = (int64*) palloc(sizeof(int64) * (n_items + 1));
+    t->ids = NULL;
+    t->sims = NULL;
+    t->n = 0;
+    t->off[0] = 0;
+    if (n_items == 0)
+        return;
+    if (neighbors_plan == NULL) {
+        Oid types[2] = {INT8OID, INT4ARRAYOID};
+        neighbors_plan = keep_plan("SELECT item_id, neighbor_ids, sims FROM recsys.neighbors "
+                                   "WHERE model_id OPERATOR(pg_catalog.=) $1 "
+                                   "AND item_id OPERATOR(pg_catalog.=) ANY ($2) ORDER BY item_id",
+                                   2, types);
+    }
+    Datum nargs[2] = {Int64GetDatum(model_id), int_array(items, n_items)};
+    if (SPI_execute_plan(neighbors_plan, nargs, NULL, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading neighbours failed");
+    int n_nb = (int) SPI_processed;
+    ArrayType** id_arrs = (ArrayType**) palloc(sizeof(ArrayType*) * Max(n_nb, 1));
+    ArrayType** sim_arrs = (ArrayType**) palloc(sizeof(ArrayType*) * Max(n_nb, 1));
+    int64 total = 0;
+    bool isnull;
+    for (int i = 0; i < n_nb; i++) {
+        HeapTuple tup = SPI_tuptable->vals[i];
+        t->item[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+        id_arrs[i] = DatumGetArrayTypeP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+        sim_arrs[i] = DatumGetArrayTypeP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+        int len = ArrayGetNItems(ARR_NDIM(id_arrs[i]), ARR_DIMS(id_arrs[i]));
+        if (ARR_HASNULL(id_arrs[i]) || ARR_HASNULL(sim_arrs[i]) ||
+            ArrayGetNItems(ARR_NDIM(sim_arrs[i]), ARR_DIMS(sim_arrs[i])) != len)
+            ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                            errmsg("recsys: neighbour arrays of item %d in model " INT64_FORMAT " are damaged",
+                                   t->item[i], model_id),
+                            errhint("Retrain with SELECT * FROM recsys_train();")));
+        total += len;
+        t->off[i + 1] = total;
+    }
+    t->ids = (int32*) palloc(sizeof(int32) * Max(total, (int64) 1));
+    t->sims = (double*) palloc(sizeof(double) * Max(total, (int64) 1));
+    for (int i = 0; i < n_nb; i++) {
+        int len = (int) (t->off[i + 1] - t->off[i]);
+        memcpy(t->ids + t->off[i], ARR_DATA_PTR(id_arrs[i]), sizeof(int32) * len);
+        memcpy(t->sims + t->off[i], ARR_DATA_PTR(sim_arrs[i]), sizeof(double) * len);
+    }
+    t->n = n_nb;
+}
+
+// The neighbour list of an item in t (empty when it has none).
+static recsys::NeighborList neighbors_in(const NeighborTable* t, int32 item)
+{
+    recsys::NeighborList l;
+    const int32* p = std::lower_bound(t->item, t->item + t->n, item);
+    if (p != t->item + t->n && *p == item) {
+        size_t k = (size_t) (p - t->item);
+        l.ids = t->ids + t->off[k];
+        l.sims = t->sims + t->off[k];
+        l.size = (size_t) (t->off[k + 1] - t->off[k]);
+    }
+    return l;
+}
+
+// Splits the cells of one user into history (w > 0) and seen items.
+static void split_cells(const UserEvent* cells, int from, int to, recsys::HistoryItem* h, int* n_hist, int32* seen,
+                        int* n_seen)
+{
+    *n_hist = 0;
+    *n_seen = 0;
+    for (int c = from; c < to; c++) {
+        if (cells[c].w > 0) {
+            h[*n_hist].item = cells[c].item;
+            h[*n_hist].weight = cells[c].w;
+            (*n_hist)++;
+        } else {
+            seen[(*n_seen)++] = cells[c].item;   // ascending: the cells are sorted by item
+        }
+    }
+}
+
+// Scores n_users histories (cells as user_cells leaves them) among the items
+// f allows: the top_n collaborative items of each, then the popularity fill,
+// read in rank order only as far as some list needs it.  Lists go to
+// out[j * top_n ...], their lengths to n_out[j].
+static void score_lists(int64 model_id, const UserEvent* cells, int n_cells, const int* first, int max_cells,
+                        int n_users, int top_n, bool exclude_seen, const recsys::ItemFilter* f,
+                        recsys::Recommendation* out, int* n_out)
+{
+    NeighborTable nb;
+    read_neighbors(model_id, cells, n_cells, &nb);
+    recsys::HistoryItem* h_item = (recsys::HistoryItem*) palloc(sizeof(recsys::HistoryItem) * Max(max_cells, 1));
+    int32* seen = (int32*) palloc(sizeof(int32) * Max(max_cells, 1));
+    bool short_list = false;
+    for (int j = 0; j < n_users; j++) {
+        CHECK_FOR_INTERRUPTS();
+        int n_hist, n_seen;
+        split_cells(cells, first[j], first[j + 1], h_item, &n_hist, seen, &n_seen);
+        recsys::Recommendation* o = out + (size_t) j * top_n;
+        int n = 0;
+        core_call_or_error("recommending", [&] {
+            std::vector<recsys::HistoryItem> history(h_item, h_item + n_hist);
+            std::vector<int32_t> also_seen(seen, seen + n_seen);
+            auto lookup = [&](int32_t item) { return neighbors_in(&nb, item); };
+            auto recs = recsys::recommend_cf(history, lookup, top_n, exclude_seen, also_seen, *f);
+            n = (int) std::min(recs.size(), (size_t) top_n);
+            std::copy(recs.begin(), recs.begin() + n, o);
+        });
+        n_out[j] = n;
+        short_list = short_list || n < top_n;
+    }
+    if (!short_list)
+        return;
+
+    // The popularity fill.  Without an allowed set, top_n + max_cells +
+    // n_denied rows are enough: a list skips at most its history and seen
+    // items, its listed items and the denied ones.  With one, read on in
+    // growing chunks until every list is full or the list ends.
+    if (popular_plan == NULL) {
+        Oid types[3] = {INT8OID, INT4OID, INT4OID};
+        popular_plan = keep_plan("SELECT item_id, users, rank FROM recsys.popularity "
+                                 "WHERE model_id OPERATOR(pg_catalog.=) $1 AND rank OPERATOR(pg_catalog.>) $2 "
+                                 "ORDER BY rank LIMIT $3",
+                                 3, types);
+    }
+    int64 chunk = (int64) top_n + max_cells + (int64) f->n_denied;
+    int32 after = PG_INT32_MIN;
+    for (;;) {
+        int limit = (int) Min(chunk, (int64) PG_INT32_MAX);
+        Datum pargs[3] = {Int64GetDatum(model_id), Int32GetDatum(after), Int32GetDatum(limit)};
+        if (SPI_execute_plan(popular_plan, pargs, NULL, true, 0) != SPI_OK_SELECT)
+            elog(ERROR, "recsys: reading popularity failed");
+        int n_pop = (int) SPI_processed;
+        int32* pop_ids = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
+        int32* pop_users = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
+        bool isnull;
+        for (int i = 0; i < n_pop; i++) {
+            HeapTuple t = SPI_tuptable->vals[i];
+            pop_ids[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
+            pop_users[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
+            after = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+        }
+        SPI_freetuptable(SPI_tuptable);
+        short_list = false;
+        for (int j = 0; j < n_users; j++) {
+            if (n_out[j] >= top_n)
+                continue;
+            CHECK_FOR_INTERRUPTS();
+            int n_hist, n_seen;
+            split_cells(cells, first[j], first[j + 1], h_item, &n_hist, seen, &n_seen);
+            recsys::Recommendation* o = out + (size_t) j * top_n;
+            int n = n_out[j];
+            core_call_or_error("recommending", [&] {
+                std::vector<recsys::Recommendation> recs(o, o + n);
+                std::vector<recsys::HistoryItem> history(h_item, h_item + n_hist);
+                std::vector<int32_t> also_seen(seen, seen + n_seen);
+                std::vector<int32_t> pids(pop_ids, pop_ids + n_pop);
+                std::vector<int32_t> pusers(pop_users, pop_users + n_pop);
+                recsys::fill_popular(recs, history, pids, pusers, top_n, exclude_seen, also_seen, *f);
+                n = (int) std::min(recs.size(), (size_t) top_n);
+                std::copy(recs.begin(), recs.begin() + n, o);
+            });
+            n_out[j] = n;
+            short_list = short_list || n < top_n;
+        }
+        pfree(pop_ids);
+        pfree(pop_users);
+        if (!short_list || n_pop < limit || f->allowed == NULL)
+            break;
+        chunk = Min(chunk * 4, (int64) 1 << 20);
+    }
+}
+
+// Emits one list as rows (user id first when with_user).
+static void emit_list(ReturnSetInfo* rsinfo, int64 model_id, Oid item_type, bool with_user, Datum user,
+                      const recsys::Recommendation* recs, int n)
+{
+    int32* idx = (int32*) palloc(sizeof(int32) * Max(n, 1));
+    Datum* ids = (Datum*) palloc(sizeof(Datum) * Max(n, 1));
+    for (int r = 0; r < n; r++)
+        idx[r] = recs[r].item;
+    item_ids_of(model_id, item_type, idx, n, ids);
+    for (int r = 0; r < n; r++) {
+        Datum values[5];
+        bool nulls[5] = {false, false, false, false, false};
+        int c = 0;
+        if (with_user)
+            values[c++] = user;
+        values[c++] = ids[r];
+        values[c++] = Float8GetDatum(recs[r].score);
+        values[c++] = Int32GetDatum(r + 1);
+        values[c++] = CStringGetTextDatum(recs[r].from_cf ? "cf" : "popular");
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    }
+    pfree(idx);
+    pfree(ids);
+}
+
+// recsys_recommend(user_ids <user type>[], top_n int, exclude_seen bool,
+//                  include_items <item type>[], exclude_items <item type>[])
+//   -> (user_id, product_id, score, rank, source)
 extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
 {
     int n_users, top_n;
     bool exclude_seen;
     ReqUser* users = read_user_ids(fcinfo, &n_users, &top_n, &exclude_seen);
+    ArrayArg inc, exc;
+    read_array_arg(fcinfo, 3, "include_items", RECSYS_MAX_FILTER_ITEMS, &inc);
+    read_array_arg(fcinfo, 4, "exclude_items", RECSYS_MAX_FILTER_ITEMS, &exc);
 
     InitMaterializedSRF(fcinfo, 0);
     ReturnSetInfo* rsinfo = (ReturnSetInfo*) fcinfo->resultinfo;
@@ -164,6 +683,8 @@ extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
     active_model_read(&model);
     check_model_types(&model, user_type, item_type, "recsys_recommend");
     int64 model_id = model.model_id;
+    recsys::ItemFilter filter;
+    build_filter(model_id, item_type, &inc, &exc, &filter);
     SourceRel src;
     active_model_source(&model, &src);
     Datum* ids = (Datum*) palloc(sizeof(Datum) * n_users);
@@ -175,163 +696,189 @@ extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
     int n_ev;
     Oid item_coltype;
     UserEvent* ev = read_user_events(&model, &src, ids, keys, n_users, &n_ev, &item_coltype);
-    // Summed per (user, item): w(u,i) > 0 is history, the other known
-    // items are seen.  Events of items the model does not know are dropped.
-    int n_known = 0;
-    for (int i = 0; i < n_ev; i++)
-        if (ev[i].known)
-            ev[n_known++] = ev[i];
-    qsort(ev, n_known, sizeof(UserEvent), cmp_event);
-    int n_cells = 0;
-    for (int i = 0; i < n_known; i++) {
-        if (n_cells > 0 && ev[n_cells - 1].user == ev[i].user && ev[n_cells - 1].item == ev[i].item) {
-            ev[n_cells - 1].w += ev[i].w;
-            continue;
-        }
-        ev[n_cells++] = ev[i];
-    }
-    int* u_first = (int*) palloc(sizeof(int) * (n_users + 1));   // cells of user j: [u_first[j], u_first[j+1])
-    int max_seen = 0;
-    for (int j = 0, c = 0; j <= n_users; j++) {
-        u_first[j] = c;
-        while (c < n_cells && ev[c].user == j)
-            c++;
-        if (j < n_users)
-            max_seen = Max(max_seen, c - u_first[j]);
-    }
-    int32* items = (int32*) palloc(sizeof(int32) * Max(n_cells, 1));
-    int n_items = 0;
-    for (int i = 0; i < n_cells; i++)
-        if (ev[i].w > 0)
-            items[n_items++] = ev[i].item;
-    qsort(items, n_items, sizeof(int32), cmp_int32);
-    int n_distinct = 0;
-    for (int i = 0; i < n_items; i++)
-        if (i == 0 || items[i] != items[i - 1])
-            items[n_distinct++] = items[i];
-    n_items = n_distinct;
-    int max_hist = max_seen;
-    bool isnull;
+    int* first;
+    int max_cells;
+    int n_cells = user_cells(ev, n_ev, n_users, &first, &max_cells);
 
-    // Neighbours of every history item, sorted by item, flattened.
-    int32* nb_item = (int32*) palloc(sizeof(int32) * Max(n_items, 1));
-    int64* nb_off = (int64*) palloc(sizeof(int64) * (n_items + 1));
-    int32* nb_ids = NULL;
-    double* nb_sims = NULL;
-    int n_nb = 0;
-    nb_off[0] = 0;
-    if (n_items > 0) {
-        if (neighbors_plan == NULL) {
-            Oid types[2] = {INT8OID, INT4ARRAYOID};
-            neighbors_plan = keep_plan("SELECT item_id, neighbor_ids, sims FROM recsys.neighbors "
-                                       "WHERE model_id OPERATOR(pg_catalog.=) $1 "
-                                       "AND item_id OPERATOR(pg_catalog.=) ANY ($2) ORDER BY item_id",
-                                       2, types);
-        }
-        Datum nargs[2] = {Int64GetDatum(model_id), int_array(items, n_items)};
-        if (SPI_execute_plan(neighbors_plan, nargs, NULL, true, 0) != SPI_OK_SELECT)
-            elog(ERROR, "recsys: reading neighbours failed");
-        n_nb = (int) SPI_processed;
-        ArrayType** id_arrs = (ArrayType**) palloc(sizeof(ArrayType*) * Max(n_nb, 1));
-        ArrayType** sim_arrs = (ArrayType**) palloc(sizeof(ArrayType*) * Max(n_nb, 1));
-        int64 total = 0;
-        for (int i = 0; i < n_nb; i++) {
-            HeapTuple t = SPI_tuptable->vals[i];
-            nb_item[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
-            id_arrs[i] = DatumGetArrayTypeP(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
-            sim_arrs[i] = DatumGetArrayTypeP(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
-            int len = ArrayGetNItems(ARR_NDIM(id_arrs[i]), ARR_DIMS(id_arrs[i]));
-            if (ARR_HASNULL(id_arrs[i]) || ARR_HASNULL(sim_arrs[i]) ||
-                ArrayGetNItems(ARR_NDIM(sim_arrs[i]), ARR_DIMS(sim_arrs[i])) != len)
-                ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                                errmsg("recsys: neighbour arrays of item %d in model " INT64_FORMAT " are damaged",
-                                       nb_item[i], model_id),
-                                errhint("Retrain with SELECT * FROM recsys_train();")));
-            total += len;
-            nb_off[i + 1] = total;
-        }
-        nb_ids = (int32*) palloc(sizeof(int32) * Max(total, (int64) 1));
-        nb_sims = (double*) palloc(sizeof(double) * Max(total, (int64) 1));
-        for (int i = 0; i < n_nb; i++) {
-            int len = (int) (nb_off[i + 1] - nb_off[i]);
-            memcpy(nb_ids + nb_off[i], ARR_DATA_PTR(id_arrs[i]), sizeof(int32) * len);
-            memcpy(nb_sims + nb_off[i], ARR_DATA_PTR(sim_arrs[i]), sizeof(double) * len);
-        }
-    }
+    recsys::Recommendation* out =
+        (recsys::Recommendation*) palloc(sizeof(recsys::Recommendation) * (size_t) n_users * top_n);
+    int* n_out = (int*) palloc(sizeof(int) * n_users);
+    score_lists(model_id, ev, n_cells, first, max_cells, n_users, top_n, exclude_seen, &filter, out, n_out);
 
-    // The head of the popularity list: enough to fill top_n past any history.
-    if (popular_plan == NULL) {
-        Oid types[2] = {INT8OID, INT4OID};
-        popular_plan = keep_plan("SELECT item_id, users FROM recsys.popularity "
-                                 "WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY rank LIMIT $2", 2, types);
-    }
-    Datum pargs[2] = {Int64GetDatum(model_id), Int32GetDatum(top_n + max_hist)};
-    if (SPI_execute_plan(popular_plan, pargs, NULL, true, 0) != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading popularity failed");
-    int n_pop = (int) SPI_processed;
-    int32* pop_ids = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
-    int32* pop_users = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
-    for (int i = 0; i < n_pop; i++) {
-        HeapTuple t = SPI_tuptable->vals[i];
-        pop_ids[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
-        pop_users[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
-    }
-
-    // Score each user in the core and emit its rows, in input order.
+    // Rows in input order.
     ReqUser** order = (ReqUser**) palloc(sizeof(ReqUser*) * n_users);
     for (int j = 0; j < n_users; j++)
         order[j] = &users[j];
     qsort(order, n_users, sizeof(ReqUser*), cmp_first_pos);
-    recsys::Recommendation* out = (recsys::Recommendation*) palloc(sizeof(recsys::Recommendation) * top_n);
-    recsys::HistoryItem* h_item = (recsys::HistoryItem*) palloc(sizeof(recsys::HistoryItem) * Max(max_seen, 1));
-    int32* seen = (int32*) palloc(sizeof(int32) * Max(max_seen, 1));
-    int32* out_idx = (int32*) palloc(sizeof(int32) * top_n);
-    Datum* out_ids = (Datum*) palloc(sizeof(Datum) * top_n);
     for (int o = 0; o < n_users; o++) {
-        CHECK_FOR_INTERRUPTS();
         int j = (int) (order[o] - users);
-        int n_hist = 0, n_seen = 0;
-        for (int c = u_first[j]; c < u_first[j + 1]; c++) {
-            if (ev[c].w > 0) {
-                h_item[n_hist].item = ev[c].item;
-                h_item[n_hist].weight = ev[c].w;
-                n_hist++;
-            } else {
-                seen[n_seen++] = ev[c].item;   // ascending: the cells are sorted by item
-            }
+        emit_list(rsinfo, model_id, item_type, true, users[j].id, out + (size_t) j * top_n, n_out[j]);
+    }
+    SPI_finish();
+    return (Datum) 0;
+}
+
+// recsys_recommend_for_items(item_ids <item type>[], top_n int,
+//     weights float8[], include_items <item type>[], exclude_items <item type>[])
+//   -> (product_id, score, rank, source)
+// The given items are the history (weight 1 each, or the given weights);
+// the items the model does not know are ignored.
+extern "C" Datum recsys_recommend_for_items(PG_FUNCTION_ARGS)
+{
+    if (PG_ARGISNULL(0))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("item_ids must not be NULL"),
+                        errhint("Pass the basket's items, e.g. ARRAY[10, 25, 42].")));
+    if (PG_ARGISNULL(1))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("top_n must not be NULL")));
+    int top_n = PG_GETARG_INT32(1);
+    if (top_n < 1 || top_n > RECSYS_MAX_TOP_N)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("top_n must be between 1 and %d, not %d", RECSYS_MAX_TOP_N, top_n)));
+    ArrayArg items, weights, inc, exc;
+    read_array_arg(fcinfo, 0, "item_ids", RECSYS_MAX_BASKET_ITEMS, &items);
+    read_array_arg(fcinfo, 2, "weights", RECSYS_MAX_BASKET_ITEMS, &weights);
+    read_array_arg(fcinfo, 3, "include_items", RECSYS_MAX_FILTER_ITEMS, &inc);
+    read_array_arg(fcinfo, 4, "exclude_items", RECSYS_MAX_FILTER_ITEMS, &exc);
+    if (weights.given && weights.n != items.n)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("weights has %d elements but item_ids has %d", weights.n, items.n),
+                        errhint("Give one weight per item, or leave weights NULL for weight 1 each.")));
+    for (int i = 0; weights.given && i < weights.n; i++) {
+        double w = DatumGetFloat8(weights.elems[i]);
+        if (!(w > 0) || std::isinf(w))
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("weights must be positive and finite, not %g (element %d)", w, i + 1)));
+    }
+
+    InitMaterializedSRF(fcinfo, 0);
+    ReturnSetInfo* rsinfo = (ReturnSetInfo*) fcinfo->resultinfo;
+    Oid item_type = TupleDescAttr(rsinfo->setDesc, 0)->atttypid;
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "recsys: SPI_connect failed");
+    ActiveModel model;
+    active_model_read(&model);
+    check_model_types(&model, InvalidOid, item_type, "recsys_recommend_for_items");
+    int64 model_id = model.model_id;
+    recsys::ItemFilter filter;
+    build_filter(model_id, item_type, &inc, &exc, &filter);
+
+    // The basket as the cells of one user.
+    int32* idx = item_indices_of(model_id, item_type, &items);
+    UserEvent* cells = (UserEvent*) palloc0(sizeof(UserEvent) * Max(items.n, 1));
+    for (int i = 0; i < items.n; i++) {
+        cells[i].user = 0;
+        cells[i].item = idx[i];
+        cells[i].known = item_type == INT4OID || idx[i] >= 0;
+        cells[i].w = weights.given ? DatumGetFloat8(weights.elems[i]) : 1.0;
+    }
+    int* first;
+    int max_cells;
+    int n_cells = user_cells(cells, items.n, 1, &first, &max_cells);
+    recsys::Recommendation* out = (recsys::Recommendation*) palloc(sizeof(recsys::Recommendation) * top_n);
+    int n_out;
+    score_lists(model_id, cells, n_cells, first, max_cells, 1, top_n, true, &filter, out, &n_out);
+    emit_list(rsinfo, model_id, item_type, false, (Datum) 0, out, n_out);
+    SPI_finish();
+    return (Datum) 0;
+}
+
+// recsys_explain(user_id <user type>, product_id <item type>)
+//   -> (history_item, weight, similarity, contribution, source)
+// One row per history item whose neighbours include the product, adding up
+// to the score recsys_recommend gives it; without a collaborative score, one
+// row with the product's popularity (source 'popular'); none for a product
+// the model does not know.
+extern "C" Datum recsys_explain(PG_FUNCTION_ARGS)
+{
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("user_id and product_id must not be NULL")));
+    InitMaterializedSRF(fcinfo, 0);
+    ReturnSetInfo* rsinfo = (ReturnSetInfo*) fcinfo->resultinfo;
+    Oid user_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+    Oid arg_item_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
+    Oid item_type = TupleDescAttr(rsinfo->setDesc, 0)->atttypid;
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "recsys: SPI_connect failed");
+    ActiveModel model;
+    active_model_read(&model);
+    check_model_types(&model, user_type, item_type, "recsys_explain");
+    int64 model_id = model.model_id;
+    int32 product;
+    if (item_type == INT4OID) {
+        product = PG_GETARG_INT32(1);
+    } else {
+        char* key = id_key_text(PG_GETARG_DATUM(1), arg_item_type);
+        item_indices(model_id, &key, 1, &product);
+        if (product < 0) {
+            SPI_finish();
+            return (Datum) 0;   // a product the model does not know has no score
         }
-        int n_out = 0;
-        core_call_or_error("recommending", [&] {
-            std::vector<recsys::HistoryItem> history(h_item, h_item + n_hist);
-            std::vector<int32_t> also_seen(seen, seen + n_seen);
-            std::vector<int32_t> pids(pop_ids, pop_ids + n_pop);
-            std::vector<int32_t> pusers(pop_users, pop_users + n_pop);
-            auto lookup = [&](int32_t item) {
-                recsys::NeighborList l;
-                const int32* p = std::lower_bound(nb_item, nb_item + n_nb, item);
-                if (p != nb_item + n_nb && *p == item) {
-                    size_t k = (size_t) (p - nb_item);
-                    l.ids = nb_ids + nb_off[k];
-                    l.sims = nb_sims + nb_off[k];
-                    l.size = (size_t) (nb_off[k + 1] - nb_off[k]);
-                }
-                return l;
-            };
-            auto recs = recsys::recommend(history, lookup, pids, pusers, top_n, exclude_seen, also_seen);
-            n_out = (int) std::min(recs.size(), (size_t) top_n);
-            std::copy(recs.begin(), recs.begin() + n_out, out);
-        });
-        for (int r = 0; r < n_out; r++)
-            out_idx[r] = out[r].item;
-        item_ids_of(model_id, item_type, out_idx, n_out, out_ids);
-        for (int r = 0; r < n_out; r++) {
+    }
+    SourceRel src;
+    active_model_source(&model, &src);
+    Datum user = PG_GETARG_DATUM(0);
+    IdKey key = id_key_of(user, user_type);
+    int n_ev;
+    Oid item_coltype;
+    UserEvent* ev = read_user_events(&model, &src, &user, &key, 1, &n_ev, &item_coltype);
+    int* first;
+    int max_cells;
+    int n_cells = user_cells(ev, n_ev, 1, &first, &max_cells);
+    NeighborTable nb;
+    read_neighbors(model_id, ev, n_cells, &nb);
+    recsys::HistoryItem* h_item = (recsys::HistoryItem*) palloc(sizeof(recsys::HistoryItem) * Max(max_cells, 1));
+    int32* seen = (int32*) palloc(sizeof(int32) * Max(max_cells, 1));
+    int n_hist, n_seen;
+    split_cells(ev, first[0], first[1], h_item, &n_hist, seen, &n_seen);
+    recsys::Contribution* parts = (recsys::Contribution*) palloc(sizeof(recsys::Contribution) * Max(n_hist, 1));
+    int n_parts = 0;
+    double score = 0;
+    core_call_or_error("explaining", [&] {
+        std::vector<recsys::HistoryItem> history(h_item, h_item + n_hist);
+        auto lookup = [&](int32_t item) { return neighbors_in(&nb, item); };
+        auto c = recsys::explain(history, lookup, product);
+        n_parts = (int) std::min(c.size(), (size_t) Max(n_hist, 1));
+        std::copy(c.begin(), c.begin() + n_parts, parts);
+        for (int i = 0; i < n_parts; i++)
+            score += parts[i].contribution;
+    });
+    if (n_parts > 0 && score > 0) {
+        int32* hidx = (int32*) palloc(sizeof(int32) * n_parts);
+        Datum* hids = (Datum*) palloc(sizeof(Datum) * n_parts);
+        for (int i = 0; i < n_parts; i++)
+            hidx[i] = parts[i].history_item;
+        item_ids_of(model_id, item_type, hidx, n_parts, hids);
+        for (int i = 0; i < n_parts; i++) {
             Datum values[5];
             bool nulls[5] = {false, false, false, false, false};
-            values[0] = users[j].id;
-            values[1] = out_ids[r];
-            values[2] = Float8GetDatum(out[r].score);
-            values[3] = Int32GetDatum(r + 1);
-            values[4] = CStringGetTextDatum(out[r].from_cf ? "cf" : "popular");
+            values[0] = hids[i];
+            values[1] = Float8GetDatum(parts[i].weight);
+            values[2] = Float8GetDatum(parts[i].similarity);
+            values[3] = Float8GetDatum(parts[i].contribution);
+            values[4] = CStringGetTextDatum("cf");
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+        }
+    } else {
+        if (popularity_of_plan == NULL) {
+            Oid types[2] = {INT8OID, INT4OID};
+            popularity_of_plan = keep_plan("SELECT users FROM recsys.popularity "
+                                           "WHERE model_id OPERATOR(pg_catalog.=) $1 "
+                                           "AND item_id OPERATOR(pg_catalog.=) $2",
+                                           2, types);
+        }
+        Datum args[2] = {Int64GetDatum(model_id), Int32GetDatum(product)};
+        if (SPI_execute_plan(popularity_of_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+            elog(ERROR, "recsys: reading popularity failed");
+        if (SPI_processed == 1) {
+            bool isnull;
+            int32 pop = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+            Datum values[5];
+            bool nulls[5] = {true, true, true, false, false};
+            values[0] = values[1] = values[2] = (Datum) 0;
+            values[3] = Float8GetDatum((double) pop);
+            values[4] = CStringGetTextDatum("popular");
             tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
         }
     }

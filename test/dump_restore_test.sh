@@ -72,13 +72,15 @@ INSERT INTO shop_events VALUES (9000000001, 'A-1', 'purchase', now(), 2), (90000
                                (9000000002, 'A-1', 'purchase', now(), 1), (9000000002, 'C-3', 'purchase', now(), 3);
 SELECT * FROM recsys_set_source('shop_events', 'customer_id', 'sku', 'action', 'ts', 'quantity');
 UPDATE recsys.config SET half_life_days = 14;
+CREATE VIEW sellable AS SELECT DISTINCT sku FROM shop_events;
+SELECT recsys_set_recommendable('sellable', 'sku');
 CREATE ROLE recsys_dump_app;
-REVOKE ALL ON FUNCTION recsys_recommend(bigint[], integer, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION recsys_recommend(bigint[], integer, boolean) TO recsys_dump_app;
+REVOKE ALL ON FUNCTION recsys_recommend(bigint[], integer, boolean, text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION recsys_recommend(bigint[], integer, boolean, text[], text[]) TO recsys_dump_app;
 SQL
-q_map="SELECT concat_ws(',', source_relation, user_column, item_column, event_column, time_column, value_column, half_life_days, user_type, item_type) FROM recsys.config"
+q_map="SELECT concat_ws(',', source_relation, user_column, item_column, event_column, time_column, value_column, half_life_days, user_type, item_type, recommendable_relation, recommendable_column) FROM recsys.config"
 q_sig="SELECT p.oid::regprocedure::text || ' -> ' || pg_get_function_result(p.oid) FROM pg_proc p WHERE p.proname = 'recsys_recommend'"
-q_acl="SELECT has_function_privilege('recsys_dump_app', 'recsys_recommend(bigint[], integer, boolean)', 'EXECUTE')::text || ',' || has_function_privilege('public', 'recsys_recommend(bigint[], integer, boolean)', 'EXECUTE')::text"
+q_acl="SELECT has_function_privilege('recsys_dump_app', 'recsys_recommend(bigint[], integer, boolean, text[], text[])', 'EXECUTE')::text || ',' || has_function_privilege('public', 'recsys_recommend(bigint[], integer, boolean, text[], text[])', 'EXECUTE')::text"
 want_m=$(psql -qXAt -d $D -c "$q_map"); want_s=$(psql -qXAt -d $D -c "$q_sig"); want_a=$(psql -qXAt -d $D -c "$q_acl")
 pg_dump -d $D | psql -qX -v ON_ERROR_STOP=1 -d $E >/dev/null
 pg_dump -Fc -d $D | pg_restore --exit-on-error -d $F

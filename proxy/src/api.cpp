@@ -2,7 +2,9 @@
 #include "api.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <unordered_map>
@@ -107,6 +109,26 @@ bool parse_int32(std::string_view s, int32_t& out) {
     return true;
 }
 
+bool percent_decode(std::string_view s, std::string& out) {
+    out.clear();
+    out.reserve(s.size());
+    auto hexv = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    };
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out.push_back(s[i]);
+            continue;
+        }
+        if (i + 2 >= s.size()) return false;
+        int hi = hexv(s[i + 1]), lo = hexv(s[i + 2]);
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return false;
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+    }
+    return true;
+}
+
 bool query_param(std::string_view q, std::string_view name, std::string& value) {
     while (!q.empty()) {
         std::size_t amp = q.find('&');
@@ -123,117 +145,386 @@ bool query_param(std::string_view q, std::string_view name, std::string& value) 
     return false;
 }
 
-bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err) {
-    using nlohmann::json;
-    json doc;
+const char* id_type_sql(IdType t) {
+    switch (t) {
+        case IdType::Integer: return "integer";
+        case IdType::Bigint: return "bigint";
+        case IdType::Text: return "text";
+        case IdType::Uuid: return "uuid";
+    }
+    return "integer";
+}
+
+bool id_type_from_sql(std::string_view n, IdType& out) {
+    if (n == "integer" || n == "smallint") out = IdType::Integer;
+    else if (n == "bigint") out = IdType::Bigint;
+    else if (n == "text" || n == "character varying") out = IdType::Text;
+    else if (n == "uuid") out = IdType::Uuid;
+    else return false;
+    return true;
+}
+
+namespace {
+
+const char* id_form(IdType t) {
+    switch (t) {
+        case IdType::Integer: return "integer (32-bit): a JSON integer or a string of one";
+        case IdType::Bigint: return "bigint (64-bit): a JSON integer or a string of one";
+        case IdType::Text: return "text: a JSON string (or an integer, taken as its decimal text)";
+        case IdType::Uuid: return "uuid: a string like \"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"";
+    }
+    return "";
+}
+
+// Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
+bool valid_utf8(std::string_view s) {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        std::size_t n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 9;
+        if (n == 9 || i + n >= s.size()) return false;
+        uint32_t cp = n == 0 ? c : n == 1 ? (c & 0x1F) : n == 2 ? (c & 0x0F) : (c & 0x07);
+        for (std::size_t k = 1; k <= n; ++k) {
+            unsigned char d = static_cast<unsigned char>(s[i + k]);
+            if ((d >> 6) != 2) return false;
+            cp = (cp << 6) | (d & 0x3F);
+        }
+        static const uint32_t min_cp[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+// A decimal integer within [lo, hi] in canonical form; 0, 400 (not decimal) or 422 (out of range).
+int decimal_in_range(std::string_view s, int64_t lo, int64_t hi, std::string& out) {
+    std::size_t i = s.size() > 0 && s[0] == '-' ? 1 : 0;
+    if (i == s.size()) return 400;
+    for (std::size_t k = i; k < s.size(); ++k)
+        if (s[k] < '0' || s[k] > '9') return 400;
+    if (s[i] == '0' && (s.size() > i + 1 || i == 1)) return 400;  // leading zeros, "-0"
+    int64_t v = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v < lo || v > hi) return 422;
+    out.assign(s.data(), s.size());
+    return 0;
+}
+
+}  // namespace
+
+int parse_id_text(std::string_view s, IdType t, std::string& out, std::string& why) {
+    int st = 0;
+    switch (t) {
+        case IdType::Integer:
+        case IdType::Bigint: {
+            const bool i32 = t == IdType::Integer;
+            st = decimal_in_range(s, i32 ? INT32_MIN : INT64_MIN, i32 ? INT32_MAX : INT64_MAX, out);
+            if (st == 400) why = "not a decimal integer";
+            else if (st == 422) why = i32 ? "outside the 32-bit integer range" : "outside the 64-bit integer range";
+            return st;
+        }
+        case IdType::Text:
+            if (s.empty()) why = "an empty string";
+            else if (s.find('\0') != std::string_view::npos) why = "contains a NUL character";
+            else if (s.size() > kMaxTextIdBytes) why = "longer than " + std::to_string(kMaxTextIdBytes) + " bytes";
+            else if (!valid_utf8(s)) why = "not valid UTF-8";
+            else {
+                out.assign(s.data(), s.size());
+                return 0;
+            }
+            return 422;
+        case IdType::Uuid: {
+            bool ok = s.size() == 36;
+            for (std::size_t i = 0; ok && i < 36; ++i)
+                ok = (i == 8 || i == 13 || i == 18 || i == 23) ? s[i] == '-' : is_hex(s[i]);
+            if (!ok) {
+                why = "not a uuid (8-4-4-4-12 hex digits)";
+                return 400;
+            }
+            out.assign(s.data(), s.size());
+            for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return 0;
+        }
+    }
+    return 400;
+}
+
+void append_json_id(std::string& out, IdType t, std::string_view text) {
+    if (t == IdType::Integer || t == IdType::Bigint)
+        out.append(text.data(), text.size());
+    else
+        append_json_string(out, text);
+}
+
+namespace {
+
+using nlohmann::json;
+
+bool parse_body(std::string_view body, json& doc, ApiError& err, const char* example) {
     try {
         doc = json::parse(body.begin(), body.end());
     } catch (const json::exception& ex) {
-        err = make_error(400, "PX400", "request body is not valid JSON", ex.what(),
-                         "send {\"user_ids\":[1,2],\"top_n\":5}");
+        err = make_error(400, "PX400", "request body is not valid JSON", ex.what(), std::string("send ") + example);
         return false;
     } catch (...) {
         err = make_error(400, "PX400", "request body is not valid JSON");
         return false;
     }
     if (!doc.is_object()) {
-        err = make_error(400, "PX400", "request body must be a JSON object", "",
-                         "send {\"user_ids\":[1,2],\"top_n\":5}");
+        err = make_error(400, "PX400", "request body must be a JSON object", "", std::string("send ") + example);
         return false;
     }
+    return true;
+}
+
+// 422 for a member not in `allowed` (so a misspelt option is never ignored).
+bool known_fields(const json& doc, const std::vector<const char*>& allowed, const char* route, ApiError& err) {
     for (const auto& kv : doc.items()) {
         const std::string& k = kv.key();
-        if (k != "user_ids" && k != "top_n" && k != "details") {
-            std::string shown = k.substr(0, 64);
-            err = make_error(422, "PX422", "unknown field \"" + shown + "\"",
-                             "a /recommendations body has the fields user_ids, top_n and details",
+        if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return k == a; })) {
+            std::string list;
+            for (std::size_t i = 0; i < allowed.size(); ++i)
+                list += std::string(i == 0 ? "" : i + 1 == allowed.size() ? " and " : ", ") + allowed[i];
+            err = make_error(422, "PX422", "unknown field \"" + k.substr(0, 64) + "\"",
+                             std::string("a ") + route + " body has the fields " + list,
                              "remove the field or check its spelling");
             return false;
         }
     }
-    auto uit = doc.find("user_ids");
-    if (uit == doc.end()) {
-        err = make_error(400, "PX400", "missing field \"user_ids\"", "", "user_ids is an array of integers");
-        return false;
-    }
-    if (!uit->is_array()) {
-        err = make_error(400, "PX400", "\"user_ids\" must be an array of integers");
-        return false;
-    }
-    for (const auto& v : *uit) {
-        if (!v.is_number_integer()) {
-            err = make_error(400, "PX400", "\"user_ids\" must be an array of integers",
-                             "found an element of type " + std::string(v.type_name()));
-            return false;
-        }
-    }
-    out.top_n = lim.default_top_n;
-    auto tit = doc.find("top_n");
-    bool top_n_ok = true;
-    int64_t top_n = lim.default_top_n;
-    if (tit != doc.end()) {
-        if (!tit->is_number_integer()) {
-            err = make_error(400, "PX400", "\"top_n\" must be an integer",
-                             "found " + std::string(tit->type_name()));
-            return false;
-        }
-        if (tit->is_number_unsigned()) {
-            uint64_t u = tit->get<uint64_t>();
-            top_n_ok = u <= static_cast<uint64_t>(lim.max_top_n);
-            top_n = top_n_ok ? static_cast<int64_t>(u) : 0;
-        } else {
-            top_n = tit->get<int64_t>();
-        }
-    }
-    out.details = false;
-    auto dit = doc.find("details");
-    if (dit != doc.end()) {
-        if (!dit->is_boolean()) {
-            err = make_error(400, "PX400", "\"details\" must be a boolean");
-            return false;
-        }
-        out.details = dit->get<bool>();
-    }
-    // Bounds (422).
-    if (uit->empty()) {
-        err = make_error(422, "PX422", "\"user_ids\" must hold at least one id");
-        return false;
-    }
-    if (uit->size() > lim.max_user_ids) {
-        err = make_error(422, "PX422", "too many user ids",
-                         std::to_string(uit->size()) + " given, at most " +
-                             std::to_string(lim.max_user_ids) + " allowed");
-        return false;
-    }
-    if (!top_n_ok || top_n < 1 || top_n > lim.max_top_n) {
-        err = make_error(422, "PX422", "\"top_n\" out of range",
-                         "top_n must be between 1 and " + std::to_string(lim.max_top_n));
-        return false;
-    }
-    out.top_n = static_cast<int>(top_n);
-    out.user_ids.clear();
-    out.user_ids.reserve(uit->size());
-    std::unordered_set<int32_t> seen;
-    seen.reserve(uit->size() * 2);
-    for (const auto& v : *uit) {
-        bool ok;
-        int64_t id = 0;
-        if (v.is_number_unsigned()) {
-            uint64_t u = v.get<uint64_t>();
-            ok = u <= static_cast<uint64_t>(INT32_MAX);
-            id = ok ? static_cast<int64_t>(u) : 0;
-        } else {
-            id = v.get<int64_t>();
-            ok = id >= INT32_MIN && id <= INT32_MAX;
-        }
-        if (!ok) {
-            err = make_error(422, "PX422", "user id out of range",
-                             "each user id must be a 32-bit signed integer");
-            return false;
-        }
-        if (seen.insert(static_cast<int32_t>(id)).second) out.user_ids.push_back(static_cast<int32_t>(id));
-    }
     return true;
+}
+
+// One JSON id.  0 with `out`, or the status with `why`.
+int json_id(const json& v, IdType t, std::string& out, std::string& why) {
+    if (v.is_string()) return parse_id_text(v.get_ref<const std::string&>(), t, out, why);
+    if (v.is_number_integer() && t != IdType::Uuid) {
+        std::string text = v.is_number_unsigned() ? std::to_string(v.get<uint64_t>()) : std::to_string(v.get<int64_t>());
+        return parse_id_text(text, t, out, why);
+    }
+    why = std::string("found ") + v.type_name();
+    return 400;
+}
+
+// An offending JSON value as the error's details show it (at most 64 bytes).
+std::string shown(const json& v) {
+    std::string d = v.dump(-1, ' ', false, json::error_handler_t::replace);
+    return d.size() > 64 ? d.substr(0, 61) + "..." : d;
+}
+
+// Type errors (400) are reported at once; the first range error (422) is kept
+// in `later` so that every 400 of the body comes first.
+struct Checker {
+    explicit Checker(ApiError& e) : err(e) {}
+    ApiError& err;
+    ApiError later;
+    bool has_later = false;
+    void defer(ApiError e) {
+        if (!has_later) later = std::move(e), has_later = true;
+    }
+    bool finish() {
+        if (!has_later) return true;
+        err = later;
+        return false;
+    }
+};
+
+// An array of ids `name` (of `what`, e.g. "user id"): 400 when it is not an
+// array or an element is of the wrong form, 422 (deferred) when it has fewer
+// than `min` or more than `max` elements or an id is out of range.
+bool id_array(const json& a, const char* name, const char* what, IdType t, std::size_t min, std::size_t max,
+              const char* max_flag, Checker& ck, std::vector<std::string>& out) {
+    const std::string q = std::string("\"") + name + "\"";
+    if (!a.is_array()) {
+        ck.err = make_error(400, "PX400", q + " must be an array of ids", std::string("found ") + a.type_name(),
+                            std::string("the ") + what + "s are " + id_form(t));
+        return false;
+    }
+    out.clear();
+    out.reserve(std::min(a.size(), max));
+    std::string id, why;
+    for (const auto& v : a) {
+        int st = json_id(v, t, id, why);
+        if (st == 400) {
+            ck.err = make_error(400, "PX400", q + " must be an array of ids", shown(v) + ": " + why,
+                                std::string("the ") + what + "s are " + id_form(t));
+            return false;
+        }
+        if (st != 0) {
+            ck.defer(make_error(422, "PX422", std::string(what) + " out of range", shown(v) + " in " + q + " is " + why,
+                                std::string("the ") + what + "s are " + id_form(t)));
+            continue;
+        }
+        out.push_back(id);
+    }
+    if (a.size() < min)
+        ck.defer(make_error(422, "PX422", q + " must hold at least one id"));
+    if (a.size() > max)
+        ck.defer(make_error(422, "PX422", std::string("too many ") + what + "s in " + q,
+                            std::to_string(a.size()) + " given, at most " + std::to_string(max) + " allowed (" +
+                                max_flag + ")"));
+    return true;
+}
+
+bool top_n_field(const json& doc, const Limits& lim, Checker& ck, int& out) {
+    out = lim.default_top_n;
+    auto tit = doc.find("top_n");
+    if (tit == doc.end()) return true;
+    if (!tit->is_number_integer()) {
+        ck.err = make_error(400, "PX400", "\"top_n\" must be an integer", "found " + std::string(tit->type_name()));
+        return false;
+    }
+    bool ok = true;
+    int64_t n = 0;
+    if (tit->is_number_unsigned()) {
+        uint64_t u = tit->get<uint64_t>();
+        ok = u <= static_cast<uint64_t>(lim.max_top_n);
+        n = ok ? static_cast<int64_t>(u) : 0;
+    } else {
+        n = tit->get<int64_t>();
+    }
+    if (!ok || n < 1 || n > lim.max_top_n) {
+        ck.defer(make_error(422, "PX422", "\"top_n\" out of range",
+                            "top_n must be between 1 and " + std::to_string(lim.max_top_n)));
+        return true;
+    }
+    out = static_cast<int>(n);
+    return true;
+}
+
+// An optional boolean: -1 absent, else 0/1.
+bool bool_field(const json& doc, const char* name, Checker& ck, int& out) {
+    out = -1;
+    auto it = doc.find(name);
+    if (it == doc.end()) return true;
+    if (!it->is_boolean()) {
+        ck.err = make_error(400, "PX400", std::string("\"") + name + "\" must be a boolean",
+                            "found " + std::string(it->type_name()));
+        return false;
+    }
+    out = it->get<bool>() ? 1 : 0;
+    return true;
+}
+
+bool filter_field(const json& doc, const char* name, IdType t, const Limits& lim, Checker& ck, ItemFilter& out) {
+    out = ItemFilter{};
+    auto it = doc.find(name);
+    if (it == doc.end()) return true;
+    out.given = true;
+    return id_array(*it, name, "item id", t, 0, lim.max_filter_items, "--max-filter-items", ck, out.ids);
+}
+
+bool required(const json& doc, const char* name, const char* what, ApiError& err) {
+    if (doc.contains(name)) return true;
+    err = make_error(400, "PX400", std::string("missing field \"") + name + "\"", "", what);
+    return false;
+}
+
+}  // namespace
+
+bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err, IdTypes types) {
+    json doc;
+    if (!parse_body(body, doc, err, "{\"user_ids\":[1,2],\"top_n\":5}")) return false;
+    if (!known_fields(doc, {"user_ids", "top_n", "details", "exclude_seen", "include_items", "exclude_items"},
+                      "/recommendations", err))
+        return false;
+    if (!required(doc, "user_ids", "user_ids is an array of ids", err)) return false;
+    Checker ck(err);
+    std::vector<std::string> ids;
+    int details = -1;
+    out.types = types;
+    if (!id_array(doc["user_ids"], "user_ids", "user id", types.user, 1, lim.max_user_ids, "--max-user-ids", ck, ids) ||
+        !top_n_field(doc, lim, ck, out.top_n) || !bool_field(doc, "details", ck, details) ||
+        !bool_field(doc, "exclude_seen", ck, out.exclude_seen) ||
+        !filter_field(doc, "include_items", types.item, lim, ck, out.include_items) ||
+        !filter_field(doc, "exclude_items", types.item, lim, ck, out.exclude_items) || !ck.finish())
+        return false;
+    out.details = details == 1;
+    out.user_ids.clear();
+    out.user_ids.reserve(ids.size());
+    std::unordered_set<std::string> seen;
+    seen.reserve(ids.size() * 2);
+    for (auto& id : ids)
+        if (seen.insert(id).second) out.user_ids.push_back(std::move(id));
+    return true;
+}
+
+bool parse_items_request(std::string_view body, const Limits& lim, ItemsRequest& out, ApiError& err, IdTypes types) {
+    json doc;
+    if (!parse_body(body, doc, err, "{\"item_ids\":[1,2],\"top_n\":5}")) return false;
+    if (!known_fields(doc, {"item_ids", "top_n", "weights", "details", "include_items", "exclude_items"},
+                      "/recommendations/items", err))
+        return false;
+    if (!required(doc, "item_ids", "item_ids is an array of the basket's item ids", err)) return false;
+    Checker ck(err);
+    int details = -1;
+    out.types = types;
+    if (!id_array(doc["item_ids"], "item_ids", "item id", types.item, 1, lim.max_user_ids, "--max-user-ids", ck,
+                  out.item_ids) ||
+        !top_n_field(doc, lim, ck, out.top_n) || !bool_field(doc, "details", ck, details) ||
+        !filter_field(doc, "include_items", types.item, lim, ck, out.include_items) ||
+        !filter_field(doc, "exclude_items", types.item, lim, ck, out.exclude_items))
+        return false;
+    out.details = details == 1;
+    out.weights.clear();
+    out.has_weights = false;
+    auto wit = doc.find("weights");
+    if (wit != doc.end()) {
+        if (!wit->is_array()) {
+            err = make_error(400, "PX400", "\"weights\" must be an array of numbers", "found " + std::string(wit->type_name()));
+            return false;
+        }
+        for (const auto& v : *wit) {
+            if (!v.is_number()) {
+                err = make_error(400, "PX400", "\"weights\" must be an array of numbers",
+                                 "an element: found " + std::string(v.type_name()));
+                return false;
+            }
+            double w = v.get<double>();
+            if (!std::isfinite(w))
+                ck.defer(make_error(422, "PX422", "a weight out of range", "each weight must be a finite number"));
+            out.weights.push_back(w);
+        }
+        out.has_weights = true;
+        if (wit->size() != doc["item_ids"].size())
+            ck.defer(make_error(422, "PX422", "\"weights\" must have one number per item id",
+                                std::to_string(wit->size()) + " weights for " +
+                                    std::to_string(doc["item_ids"].size()) + " item ids"));
+    }
+    return ck.finish();
+}
+
+bool parse_explain_request(std::string_view body, ExplainRequest& out, ApiError& err, IdTypes types) {
+    json doc;
+    if (!parse_body(body, doc, err, "{\"user_id\":10,\"product_id\":603}")) return false;
+    if (!known_fields(doc, {"user_id", "product_id"}, "/explanations", err)) return false;
+    if (!required(doc, "user_id", "user_id is the user whose recommendation is explained", err) ||
+        !required(doc, "product_id", "product_id is the recommended product", err))
+        return false;
+    out.types = types;
+    struct One {
+        const char* name;
+        const char* what;
+        IdType t;
+        std::string* dst;
+    };
+    Checker ck(err);
+    for (const One& o : {One{"user_id", "user id", types.user, &out.user_id},
+                         One{"product_id", "item id", types.item, &out.product_id}}) {
+        std::string why;
+        int st = json_id(doc[o.name], o.t, *o.dst, why);
+        if (st == 400) {
+            err = make_error(400, "PX400", std::string("\"") + o.name + "\" must be an id", why,
+                             std::string("the ") + o.what + "s are " + id_form(o.t));
+            return false;
+        }
+        if (st != 0)
+            ck.defer(make_error(422, "PX422", std::string(o.what) + " out of range",
+                                std::string("\"") + o.name + "\" is " + why,
+                                std::string("the ") + o.what + "s are " + id_form(o.t)));
+    }
+    return ck.finish();
 }
 
 int http_status_for_sqlstate(std::string_view s) {
@@ -321,9 +612,34 @@ std::string int_array_literal(const std::vector<int32_t>& ids) {
     return s;
 }
 
-static bool is_int_text(std::string_view s) {
-    int32_t v;
-    return parse_int32(s, v);
+std::string array_literal(const std::vector<std::string>& elems) {
+    std::size_t n = 2;
+    for (const auto& e : elems) n += e.size() + 3;
+    std::string s;
+    s.reserve(n);
+    s.push_back('{');
+    for (std::size_t i = 0; i < elems.size(); ++i) {
+        if (i) s.push_back(',');
+        s.push_back('"');
+        for (char c : elems[i]) {
+            if (c == '"' || c == '\\') s.push_back('\\');
+            s.push_back(c);
+        }
+        s.push_back('"');
+    }
+    s.push_back('}');
+    return s;
+}
+
+std::string float_array_literal(const std::vector<double>& v) {
+    std::string s = "{";
+    char buf[32];
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        if (i) s.push_back(',');
+        auto r = std::to_chars(buf, buf + sizeof buf, v[i]);
+        s.append(buf, r.ptr);
+    }
+    return s + "}";
 }
 
 // Appends the members of the JSON object text `obj` ({"a" : 1, ...}, as
@@ -357,8 +673,8 @@ static void append_object_members(std::string& out, std::string_view obj) {
 // emit(index, std::string&&); false with `err` on malformed rows (500) or past
 // `max_bytes` (413, counting 32 bytes of envelope and 16 per id).
 template <class Emit>
-static bool format_each(const std::vector<int32_t>& ids, bool details, const Rows& rows, ApiError& err,
-                        std::size_t max_bytes, Emit emit) {
+static bool format_each(const std::vector<std::string>& ids, bool details, IdType item_type, const Rows& rows,
+                        ApiError& err, std::size_t max_bytes, Emit emit) {
     const int nr = rows.nrows();
     const int nc = rows.ncols();
     if (nc < 5) {
@@ -372,21 +688,23 @@ static bool format_each(const std::vector<int32_t>& ids, bool details, const Row
         int64_t rank;
         int row;
     };
-    std::unordered_map<int32_t, std::vector<Ref>> by_user;
+    std::unordered_map<std::string_view, std::vector<Ref>> by_user;
     by_user.reserve(ids.size() * 2);
+    const bool numeric = item_type == IdType::Integer || item_type == IdType::Bigint;
+    std::string scratch, why;
     for (int r = 0; r < nr; ++r) {
-        int32_t uid, rank;
-        if (rows.is_null(r, 0) || rows.is_null(r, 1) || !parse_int32(rows.get(r, 0), uid) ||
-            !is_int_text(rows.get(r, 1))) {
+        int32_t rank;
+        if (rows.is_null(r, 0) || rows.is_null(r, 1) ||
+            (numeric && parse_id_text(rows.get(r, 1), IdType::Bigint, scratch, why) != 0)) {
             err = make_error(500, "PX500", "unexpected row from recsys_recommend");
             return false;
         }
         if (rows.is_null(r, 3) || !parse_int32(rows.get(r, 3), rank)) rank = INT32_MAX;
-        by_user[uid].push_back({rank, r});
+        by_user[rows.get(r, 0)].push_back({rank, r});
     }
     std::string out;
     for (std::size_t i = 0; i < ids.size(); ++i) {
-        const int32_t uid = ids[i];
+        const std::string_view uid = ids[i];
         out.clear();
         out.push_back('[');
         auto it = by_user.find(uid);
@@ -400,11 +718,11 @@ static bool format_each(const std::vector<int32_t>& ids, bool details, const Row
                 first = false;
                 std::string_view pid = rows.get(ref.row, 1);
                 if (!details) {
-                    out.append(pid.data(), pid.size());
+                    append_json_id(out, item_type, pid);
                     continue;
                 }
                 out += "{\"product_id\":";
-                out.append(pid.data(), pid.size());
+                append_json_id(out, item_type, pid);
                 out += ",\"score\":";
                 if (rows.is_null(ref.row, 2))
                     out += "null";
@@ -435,10 +753,10 @@ static bool format_each(const std::vector<int32_t>& ids, bool details, const Row
     return true;
 }
 
-bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,
+bool format_user_fragments(const std::vector<std::string>& ids, bool details, IdType item_type, const Rows& rows,
                            std::vector<std::string>& frags, ApiError& err, std::size_t max_bytes) {
     frags.assign(ids.size(), std::string());
-    bool ok = format_each(ids, details, rows, err, max_bytes,
+    bool ok = format_each(ids, details, item_type, rows, err, max_bytes,
                           [&](std::size_t i, std::string&& f) { frags[i] = std::move(f); });
     if (!ok) {
         frags.clear();
@@ -447,19 +765,17 @@ bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const 
     return ok;
 }
 
-std::string assemble_results(const std::vector<int32_t>& ids, const std::vector<std::string>& frags) {
+std::string assemble_results(const std::vector<std::string>& ids, const std::vector<std::string>& frags) {
     std::size_t n = 16;
     for (const auto& f : frags) n += f.size() + 16;
+    for (const auto& id : ids) n += id.size();
     std::string out;
     out.reserve(n);
     out += "{\"results\":{";
-    char buf[16];
     for (std::size_t i = 0; i < ids.size(); ++i) {
         if (i) out.push_back(',');
-        out.push_back('"');
-        auto tc = std::to_chars(buf, buf + sizeof buf, ids[i]);
-        out.append(buf, tc.ptr);
-        out += "\":";
+        append_json_string(out, ids[i]);
+        out += ":";
         out += i < frags.size() ? frags[i] : std::string("[]");
     }
     out += "}}";
@@ -470,20 +786,19 @@ bool format_recommendations(const RecRequest& req, const Rows& rows, std::string
                             std::size_t max_bytes) {
     // Straight into `out`, sized once (no doubling, no per-user copies beside the answer).
     std::size_t want = 32 + req.user_ids.size() * 16;
+    for (const auto& id : req.user_ids) want += id.size();
     for (int r = 0; r < rows.nrows() && rows.ncols() >= 5; ++r) {
-        want += rows.get(r, 1).size() + 1;
+        want += rows.get(r, 1).size() + 3;
         if (req.details) want += 80 + (rows.ncols() >= 6 ? rows.get(r, 5).size() : 0);
     }
     out.clear();
     out.reserve(std::min(want, max_bytes));
     out += "{\"results\":{";
-    char buf[16];
-    bool ok = format_each(req.user_ids, req.details, rows, err, max_bytes, [&](std::size_t i, std::string&& f) {
+    bool ok = format_each(req.user_ids, req.details, req.types.item, rows, err, max_bytes,
+                          [&](std::size_t i, std::string&& f) {
         if (i) out.push_back(',');
-        out.push_back('"');
-        auto tc = std::to_chars(buf, buf + sizeof buf, req.user_ids[i]);
-        out.append(buf, tc.ptr);
-        out += "\":";
+        append_json_string(out, req.user_ids[i]);
+        out += ":";
         out += f;
     });
     if (!ok) {

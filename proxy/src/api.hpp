@@ -28,26 +28,94 @@ std::string error_json(const ApiError& e);
 
 struct Limits {
     std::size_t max_body_bytes = 64 * 1024;
-    std::size_t max_user_ids = 1000;
+    std::size_t max_user_ids = 1000;       // user_ids per request, and item_ids per basket
+    std::size_t max_filter_items = 10000;  // include_items / exclude_items per request
     int max_top_n = 1000;
     int default_top_n = 10;
     int max_history = 1000;
     int default_history = 20;
 };
 
-struct RecRequest {
-    std::vector<int32_t> user_ids;  // de-duplicated, first-seen order
-    int top_n = 10;
-    bool details = false;
+// The id types recsys serves (recsys.config.user_type / item_type; smallint
+// is served as integer and varchar as text).
+enum class IdType : int { Integer = 0, Bigint, Text, Uuid };
+struct IdTypes {
+    IdType user = IdType::Integer;
+    IdType item = IdType::Integer;
+    bool operator==(const IdTypes& o) const { return user == o.user && item == o.item; }
+    bool operator!=(const IdTypes& o) const { return !(*this == o); }
+};
+// "integer", "bigint", "text", "uuid": the SQL name, used in casts ($1::bigint[]).
+const char* id_type_sql(IdType t);
+// From a type name as format_type prints it ("integer", "bigint", "text",
+// "uuid"; "smallint" and "character varying" map to what recsys serves them as).
+bool id_type_from_sql(std::string_view name, IdType& out);
+// Longest text id accepted (bytes).
+constexpr std::size_t kMaxTextIdBytes = 1024;
+
+// One id in its canonical text (as PostgreSQL prints it): an integer type
+// takes a decimal string ("42", "-7"; no '+', spaces or leading zeros) within
+// its range; text any non-empty string without NUL of at most
+// kMaxTextIdBytes; uuid the 8-4-4-4-12 hex form in either case (lowered).
+// Returns 0 when valid, else the HTTP status (400 not of the type's form,
+// 422 of the form but outside its range or length) with `why` saying so.
+int parse_id_text(std::string_view s, IdType t, std::string& out, std::string& why);
+
+// Appends an id's canonical text as JSON: a number for integer/bigint, a
+// string for text/uuid.
+void append_json_id(std::string& out, IdType t, std::string_view text);
+
+// An optional list of item ids (include_items / exclude_items).
+struct ItemFilter {
+    bool given = false;
+    std::vector<std::string> ids;
 };
 
-// Parses and validates a POST /recommendations body.  Returns true and fills
-// `out`, or false and fills `err` (400 malformed / wrong type / missing field,
-// 422 an unknown field or a value outside the bounds).  Never throws.
-bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err);
+struct RecRequest {
+    std::vector<std::string> user_ids;  // canonical text, de-duplicated, first-seen order
+    int top_n = 10;
+    bool details = false;
+    int exclude_seen = -1;              // -1 not given (the extension's default, true), 0, 1
+    ItemFilter include_items, exclude_items;
+    IdTypes types;
+    // Requests that may share one statement and one cache entry per user
+    // have the same key (top_n, details, exclude_seen, filters, types).
+    bool filtered() const { return include_items.given || exclude_items.given; }
+};
+
+// Parses and validates a POST /recommendations body against the id types
+// `types` (JSON numbers or strings, see parse_id_text).  Returns true and
+// fills `out`, or false and fills `err` (400 malformed / wrong type / missing
+// field, 422 an unknown field or a value outside the bounds).  Never throws.
+bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err,
+                       IdTypes types = IdTypes{});
+
+// POST /recommendations/items: a basket or an anonymous session.
+struct ItemsRequest {
+    std::vector<std::string> item_ids;  // canonical text, in request order (duplicates kept)
+    std::vector<double> weights;        // empty or one per item id
+    bool has_weights = false;
+    int top_n = 10;
+    bool details = false;
+    ItemFilter include_items, exclude_items;
+    IdTypes types;
+};
+bool parse_items_request(std::string_view body, const Limits& lim, ItemsRequest& out, ApiError& err,
+                         IdTypes types = IdTypes{});
+
+// POST /explanations: {"user_id":..,"product_id":..}.
+struct ExplainRequest {
+    std::string user_id, product_id;  // canonical text
+    IdTypes types;
+};
+bool parse_explain_request(std::string_view body, ExplainRequest& out, ApiError& err, IdTypes types = IdTypes{});
 
 // Strict decimal int32 ("42", "-7"; no '+', no spaces, no leading zeros beyond "0").
 bool parse_int32(std::string_view s, int32_t& out);
+
+// Decodes %XX escapes of a path segment; false on a malformed escape or a
+// decoded NUL.
+bool percent_decode(std::string_view s, std::string& out);
 
 // Value of `name` in a query string "a=1&b=2" (no percent-decoding needed for
 // the numeric parameters used here).  Returns false when absent.
@@ -81,6 +149,12 @@ bool request_authorized(const std::vector<std::string>& keys, std::string_view a
 
 // PostgreSQL array literal "{1,2,3}".
 std::string int_array_literal(const std::vector<int32_t>& ids);
+// PostgreSQL array literal of any element type, every element double-quoted
+// with '"' and '\\' escaped: {"a","b\"c"}; sent as a parameter ($1::text[],
+// $1::uuid[], ...), never pasted into SQL.
+std::string array_literal(const std::vector<std::string>& elems);
+// {1.5,2} for weights (shortest round-trip form).
+std::string float_array_literal(const std::vector<double>& v);
 
 // JSON string escaping, appended to `out` with the surrounding quotes.
 void append_json_string(std::string& out, std::string_view s);
@@ -116,14 +190,16 @@ private:
 // {"product_id","score","rank","source", ...the product object's members}.
 // Returns false (err filled) when the rows are malformed (500) or the answer
 // would exceed `max_bytes` (413).
+// Users are matched by the text of their id (column 0), product ids written
+// as JSON following req.types.item.
 bool format_recommendations(const RecRequest& req, const Rows& rows, std::string& out, ApiError& err,
                             std::size_t max_bytes = SIZE_MAX);
 // The same in two steps: one JSON array text per id (in `ids` order; [] for an
 // id without rows), then the {"results":{...}} envelope.
-bool format_user_fragments(const std::vector<int32_t>& ids, bool details, const Rows& rows,
+bool format_user_fragments(const std::vector<std::string>& ids, bool details, IdType item_type, const Rows& rows,
                            std::vector<std::string>& frags, ApiError& err, std::size_t max_bytes = SIZE_MAX);
 ApiError response_too_large(std::size_t max_bytes, const std::string& what);
-std::string assemble_results(const std::vector<int32_t>& ids, const std::vector<std::string>& frags);
+std::string assemble_results(const std::vector<std::string>& ids, const std::vector<std::string>& frags);
 
 // Formats one-column one-row results holding a JSON text (json_agg etc.).
 // `empty` is used when there is no row or the value is NULL.

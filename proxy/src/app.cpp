@@ -48,23 +48,26 @@ long raise_fd_limit() {
     return rl.rlim_cur == RLIM_INFINITY ? 1L << 20 : static_cast<long>(rl.rlim_cur);
 }
 
-// The products relation is checked once at start on the first DSN that
-// answers: a configured relation, id column or column that does not exist is
-// a startup error.  Returns "" when fine or when no DSN answered (each pool
-// connection checks again when it opens).
-std::string check_products_at_start(const Config& cfg, bool& checked) {
+// The id types of the serving functions are read, and the products relation
+// is checked, once at start on the first DSN that answers: a configured
+// relation, id column or column that does not exist is a startup error.
+// Returns "" when fine or when no DSN answered (each pool connection checks
+// the products again when it opens; the model poll reads the types).
+std::string check_at_start(const Config& cfg, bool& checked, Pool& pool) {
     checked = false;
     PoolOptions po = pool_options(cfg);
-    if (po.products.relation.empty()) return "";
-    for (const auto& dsn : cfg.dsns) {
+    std::vector<std::string> dsns = cfg.dsns.empty() ? std::vector<std::string>{""} : cfg.dsns;
+    for (const auto& dsn : dsns) {
         PGconn* pg = connect_dsn(dsn, cfg.statement_timeout_ms, cfg.connect_timeout_ms);
         if (!pg) continue;
         if (PQstatus(pg) != CONNECTION_OK) {
             PQfinish(pg);
             continue;
         }
+        IdTypes types;
+        if (query_id_types(pg, types)) pool.set_types(types);
         ProductSql ps;
-        std::string err = resolve_products(pg, po.products, ps);
+        std::string err = po.products.relation.empty() ? "" : resolve_products(pg, po.products, ps, pool.types());
         PQfinish(pg);
         checked = true;
         return err;
@@ -115,17 +118,25 @@ private:
     std::string last_product_error_;
 };
 
+// Every --model-check: the active model id (the cache's key) and the id
+// types of the serving functions (requests are parsed with them; they change
+// when recsys_set_source maps other types, which needs a new model).
 void App::schedule_model_check() {
-    if (!sv_.cache.enabled() || server_->stopping()) return;
+    if (server_->stopping()) return;
     model_timer_.expires_after(std::chrono::milliseconds(cfg_.model_check_ms));
     model_timer_.async_wait([this](boost::system::error_code ec) {
         if (ec || server_->stopping()) return;
-        sv_.pool.submit(Stmt::ActiveModelId, {}, [this](const DbOutcome& o) {
-            if (o.kind != DbOutcome::Ok) return;
-            if (o.rows->nrows() >= 1 && !o.rows->is_null(0, 0))
-                sv_.set_model_id(std::atoll(std::string(o.rows->get(0, 0)).c_str()));
-            else
-                sv_.set_model_id(-1);
+        if (sv_.cache.enabled())
+            sv_.pool.submit(Stmt::ActiveModelId, {}, [this](const DbOutcome& o) {
+                if (o.kind != DbOutcome::Ok) return;
+                if (o.rows->nrows() >= 1 && !o.rows->is_null(0, 0))
+                    sv_.set_model_id(std::atoll(std::string(o.rows->get(0, 0)).c_str()));
+                else
+                    sv_.set_model_id(-1);
+            });
+        sv_.pool.submit(Stmt::IdTypes, {}, [this](const DbOutcome& o) {
+            IdTypes t;
+            if (o.kind == DbOutcome::Ok && read_id_types(*o.rows, t)) sv_.pool.set_types(t);
         });
         schedule_model_check();
     });
@@ -190,7 +201,7 @@ int App::run() {
         return 1;
     }
     bool checked = false;
-    std::string perr = check_products_at_start(cfg_, checked);
+    std::string perr = check_at_start(cfg_, checked, sv_.pool);
     if (!perr.empty()) {
         std::fprintf(stderr, "recsys-proxy: %s\n", perr.c_str());
         return 2;

@@ -1,5 +1,6 @@
 // cache.hpp - a thread-safe LRU cache with a time-to-live, keyed by
-// (model id, user id, top_n, details).  Values are JSON array texts.
+// (model id, user id text, top_n, details, exclude_seen).  Values are JSON
+// array texts.  Requests with include/exclude filters are not cached.
 #pragma once
 
 #include <chrono>
@@ -13,19 +14,22 @@ namespace rsproxy {
 
 struct CacheKey {
     int64_t model_id;
-    int32_t user_id;
+    std::string user_id;  // canonical text (the id types are fixed per model)
     int32_t top_n;
     bool details;
+    int8_t exclude_seen = -1;  // -1 not given (the extension's default)
     bool operator==(const CacheKey& o) const {
-        return model_id == o.model_id && user_id == o.user_id && top_n == o.top_n && details == o.details;
+        return model_id == o.model_id && user_id == o.user_id && top_n == o.top_n && details == o.details &&
+               exclude_seen == o.exclude_seen;
     }
 };
 
 struct CacheKeyHash {
     std::size_t operator()(const CacheKey& k) const noexcept {
         uint64_t h = static_cast<uint64_t>(k.model_id) * 0x9E3779B97F4A7C15ull;
-        h ^= (static_cast<uint64_t>(static_cast<uint32_t>(k.user_id)) << 21) ^
-             (static_cast<uint64_t>(static_cast<uint32_t>(k.top_n)) << 1) ^ (k.details ? 1u : 0u);
+        h ^= (static_cast<uint64_t>(std::hash<std::string>()(k.user_id)) << 7) ^
+             (static_cast<uint64_t>(static_cast<uint32_t>(k.top_n)) << 3) ^ (k.details ? 1u : 0u) ^
+             (static_cast<uint64_t>(k.exclude_seen + 1) << 1);
         h ^= h >> 29;
         h *= 0xBF58476D1CE4E5B9ull;
         h ^= h >> 32;

@@ -27,13 +27,16 @@ wins over its variable.  Durations are in milliseconds unless stated.
   --connect-timeout MS        RECSYS_CONNECT_TIMEOUT   libpq connect timeout (default 2000, rounded up to s)
   --max-body-bytes N          RECSYS_MAX_BODY_BYTES    larger request bodies -> 413 (default 65536)
   --max-user-ids N            RECSYS_MAX_USER_IDS      user_ids per request, 1..N else 422 (default 1000)
+  --max-filter-items N        RECSYS_MAX_FILTER_ITEMS  include_items / exclude_items per request, else 422
+                                                       (default 10000)
   --max-top-n N               RECSYS_MAX_TOP_N         top_n bound, 1..N else 422 (default 1000)
   --default-top-n N           RECSYS_DEFAULT_TOP_N     top_n when the body omits it (default 10)
   --api-key KEY[,KEY...]      RECSYS_API_KEYS          require "Authorization: Bearer KEY" or
                                                        "X-API-Key: KEY" on the data routes (repeatable)
   --cache-size N              RECSYS_CACHE_SIZE        LRU entries (model, user, top_n); 0 = off (default 0)
   --cache-ttl MS              RECSYS_CACHE_TTL         cache entry lifetime (default 30000)
-  --model-check MS            RECSYS_MODEL_CHECK       how often the active model id is polled (default 1000)
+  --model-check MS            RECSYS_MODEL_CHECK       how often the id types (and, with the cache, the active
+                                                       model id) are polled (default 1000)
   --max-batch N               RECSYS_MAX_BATCH         concurrent requests with the same top_n merged into
                                                        one recsys_recommend call (default 64; 1 = off)
   --access-log on|off         RECSYS_ACCESS_LOG        JSON access-log line per request on stderr (default on)
@@ -150,6 +153,7 @@ void apply(Config& c, const std::string& name, const std::string& v) {
     else if (name == "connect-timeout") c.connect_timeout_ms = static_cast<int>(to_long("--connect-timeout", v, 1, 600000));
     else if (name == "max-body-bytes") c.limits.max_body_bytes = static_cast<std::size_t>(to_long("--max-body-bytes", v, 16, 1L << 30));
     else if (name == "max-user-ids") c.limits.max_user_ids = static_cast<std::size_t>(to_long("--max-user-ids", v, 1, 1000000));
+    else if (name == "max-filter-items") c.limits.max_filter_items = static_cast<std::size_t>(to_long("--max-filter-items", v, 0, 10000000));
     else if (name == "max-top-n") c.limits.max_top_n = static_cast<int>(to_long("--max-top-n", v, 1, 1000000));
     else if (name == "default-top-n") c.limits.default_top_n = static_cast<int>(to_long("--default-top-n", v, 1, 1000000));
     else if (name == "api-key") split_into(v, ',', c.api_keys);
@@ -182,6 +186,7 @@ const EnvVar kEnv[] = {
     {"RECSYS_CONNECT_TIMEOUT", "connect-timeout"},
     {"RECSYS_MAX_BODY_BYTES", "max-body-bytes"},
     {"RECSYS_MAX_USER_IDS", "max-user-ids"},
+    {"RECSYS_MAX_FILTER_ITEMS", "max-filter-items"},
     {"RECSYS_MAX_TOP_N", "max-top-n"},
     {"RECSYS_DEFAULT_TOP_N", "default-top-n"},
     {"RECSYS_API_KEYS", "api-key"},

@@ -27,29 +27,72 @@ std::string trim_msg(std::string s) {
 }
 }  // namespace
 
-std::string stmt_sql(Stmt s, const ProductSql& p) {
+const std::string kNullParam("\x01NULL", 5);
+
+std::string stmt_sql(Stmt s, const ProductSql& p, IdTypes t) {
     // The product fields: json_build_object('col', p."col", ...) over the
     // resolved relation, all names quoted by the server (resolve_products).
     const std::string join = p.on ? " LEFT JOIN " + p.relation + " p ON p." + p.id_column + " = " : std::string();
+    const std::string u = id_type_sql(t.user), i = id_type_sql(t.item);
+    const std::string pairs = p.on ? ", " + p.pairs : std::string();
     switch (s) {
         case Stmt::Recommend:
-            return "SELECT user_id, product_id, score, rank, source FROM recsys_recommend($1::int[], $2)";
+        case Stmt::RecommendSeen:
+        case Stmt::RecommendFiltered:
         case Stmt::RecommendDetails:
-            if (!p.on) return stmt_sql(Stmt::Recommend, p);
+        case Stmt::RecommendSeenDetails:
+        case Stmt::RecommendFilteredDetails: {
+            const bool det = s == Stmt::RecommendDetails || s == Stmt::RecommendSeenDetails ||
+                             s == Stmt::RecommendFilteredDetails;
+            std::string call = "recsys_recommend($1::" + u + "[], $2";
+            if (s == Stmt::RecommendSeen || s == Stmt::RecommendSeenDetails) call += ", $3::boolean";
+            if (s == Stmt::RecommendFiltered || s == Stmt::RecommendFilteredDetails)
+                call += ", $3::boolean, $4::" + i + "[], $5::" + i + "[]";
+            call += ")";
+            if (!det || !p.on) return "SELECT user_id, product_id, score, rank, source FROM " + call;
             return "SELECT r.user_id, r.product_id, r.score, r.rank, r.source, json_build_object(" + p.pairs +
-                   ")::text FROM recsys_recommend($1::int[], $2) r" + join + "r.product_id";
+                   ")::text FROM " + call + " r" + join + "r.product_id";
+        }
+        case Stmt::ItemsRecommend:
+        case Stmt::ItemsRecommendDetails: {
+            const bool det = s == Stmt::ItemsRecommendDetails;
+            const std::string call = "recsys_recommend_for_items($1::" + i + "[], $2::integer, $3::float8[], $4::" + i +
+                                     "[], $5::" + i + "[]) r";
+            if (!det)
+                return "SELECT coalesce(json_agg(r.product_id ORDER BY r.rank), '[]')::text FROM " + call;
+            return "SELECT coalesce(json_agg(json_build_object('product_id', r.product_id, 'score', r.score, 'rank', "
+                   "r.rank, 'source', r.source" + pairs + ") ORDER BY r.rank), '[]')::text FROM " + call +
+                   (p.on ? join + "r.product_id" : std::string());
+        }
+        case Stmt::Explain:
+            // Popularity fill: one row with a NULL history_item; it is not a contribution.
+            return "SELECT coalesce(json_agg(json_build_object('history_item', e.history_item, 'weight', e.weight, "
+                   "'similarity', e.similarity, 'contribution', e.contribution" + pairs +
+                   ") ORDER BY e.contribution DESC, e.history_item) FILTER (WHERE e.history_item IS NOT NULL), "
+                   "'[]')::text, sum(e.contribution)::float8, min(e.source), count(*) FROM recsys_explain($1::" + u +
+                   ", $2::" + i + ") e" + (p.on ? join + "e.history_item" : std::string());
+        case Stmt::Products:
+            if (!p.on) return "SELECT '[]'::text WHERE $1::int IS NOT NULL";
+            return "SELECT coalesce(json_agg(json_build_object('product_id', p." + p.id_column + pairs + ") ORDER BY p." +
+                   p.id_column + "), '[]')::text FROM (SELECT * FROM " + p.relation + " p ORDER BY p." + p.id_column +
+                   " LIMIT $1::int) p";
+        case Stmt::IdTypes:
+            return "SELECT pg_catalog.format_type(u.proargtypes[0], NULL), pg_catalog.format_type(i.proargtypes[0], "
+                   "NULL) FROM (SELECT) AS one "
+                   "LEFT JOIN pg_catalog.pg_proc u ON u.oid = pg_catalog.to_regproc('recsys_user_history') "
+                   "LEFT JOIN pg_catalog.pg_proc i ON i.oid = pg_catalog.to_regproc('recsys_similar_items')";
         case Stmt::Similar:
         case Stmt::SimilarDetails:
             return "SELECT coalesce(json_agg(json_build_object('product_id', s.product_id, 'similarity', "
                    "s.similarity, 'rank', s.rank" + (s == Stmt::SimilarDetails && p.on ? ", " + p.pairs : std::string()) +
-                   ") ORDER BY s.rank), '[]')::text FROM recsys_similar_items($1::int, $2::int) s" +
+                   ") ORDER BY s.rank), '[]')::text FROM recsys_similar_items($1::" + i + ", $2::int) s" +
                    (s == Stmt::SimilarDetails && p.on ? join + "s.product_id" : std::string());
         case Stmt::History:
         case Stmt::HistoryDetails:
             return "SELECT coalesce(json_agg(json_build_object('product_id', h.product_id, 'weight', h.weight, "
                    "'last_event', h.last_event" + (s == Stmt::HistoryDetails && p.on ? ", " + p.pairs : std::string()) +
                    ") ORDER BY h.last_event DESC, h.product_id), '[]')::text "
-                   "FROM recsys_user_history($1::int, $2::int) h" +
+                   "FROM recsys_user_history($1::" + u + ", $2::int) h" +
                    (s == Stmt::HistoryDetails && p.on ? join + "h.product_id" : std::string());
         case Stmt::ModelActive:
             return "SELECT row_to_json(m)::text FROM recsys_models m WHERE m.active LIMIT 1";
@@ -77,21 +120,6 @@ std::string stmt_sql(Stmt s, const ProductSql& p) {
 
 namespace {
 
-// A PostgreSQL text[] literal: {"a","b\"c"}.
-std::string text_array_literal(const std::vector<std::string>& v) {
-    std::string s = "{";
-    for (std::size_t i = 0; i < v.size(); ++i) {
-        if (i) s.push_back(',');
-        s.push_back('"');
-        for (char c : v[i]) {
-            if (c == '"' || c == '\\') s.push_back('\\');
-            s.push_back(c);
-        }
-        s.push_back('"');
-    }
-    return s + "}";
-}
-
 // Names are compared as PostgreSQL stores them and come back quoted by
 // format('%I'); the relation is found by to_regclass (the connection's search_path).
 const char* kResolveProducts =
@@ -109,10 +137,18 @@ const char* kResolveProducts =
 
 }  // namespace
 
-std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& out) {
+bool read_id_types(const Rows& rows, IdTypes& out) {
+    if (rows.nrows() < 1 || rows.ncols() < 2 || rows.is_null(0, 0) || rows.is_null(0, 1)) return false;
+    IdTypes t;
+    if (!id_type_from_sql(rows.get(0, 0), t.user) || !id_type_from_sql(rows.get(0, 1), t.item)) return false;
+    out = t;
+    return true;
+}
+
+std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& out, IdTypes types) {
     out = ProductSql{};
     if (opt.relation.empty() || opt.columns.empty()) return "";
-    std::string cols = text_array_literal(opt.columns);
+    std::string cols = array_literal(opt.columns);
     const char* pv[3] = {opt.relation.c_str(), opt.id_column.c_str(), cols.c_str()};
     // The catalog lookups get their own time (a tiny --statement-timeout is
     // for the serving queries); RESET returns to the connection's setting.
@@ -145,7 +181,7 @@ std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& 
         return err;
     }
     // The join must type-check against the ids recsys_recommend returns.
-    r = PQprepare(pg, "", stmt_sql(Stmt::RecommendDetails, out).c_str(), 0, nullptr);
+    r = PQprepare(pg, "", stmt_sql(Stmt::RecommendDetails, out, types).c_str(), 0, nullptr);
     std::string sqlstate = r && PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "";
     std::string msg = r && PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : "";
     if (r) PQclear(r);
@@ -210,11 +246,16 @@ PGconn* connect_dsn(const std::string& dsn, int statement_timeout_ms, int connec
 }
 
 static bool is_details(Stmt s) {
-    return s == Stmt::RecommendDetails || s == Stmt::SimilarDetails || s == Stmt::HistoryDetails;
+    return s == Stmt::RecommendDetails || s == Stmt::RecommendSeenDetails || s == Stmt::RecommendFilteredDetails ||
+           s == Stmt::Products ||
+           s == Stmt::ItemsRecommendDetails || s == Stmt::SimilarDetails || s == Stmt::HistoryDetails;
 }
 static Stmt without_details(Stmt s) {
     switch (s) {
         case Stmt::RecommendDetails: return Stmt::Recommend;
+        case Stmt::RecommendSeenDetails: return Stmt::RecommendSeen;
+        case Stmt::RecommendFilteredDetails: return Stmt::RecommendFiltered;
+        case Stmt::ItemsRecommendDetails: return Stmt::ItemsRecommend;
         case Stmt::SimilarDetails: return Stmt::Similar;
         case Stmt::HistoryDetails: return Stmt::History;
         default: return s;
@@ -249,6 +290,21 @@ private:
     std::vector<int> idx_;
 };
 
+}  // namespace
+
+bool query_id_types(PGconn* pg, IdTypes& out) {
+    PGresult* r = PQexec(pg, stmt_sql(Stmt::IdTypes, ProductSql{}).c_str());
+    bool ok = false;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        PgRows rows(r);
+        ok = read_id_types(rows, out);
+    }
+    if (r) PQclear(r);
+    return ok;
+}
+
+namespace {
+
 std::string field(const PGresult* r, int code) {
     const char* v = PQresultErrorField(r, code);
     return v ? std::string(v) : std::string();
@@ -270,7 +326,7 @@ void json_notice(void*, const char* message) {
 struct Pool::Conn {
     PGconn* pg = nullptr;
     PGcancel* cancel = nullptr;
-    std::bitset<static_cast<int>(Stmt::Count)> prepared;
+    std::bitset<static_cast<int>(Stmt::Count) * 16> prepared;  // by statement and id types
     ProductSql products;
     std::string product_error;  // why details are unavailable on this connection
     ~Conn() { close(); }
@@ -459,21 +515,35 @@ void Pool::enqueue(Job job) {
     cv_.notify_one();
 }
 
-void Pool::submit(Stmt stmt, std::vector<std::string> params, DbCallback done) {
+void Pool::submit(Stmt stmt, std::vector<std::string> params, DbCallback done, IdTypes types) {
     Job j;
     j.stmt = stmt;
     j.params = std::move(params);
+    j.types = types;
     j.done = std::move(done);
     enqueue(std::move(j));
 }
 
-void Pool::submit_recommend(std::vector<int32_t> ids, int top_n, bool details, DbCallback done) {
+void Pool::submit_recommend(std::vector<std::string> ids, const RecRequest& shape, DbCallback done) {
     Job j;
-    j.stmt = details ? Stmt::RecommendDetails : Stmt::Recommend;
+    j.types = shape.types;
+    j.params.push_back(std::to_string(shape.top_n));
+    if (shape.filtered()) {
+        j.stmt = shape.details ? Stmt::RecommendFilteredDetails : Stmt::RecommendFiltered;
+        j.params.push_back(shape.exclude_seen == 0 ? "false" : "true");
+        j.params.push_back(shape.include_items.given ? array_literal(shape.include_items.ids) : kNullParam);
+        j.params.push_back(shape.exclude_items.given ? array_literal(shape.exclude_items.ids) : kNullParam);
+    } else if (shape.exclude_seen >= 0) {
+        j.stmt = shape.details ? Stmt::RecommendSeenDetails : Stmt::RecommendSeen;
+        j.params.push_back(shape.exclude_seen ? "true" : "false");
+    } else {
+        j.stmt = shape.details ? Stmt::RecommendDetails : Stmt::Recommend;
+    }
     j.batchable = true;
+    j.batch_key = std::to_string(static_cast<int>(j.stmt)) + "/" + std::to_string(static_cast<int>(j.types.user)) +
+                  std::to_string(static_cast<int>(j.types.item));
+    for (const auto& p : j.params) j.batch_key += "/" + p;
     j.ids = std::move(ids);
-    j.top_n = top_n;
-    j.details = details;
     j.done = std::move(done);
     enqueue(std::move(j));
 }
@@ -576,7 +646,7 @@ void Pool::worker(std::size_t di, std::size_t wi) {
             }
             backoff_ms = 50;
             PQsetNoticeProcessor(conn.pg, json_notice, nullptr);
-            conn.product_error = resolve_products(conn.pg, opt_.products, conn.products);
+            conn.product_error = resolve_products(conn.pg, opt_.products, conn.products, types());
             if (!conn.product_error.empty() && on_product_error) on_product_error(conn.product_error);
             if (!conn.ok()) continue;
             conn.cancel = PQgetCancel(conn.pg);
@@ -605,7 +675,7 @@ void Pool::worker(std::size_t di, std::size_t wi) {
                 std::size_t ids = jobs[0].ids.size();
                 for (auto it = queue_.begin();
                      it != queue_.end() && jobs.size() < static_cast<std::size_t>(opt_.max_batch);) {
-                    if (it->batchable && it->top_n == jobs[0].top_n && it->details == jobs[0].details &&
+                    if (it->batchable && it->batch_key == jobs[0].batch_key &&
                         ids + it->ids.size() <= opt_.max_batch_ids && runnable_on(*it, di)) {
                         ids += it->ids.size();
                         jobs.push_back(std::move(*it));
@@ -673,11 +743,11 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
         }
         stmt = without_details(stmt);
     }
-    const int si = static_cast<int>(stmt);
+    const int si = static_cast<int>(stmt) * 16 + static_cast<int>(j0.types.user) * 4 + static_cast<int>(j0.types.item);
     auto deadline = Clock::now() + std::chrono::milliseconds(opt_.statement_timeout_ms + 1000);
 
     std::vector<std::string> params;
-    std::vector<int32_t> all_ids;
+    std::vector<std::string> all_ids;
     if (j0.batchable) {
         if (jobs.size() == 1) {
             all_ids = j0.ids;
@@ -686,7 +756,9 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
             std::sort(all_ids.begin(), all_ids.end());
             all_ids.erase(std::unique(all_ids.begin(), all_ids.end()), all_ids.end());
         }
-        params = {int_array_literal(all_ids), std::to_string(j0.top_n)};
+        params.reserve(1 + j0.params.size());
+        params.push_back(array_literal(all_ids));
+        params.insert(params.end(), j0.params.begin(), j0.params.end());
     } else {
         params = j0.params;
     }
@@ -718,7 +790,7 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
     if (!c.prepared.test(si)) {
         char name[16];
         std::snprintf(name, sizeof name, "rs%d", si);
-        if (!PQsendPrepare(c.pg, name, stmt_sql(stmt, c.products).c_str(), 0, nullptr)) {
+        if (!PQsendPrepare(c.pg, name, stmt_sql(stmt, c.products, j0.types).c_str(), 0, nullptr)) {
             connection_lost(trim_msg(PQerrorMessage(c.pg)));
             return;
         }
@@ -749,8 +821,8 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
         c.prepared.set(si);
     }
 
-    const char* pv[4] = {nullptr, nullptr, nullptr, nullptr};
-    for (std::size_t i = 0; i < params.size() && i < 4; ++i) pv[i] = params[i].c_str();
+    const char* pv[8] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+    for (std::size_t i = 0; i < params.size() && i < 8; ++i) pv[i] = params[i] == kNullParam ? nullptr : params[i].c_str();
     char name[16];
     std::snprintf(name, sizeof name, "rs%d", si);
     if (!PQsendQueryPrepared(c.pg, name, static_cast<int>(params.size()), pv, nullptr, nullptr, 0)) {
@@ -804,15 +876,13 @@ void Pool::run_jobs(Conn& c, std::size_t dsn, std::vector<Job>& jobs) {
         jobs[0].done(o);
     } else {
         // Split the merged result by user id (column 0).
-        std::unordered_map<int32_t, std::vector<int>> by_user;
+        std::unordered_map<std::string_view, std::vector<int>> by_user;
         by_user.reserve(all_ids.size() * 2);
-        for (int i = 0; i < rows.nrows(); ++i) {
-            int32_t uid;
-            if (!rows.is_null(i, 0) && parse_int32(rows.get(i, 0), uid)) by_user[uid].push_back(i);
-        }
+        for (int i = 0; i < rows.nrows(); ++i)
+            if (!rows.is_null(i, 0)) by_user[rows.get(i, 0)].push_back(i);
         for (auto& j : jobs) {
             std::vector<int> idx;
-            for (int32_t id : j.ids) {
+            for (const std::string& id : j.ids) {
                 auto it = by_user.find(id);
                 if (it != by_user.end()) idx.insert(idx.end(), it->second.begin(), it->second.end());
             }

@@ -31,9 +31,21 @@ typedef struct pg_conn PGconn;
 
 namespace rsproxy {
 
+// Statements take and return ids in the serving functions' types (IdTypes):
+// ids are sent as text parameters cast to the type ($1::bigint[],
+// $1::uuid), array literals built by array_literal().
 enum class Stmt : int {
-    Recommend = 0,     // $1 int[] literal, $2 top_n
+    Recommend = 0,     // $1 user id[] literal, $2 top_n
     RecommendDetails,  // same + one column: the product's JSON object (LEFT JOIN the products relation)
+    RecommendSeen,     // + $3 exclude_seen
+    RecommendSeenDetails,
+    RecommendFiltered,  // + $3 exclude_seen, $4 include_items, $5 exclude_items (NULL: no filter)
+    RecommendFilteredDetails,
+    ItemsRecommend,    // recsys_recommend_for_items($1 item id[], $2 top_n, $3 weights, $4 include, $5 exclude) -> one JSON text
+    ItemsRecommendDetails,
+    Explain,           // recsys_explain($1 user id, $2 product id) -> contributions JSON, their sum, source, rows
+    Products,          // $1 limit -> the products relation's id and columns, by id, as one JSON text
+    IdTypes,           // -> the user and item id types of the serving functions (format_type), NULL when absent
     Similar,           // $1 product_id, $2 top_n -> one JSON text
     SimilarDetails,
     History,           // $1 user_id, $2 max_items -> one JSON text
@@ -66,14 +78,23 @@ struct ProductSql {
 };
 
 // The SQL text of a statement; the details statements join `p` when p.on.
-std::string stmt_sql(Stmt s, const ProductSql& p);
+// The id types come from a fixed list (id_type_sql), never from a request.
+std::string stmt_sql(Stmt s, const ProductSql& p, IdTypes t = IdTypes{});
+// A parameter sent as SQL NULL (Pool::submit).
+extern const std::string kNullParam;
 
 // Resolves `opt` on `pg` (the connection's search_path finds an unqualified
 // relation).  Returns "" and fills `out` (out.on false when an optional
 // relation is missing or the relation is ""), or a message saying what is
 // wrong: no such relation, a missing column, no SELECT privilege, or a join
 // that does not type-check.
-std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& out);
+std::string resolve_products(PGconn* pg, const ProductOptions& opt, ProductSql& out, IdTypes types = IdTypes{});
+
+// The user and item id types the serving functions take on `pg` (read from
+// the catalog: recsys_user_history's and recsys_similar_items' first
+// arguments).  False when they cannot be read (no extension, ambiguous).
+bool read_id_types(const Rows& rows, IdTypes& out);
+bool query_id_types(PGconn* pg, IdTypes& out);
 
 // libpq connection keywords for a DSN: the DSN's own keywords (expanded by
 // libpq), connect_timeout, and application_name and options that keep what the
@@ -124,11 +145,22 @@ public:
 
     // Runs one prepared statement; `done` is called exactly once, on a worker
     // thread (or inline when the pool is unavailable).
-    void submit(Stmt stmt, std::vector<std::string> params, DbCallback done);
-    // recsys_recommend for `ids`; concurrent calls with the same (top_n,
-    // details) may be merged into one statement.  `rows` in the outcome then
-    // holds only the rows of this call's ids.
-    void submit_recommend(std::vector<int32_t> ids, int top_n, bool details, DbCallback done);
+    // A parameter equal to kNullParam is sent as NULL; `types` picks the
+    // statement's id casts.
+    void submit(Stmt stmt, std::vector<std::string> params, DbCallback done, IdTypes types = IdTypes{});
+    // recsys_recommend for `ids` (canonical texts); concurrent calls with the
+    // same top_n, details, exclude_seen, filters and types may be merged into
+    // one statement.  `rows` in the outcome then holds only the rows of this
+    // call's ids.
+    void submit_recommend(std::vector<std::string> ids, const RecRequest& shape, DbCallback done);
+    // The id types requests are parsed with (app.cpp reads them at start and
+    // when the active model changes); a new connection checks the products
+    // join with them.
+    void set_types(IdTypes t) { types_.store(static_cast<int>(t.user) * 16 + static_cast<int>(t.item)); }
+    IdTypes types() const {
+        int v = types_.load();
+        return IdTypes{static_cast<IdType>(v / 16), static_cast<IdType>(v % 16)};
+    }
 
     long in_use() const { return in_use_.load(); }
     long waiting() const;
@@ -143,11 +175,11 @@ public:
 private:
     struct Job {
         Stmt stmt;
-        std::vector<std::string> params;
+        std::vector<std::string> params;  // for a batchable job: the parameters after $1 (ids)
+        IdTypes types;
         bool batchable = false;
-        std::vector<int32_t> ids;
-        int top_n = 0;
-        bool details = false;
+        std::vector<std::string> ids;
+        std::string batch_key;  // jobs with equal keys may share one statement
         bool retried = false;
         int avoid_dsn = -1;  // the DSN whose connection broke under this job (-1: none)
         std::chrono::steady_clock::time_point deadline;  // acquire deadline
@@ -189,6 +221,7 @@ private:
     std::condition_variable reaper_cv_;
     bool reaper_stop_ = false;
     std::atomic<long> in_use_{0};
+    std::atomic<int> types_{0};
     // One cancel handle per worker while it runs a statement (under cancel_mu_).
     std::mutex cancel_mu_;
     std::vector<void*> running_;  // PGcancel*, indexed by worker

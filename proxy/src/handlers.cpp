@@ -4,10 +4,13 @@
 #include <cstdlib>
 #include <memory>
 
+#include "openapi.hpp"
 #include "services.hpp"
 
 extern const char kIndexHtml[];
 extern const unsigned long kIndexHtmlLen;
+extern const char kOpenApiJson[];
+extern const unsigned long kOpenApiJsonLen;
 
 namespace rsproxy {
 
@@ -37,20 +40,51 @@ bool query_bounded(const ExchangePtr& x, const char* name, int def, int max, int
     return true;
 }
 
-// The int32 path parameter `i`, or a 400 naming it.
-bool path_id(const ExchangePtr& x, std::size_t i, const char* what, int32_t& out) {
-    const std::string& t = x->req.params.at(i);
-    if (parse_int32(t, out)) return true;
-    x->reply(error_reply(make_error(400, "PX400", std::string(what) + " must be a 32-bit integer", t.substr(0, 64))));
+// The path parameter `i` (percent-decoded) as an id of type `t` in its
+// canonical text, or a 400/422 naming it.
+bool path_id(const ExchangePtr& x, std::size_t i, const char* what, IdType t, std::string& out) {
+    const std::string& raw = x->req.params.at(i);
+    std::string dec, why;
+    int st = percent_decode(raw, dec) ? parse_id_text(dec, t, out, why) : 400;
+    if (st == 0) return true;
+    if (why.empty()) why = "malformed percent-encoding";
+    x->reply(error_reply(make_error(st, "PX" + std::to_string(st),
+                                    std::string(what) + " must be " + (st == 400 ? "an id of type " : "a valid ") +
+                                        id_type_sql(t),
+                                    raw.substr(0, 64) + ": " + why)));
     return false;
 }
 
+// An SQL error from a serving function this database's recsys lacks (an
+// extension before the function was added, or types that do not match)
+// answers 501 naming it; any other outcome as usual.
+Reply feature_error(const DbOutcome& o, const char* function) {
+    if (o.kind == DbOutcome::SqlError && o.sqlstate == "42883")
+        return error_reply(make_error(501, "PX501", std::string("the database's recsys has no ") + function +
+                                                        " for these arguments",
+                                      o.message, "update the extension: ALTER EXTENSION recsys UPDATE"));
+    return outcome_error(o);
+}
+
+// 413 before the query when `typical` exceeds --max-response-bytes.
+bool within_response_bound(Services& sv, const ExchangePtr& x, std::size_t typical, const std::string& what) {
+    if (typical <= sv.cfg.max_response_bytes) return true;
+    x->reply(error_reply(response_too_large(sv.cfg.max_response_bytes,
+                                            what + " come to about " + std::to_string(typical) + " bytes")));
+    return false;
+}
+
+std::size_t product_columns(const Services& sv) {
+    return sv.cfg.products_relation.empty() ? 0 : sv.cfg.product_columns.size();
+}
+
 // A statement answering one JSON text, wrapped as {"<key>":<value>, "<list>":<json>}.
-void json_list(Services& sv, const ExchangePtr& x, Stmt st, std::vector<std::string> params, std::string prefix) {
+void json_list(Services& sv, const ExchangePtr& x, Stmt st, std::vector<std::string> params, std::string prefix,
+               IdTypes types = IdTypes{}) {
     sv.pool.submit(st, std::move(params), [x, prefix = std::move(prefix)](const DbOutcome& o) {
         if (o.kind != DbOutcome::Ok) return x->reply(outcome_error(o));
         x->reply(json_ok(prefix + json_cell_or(*o.rows, "[]") + "}"));
-    });
+    }, types);
 }
 
 }  // namespace
@@ -64,7 +98,11 @@ void handle_root(Services&, const ExchangePtr& x) {
 
 void handle_healthz(Services&, const ExchangePtr& x) { x->reply(json_ok("{\"status\":\"ok\"}")); }
 
-void handle_openapi(Services& sv, const ExchangePtr& x) { x->reply(json_ok(sv.openapi)); }
+// Rebuilt with the id types in force (sv.openapi, built at start, proved the
+// embedded document sound).
+void handle_openapi(Services& sv, const ExchangePtr& x) {
+    x->reply(json_ok(openapi_document(std::string_view(kOpenApiJson, kOpenApiJsonLen), sv.cfg, sv.pool.types())));
+}
 
 void handle_metrics(Services& sv, const ExchangePtr& x) {
     // The pool as it is now (before the status statements below occupy a connection).
@@ -118,26 +156,27 @@ void handle_readyz(Services& sv, const ExchangePtr& x) {
 void handle_recommendations(Services& sv, const ExchangePtr& x) {
     auto rr = std::make_shared<RecRequest>();
     ApiError err;
-    if (!parse_rec_request(x->req.body, sv.cfg.limits, *rr, err)) return x->reply(error_reply(err));
+    if (!parse_rec_request(x->req.body, sv.cfg.limits, *rr, err, sv.pool.types())) return x->reply(error_reply(err));
     // Bounded memory: refuse before the query what cannot fit in --max-response-bytes.
     const std::size_t max_bytes = sv.cfg.max_response_bytes;
-    const std::size_t ncols = sv.cfg.products_relation.empty() ? 0 : sv.cfg.product_columns.size();
-    const std::size_t typical = typical_response_bytes(rr->user_ids.size(), rr->top_n, rr->details, ncols);
-    if (typical > max_bytes)
-        return x->reply(error_reply(response_too_large(
-            max_bytes, std::to_string(rr->user_ids.size()) + " user ids x top_n " + std::to_string(rr->top_n) +
-                           (rr->details ? " with details" : "") + " come to about " + std::to_string(typical) +
-                           " bytes")));
+    if (!within_response_bound(sv, x,
+                               typical_response_bytes(rr->user_ids.size(), rr->top_n, rr->details, product_columns(sv)),
+                               std::to_string(rr->user_ids.size()) + " user ids x top_n " +
+                                   std::to_string(rr->top_n) + (rr->details ? " with details" : "")))
+        return;
     // Cache lookup, per user; the key holds the model id, so no entry of one
-    // model can answer for another.
+    // model can answer for another.  Filtered requests are not cached.
     const int64_t mid = sv.model_id();
     auto frags = std::make_shared<std::vector<std::string>>(rr->user_ids.size());
-    std::vector<int32_t> missing;
+    std::vector<std::string> missing;
     auto miss_pos = std::make_shared<std::vector<std::size_t>>();
-    const bool use_cache = sv.cache.enabled() && mid > 0;
+    const bool use_cache = sv.cache.enabled() && mid > 0 && !rr->filtered();
+    const auto key = [&rr, mid](const std::string& uid) {
+        return CacheKey{mid, uid, rr->top_n, rr->details, static_cast<int8_t>(rr->exclude_seen)};
+    };
     if (use_cache) {
         for (std::size_t i = 0; i < rr->user_ids.size(); ++i) {
-            if (!sv.cache.get(CacheKey{mid, rr->user_ids[i], rr->top_n, rr->details}, (*frags)[i])) {
+            if (!sv.cache.get(key(rr->user_ids[i]), (*frags)[i])) {
                 missing.push_back(rr->user_ids[i]);
                 miss_pos->push_back(i);
             }
@@ -154,11 +193,13 @@ void handle_recommendations(Services& sv, const ExchangePtr& x) {
         for (std::size_t i = 0; i < missing.size(); ++i) miss_pos->push_back(i);
     }
     const char* cache_tag = !use_cache ? nullptr : (missing.size() == rr->user_ids.size() ? "miss" : "partial");
-    auto ids = std::make_shared<std::vector<int32_t>>(missing);
+    auto ids = std::make_shared<std::vector<std::string>>(missing);
     Services* s = &sv;
-    sv.pool.submit_recommend(std::move(missing), rr->top_n, rr->details,
-                             [s, x, rr, frags, miss_pos, ids, mid, use_cache, cache_tag, max_bytes](const DbOutcome& o) {
-        if (o.kind != DbOutcome::Ok) return x->reply(outcome_error(o));
+    sv.pool.submit_recommend(std::move(missing), *rr,
+                             [s, x, rr, frags, miss_pos, ids, mid, use_cache, cache_tag, max_bytes, key](const DbOutcome& o) {
+        if (o.kind != DbOutcome::Ok)
+            return x->reply(rr->filtered() ? feature_error(o, "recsys_recommend with include_items/exclude_items")
+                                           : outcome_error(o));
         ApiError e;
         if (!use_cache) {  // formatted straight into the answer
             Reply rep;
@@ -166,13 +207,14 @@ void handle_recommendations(Services& sv, const ExchangePtr& x) {
             return x->reply(std::move(rep));
         }
         std::vector<std::string> fresh;
-        if (!format_user_fragments(*ids, rr->details, *o.rows, fresh, e, max_bytes)) return x->reply(error_reply(e));
+        if (!format_user_fragments(*ids, rr->details, rr->types.item, *o.rows, fresh, e, max_bytes))
+            return x->reply(error_reply(e));
         // Cache only what the model read before the query still answers for:
         // a model switch seen meanwhile leaves these rows uncached.
         const bool cacheable = s->model_id() == mid;
         std::size_t total = 32;
         for (std::size_t k = 0; k < fresh.size(); ++k) {
-            if (cacheable) s->cache.put(CacheKey{mid, (*ids)[k], rr->top_n, rr->details}, fresh[k]);
+            if (cacheable) s->cache.put(key((*ids)[k]), fresh[k]);
             (*frags)[(*miss_pos)[k]] = std::move(fresh[k]);
         }
         for (const auto& f : *frags) total += f.size() + 16;
@@ -187,21 +229,73 @@ void handle_recommendations(Services& sv, const ExchangePtr& x) {
 }
 
 void handle_similar(Services& sv, const ExchangePtr& x) {
-    int32_t id;
+    const IdTypes types = sv.pool.types();
+    std::string id;
     int top_n;
-    if (!path_id(x, 0, "product id", id)) return;
+    if (!path_id(x, 0, "product id", types.item, id)) return;
     if (!query_bounded(x, "top_n", sv.cfg.limits.default_top_n, sv.cfg.limits.max_top_n, top_n)) return;
-    json_list(sv, x, Stmt::SimilarDetails, {std::to_string(id), std::to_string(top_n)},
-              "{\"product_id\":" + std::to_string(id) + ",\"similar\":");
+    std::string prefix = "{\"product_id\":";
+    append_json_id(prefix, types.item, id);
+    json_list(sv, x, Stmt::SimilarDetails, {id, std::to_string(top_n)}, prefix + ",\"similar\":", types);
 }
 
 void handle_history(Services& sv, const ExchangePtr& x) {
-    int32_t id;
+    const IdTypes types = sv.pool.types();
+    std::string id;
     int limit;
-    if (!path_id(x, 0, "user id", id)) return;
+    if (!path_id(x, 0, "user id", types.user, id)) return;
     if (!query_bounded(x, "limit", sv.cfg.limits.default_history, sv.cfg.limits.max_history, limit)) return;
-    json_list(sv, x, Stmt::HistoryDetails, {std::to_string(id), std::to_string(limit)},
-              "{\"user_id\":" + std::to_string(id) + ",\"history\":");
+    std::string prefix = "{\"user_id\":";
+    append_json_id(prefix, types.user, id);
+    json_list(sv, x, Stmt::HistoryDetails, {id, std::to_string(limit)}, prefix + ",\"history\":", types);
+}
+
+void handle_recommendations_items(Services& sv, const ExchangePtr& x) {
+    auto rq = std::make_shared<ItemsRequest>();
+    ApiError err;
+    if (!parse_items_request(x->req.body, sv.cfg.limits, *rq, err, sv.pool.types())) return x->reply(error_reply(err));
+    if (!within_response_bound(sv, x, typical_response_bytes(1, rq->top_n, rq->details, product_columns(sv)),
+                               "top_n " + std::to_string(rq->top_n) + (rq->details ? " with details" : "")))
+        return;
+    std::vector<std::string> params = {
+        array_literal(rq->item_ids), std::to_string(rq->top_n),
+        rq->has_weights ? float_array_literal(rq->weights) : kNullParam,
+        rq->include_items.given ? array_literal(rq->include_items.ids) : kNullParam,
+        rq->exclude_items.given ? array_literal(rq->exclude_items.ids) : kNullParam};
+    sv.pool.submit(rq->details ? Stmt::ItemsRecommendDetails : Stmt::ItemsRecommend, std::move(params),
+                   [x](const DbOutcome& o) {
+                       if (o.kind != DbOutcome::Ok) return x->reply(feature_error(o, "recsys_recommend_for_items"));
+                       x->reply(json_ok("{\"results\":" + json_cell_or(*o.rows, "[]") + "}"));
+                   },
+                   rq->types);
+}
+
+void handle_explanations(Services& sv, const ExchangePtr& x) {
+    auto rq = std::make_shared<ExplainRequest>();
+    ApiError err;
+    if (!parse_explain_request(x->req.body, *rq, err, sv.pool.types())) return x->reply(error_reply(err));
+    sv.pool.submit(Stmt::Explain, {rq->user_id, rq->product_id},
+                   [x, rq](const DbOutcome& o) {
+                       if (o.kind != DbOutcome::Ok) return x->reply(feature_error(o, "recsys_explain"));
+                       const Rows& r = *o.rows;
+                       if (r.nrows() < 1 || r.ncols() < 4)
+                           return x->reply(error_reply(make_error(500, "PX500", "unexpected result from recsys_explain")));
+                       std::string body = "{\"user_id\":";
+                       append_json_id(body, rq->types.user, rq->user_id);
+                       body += ",\"product_id\":";
+                       append_json_id(body, rq->types.item, rq->product_id);
+                       body += ",\"source\":";
+                       if (r.is_null(0, 2)) body += "null";
+                       else append_json_string(body, r.get(0, 2));
+                       body += ",\"score\":";
+                       if (r.is_null(0, 1)) body += "null";
+                       else append_json_float(body, r.get(0, 1));
+                       body += ",\"contributions\":";
+                       body += r.is_null(0, 0) ? std::string_view("[]") : r.get(0, 0);
+                       body += "}";
+                       x->reply(json_ok(std::move(body)));
+                   },
+                   rq->types);
 }
 
 void handle_models_active(Services& sv, const ExchangePtr& x) {
@@ -215,6 +309,19 @@ void handle_models_active(Services& sv, const ExchangePtr& x) {
 
 void handle_evaluations(Services& sv, const ExchangePtr& x) {
     json_list(sv, x, Stmt::Evaluations, {}, "{\"evaluations\":");
+}
+
+}  // namespace rsproxy
+
+namespace rsproxy {
+
+// The products relation's rows (id and configured columns), for the web
+// page's category and price filters: at most --max-filter-items, by id.
+void handle_products(Services& sv, const ExchangePtr& x) {
+    const int max = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(sv.cfg.limits.max_filter_items, 1000000)));
+    int limit;
+    if (!query_bounded(x, "limit", max, max, limit)) return;
+    json_list(sv, x, Stmt::Products, {std::to_string(limit)}, "{\"products\":");
 }
 
 }  // namespace rsproxy

@@ -1,5 +1,6 @@
 // fuzz_request.cpp - libFuzzer target for recsys-proxy's request parsing
-// (POST /recommendations bodies, path/query integers, API-key headers).
+// (POST /recommendations, /recommendations/items and /explanations bodies under
+// every id type, path ids, query integers, API-key headers).
 // Build and run: make -C proxy fuzz [FUZZ_SECONDS=60]
 #include <cstddef>
 #include <cstdint>
@@ -26,13 +27,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::string out;
         if (!rsproxy::format_recommendations(req, rows, out, err)) std::abort();
         if (out.size() < 14 || out.compare(0, 12, "{\"results\":{") != 0) std::abort();
-        std::string lit = rsproxy::int_array_literal(req.user_ids);
+        std::string lit = rsproxy::array_literal(req.user_ids);
         if (lit.front() != '{' || lit.back() != '}') std::abort();
     } else {
         if (err.status != 400 && err.status != 422) std::abort();
         std::string j = rsproxy::error_json(err);
         if (j.empty() || j.front() != '{') std::abort();
     }
+    // The same body against the other id types, a basket and an explanation.
+    for (rsproxy::IdType t : {rsproxy::IdType::Bigint, rsproxy::IdType::Text, rsproxy::IdType::Uuid}) {
+        rsproxy::RecRequest r2;
+        if (!rsproxy::parse_rec_request(in, lim, r2, err, rsproxy::IdTypes{t, t}) && err.status != 400 && err.status != 422)
+            std::abort();
+        std::string id, why;
+        int st = rsproxy::parse_id_text(in, t, id, why);
+        if (st != 0 && st != 400 && st != 422) std::abort();
+        if (st == 0 && t != rsproxy::IdType::Uuid && id != in) std::abort();
+    }
+    rsproxy::ItemsRequest ir;
+    if (rsproxy::parse_items_request(in, lim, ir, err)) {
+        if (ir.item_ids.empty() || (ir.has_weights && ir.weights.size() != ir.item_ids.size())) std::abort();
+    } else if (err.status != 400 && err.status != 422) {
+        std::abort();
+    }
+    rsproxy::ExplainRequest er;
+    if (!rsproxy::parse_explain_request(in, er, err) && err.status != 400 && err.status != 422) std::abort();
+    std::string dec;
+    (void)rsproxy::percent_decode(in, dec);
     int32_t v;
     if (rsproxy::parse_int32(in, v) && std::to_string(v) != in) std::abort();
     std::string q;

@@ -209,7 +209,11 @@ expect_post 200 "X-API-Key header" "$U/recommendations" '{"user_ids":[1]}' -H "X
 expect_post 400 "malformed JSON" "$U/recommendations" '{"user_ids":[1' "${AUTH[@]}"
 expect_post 400 "not an object" "$U/recommendations" '[1,2]' "${AUTH[@]}"
 expect_post 400 "missing user_ids" "$U/recommendations" '{"top_n":3}' "${AUTH[@]}"
-expect_post 400 "user_ids wrong type" "$U/recommendations" '{"user_ids":["1"]}' "${AUTH[@]}"
+expect_post 400 "user_ids wrong type" "$U/recommendations" '{"user_ids":[true]}' "${AUTH[@]}"
+expect_post 400 "a user id string that is not an integer" "$U/recommendations" '{"user_ids":["1x"]}' "${AUTH[@]}"
+expect_post 200 "a user id as a string of an integer" "$U/recommendations" '{"user_ids":["10"],"top_n":3}' "${AUTH[@]}"
+python3 -c "import json,sys; d=json.load(open('$TMP/body'))['results']; sys.exit(0 if list(d)==['10'] and len(d['10'])==3 and all(type(x) is int for x in d['10']) else 1)" \
+    && ok "\"10\" answers as 10 does (key \"10\", integer product ids)" || bad "string id: $(cat "$TMP/body")"
 expect_post 400 "top_n wrong type" "$U/recommendations" '{"user_ids":[1],"top_n":"3"}' "${AUTH[@]}"
 expect_post 422 "empty user_ids" "$U/recommendations" '{"user_ids":[]}' "${AUTH[@]}"
 expect_post 422 "top_n 0" "$U/recommendations" '{"user_ids":[1],"top_n":0}' "${AUTH[@]}"
@@ -259,9 +263,158 @@ python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['co
     && ok "55000 hint passed through" || bad "55000 body: $(cat "$TMP/body")"
 expect 503 "/readyz without a model" GET "$URL_nomodel/readyz"
 expect 404 "/models/active without a model" GET "$URL_nomodel/models/active"
-expect_post 504 "statement_timeout (57014)" "$URL_slow/recommendations" "{\"user_ids\":[$(seq -s, 1 1000)],\"top_n\":1000}"
+expect_post 504 "statement_timeout (57014)" "$URL_slow/recommendations" "{\"user_ids\":[$(seq -s, 1 100)],\"top_n\":1000}"
 python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='57014' else 1)" \
     && ok "504 carries SQLSTATE 57014" || bad "504 body: $(cat "$TMP/body")"
+
+# compare.py JSON TSV IDS_JSON: /recommendations' results equal the SQL rows (user_id, product_id, rank):
+# keys are the ids' texts in request order, product ids JSON numbers for integer/bigint, strings else.
+cat > "$TMP/compare.py" <<'EOF2'
+import json, sys
+got = json.load(open(sys.argv[1]), object_pairs_hook=lambda kv: kv)
+ids = json.loads(sys.argv[3])
+numeric = sys.argv[4] == "numeric"
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
+want = {i: [] for i in ids}
+for u, p, r in sorted(rows, key=lambda x: int(x[2])):
+    want[u].append(int(p) if numeric else p)
+want_pairs = [("results", [(i, want[i]) for i in ids])]
+if got != want_pairs:
+    print("got ", got); print("want", want_pairs); sys.exit(1)
+assert all(want[i] for i in ids), "every user should get items"
+EOF2
+
+echo "# the new serving options (exclude_seen, filters, baskets, explanations) on int ids"
+has_filters=$($PSQL -d shop -c "SELECT count(*) > 0 FROM pg_proc WHERE proname = 'recsys_recommend' AND pronargs = 5")
+has_items=$($PSQL -d shop -c "SELECT to_regproc('recsys_recommend_for_items') IS NOT NULL")
+has_explain=$($PSQL -d shop -c "SELECT to_regproc('recsys_explain') IS NOT NULL")
+has_seen=$($PSQL -d shop -c "SELECT count(*) > 0 FROM pg_proc WHERE proname = 'recsys_recommend' AND pronargs >= 3")
+if [ "$has_seen" = t ]; then
+    expect_post 200 "exclude_seen:false" "$U/recommendations" '{"user_ids":[10,25],"top_n":8,"exclude_seen":false}' "${AUTH[@]}"
+    cp "$TMP/body" "$TMP/seen.json"
+    $PSQL -d shop -F $'\t' -c "SELECT user_id, product_id, rank FROM recsys_recommend('{10,25}'::int[], 8, false)" > "$TMP/seen.tsv"
+    python3 "$TMP/compare.py" "$TMP/seen.json" "$TMP/seen.tsv" '["10","25"]' numeric \
+        && ok "exclude_seen:false equals recsys_recommend(ids, 8, false)" || bad "exclude_seen:false differs"
+    $PSQL -d shop -c "SELECT count(*) FROM recsys_recommend('{10,25}'::int[], 8, false) r JOIN interactions i ON i.user_id = r.user_id AND i.product_id = r.product_id" > "$TMP/seen.n"
+    [ "$(cat "$TMP/seen.n")" -gt 0 ] && ok "exclude_seen:false lets seen items back ($(cat "$TMP/seen.n") rows)" || bad "exclude_seen:false returned no seen item"
+fi
+expect_post 400 "exclude_seen not a boolean" "$U/recommendations" '{"user_ids":[10],"exclude_seen":"no"}' "${AUTH[@]}"
+expect_post 400 "include_items not an array" "$U/recommendations" '{"user_ids":[10],"include_items":5}' "${AUTH[@]}"
+expect_post 400 "include_items of strings that are no integers" "$U/recommendations" '{"user_ids":[10],"include_items":["a"]}' "${AUTH[@]}"
+expect_post 422 "an exclude_items id beyond int32" "$U/recommendations" '{"user_ids":[10],"exclude_items":[2147483648]}' "${AUTH[@]}"
+expect_post 422 "10001 include_items (--max-filter-items)" "$URL_two/recommendations" "{\"user_ids\":[10],\"include_items\":[$(seq -s, 1 10001)]}"
+expect_post 400 "basket without item_ids" "$U/recommendations/items" '{"top_n":3}' "${AUTH[@]}"
+expect_post 422 "basket with empty item_ids" "$U/recommendations/items" '{"item_ids":[]}' "${AUTH[@]}"
+expect_post 422 "basket weights of another length" "$U/recommendations/items" '{"item_ids":[1,2],"weights":[1]}' "${AUTH[@]}"
+expect_post 400 "basket weights not numbers" "$U/recommendations/items" '{"item_ids":[1],"weights":["1"]}' "${AUTH[@]}"
+expect_post 422 "basket unknown field" "$U/recommendations/items" '{"item_ids":[1],"user_ids":[1]}' "${AUTH[@]}"
+expect_post 422 "basket top_n 0" "$U/recommendations/items" '{"item_ids":[1],"top_n":0}' "${AUTH[@]}"
+expect_post 401 "basket without a key" "$U/recommendations/items" '{"item_ids":[1]}'
+expect_post 400 "explanation without product_id" "$U/explanations" '{"user_id":10}' "${AUTH[@]}"
+expect_post 400 "explanation with a list for an id" "$U/explanations" '{"user_id":[10],"product_id":5}' "${AUTH[@]}"
+expect_post 422 "explanation with an id beyond int32" "$U/explanations" '{"user_id":10,"product_id":2147483648}' "${AUTH[@]}"
+expect_post 422 "explanation unknown field" "$U/explanations" '{"user_id":10,"product_id":5,"top_n":3}' "${AUTH[@]}"
+if [ "$has_filters" = t ]; then
+    expect_post 200 "include_items/exclude_items" "$U/recommendations" '{"user_ids":[10,25],"top_n":5,"include_items":[1,2,3,5,8,13,21,34,55,89,144,233,377,610,987],"exclude_items":[5,8]}' "${AUTH[@]}"
+    cp "$TMP/body" "$TMP/flt.json"
+    $PSQL -d shop -F $'\t' -c "SELECT user_id, product_id, rank FROM recsys_recommend('{10,25}'::int[], 5, true, '{1,2,3,5,8,13,21,34,55,89,144,233,377,610,987}'::int[], '{5,8}'::int[])" > "$TMP/flt.tsv"
+    python3 "$TMP/compare.py" "$TMP/flt.json" "$TMP/flt.tsv" '["10","25"]' numeric \
+        && ok "filters equal recsys_recommend(..., include_items, exclude_items)" || bad "filters differ"
+else
+    expect_post 501 "include_items without recsys_recommend(..., include_items, exclude_items): 501" "$U/recommendations" '{"user_ids":[10],"include_items":[1,2]}' "${AUTH[@]}"
+fi
+if [ "$has_items" = t ]; then
+    expect_post 200 "POST /recommendations/items" "$U/recommendations/items" '{"item_ids":[5,80],"weights":[1,2.5],"top_n":6,"exclude_items":[7]}' "${AUTH[@]}"
+    $PSQL -d shop -c "SELECT coalesce(json_agg(product_id ORDER BY rank), '[]') FROM recsys_recommend_for_items('{5,80}'::int[], 6, '{1,2.5}'::float8[], NULL, '{7}'::int[])" > "$TMP/items.want"
+    python3 -c "import json,sys; d=json.load(open('$TMP/body'))['results']; w=json.load(open('$TMP/items.want')); sys.exit(0 if d==w and len(w)==6 else 1)" \
+        && ok "basket equals recsys_recommend_for_items" || bad "basket: $(head -c 300 "$TMP/body") vs $(cat "$TMP/items.want")"
+    expect_post 200 "basket with details" "$U/recommendations/items" '{"item_ids":[5],"top_n":3,"details":true}' "${AUTH[@]}"
+    python3 -c "import json,sys; d=json.load(open('$TMP/body'))['results']; sys.exit(0 if len(d)==3 and all({'product_id','score','rank','source','product_name'} <= set(x) for x in d) else 1)" \
+        && ok "basket details carry score, rank, source and the product columns" || bad "basket details: $(head -c 300 "$TMP/body")"
+else
+    expect_post 501 "baskets without recsys_recommend_for_items: 501" "$U/recommendations/items" '{"item_ids":[5,80]}' "${AUTH[@]}"
+fi
+if [ "$has_explain" = t ]; then
+    pid=$($PSQL -d shop -c "SELECT product_id FROM recsys_recommend('{10}'::int[], 1)")
+    expect_post 200 "POST /explanations" "$U/explanations" "{\"user_id\":10,\"product_id\":$pid}" "${AUTH[@]}"
+    $PSQL -d shop -F $'\t' -c "SELECT (SELECT score FROM recsys_recommend('{10}'::int[], 1)), (SELECT json_agg(history_item ORDER BY contribution DESC, history_item) FROM recsys_explain(10, $pid) WHERE history_item IS NOT NULL)" > "$TMP/expl.want"
+    python3 - "$TMP/body" "$TMP/expl.want" <<'EOF2' && ok "explanation: contributions of recsys_explain, summing to the recommendation's score" || bad "explanation: $(head -c 300 "$TMP/body")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+score, items = open(sys.argv[2]).read().rstrip("\n").split("\t")
+assert [c["history_item"] for c in d["contributions"]] == json.loads(items), d
+assert abs(sum(c["contribution"] for c in d["contributions"]) - float(score)) < 1e-9 * max(1, abs(float(score))), d
+assert abs(d["score"] - float(score)) < 1e-9 * max(1, abs(float(score))), d
+assert all(abs(c["contribution"] - c["weight"] * c["similarity"]) < 1e-9 for c in d["contributions"]), d
+EOF2
+else
+    expect_post 501 "explanations without recsys_explain: 501" "$U/explanations" '{"user_id":10,"product_id":5}' "${AUTH[@]}"
+fi
+
+echo "# typed ids: bigint users / text items, then uuid users / bigint items (the same events, mapped)"
+createdb typed && $PSQL -d typed -c "CREATE EXTENSION recsys" && \
+    $PSQL -d typed -v users=300 -f "$repo/scripts/demo_data.sql" >/dev/null || bad "typed database"
+$PSQL -d typed >/dev/null <<'SQL' || bad "typed fixtures"
+CREATE TABLE ev_bt AS SELECT 9000000000 + user_id AS customer_id,
+       'SKU-' || product_id || CASE WHEN product_id % 7 = 0 THEN ' "a,b" {c}\' ELSE '' END AS sku, event_type, event_time
+  FROM interactions;
+CREATE TABLE ev_ub AS SELECT md5(user_id::text)::uuid AS who, product_id * 10000000000::bigint AS what, event_type, event_time
+  FROM interactions;
+SELECT recsys_set_source('ev_bt', 'customer_id', 'sku', 'event_type', 'event_time');
+SELECT recsys_train();
+SQL
+start_proxy typed --dsn "host=127.0.0.1 port=$PORT user=postgres dbname=typed" --products '' --model-check 50
+UT=$URL_typed
+expect_post 200 "bigint/text: POST /recommendations" "$UT/recommendations" '{"user_ids":[9000000010,"9000000025",9000000042],"top_n":5}'
+cp "$TMP/body" "$TMP/bt.json"
+$PSQL -d typed -F $'\t' -c "SELECT user_id, product_id, rank FROM recsys_recommend('{9000000010,9000000025,9000000042}'::bigint[], 5)" > "$TMP/bt.tsv"
+python3 "$TMP/compare.py" "$TMP/bt.json" "$TMP/bt.tsv" '["9000000010","9000000025","9000000042"]' text \
+    && ok "bigint/text: results keyed by the bigint's text, text product ids, equal to recsys_recommend(bigint[])" || bad "bigint/text differs"
+sku=$($PSQL -d typed -c "SELECT product_id FROM recsys_recommend('{9000000010}'::bigint[], 50) WHERE product_id LIKE '%\"%' LIMIT 1")
+[ -n "$sku" ] || sku=$($PSQL -d typed -c "SELECT sku FROM ev_bt WHERE sku LIKE '%\"%' LIMIT 1")
+enc=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$sku")
+expect 200 "bigint/text: GET /similar/<percent-encoded sku with quotes, a comma, braces, a backslash>" GET "$UT/similar/$enc?top_n=4"
+$PSQL -d typed -c "SELECT coalesce(json_agg(product_id ORDER BY rank), '[]') FROM recsys_similar_items(\$\$$sku\$\$, 4)" > "$TMP/sim.want"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); w=json.load(open('$TMP/sim.want')); sys.exit(0 if d['product_id']==sys.argv[1] and [x['product_id'] for x in d['similar']]==w and w else 1)" "$sku" \
+    && ok "bigint/text: /similar equals recsys_similar_items(text)" || bad "typed /similar: $(head -c 300 "$TMP/body")"
+sku_q=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$sku")
+if [ "$has_filters" = t ]; then
+    expect_post 200 "bigint/text: include_items with that sku" "$UT/recommendations" "{\"user_ids\":[9000000010],\"top_n\":3,\"include_items\":[$sku_q,\"SKU-1\",\"SKU-2\",\"SKU-3\",\"SKU-4\"]}"
+    cp "$TMP/body" "$TMP/btf.json"
+    $PSQL -d typed -F $'\t' -c "SELECT user_id, product_id, rank FROM recsys_recommend('{9000000010}'::bigint[], 3, true, ARRAY[\$\$$sku\$\$, 'SKU-1', 'SKU-2', 'SKU-3', 'SKU-4'], NULL)" > "$TMP/btf.tsv"
+    python3 "$TMP/compare.py" "$TMP/btf.json" "$TMP/btf.tsv" '["9000000010"]' text \
+        && ok "bigint/text: a quoted sku in include_items reaches SQL intact" || bad "typed include_items differs"
+fi
+expect 200 "bigint/text: GET /users/9000000010/history" GET "$UT/users/9000000010/history?limit=5"
+$PSQL -d typed -c "SELECT coalesce(json_agg(product_id ORDER BY last_event DESC, product_id), '[]') FROM recsys_user_history(9000000010, 5)" > "$TMP/hist.want"
+python3 -c "import json,sys; d=json.load(open('$TMP/body')); w=json.load(open('$TMP/hist.want')); sys.exit(0 if d['user_id']==9000000010 and [x['product_id'] for x in d['history']]==w and w else 1)" \
+    && ok "bigint/text: /history equals recsys_user_history(bigint)" || bad "typed /history: $(head -c 300 "$TMP/body")"
+expect_post 400 "bigint: a string that is no integer" "$UT/recommendations" '{"user_ids":["9000000010x"]}'
+expect_post 422 "bigint: beyond 64 bits" "$UT/recommendations" '{"user_ids":[9223372036854775808]}'
+expect_post 422 "text: an empty sku in exclude_items" "$UT/recommendations" '{"user_ids":[9000000010],"exclude_items":[""]}'
+expect 400 "bigint: /users/abc/history" GET "$UT/users/abc/history"
+expect 400 "text: a malformed percent-escape" GET "$UT/similar/SKU%2"
+$PSQL -d typed -c "SELECT recsys_set_source('ev_ub', 'who', 'what', 'event_type', 'event_time'); SELECT recsys_train()" >/dev/null || bad "uuid/bigint training"
+U10=$($PSQL -d typed -c "SELECT md5('10')::uuid"); U25=$($PSQL -d typed -c "SELECT md5('25')::uuid")
+U25UP=$(echo "$U25" | tr a-f A-F)
+got=""
+for _ in $(seq 200); do  # the proxy reads the new types with the next model poll (--model-check 50)
+    got=$(json_post "$UT/recommendations" "{\"user_ids\":[\"$U10\"],\"top_n\":1}")
+    [ "$got" = 200 ] && break
+    sleep 0.05
+done
+[ "$got" = 200 ] && ok "the proxy follows the switch to uuid/bigint" || bad "uuid ids not taken: $got $(cat "$TMP/body")"
+expect_post 200 "uuid/bigint: POST /recommendations (one id in upper case)" "$UT/recommendations" "{\"user_ids\":[\"$U10\",\"$U25UP\"],\"top_n\":5}"
+cp "$TMP/body" "$TMP/ub.json"
+$PSQL -d typed -F $'\t' -c "SELECT user_id, product_id, rank FROM recsys_recommend(ARRAY['$U10', '$U25']::uuid[], 5)" > "$TMP/ub.tsv"
+python3 "$TMP/compare.py" "$TMP/ub.json" "$TMP/ub.tsv" "[\"$U10\",\"$U25\"]" numeric \
+    && ok "uuid/bigint: keys are the uuids' text (lower case), bigint product ids as numbers, equal to recsys_recommend(uuid[])" || bad "uuid/bigint differs"
+expect_post 400 "uuid: a JSON number" "$UT/recommendations" '{"user_ids":[10]}'
+expect_post 400 "uuid: not 8-4-4-4-12" "$UT/recommendations" '{"user_ids":["d3d9446802a44259755d38e6d163e820"]}'
+expect_post 422 "bigint items: beyond 64 bits in exclude_items" "$UT/recommendations" "{\"user_ids\":[\"$U10\"],\"exclude_items\":[\"99999999999999999999\"]}"
+expect 200 "GET /openapi.json follows the types" GET "$UT/openapi.json"
+python3 -c "import json,sys; d=json.load(open('$TMP/body'))['x-recsys-proxy']; sys.exit(0 if (d['user_type'],d['item_type'])==('uuid','bigint') else 1)" \
+    && ok "/openapi.json says uuid/bigint" || bad "openapi types: $(python3 -c "import json; print(json.load(open('$TMP/body'))['x-recsys-proxy'])")"
 
 echo "# product details from a configured relation (quoted names); --dsn keeps options and application_name"
 $PSQL -d shop >/dev/null <<'SQL' || bad "fixture SQL"

@@ -42,7 +42,7 @@ TEST(ParseRequest, Valid) {
     RecRequest r;
     ApiError e;
     ASSERT_TRUE(parse(R"({"user_ids":[10,25,42],"top_n":5})", r, e));
-    EXPECT_EQ(r.user_ids, (std::vector<int32_t>{10, 25, 42}));
+    EXPECT_EQ(r.user_ids, (std::vector<std::string>{"10", "25", "42"}));
     EXPECT_EQ(r.top_n, 5);
     EXPECT_FALSE(r.details);
 }
@@ -51,7 +51,7 @@ TEST(ParseRequest, DefaultsDetailsAndDuplicates) {
     RecRequest r;
     ApiError e;
     ASSERT_TRUE(parse(R"({"user_ids":[7,-3,7,0],"details":true})", r, e));
-    EXPECT_EQ(r.user_ids, (std::vector<int32_t>{7, -3, 0}));
+    EXPECT_EQ(r.user_ids, (std::vector<std::string>{"7", "-3", "0"}));
     EXPECT_EQ(r.top_n, 10);
     EXPECT_TRUE(r.details);
 }
@@ -86,7 +86,9 @@ TEST(ParseRequest, WrongTypesAndMissingAre400) {
         R"({"user_ids":"1,2"})",                   // not an array
         R"({"user_ids":[1.5]})",                   // float
         R"({"user_ids":[1.0]})",                   // float, even if integral
-        R"({"user_ids":["1"]})",                   // string
+        R"({"user_ids":["x"]})",                   // a string that is not an integer
+        R"({"user_ids":["01"]})",                  // nor in canonical form
+        R"({"user_ids":[true]})",                  // boolean
         R"({"user_ids":[null]})",                  // null
         R"({"user_ids":[[1]]})",                   // nested
         R"({"user_ids":[1],"top_n":"5"})",         // top_n string
@@ -258,7 +260,7 @@ static const std::string N = "\x01NULL";
 
 TEST(Format, PlainInRequestOrderAndRankOrder) {
     RecRequest req;
-    req.user_ids = {42, 10, 25};
+    req.user_ids = {"42", "10", "25"};
     req.top_n = 3;
     VectorRows rows(5, {"10", "18", "0.5", "2", "cf",      //
                         "10", "93", "0.9", "1", "cf",      //
@@ -274,7 +276,7 @@ TEST(Format, PlainInRequestOrderAndRankOrder) {
 
 TEST(Format, DetailsWithAndWithoutProducts) {
     RecRequest req;
-    req.user_ids = {1};
+    req.user_ids = {"1"};
     req.details = true;
     // The product column is the JSON object json_build_object() gives (its spacing included).
     VectorRows with(6, {"1", "5", "0.25", "1", "cf", R"({"product_name" : "Lamp \"X\"", "category" : "home", "price" : 19.99})",
@@ -308,7 +310,7 @@ TEST(Format, DetailsWithAndWithoutProducts) {
 
 TEST(Format, BoundedBytesAre413) {
     RecRequest req;
-    req.user_ids = {1, 2};
+    req.user_ids = {"1", "2"};
     VectorRows rows(5, {"1", "1000001", "0.5", "1", "cf", "2", "1000002", "0.5", "1", "cf"});
     std::string out;
     ApiError e;
@@ -323,13 +325,13 @@ TEST(Format, BoundedBytesAre413) {
 
 TEST(Format, MalformedRowsAre500) {
     RecRequest req;
-    req.user_ids = {1};
+    req.user_ids = {"1"};
     std::string out;
     ApiError e;
     VectorRows narrow(2, {"1", "2"});
     EXPECT_FALSE(format_recommendations(req, narrow, out, e));
     EXPECT_EQ(e.status, 500);
-    VectorRows garbage(5, {"x", "2", "1", "1", "cf"});
+    VectorRows garbage(5, {"1", "x", "1", "1", "cf"});  // a product id that is not an integer
     EXPECT_FALSE(format_recommendations(req, garbage, out, e));
     VectorRows nullpid(5, {"1", N, "1", "1", "cf"});
     EXPECT_FALSE(format_recommendations(req, nullpid, out, e));
@@ -351,24 +353,25 @@ TEST(Cache, LruEvictionTtlAndModelInvalidation) {
     LruCache c(2, milliseconds(100));
     auto t0 = LruCache::Clock::now();
     std::string v;
-    c.put({1, 10, 5, false}, "[1]", t0);
-    c.put({1, 11, 5, false}, "[2]", t0);
-    ASSERT_TRUE(c.get({1, 10, 5, false}, v, t0));  // 10 becomes most recent
+    c.put({1, "10", 5, false}, "[1]", t0);
+    c.put({1, "11", 5, false}, "[2]", t0);
+    ASSERT_TRUE(c.get({1, "10", 5, false}, v, t0));  // 10 becomes most recent
     EXPECT_EQ(v, "[1]");
-    c.put({1, 12, 5, false}, "[3]", t0);  // evicts 11
-    EXPECT_FALSE(c.get({1, 11, 5, false}, v, t0));
-    EXPECT_TRUE(c.get({1, 12, 5, false}, v, t0));
-    EXPECT_FALSE(c.get({1, 12, 6, false}, v, t0));  // other top_n
-    EXPECT_FALSE(c.get({1, 12, 5, true}, v, t0));   // other details flag
-    EXPECT_FALSE(c.get({2, 12, 5, false}, v, t0));  // other model
-    EXPECT_FALSE(c.get({1, 10, 5, false}, v, t0 + milliseconds(101)));  // expired
-    c.put({2, 12, 5, false}, "[9]", t0);
+    c.put({1, "12", 5, false}, "[3]", t0);  // evicts 11
+    EXPECT_FALSE(c.get({1, "11", 5, false}, v, t0));
+    EXPECT_TRUE(c.get({1, "12", 5, false}, v, t0));
+    EXPECT_FALSE(c.get({1, "12", 6, false}, v, t0));  // other top_n
+    EXPECT_FALSE(c.get({1, "12", 5, true}, v, t0));   // other details flag
+    EXPECT_FALSE(c.get({1, "12", 5, false, 0}, v, t0));  // exclude_seen given
+    EXPECT_FALSE(c.get({2, "12", 5, false}, v, t0));  // other model
+    EXPECT_FALSE(c.get({1, "10", 5, false}, v, t0 + milliseconds(101)));  // expired
+    c.put({2, "12", 5, false}, "[9]", t0);
     c.retain_model(2);
     EXPECT_EQ(c.size(), 1u);
-    EXPECT_TRUE(c.get({2, 12, 5, false}, v, t0));
+    EXPECT_TRUE(c.get({2, "12", 5, false}, v, t0));
     LruCache off(0, milliseconds(100));
-    off.put({1, 1, 1, false}, "x");
-    EXPECT_FALSE(off.get({1, 1, 1, false}, v));
+    off.put({1, "1", 1, false}, "x");
+    EXPECT_FALSE(off.get({1, "1", 1, false}, v));
 }
 
 // ---------------------------------------------------------------- metrics --
@@ -1053,12 +1056,242 @@ TEST(OpenApi, FollowsTheConfiguration) {
 
 TEST(Cache, ModelIdIsPartOfTheKey) {
     LruCache c(10, std::chrono::milliseconds(100000));
-    c.put(CacheKey{1, 5, 10, false}, "[1,2]");
+    c.put(CacheKey{1, "5", 10, false}, "[1,2]");
     std::string v;
-    EXPECT_FALSE(c.get(CacheKey{2, 5, 10, false}, v));
-    c.put(CacheKey{2, 5, 10, false}, "[3]");
-    ASSERT_TRUE(c.get(CacheKey{1, 5, 10, false}, v));
+    EXPECT_FALSE(c.get(CacheKey{2, "5", 10, false}, v));
+    c.put(CacheKey{2, "5", 10, false}, "[3]");
+    ASSERT_TRUE(c.get(CacheKey{1, "5", 10, false}, v));
     EXPECT_EQ(v, "[1,2]");
-    ASSERT_TRUE(c.get(CacheKey{2, 5, 10, false}, v));
+    ASSERT_TRUE(c.get(CacheKey{2, "5", 10, false}, v));
     EXPECT_EQ(v, "[3]");
+}
+
+// ---------------------------------------------------------------- id types --
+
+static int idt(std::string_view s, IdType t, std::string& out) {
+    std::string why;
+    return parse_id_text(s, t, out, why);
+}
+
+TEST(IdTypes, TextForms) {
+    std::string o;
+    EXPECT_EQ(idt("42", IdType::Integer, o), 0);
+    EXPECT_EQ(o, "42");
+    EXPECT_EQ(idt("-2147483648", IdType::Integer, o), 0);
+    EXPECT_EQ(idt("2147483648", IdType::Integer, o), 422);
+    EXPECT_EQ(idt("2147483648", IdType::Bigint, o), 0);
+    EXPECT_EQ(idt("9223372036854775807", IdType::Bigint, o), 0);
+    EXPECT_EQ(idt("-9223372036854775808", IdType::Bigint, o), 0);
+    EXPECT_EQ(idt("9223372036854775808", IdType::Bigint, o), 422);
+    EXPECT_EQ(idt("123456789012345678901234567890", IdType::Bigint, o), 422);
+    for (const char* bad : {"", "-", "+1", " 1", "1 ", "01", "-0", "1e3", "0x10", "1.0", "abc"})
+        EXPECT_EQ(idt(bad, IdType::Bigint, o), 400) << bad;
+    EXPECT_EQ(idt("0", IdType::Integer, o), 0);
+    EXPECT_EQ(idt("SKU-1 \"x\"", IdType::Text, o), 0);
+    EXPECT_EQ(o, "SKU-1 \"x\"");
+    EXPECT_EQ(idt("", IdType::Text, o), 422);
+    EXPECT_EQ(idt(std::string("a\0b", 3), IdType::Text, o), 422);
+    EXPECT_EQ(idt(std::string(kMaxTextIdBytes, 'x'), IdType::Text, o), 0);
+    EXPECT_EQ(idt(std::string(kMaxTextIdBytes + 1, 'x'), IdType::Text, o), 422);
+    EXPECT_EQ(idt("\xc3\xa9t\xc3\xa9", IdType::Text, o), 0);  // été
+    for (const char* bad : {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80"})
+        EXPECT_EQ(idt(bad, IdType::Text, o), 422) << bad;
+    EXPECT_EQ(idt("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", IdType::Uuid, o), 0);
+    EXPECT_EQ(o, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    for (const char* bad : {"a0eebc999c0b4ef8bb6d6bb9bd380a11", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "x"})
+        EXPECT_EQ(idt(bad, IdType::Uuid, o), 400) << bad;
+    IdType t;
+    EXPECT_TRUE(id_type_from_sql("character varying", t) && t == IdType::Text);
+    EXPECT_TRUE(id_type_from_sql("smallint", t) && t == IdType::Integer);
+    EXPECT_FALSE(id_type_from_sql("numeric", t));
+    std::string j;
+    append_json_id(j, IdType::Bigint, "9000000010");
+    append_json_id(j, IdType::Text, "a\"b");
+    EXPECT_EQ(j, R"(9000000010"a\"b")");
+}
+
+TEST(IdTypes, RequestsFollowTheTypes) {
+    Limits lim;
+    RecRequest r;
+    ApiError e;
+    const IdTypes bt{IdType::Bigint, IdType::Text}, ub{IdType::Uuid, IdType::Bigint};
+    ASSERT_TRUE(parse_rec_request(R"({"user_ids":[9000000010,"9000000011",9000000010],"include_items":["A",7]})", lim,
+                                  r, e, bt)) << e.message;
+    EXPECT_EQ(r.user_ids, (std::vector<std::string>{"9000000010", "9000000011"}));
+    EXPECT_TRUE(r.include_items.given);
+    EXPECT_EQ(r.include_items.ids, (std::vector<std::string>{"A", "7"}));  // an integer taken as its text
+    EXPECT_FALSE(r.exclude_items.given);
+    EXPECT_TRUE(r.filtered());
+    EXPECT_FALSE(parse_rec_request(R"({"user_ids":[9223372036854775808]})", lim, r, e, bt));
+    EXPECT_EQ(e.status, 422);
+    EXPECT_FALSE(parse_rec_request(R"({"user_ids":[1],"include_items":[""]})", lim, r, e, bt));
+    EXPECT_EQ(e.status, 422);
+    EXPECT_FALSE(parse_rec_request(R"({"user_ids":[1],"include_items":[1.5]})", lim, r, e, bt));
+    EXPECT_EQ(e.status, 400);
+    ASSERT_TRUE(parse_rec_request(R"({"user_ids":["A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"],"exclude_items":["5"],)"
+                                  R"("exclude_seen":false})", lim, r, e, ub)) << e.message;
+    EXPECT_EQ(r.user_ids[0], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    EXPECT_EQ(r.exclude_seen, 0);
+    EXPECT_EQ(r.exclude_items.ids, (std::vector<std::string>{"5"}));
+    EXPECT_FALSE(parse_rec_request(R"({"user_ids":[1]})", lim, r, e, ub));  // a uuid must be a string
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(e.hint.find("uuid"), std::string::npos) << e.hint;
+    // Type errors (400) come before range errors (422) wherever they are.
+    EXPECT_FALSE(parse_rec_request(R"({"user_ids":[],"exclude_seen":"no"})", lim, r, e));
+    EXPECT_EQ(e.status, 400);
+}
+
+TEST(IdTypes, FiltersAndExcludeSeen) {
+    Limits lim;
+    lim.max_filter_items = 3;
+    RecRequest r;
+    ApiError e;
+    ASSERT_TRUE(parse_rec_request(R"({"user_ids":[1],"include_items":[],"exclude_items":[1,2,3]})", lim, r, e));
+    EXPECT_TRUE(r.include_items.given && r.include_items.ids.empty());  // nothing allowed: an empty answer
+    EXPECT_EQ(r.exclude_seen, -1);
+    struct Case {
+        const char* body;
+        int status;
+    };
+    for (const Case& c : {Case{R"({"user_ids":[1],"include_items":[1,2,3,4]})", 422},
+                          Case{R"({"user_ids":[1],"exclude_items":[2147483648]})", 422},
+                          Case{R"({"user_ids":[1],"include_items":"1,2"})", 400},
+                          Case{R"({"user_ids":[1],"include_items":null})", 400},
+                          Case{R"({"user_ids":[1],"exclude_items":[null]})", 400},
+                          Case{R"({"user_ids":[1],"exclude_seen":1})", 400},
+                          Case{R"({"user_ids":[1],"exclude_seen":null})", 400},
+                          Case{R"({"user_ids":[1],"include":[1]})", 422}}) {
+        EXPECT_FALSE(parse_rec_request(c.body, lim, r, e)) << c.body;
+        EXPECT_EQ(e.status, c.status) << c.body << " " << e.message;
+    }
+    ASSERT_FALSE(parse_rec_request(R"({"user_ids":[1],"include_items":[1,2,3,4]})", lim, r, e));
+    EXPECT_NE(e.details.find("--max-filter-items"), std::string::npos) << e.details;
+}
+
+TEST(IdTypes, BasketRequests) {
+    Limits lim;
+    lim.max_user_ids = 3;
+    ItemsRequest r;
+    ApiError e;
+    ASSERT_TRUE(parse_items_request(R"({"item_ids":[5,"7"],"weights":[1,0.5],"top_n":4,"exclude_items":[9]})", lim, r, e))
+        << e.message;
+    EXPECT_EQ(r.item_ids, (std::vector<std::string>{"5", "7"}));
+    EXPECT_TRUE(r.has_weights);
+    EXPECT_EQ(r.weights, (std::vector<double>{1, 0.5}));
+    EXPECT_EQ(r.top_n, 4);
+    EXPECT_EQ(float_array_literal(r.weights), "{1,0.5}");
+    struct Case {
+        const char* body;
+        int status;
+    };
+    for (const Case& c : {Case{R"({"top_n":3})", 400}, Case{R"({"item_ids":5})", 400},
+                          Case{R"({"item_ids":[]})", 422}, Case{R"({"item_ids":[1,2,3,4]})", 422},
+                          Case{R"({"item_ids":[1],"weights":[1,2]})", 422}, Case{R"({"item_ids":[1],"weights":["1"]})", 400},
+                          Case{R"({"item_ids":[1],"weights":1})", 400}, Case{R"({"item_ids":[1],"top_n":0})", 422},
+                          Case{R"({"item_ids":[1],"user_ids":[1]})", 422}, Case{R"({"item_ids":[1],"details":1})", 400},
+                          Case{R"({"item_ids":[1],"include_items":[true]})", 400}}) {
+        EXPECT_FALSE(parse_items_request(c.body, lim, r, e)) << c.body;
+        EXPECT_EQ(e.status, c.status) << c.body << " " << e.message;
+    }
+}
+
+TEST(IdTypes, ExplainRequests) {
+    ExplainRequest r;
+    ApiError e;
+    const IdTypes ut{IdType::Uuid, IdType::Text};
+    ASSERT_TRUE(parse_explain_request(R"({"user_id":"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11","product_id":"SKU 1"})", r, e, ut));
+    EXPECT_EQ(r.user_id, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    EXPECT_EQ(r.product_id, "SKU 1");
+    struct Case {
+        const char* body;
+        int status;
+    };
+    for (const Case& c : {Case{R"({"user_id":1})", 400}, Case{R"({"product_id":1})", 400},
+                          Case{R"({"user_id":1,"product_id":2,"x":1})", 422},
+                          Case{R"({"user_id":[1],"product_id":2})", 400},
+                          Case{R"({"user_id":1,"product_id":2147483648})", 422}}) {
+        EXPECT_FALSE(parse_explain_request(c.body, r, e)) << c.body;
+        EXPECT_EQ(e.status, c.status) << c.body << " " << e.message;
+    }
+    EXPECT_FALSE(parse_explain_request(R"({"user_id":"x","product_id":""})", r, e, ut));
+    EXPECT_EQ(e.status, 400);  // "x" is no uuid
+}
+
+TEST(IdTypes, ArrayLiteralsArePostgresArrays) {
+    EXPECT_EQ(array_literal({}), "{}");
+    EXPECT_EQ(array_literal({"1", "NULL", "a\"b", "c\\d", "{e,f}", " g "}),
+              R"({"1","NULL","a\"b","c\\d","{e,f}"," g "})");
+    std::string out;
+    EXPECT_TRUE(percent_decode("SKU%201%2Fb", out));
+    EXPECT_EQ(out, "SKU 1/b");
+    EXPECT_FALSE(percent_decode("a%2", out));
+    EXPECT_FALSE(percent_decode("a%zz", out));
+    EXPECT_FALSE(percent_decode("a%00", out));
+}
+
+TEST(IdTypes, FormatTextItemsAndKeys) {
+    RecRequest req;
+    req.types = IdTypes{IdType::Text, IdType::Uuid};
+    req.user_ids = {"b\"1", "a"};
+    VectorRows rows(5, {"a", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "0.5", "1", "cf",  //
+                        "b\"1", "00000000-0000-0000-0000-000000000001", "0.2", "1", "popular"});
+    std::string out;
+    ApiError e;
+    ASSERT_TRUE(format_recommendations(req, rows, out, e)) << e.message;
+    EXPECT_EQ(out, R"({"results":{"b\"1":["00000000-0000-0000-0000-000000000001"],"a":["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]}})");
+    req.details = true;
+    ASSERT_TRUE(format_recommendations(req, rows, out, e));
+    auto j = nlohmann::json::parse(out);
+    EXPECT_EQ(j["results"]["a"][0]["product_id"], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    std::vector<std::string> frags;
+    ASSERT_TRUE(format_user_fragments(req.user_ids, false, IdType::Uuid, rows, frags, e));
+    EXPECT_EQ(assemble_results(req.user_ids, frags), R"({"results":{"b\"1":["00000000-0000-0000-0000-000000000001"],"a":["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]}})");
+}
+
+TEST(IdTypes, StatementsCastToTheTypes) {
+    ProductSql off;
+    const IdTypes bt{IdType::Bigint, IdType::Text};
+    EXPECT_EQ(stmt_sql(Stmt::Recommend, off), "SELECT user_id, product_id, score, rank, source FROM recsys_recommend($1::integer[], $2)");
+    EXPECT_NE(stmt_sql(Stmt::Recommend, off, bt).find("recsys_recommend($1::bigint[], $2)"), std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::RecommendSeen, off, bt).find("recsys_recommend($1::bigint[], $2, $3::boolean)"), std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::RecommendFiltered, off, bt).find("($1::bigint[], $2, $3::boolean, $4::text[], $5::text[])"),
+              std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::SimilarDetails, off, bt).find("recsys_similar_items($1::text, $2::int)"), std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::HistoryDetails, off, bt).find("recsys_user_history($1::bigint, $2::int)"), std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::ItemsRecommend, off, bt).find("recsys_recommend_for_items($1::text[], $2::integer, $3::float8[], $4::text[], $5::text[])"),
+              std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::Explain, off, bt).find("recsys_explain($1::bigint, $2::text)"), std::string::npos);
+    ProductSql on{true, "\"shop\".\"items\"", "\"sku\"", "'name', p.\"name\""};
+    EXPECT_NE(stmt_sql(Stmt::Explain, on, bt).find("p.\"sku\" = e.history_item"), std::string::npos);
+    EXPECT_NE(stmt_sql(Stmt::ItemsRecommendDetails, on, bt).find("p.\"sku\" = r.product_id"), std::string::npos);
+    IdTypes t;
+    VectorRows types(2, {"bigint", "character varying"});
+    ASSERT_TRUE(read_id_types(types, t));
+    EXPECT_TRUE(t == (IdTypes{IdType::Bigint, IdType::Text}));
+    VectorRows absent(2, {N, N});
+    EXPECT_FALSE(read_id_types(absent, t));
+}
+
+TEST(OpenApi, NewRoutesTypesAndLimits) {
+    Config c;
+    c.limits.max_filter_items = 77;
+    c.limits.max_user_ids = 9;
+    c.limits.max_top_n = 33;
+    auto d = nlohmann::json::parse(
+        openapi_document(std::string_view(kOpenApiJson, kOpenApiJsonLen), c, IdTypes{IdType::Uuid, IdType::Bigint}));
+    EXPECT_TRUE(d["paths"].contains("/recommendations/items"));
+    EXPECT_TRUE(d["paths"].contains("/explanations"));
+    auto& sc = d["components"]["schemas"];
+    EXPECT_EQ(sc["RecommendationsRequest"]["properties"]["include_items"]["maxItems"], 77);
+    EXPECT_EQ(sc["RecommendationsRequest"]["properties"]["exclude_items"]["maxItems"], 77);
+    EXPECT_TRUE(sc["RecommendationsRequest"]["properties"].contains("exclude_seen"));
+    EXPECT_EQ(sc["ItemsRequest"]["properties"]["item_ids"]["maxItems"], 9);
+    EXPECT_EQ(sc["ItemsRequest"]["properties"]["top_n"]["maximum"], 33);
+    EXPECT_EQ(sc["UserId"]["format"], "uuid");
+    EXPECT_EQ(sc["ItemId"]["oneOf"][0]["format"], "int64");
+    EXPECT_EQ(d["x-recsys-proxy"]["user_type"], "uuid");
+    EXPECT_EQ(d["x-recsys-proxy"]["item_type"], "bigint");
+    EXPECT_EQ(d["x-recsys-proxy"]["max_filter_items"], 77);
+    EXPECT_NE(d["paths"]["/explanations"]["post"]["description"].get<std::string>().find("501"), std::string::npos);
 }

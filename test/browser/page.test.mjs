@@ -134,3 +134,73 @@ test("bad input shows an error instead of results", async () => {
   await page.waitForSelector(".rec-cards .product-card");
   assert.deepEqual(consoleErrors.filter((e) => !/422|Failed to load resource/.test(e)), []);
 });
+
+test("filters: a category keeps every card in it, as include_items does over the API", async () => {
+  await page.waitForSelector("#category-filter:not([hidden])", { timeout: 10000 });
+  const all = (await apiGet("/products")).products;
+  const cats = [...new Set(all.map((p) => p.category))].sort();
+  const cat = cats[0];
+  await page.selectOption("#filter-category", cat);
+  await page.fill("#filter-min-price", "");
+  await page.fill("#filter-max-price", "");
+  await page.fill("#user-ids", String(USERS[0]));
+  await page.click("#recommend");
+  const include = all.filter((p) => p.category === cat).map((p) => p.product_id);
+  const want = (await apiPost("/recommendations", { user_ids: [USERS[0]], top_n: TOP_N, details: true, include_items: include }))
+    .results[String(USERS[0])];
+  assert.ok(want.length > 0, "the category has recommendations");
+  await page.waitForFunction((n) => document.querySelectorAll(".rec-cards .product-card").length === n, want.length, { timeout: 10000 });
+  const shown = await page.$$eval(".rec-cards .product-card", (cs) => cs.map((c) => Number(c.getAttribute("data-product-id"))));
+  assert.deepEqual(shown, want.map((w) => w.product_id));
+  assert.ok(want.every((w) => w.category === cat));
+  // A price range narrows it further.
+  const prices = want.map((w) => Number(w.price)).sort((a, b) => a - b);
+  await page.fill("#filter-max-price", String(prices[0]));
+  await page.click("#recommend");
+  const include2 = all.filter((p) => p.category === cat && Number(p.price) <= prices[0]).map((p) => p.product_id);
+  const want2 = (await apiPost("/recommendations", { user_ids: [USERS[0]], top_n: TOP_N, details: true, include_items: include2 }))
+    .results[String(USERS[0])];
+  await page.waitForFunction((ids) => JSON.stringify([...document.querySelectorAll(".rec-cards .product-card")]
+    .map((c) => Number(c.getAttribute("data-product-id")))) === JSON.stringify(ids), want2.map((w) => w.product_id), { timeout: 10000 });
+  assert.ok(want2.every((w) => Number(w.price) <= prices[0] && w.category === cat));
+  await page.selectOption("#filter-category", "");
+  await page.fill("#filter-max-price", "");
+});
+
+test("explanations: each card says because of the history item that contributes most", async () => {
+  await page.fill("#user-ids", String(USERS[0]));
+  await page.click("#recommend");
+  await page.waitForSelector(".rec-cards .product-card .because[data-source]", { timeout: 10000 });
+  await page.waitForFunction(() => [...document.querySelectorAll(".rec-cards .product-card")]
+    .every((c) => c.querySelector(".because[data-source]")), null, { timeout: 10000 });
+  const cards = await page.$$eval(".rec-cards .product-card", (cs) => cs.map((c) => ({
+    id: Number(c.getAttribute("data-product-id")), text: c.querySelector(".because").textContent,
+    item: c.querySelector(".because").getAttribute("data-history-item") })));
+  let cf = 0;
+  for (const c of cards) {
+    const d = await apiPost("/explanations", { user_id: USERS[0], product_id: c.id });
+    if (d.contributions.length) {
+      cf++;
+      assert.equal(c.item, String(d.contributions[0].history_item));
+      assert.ok(c.text.includes(d.contributions[0].product_name), `${c.text} names ${d.contributions[0].product_name}`);
+    } else {
+      assert.equal(c.text, "popular with other customers");
+    }
+  }
+  assert.ok(cf > 0, "some cards come from collaborative filtering");
+});
+
+test("basket mode: picked products get recsys_recommend_for_items' answer", async () => {
+  const picks = await page.$$eval(".rec-cards .product-card", (cs) => cs.slice(0, 2).map((c) => Number(c.getAttribute("data-product-id"))));
+  for (const id of picks) await page.click(`.rec-cards .product-card[data-product-id="${id}"] .add-basket`);
+  const listed = await page.$$eval("#basket-list li", (ls) => ls.map((l) => Number(l.getAttribute("data-product-id"))));
+  assert.deepEqual(listed, picks);
+  await page.click("#basket-recommend");
+  const want = (await apiPost("/recommendations/items", { item_ids: picks, top_n: TOP_N, details: true })).results;
+  assert.ok(want.length > 0);
+  await page.waitForSelector(".basket-cards .product-card", { timeout: 10000 });
+  const shown = await page.$$eval(".basket-cards .product-card", (cs) => cs.map((c) => Number(c.getAttribute("data-product-id"))));
+  assert.deepEqual(shown, want.map((w) => w.product_id));
+  assert.ok(!shown.some((id) => picks.includes(id)), "the basket's own items are not recommended back");
+  assert.deepEqual(consoleErrors.filter((e) => !/422|Failed to load resource/.test(e)), []);
+});

@@ -209,3 +209,71 @@ TEST(Recommend, SeenItemsWithoutWeightAreExcludedToo) {
                 {{20, kS, true}, {30, kT, true}, {40, 3, false}, {10, 2, false}});
     EXPECT_THROW(recommend(h, lookup, m.popular_ids, m.popular_users, 3, true, {40, 20}), InvalidInput);
 }
+
+// Filters (issue #8): the top_n are chosen among the allowed items, for the
+// collaborative part and the fill alike.
+TEST(Recommend, FilterChoosesTopNAmongAllowed) {
+    const NeighborLookup nb = [](int32_t item) { return neighbors_of(hand_model(), item); };
+    const auto& m = hand_model();
+    // history {10: 1}: cf 20 (S), 30 (T).  Unfiltered top 1 is 20; allowing
+    // only 30 and 40 gives 30 from cf (not an empty list), then 40 as fill.
+    const int32_t allow[] = {30, 40};
+    ItemFilter f;
+    f.allowed = allow;
+    f.n_allowed = 2;
+    expect_recs(recommend({{10, 1}}, nb, m.popular_ids, m.popular_users, 1, true, {}, f),
+                {{30, kT, true}});
+    expect_recs(recommend({{10, 1}}, nb, m.popular_ids, m.popular_users, 3, true, {}, f),
+                {{30, kT, true}, {40, 3, false}});
+    // Denying 20: cf 30, fill 40 (10 is history).
+    const int32_t deny[] = {20};
+    ItemFilter d;
+    d.denied = deny;
+    d.n_denied = 1;
+    expect_recs(recommend({{10, 1}}, nb, m.popular_ids, m.popular_users, 3, true, {}, d),
+                {{30, kT, true}, {40, 3, false}});
+    // An empty allowed set allows nothing.
+    ItemFilter none;
+    none.allowed = allow;
+    none.n_allowed = 0;
+    EXPECT_TRUE(recommend({{10, 1}}, nb, m.popular_ids, m.popular_users, 3, true, {}, none).empty());
+    // Allowed and denied together: allowed {30, 40} minus denied {30}.
+    const int32_t deny30[] = {30};
+    f.denied = deny30;
+    f.n_denied = 1;
+    expect_recs(recommend({}, nb, m.popular_ids, m.popular_users, 3, true, {}, f), {{40, 3, false}});
+}
+
+TEST(Recommend, FillInPartsEqualsFillAtOnce) {
+    // The fill fed the popularity list in two parts gives what one call gives.
+    const NeighborLookup nb = [](int32_t item) { return neighbors_of(hand_model(), item); };
+    const auto& m = hand_model();
+    auto out = recommend_cf({{10, 1}}, nb, 4, true, {}, ItemFilter{});
+    const std::vector<int32_t> ids1(m.popular_ids.begin(), m.popular_ids.begin() + 1);
+    const std::vector<int32_t> us1(m.popular_users.begin(), m.popular_users.begin() + 1);
+    const std::vector<int32_t> ids2(m.popular_ids.begin() + 1, m.popular_ids.end());
+    const std::vector<int32_t> us2(m.popular_users.begin() + 1, m.popular_users.end());
+    fill_popular(out, {{10, 1}}, ids1, us1, 4, true, {}, ItemFilter{});
+    fill_popular(out, {{10, 1}}, ids2, us2, 4, true, {}, ItemFilter{});
+    expect_recs(out, {{20, kS, true}, {30, kT, true}, {40, 3, false}});
+}
+
+TEST(Recommend, ExplainSumsToTheScore) {
+    const NeighborLookup nb = [](int32_t item) { return neighbors_of(hand_model(), item); };
+    // history {10: 1, 30: 2}: score(20) = 1*S (from 10) + 2*S (from 30).
+    const auto c = explain({{30, 2}, {10, 1}}, nb, 20);
+    ASSERT_EQ(c.size(), 2u);
+    EXPECT_EQ(c[0].history_item, 10);
+    EXPECT_DOUBLE_EQ(c[0].weight, 1);
+    EXPECT_DOUBLE_EQ(c[0].similarity, kS);
+    EXPECT_EQ(c[1].history_item, 30);
+    EXPECT_DOUBLE_EQ(c[1].contribution, 2 * kS);
+    const auto recs = recommend(hand_model(), {{30, 2}, {10, 1}}, 1);
+    ASSERT_EQ(recs.size(), 1u);
+    EXPECT_EQ(recs[0].item, 20);
+    EXPECT_EQ(c[0].contribution + c[1].contribution, recs[0].score);  // exactly: same order
+    // An item no history item neighbours: nothing.
+    EXPECT_TRUE(explain({{10, 1}}, nb, 40).empty());
+    // Non-positive weights are not history.
+    EXPECT_TRUE(explain({{10, 0}, {30, -1}}, nb, 20).empty());
+}
