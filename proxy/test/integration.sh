@@ -263,6 +263,7 @@ python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['co
     && ok "55000 hint passed through" || bad "55000 body: $(cat "$TMP/body")"
 expect 503 "/readyz without a model" GET "$URL_nomodel/readyz"
 expect 404 "/models/active without a model" GET "$URL_nomodel/models/active"
+# 100 users x top_n 1000: the most rows one call may return (recsys bounds ids x top_n at 100000).
 expect_post 504 "statement_timeout (57014)" "$URL_slow/recommendations" "{\"user_ids\":[$(seq -s, 1 100)],\"top_n\":1000}"
 python3 -c "import json,sys; d=json.load(open('$TMP/body')); sys.exit(0 if d['code']=='57014' else 1)" \
     && ok "504 carries SQLSTATE 57014" || bad "504 body: $(cat "$TMP/body")"
