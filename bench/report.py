@@ -196,7 +196,7 @@ def projection(data):
     rows = []
     for sysname, metric, label, unit in (
             ("recsys", "train_s", "recsys_train() end to end", "s"),
-            ("recsys", "read_s", "&nbsp;&nbsp;reading the matrix (SQL aggregation)", "s"),
+            ("recsys", "read_s", "&nbsp;&nbsp;reading the matrix (scan + C++ aggregation)", "s"),
             ("recsys", "core_s", "&nbsp;&nbsp;the C++ core (similarities)", "s"),
             ("recsys", "evaluate_s", "recsys_evaluate(10)", "s"),
             ("recsys", "peak_mb", "recsys_train() peak memory growth", "MB"),
