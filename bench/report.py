@@ -92,7 +92,10 @@ def main():
                     cells[4] = m["peak_mb"]
                     pred = num(m.get("predicted_mb"))
                     if sysname == "recsys" and pred:
-                        cells[4] += f" (train_memory() {pred:.0f}: {float(m['peak_mb']) / pred:.2f}×)"
+                        cells[4] += f" (train_memory() {pred:.0f}: {float(m['peak_mb']) / pred:.2f}×"
+                        if num(m.get("private_mb")) is not None:
+                            cells[4] += f"; private {m['private_mb']}: {float(m['private_mb']) / pred:.2f}×"
+                        cells[4] += ")"
                 cells[5] = m.get("agreement", "")
             if sysname == "recsys":
                 if m.get("floor_madds") and m.get("ns_per_madd"):
@@ -154,6 +157,11 @@ def summary(measured):
     if mem:
         out.append("- Peak memory growth over recsys.train_memory(): "
                    + ", ".join(f"{s} {x:.2f}×" for s, x in mem) + ".")
+    priv = [(s, float(y["recsys"]["private_mb"]) / r(y, "predicted_mb"))
+            for s, _, y in per if num(y.get("recsys", {}).get("private_mb")) is not None and r(y, "predicted_mb")]
+    if priv:
+        out.append("- Peak private memory growth (RssAnon, sampled every 20 ms) over recsys.train_memory(): "
+                   + ", ".join(f"{s} {x:.2f}×" for s, x in priv) + ".")
     d64 = []
     for s, _, y in per:
         m = y.get("recsys_64MB", {})
