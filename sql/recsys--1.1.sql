@@ -1249,7 +1249,7 @@ REVOKE ALL ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name,
 -- explanations (recsys_explain) are in the serving functions above.
 
 -- The relation of recommendable items and its item id column (NULL: every
--- item), read with the caller's rights at each recommendation.
+-- item), read at each recommendation as its owner, for callers that may SELECT it.
 ALTER TABLE recsys.config ADD COLUMN recommendable_relation text;
 ALTER TABLE recsys.config ADD COLUMN recommendable_column name;
 
@@ -1295,7 +1295,7 @@ BEGIN
     RETURN recsys.qualified_name(relation);
 END $$;
 COMMENT ON FUNCTION @extschema@.recsys_set_recommendable(regclass, name) IS
-    'restricts every recommendation to the items of a relation or view (NULL: every item); read with the caller''s rights';
+    'restricts every recommendation to the items of a relation or view (NULL: every item); read as its owner, for callers that may SELECT it';
 REVOKE ALL ON FUNCTION @extschema@.recsys_set_recommendable(regclass, name) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
