@@ -34,6 +34,24 @@ uint64_t bytes_hash(const char* p, std::size_t n)
 
 constexpr std::size_t kMinSlots = 1024;
 
+// How many keys (events) ahead the batches prefetch: enough to cover a
+// memory access at the loop's pace, few enough to stay in L1.
+constexpr std::size_t kPrefetchAhead = 16;
+
+inline void prefetch(const void* p)
+{
+#if defined(__GNUC__)
+    __builtin_prefetch(p);
+#else
+    (void) p;
+#endif
+}
+
+uint64_t cell_key(int32_t user, int32_t item)
+{
+    return (static_cast<uint64_t>(static_cast<uint32_t>(user)) << 32) | static_cast<uint32_t>(item);
+}
+
 }  // namespace
 
 uint64_t key_hash(const KeyRef& k, bool bytes)
@@ -95,13 +113,42 @@ int32_t KeyDict::find(const KeyRef& k) const
 
 int32_t KeyDict::add(const KeyRef& k)
 {
+    return add_hashed(k, key_hash(k, bytes_));
+}
+
+void KeyDict::add_batch(const KeyRef* keys, std::size_t n, int32_t* out)
+{
+    // Each key is hashed kPrefetchAhead keys before it is added, its slot
+    // prefetched then; the hashes wait in a ring.
+    uint64_t ring[kPrefetchAhead];
+    std::size_t ahead = n < kPrefetchAhead ? n : kPrefetchAhead;
+    for (std::size_t k = 0; k < ahead; k++) {
+        ring[k] = key_hash(keys[k], bytes_);
+        if (!slots_.empty())
+            prefetch(&slots_[static_cast<std::size_t>(ring[k]) & (slots_.size() - 1)]);
+    }
+    for (std::size_t k = 0; k < n; k++) {
+        uint64_t h = ring[k % kPrefetchAhead];
+        std::size_t next = k + kPrefetchAhead;
+        if (next < n) {
+            uint64_t hn = key_hash(keys[next], bytes_);
+            ring[next % kPrefetchAhead] = hn;
+            // A table that grows meanwhile makes this a wasted prefetch.
+            if (!slots_.empty())
+                prefetch(&slots_[static_cast<std::size_t>(hn) & (slots_.size() - 1)]);
+        }
+        out[k] = add_hashed(keys[k], h);
+    }
+}
+
+int32_t KeyDict::add_hashed(const KeyRef& k, uint64_t h)
+{
     // Event logs come in runs of one user's (or item's) events: the last
     // integer key answers without a probe.
     if (!bytes_ && last_idx_ >= 0 && k.i == last_key_)
         return last_idx_;
     if ((count_ + 1) * 2 > slots_.size())
         grow();
-    uint64_t h = key_hash(k, bytes_);
     uint64_t tag = bytes_ ? h : static_cast<uint64_t>(k.i);
     std::size_t mask = slots_.size() - 1;
     std::size_t pos = static_cast<std::size_t>(h) & mask;
@@ -244,7 +291,7 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
     if (!std::isfinite(wv))
         throw InvalidInput("recsys: an event's weight times value is not finite (user index " +
                            std::to_string(user) + ", item index " + std::to_string(item) + ")");
-    uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(user)) << 32) | static_cast<uint32_t>(item);
+    uint64_t key = cell_key(user, item);
     std::size_t pos = 0;
     if (last_pos_ < slots_.size() && slots_[last_pos_].key == key) {
         pos = last_pos_;   // a run of events of one cell
@@ -286,6 +333,26 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
         s.sum += wv * std::exp2(-static_cast<double>(s.ref_us - time_us) / decay_.half_life_us);
     }
     return true;
+}
+
+std::size_t CellAggregator::add_batch(const int32_t* users, const int32_t* items, const double* wv,
+                                     const int64_t* time_us, const bool* skip, std::size_t n)
+{
+    auto ahead = [&](std::size_t k) {
+        if (!slots_.empty() && (skip == nullptr || !skip[k]))
+            prefetch(&slots_[static_cast<std::size_t>(mix64(cell_key(users[k], items[k]))) & (slots_.size() - 1)]);
+    };
+    for (std::size_t k = 0; k < n && k < kPrefetchAhead; k++)
+        ahead(k);
+    for (std::size_t k = 0; k < n; k++) {
+        if (k + kPrefetchAhead < n)
+            ahead(k + kPrefetchAhead);
+        if (skip != nullptr && skip[k])
+            continue;
+        if (!add(users[k], items[k], wv[k], time_us[k]))
+            return k;
+    }
+    return n;
 }
 
 double CellAggregator::final_weight(const Slot& s, int64_t newest_us) const

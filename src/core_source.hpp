@@ -46,6 +46,10 @@ public:
     // The key's index, adding it when new.  Throws InvalidInput past
     // 2^31 - 1 keys (indices are int32).
     int32_t add(const KeyRef& k);
+    // add() of keys[0..n) in order, into out[0..n): the same indices and
+    // the same table as n calls of add(), with each key's slot prefetched a
+    // few keys ahead (the table is larger than the caches on big logs).
+    void add_batch(const KeyRef* keys, std::size_t n, int32_t* out);
     // The key's index, or -1.
     int32_t find(const KeyRef& k) const;
     std::size_t size() const { return count_; }
@@ -78,6 +82,7 @@ private:
         int32_t idx1;   // index + 1, 0 = empty
     };
     bool equal(const Slot& s, uint64_t tag, const KeyRef& k) const;
+    int32_t add_hashed(const KeyRef& k, uint64_t h);
     void grow();
     void rebuild_slots(std::size_t n);
     bool bytes_;
@@ -117,6 +122,12 @@ public:
     // `time_us`.  Returns false, adding nothing, when the table would have
     // to grow past max_bytes.  Throws InvalidInput for a non-finite wv.
     bool add(int32_t user, int32_t item, double wv, int64_t time_us);
+    // add() of the events k in [0, n) with skip == nullptr or !skip[k], in
+    // order, each cell's slot prefetched a few events ahead: the same sums
+    // and the same table as the calls one by one.  Returns n, or the first k
+    // whose add() refused (that event and those after it were not added).
+    std::size_t add_batch(const int32_t* users, const int32_t* items, const double* wv, const int64_t* time_us,
+                          const bool* skip, std::size_t n);
 
     std::size_t cells() const { return count_; }
     std::size_t memory_bytes() const { return slots_.size() * sizeof(Slot); }

@@ -43,6 +43,23 @@ struct Part {
     BufFile* file;
 };
 
+// Events on their way to the aggregation, handed to the core a batch at a
+// time and added in the scan's order: the core prefetches the hash tables'
+// slots a few events ahead, which a row at a time cannot.
+#define EVENT_BATCH 256
+struct EventBatch {
+    int n;
+    recsys::KeyRef users[EVENT_BATCH];   // byte keys: p set at the flush
+    Size key_off[EVENT_BATCH];           // byte keys: offset in keys
+    int32 user_idx[EVENT_BATCH];
+    int32 items[EVENT_BATCH];
+    double wv[EVENT_BATCH];
+    int64 t[EVENT_BATCH];
+    bool touch[EVENT_BATCH];
+    char* keys;                          // byte keys, copied (the rows' go away)
+    Size keys_len, keys_cap;
+};
+
 // A DestReceiver that feeds the rows of the scan to the core: into the
 // aggregation while it fits, else, from the row that overflowed on, into
 // partition files by user (the aggregation so far is written there first).
@@ -61,6 +78,7 @@ struct EventReceiver {
     int64 aggregated;       // events added to the aggregation
     double est_rows;        // the relation's rows as ANALYZE saw them (-1: unknown)
     MemoryContext rowcxt;   // detoasted keys, reset every 1024 rows
+    EventBatch* batch;      // events not yet aggregated (not while spilling)
     int64 rows;             // rows received
     int64 events, ignored_null, ignored_type;
     TimestampTz newest;
@@ -333,15 +351,83 @@ static void spill_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, 
     spill_write(part_file(r, h), &rec, uk.p);
 }
 
+// Aggregates the batch's events in order; from one the aggregation refuses
+// on (it outgrew the budget), they go to the parts, as aggregate() and
+// spill_event() would one at a time.
+static void flush_events(EventReceiver* r)
+{
+    EventBatch* b = r->batch;
+    size_t n = (size_t) b->n;
+    if (n == 0)
+        return;
+    b->n = 0;
+    if (r->ubytes)
+        for (size_t k = 0; k < n; k++)
+            b->users[k].p = b->keys + b->key_off[k];
+    size_t added = 0;
+    core_call_or_error("reading the events", [&] {
+        r->users->obj->add_batch(b->users, n, b->user_idx);
+        added = r->agg->obj->add_batch(b->user_idx, b->items, b->wv, b->t, r->split != NULL ? b->touch : nullptr, n);
+    });
+    if (r->split != NULL) {
+        MemoryContext prev = MemoryContextSwitchTo(r->cxt);
+        r->touches = (recsys::Touch*) grow_array(r->touches, &r->touch_cap, r->n_touches + (int64) added,
+                                                 sizeof(recsys::Touch));
+        MemoryContextSwitchTo(prev);
+        for (size_t k = 0; k < added; k++)
+            if (b->touch[k]) {
+                r->touches[r->n_touches].user = b->user_idx[k];
+                r->touches[r->n_touches].item = b->items[k];
+                r->n_touches++;
+            }
+    }
+    // The sizes grow by doublings: a look every 4096 events is enough.
+    int64 before = r->aggregated;
+    r->aggregated += (int64) added;
+    bool full = added < n || ((before >> 12) != (r->aggregated >> 12) && over_limit(r));
+    if (full) {
+        begin_spill(r);
+        for (size_t k = added; k < n; k++)
+            spill_event(r, b->users[k], b->items[k], b->wv[k], b->t[k], b->touch[k]);
+    }
+    b->keys_len = 0;
+}
+
+// Queues one event for the aggregation (flush_events adds it).
+static void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv, int64 t, bool touch)
+{
+    EventBatch* b = r->batch;
+    int k = b->n;
+    b->users[k].i = uk.i;
+    b->users[k].n = uk.n;
+    b->users[k].p = NULL;
+    if (r->ubytes) {
+        if (b->keys_len + uk.n > b->keys_cap) {
+            b->keys_cap = Max(b->keys_cap * 2, b->keys_len + uk.n);
+            b->keys = (char*) repalloc(b->keys, b->keys_cap);
+        }
+        memcpy(b->keys + b->keys_len, uk.p, uk.n);
+        b->key_off[k] = b->keys_len;
+        b->keys_len += uk.n;
+    }
+    b->items[k] = item;
+    b->wv[k] = wv;
+    b->t[k] = t;
+    b->touch[k] = touch;
+    if (++b->n == EVENT_BATCH)
+        flush_events(r);
+}
+
 static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
 {
     EventReceiver* r = (EventReceiver*) self;
     slot_getallattrs(slot);
     Datum* v = slot->tts_values;
     bool* null = slot->tts_isnull;
-    progress_add_rows(1);
-    if ((++r->rows & 1023) == 0)
+    if ((++r->rows & 1023) == 0) {
+        progress_add_rows(1024);         // the rest at the scan's end
         MemoryContextReset(r->rowcxt);   // detoasted keys, if any
+    }
     if (null[0] || null[1] || null[3]) {
         r->ignored_null++;
         return true;
@@ -387,15 +473,10 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     if (!r->item_identity)
         core_call_or_error("reading the events", [&] { item = r->items->obj->add(ik); });
     r->events++;
-    if (!r->spilling) {
-        AggResult a = aggregate(r, uk, item, wv, t, touch);
-        if (a == AGG_OK)
-            return true;
-        begin_spill(r);
-        if (a == AGG_ADDED_FULL)
-            return true;   // it went with the aggregation so far
-    }
-    spill_event(r, uk, item, wv, t, touch);
+    if (!r->spilling)
+        queue_event(r, uk, item, wv, t, touch);
+    else
+        spill_event(r, uk, item, wv, t, touch);
     return true;
 }
 
@@ -446,6 +527,8 @@ static void scan_events(const SourceRel* src, const char* sql, EventReceiver* r)
     source_leave(&sw);
     if (rc != SPI_OK_SELECT)
         elog(ERROR, "recsys: reading %s failed: %s", src->qualified, SPI_result_code_string(rc));
+    flush_events(r);
+    progress_add_rows(r->rows & 1023);
 }
 
 // The distinct users of t[0..n), ascending, in a palloc'd array, each plus
@@ -615,6 +698,9 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.users = OwnedByContext<recsys::KeyDict>::create(cxt);
     r.agg = OwnedByContext<recsys::CellAggregator>::create(cxt);
     r.rowcxt = AllocSetContextCreate(cxt, "recsys event row", ALLOCSET_SMALL_SIZES);
+    r.batch = (EventBatch*) palloc0(sizeof(EventBatch));
+    r.batch->keys_cap = 1024;
+    r.batch->keys = (char*) palloc(r.batch->keys_cap);
     r.split = split;
     r.cxt = cxt;
     double est_items;
@@ -690,6 +776,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.users->release();
     r.agg->release();
     MemoryContextDelete(r.rowcxt);
+    pfree(r.batch->keys);
+    pfree(r.batch);
 }
 
 void write_item_keys(int64 model_id, const SourceRel* src, const EventsRead* res, const int32* item_ids, int64 n)

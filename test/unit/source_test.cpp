@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -336,4 +338,118 @@ TEST(CellAggregator, FillsToNinetyPercentWhenItMayNotDouble)
         added++;
     EXPECT_EQ(added, 921);
     EXPECT_EQ(a.memory_bytes(), 1024u * 24);
+}
+
+TEST(KeyDict, AddBatchEqualsAddOneByOne)
+{
+    // Batches of every length around the prefetch distance, integer and
+    // byte keys, with runs of one key (the last-key shortcut) and growth.
+    std::mt19937_64 rng(11);
+    for (bool bytes : {false, true}) {
+        KeyDict one(bytes), batch(bytes);
+        std::vector<std::string> strs;
+        std::vector<KeyRef> keys;
+        for (int n = 0; n < 60000; n++) {
+            int64_t v = (n % 5 == 1) ? static_cast<int64_t>(rng() % 50) : static_cast<int64_t>(rng() % 40000);
+            strs.push_back("u" + std::to_string(v));
+        }
+        for (int n = 0; n < 60000; n++) {
+            int64_t v = std::stoll(strs[n].substr(1));
+            keys.push_back(bytes ? bk(strs[n]) : ik(v));
+            if (n % 3 == 0)
+                keys.push_back(keys.back());   // a run
+        }
+        std::vector<int32_t> want(keys.size()), got(keys.size());
+        for (std::size_t k = 0; k < keys.size(); k++)
+            want[k] = one.add(keys[k]);
+        std::size_t pos = 0;
+        for (std::size_t len = 0; pos < keys.size(); len = (len + 7) % 40) {
+            std::size_t m = std::min(len, keys.size() - pos);
+            batch.add_batch(keys.data() + pos, m, got.data() + pos);
+            pos += m;
+        }
+        ASSERT_EQ(got, want);
+        EXPECT_EQ(batch.size(), one.size());
+        EXPECT_EQ(batch.memory_bytes(), one.memory_bytes());
+        for (std::size_t k = 0; k < keys.size(); k += 997)
+            EXPECT_EQ(batch.find(keys[k]), want[k]);
+    }
+}
+
+TEST(CellAggregator, AddBatchEqualsAddOneByOneBitForBit)
+{
+    // With decay, so that the order of each cell's events shows in its sum;
+    // skipped events add nothing; the raw cells come out in the same order.
+    std::mt19937_64 rng(5);
+    const std::size_t n = 50000;
+    std::vector<int32_t> users(n), items(n);
+    std::vector<double> wv(n);
+    std::vector<int64_t> t(n);
+    std::vector<char> skip_c(n);
+    for (std::size_t k = 0; k < n; k++) {
+        users[k] = static_cast<int32_t>(rng() % 3000);
+        items[k] = static_cast<int32_t>(rng() % 200);
+        wv[k] = static_cast<double>(rng() % 1000) / 7.0 - 20.0;
+        t[k] = static_cast<int64_t>(rng() % 1000000000);
+        skip_c[k] = rng() % 9 == 0;
+    }
+    std::unique_ptr<bool[]> skip(new bool[n]);
+    for (std::size_t k = 0; k < n; k++)
+        skip[k] = skip_c[k] != 0;
+    DecaySpec decay;
+    decay.half_life_us = 3e8;
+    CellAggregator one(decay, 0), batch(decay, 0);
+    for (std::size_t k = 0; k < n; k++) {
+        if (!skip[k]) {
+            ASSERT_TRUE(one.add(users[k], items[k], wv[k], t[k]));
+        }
+    }
+    for (std::size_t pos = 0, len = 1; pos < n; len = len * 3 % 301 + 1) {
+        std::size_t m = std::min(len, n - pos);
+        ASSERT_EQ(batch.add_batch(&users[pos], &items[pos], &wv[pos], &t[pos], skip.get() + pos, m), m);
+        pos += m;
+    }
+    ASSERT_EQ(batch.cells(), one.cells());
+    std::vector<CellAggregator::RawCell> a(one.cells() + 1), b(one.cells() + 1);
+    std::size_t pa = 0, pb = 0;
+    ASSERT_EQ(one.raw_into(&pa, a.data(), a.size()), one.cells());
+    ASSERT_EQ(batch.raw_into(&pb, b.data(), b.size()), one.cells());
+    for (std::size_t k = 0; k < one.cells(); k++) {
+        ASSERT_EQ(a[k].user, b[k].user);
+        ASSERT_EQ(a[k].item, b[k].item);
+        ASSERT_EQ(a[k].ref_us, b[k].ref_us);
+        ASSERT_EQ(std::memcmp(&a[k].sum, &b[k].sum, sizeof(double)), 0) << "cell " << k;
+    }
+}
+
+TEST(CellAggregator, AddBatchStopsAtTheFirstRefusal)
+{
+    // The same limit as RefusesToGrowPastItsLimit: the batch adds exactly
+    // the events the calls one by one add before the first refusal.
+    const std::size_t limit = CellAggregator::estimate_bytes(3000);
+    CellAggregator one(DecaySpec{}, limit), batch(DecaySpec{}, limit);
+    const std::size_t n = 10000;
+    std::vector<int32_t> users(n), items(n);
+    std::vector<double> wv(n, 1.0);
+    std::vector<int64_t> t(n, 0);
+    for (std::size_t k = 0; k < n; k++) {
+        users[k] = static_cast<int32_t>(k);
+        items[k] = static_cast<int32_t>(k % 7);
+    }
+    std::size_t first_refused = n;
+    for (std::size_t k = 0; k < n && first_refused == n; k++)
+        if (!one.add(users[k], items[k], wv[k], t[k]))
+            first_refused = k;
+    ASSERT_LT(first_refused, n);
+    std::size_t added = 0;
+    while (added < n) {
+        std::size_t m = std::min<std::size_t>(256, n - added);
+        std::size_t got = batch.add_batch(&users[added], &items[added], &wv[added], &t[added], nullptr, m);
+        added += got;
+        if (got < m)
+            break;
+    }
+    EXPECT_EQ(added, first_refused);
+    EXPECT_EQ(batch.cells(), one.cells());
+    EXPECT_EQ(batch.memory_bytes(), one.memory_bytes());
 }
