@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
+
+#include <sys/mman.h>
 
 namespace recsys {
 
@@ -47,12 +51,56 @@ inline void prefetch(const void* p)
 #endif
 }
 
+// Calls place(j, hash(j)) for j = 0, 1, ..., n - 1, each hash(j) called
+// kPrefetchAhead places before its place (so that hash can prefetch the slot
+// place will touch).  Stops at the first place that returns false; returns
+// the j it stopped at, or n.
+template <typename Hash, typename Place>
+std::size_t pipelined(std::size_t n, Hash&& hash, Place&& place)
+{
+    uint64_t ring[kPrefetchAhead];
+    for (std::size_t j = 0; j < n && j < kPrefetchAhead; j++)
+        ring[j] = hash(j);
+    for (std::size_t j = 0; j < n; j++) {
+        uint64_t h = ring[j % kPrefetchAhead];
+        if (j + kPrefetchAhead < n)
+            ring[j % kPrefetchAhead] = hash(j + kPrefetchAhead);
+        if (!place(j, h))
+            return j;
+    }
+    return n;
+}
+
 uint64_t cell_key(int32_t user, int32_t item)
 {
     return (static_cast<uint64_t>(static_cast<uint32_t>(user)) << 32) | static_cast<uint32_t>(item);
 }
 
 }  // namespace
+
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+void* table_alloc(std::size_t bytes)
+{
+    if (bytes < kHugePage)
+        return ::operator new(bytes);
+    void* p = nullptr;
+    std::size_t rounded = (bytes + kHugePage - 1) & ~(kHugePage - 1);
+    if (posix_memalign(&p, kHugePage, rounded) != 0)
+        throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    (void) madvise(p, rounded, MADV_HUGEPAGE);   // advice: no huge pages is no error
+#endif
+    return p;
+}
+
+void table_free(void* p, std::size_t bytes) noexcept
+{
+    if (bytes < kHugePage)
+        ::operator delete(p);
+    else
+        std::free(p);
+}
 
 uint64_t key_hash(const KeyRef& k, bool bytes)
 {
@@ -76,17 +124,28 @@ bool KeyDict::equal(const Slot& s, uint64_t tag, const KeyRef& k) const
 void KeyDict::rebuild_slots(std::size_t n)
 {
     // The old slots hold every key's tag: no key bytes are reread.
-    std::vector<Slot> s(n, Slot{0, 0});
+    std::vector<Slot, TableAllocator<Slot>> s(n, Slot{0, 0});
     std::size_t mask = n - 1;
-    for (const Slot& old : slots_) {
-        if (old.idx1 == 0)
-            continue;
-        uint64_t h = bytes_ ? old.tag : mix64(old.tag);
-        std::size_t pos = static_cast<std::size_t>(h) & mask;
-        while (s[pos].idx1 != 0)
-            pos = (pos + 1) & mask;
-        s[pos] = old;
-    }
+    // In the old slots' order (so the same table as one by one), each new
+    // slot prefetched ahead.
+    pipelined(
+        slots_.size(),
+        [&](std::size_t j) {
+            uint64_t h = bytes_ ? slots_[j].tag : mix64(slots_[j].tag);
+            if (slots_[j].idx1 != 0)
+                prefetch(&s[static_cast<std::size_t>(h) & mask]);
+            return h;
+        },
+        [&](std::size_t j, uint64_t h) {
+            const Slot& old = slots_[j];
+            if (old.idx1 != 0) {
+                std::size_t pos = static_cast<std::size_t>(h) & mask;
+                while (s[pos].idx1 != 0)
+                    pos = (pos + 1) & mask;
+                s[pos] = old;
+            }
+            return true;
+        });
     slots_.swap(s);
 }
 
@@ -118,27 +177,19 @@ int32_t KeyDict::add(const KeyRef& k)
 
 void KeyDict::add_batch(const KeyRef* keys, std::size_t n, int32_t* out)
 {
-    // Each key is hashed kPrefetchAhead keys before it is added, its slot
-    // prefetched then; the hashes wait in a ring.
-    uint64_t ring[kPrefetchAhead];
-    std::size_t ahead = n < kPrefetchAhead ? n : kPrefetchAhead;
-    for (std::size_t k = 0; k < ahead; k++) {
-        ring[k] = key_hash(keys[k], bytes_);
-        if (!slots_.empty())
-            prefetch(&slots_[static_cast<std::size_t>(ring[k]) & (slots_.size() - 1)]);
-    }
-    for (std::size_t k = 0; k < n; k++) {
-        uint64_t h = ring[k % kPrefetchAhead];
-        std::size_t next = k + kPrefetchAhead;
-        if (next < n) {
-            uint64_t hn = key_hash(keys[next], bytes_);
-            ring[next % kPrefetchAhead] = hn;
+    pipelined(
+        n,
+        [&](std::size_t k) {
+            uint64_t h = key_hash(keys[k], bytes_);
             // A table that grows meanwhile makes this a wasted prefetch.
             if (!slots_.empty())
-                prefetch(&slots_[static_cast<std::size_t>(hn) & (slots_.size() - 1)]);
-        }
-        out[k] = add_hashed(keys[k], h);
-    }
+                prefetch(&slots_[static_cast<std::size_t>(h) & (slots_.size() - 1)]);
+            return h;
+        },
+        [&](std::size_t k, uint64_t h) {
+            out[k] = add_hashed(keys[k], h);
+            return true;
+        });
 }
 
 int32_t KeyDict::add_hashed(const KeyRef& k, uint64_t h)
@@ -247,7 +298,7 @@ void KeyDict::clear()
 {
     count_ = 0;
     last_idx_ = -1;
-    std::vector<Slot>().swap(slots_);
+    std::vector<Slot, TableAllocator<Slot>>().swap(slots_);
     std::vector<int64_t>().swap(ints_);
     std::vector<uint64_t>().swap(offsets_);
     std::string().swap(arena_);
@@ -272,16 +323,28 @@ bool CellAggregator::grow()
     // While growing, the old and the new table are both held.
     if (max_bytes_ != 0 && (n + slots_.size()) * sizeof(Slot) > max_bytes_)
         return false;
-    std::vector<Slot> s(n, Slot{kEmpty, 0, 0});
+    std::vector<Slot, TableAllocator<Slot>> s(n, Slot{kEmpty, 0, 0});
     std::size_t mask = n - 1;
-    for (const Slot& old : slots_) {
-        if (old.key == kEmpty)
-            continue;
-        std::size_t pos = static_cast<std::size_t>(mix64(old.key)) & mask;
-        while (s[pos].key != kEmpty)
-            pos = (pos + 1) & mask;
-        s[pos] = old;
-    }
+    // In the old slots' order (the same table as one by one), each new slot
+    // prefetched ahead.
+    pipelined(
+        slots_.size(),
+        [&](std::size_t j) {
+            uint64_t h = mix64(slots_[j].key);
+            if (slots_[j].key != kEmpty)
+                prefetch(&s[static_cast<std::size_t>(h) & mask]);
+            return h;
+        },
+        [&](std::size_t j, uint64_t h) {
+            const Slot& old = slots_[j];
+            if (old.key != kEmpty) {
+                std::size_t pos = static_cast<std::size_t>(h) & mask;
+                while (s[pos].key != kEmpty)
+                    pos = (pos + 1) & mask;
+                s[pos] = old;
+            }
+            return true;
+        });
     slots_.swap(s);
     return true;
 }
@@ -338,21 +401,14 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
 std::size_t CellAggregator::add_batch(const int32_t* users, const int32_t* items, const double* wv,
                                      const int64_t* time_us, const bool* skip, std::size_t n)
 {
-    auto ahead = [&](std::size_t k) {
-        if (!slots_.empty() && (skip == nullptr || !skip[k]))
-            prefetch(&slots_[static_cast<std::size_t>(mix64(cell_key(users[k], items[k]))) & (slots_.size() - 1)]);
-    };
-    for (std::size_t k = 0; k < n && k < kPrefetchAhead; k++)
-        ahead(k);
-    for (std::size_t k = 0; k < n; k++) {
-        if (k + kPrefetchAhead < n)
-            ahead(k + kPrefetchAhead);
-        if (skip != nullptr && skip[k])
-            continue;
-        if (!add(users[k], items[k], wv[k], time_us[k]))
-            return k;
-    }
-    return n;
+    return pipelined(
+        n,
+        [&](std::size_t k) {
+            if (!slots_.empty() && (skip == nullptr || !skip[k]))
+                prefetch(&slots_[static_cast<std::size_t>(mix64(cell_key(users[k], items[k]))) & (slots_.size() - 1)]);
+            return uint64_t{0};
+        },
+        [&](std::size_t k, uint64_t) { return (skip != nullptr && skip[k]) || add(users[k], items[k], wv[k], time_us[k]); });
 }
 
 double CellAggregator::final_weight(const Slot& s, int64_t newest_us) const
@@ -398,7 +454,7 @@ void CellAggregator::clear()
 {
     count_ = 0;
     last_pos_ = ~std::size_t{0};
-    std::vector<Slot>().swap(slots_);
+    std::vector<Slot, TableAllocator<Slot>>().swap(slots_);
 }
 
 // ---------------------------------------------------------------------------

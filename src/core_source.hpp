@@ -20,6 +20,26 @@
 
 namespace recsys {
 
+// An allocator for hash tables larger than the caches: blocks of 2 MB and
+// more are 2 MB aligned and advised to the kernel as huge pages, so that a
+// random probe costs one cache miss and not a TLB miss (a page walk) too.
+// Smaller blocks are plain operator new.
+void* table_alloc(std::size_t bytes);
+void table_free(void* p, std::size_t bytes) noexcept;
+template <typename T>
+struct TableAllocator {
+    using value_type = T;
+    TableAllocator() = default;
+    template <typename U>
+    TableAllocator(const TableAllocator<U>&) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(table_alloc(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t n) noexcept { table_free(p, n * sizeof(T)); }
+    template <typename U>
+    bool operator==(const TableAllocator<U>&) const noexcept { return true; }
+    template <typename U>
+    bool operator!=(const TableAllocator<U>&) const noexcept { return false; }
+};
+
 // A key as the glue hands it over: an integer, or bytes (text, varchar,
 // uuid's 16 bytes).
 struct KeyRef {
@@ -87,7 +107,7 @@ private:
     void rebuild_slots(std::size_t n);
     bool bytes_;
     std::size_t count_ = 0;
-    std::vector<Slot> slots_;         // size a power of two
+    std::vector<Slot, TableAllocator<Slot>> slots_;   // size a power of two
     std::vector<int64_t> ints_;       // integer keys by index
     std::vector<uint64_t> offsets_;   // byte keys: index -> start in arena_ (count_ + 1 entries)
     std::string arena_;               // byte keys, concatenated
@@ -185,7 +205,7 @@ private:
     DecaySpec decay_;
     std::size_t max_bytes_;
     std::size_t count_ = 0;
-    std::vector<Slot> slots_;
+    std::vector<Slot, TableAllocator<Slot>> slots_;
     std::size_t last_pos_ = ~std::size_t{0};   // the slot of the last cell added to
 };
 
