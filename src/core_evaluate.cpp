@@ -210,77 +210,130 @@ inline uint64_t next_splitmix64(uint64_t* state) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
+
+// The number of a resample's n draws that land among the m units with a
+// value: Binomial(n, m/n), drawn by inversion of its distribution function.
+// The table holds the unnormalised weights' running sums from k0 on, built
+// from the mode outwards by the ratio of consecutive terms (+, x, / only:
+// the same table on every platform), cut where a term falls below 1e-20 of
+// the mode's (the rest weighs nothing at the 2^-53 resolution of a draw).
+class BinomialInversion {
+public:
+    BinomialInversion(uint64_t n, uint64_t m) {
+        if (m == 0 || m == n) {  // a certain count: 0 or n
+            k0_ = m;
+            cum_.assign(1, 1.0);
+            return;
+        }
+        const double dn = static_cast<double>(n), dm = static_cast<double>(m), dq = dn - dm;
+        const uint64_t mode = std::min(n, (n + 1) * m / n);
+        constexpr double kTiny = 1e-20;
+        std::vector<double> down;  // terms mode-1, mode-2, ... (w(k-1) = w(k) k (n-m) / ((n-k+1) m))
+        double w = 1;
+        for (uint64_t k = mode; k > 0; --k) {
+            w = w * static_cast<double>(k) * dq / ((dn - static_cast<double>(k) + 1) * dm);
+            if (w < kTiny) break;
+            down.push_back(w);
+        }
+        std::vector<double> up;    // terms mode+1, ... (w(k+1) = w(k) (n-k) m / ((k+1) (n-m)))
+        w = 1;
+        for (uint64_t k = mode; k < n; ++k) {
+            w = w * (dn - static_cast<double>(k)) * dm / ((static_cast<double>(k) + 1) * dq);
+            if (w < kTiny) break;
+            up.push_back(w);
+        }
+        k0_ = mode - down.size();
+        cum_.reserve(down.size() + 1 + up.size());
+        double sum = 0;
+        for (std::size_t j = down.size(); j-- > 0;) cum_.push_back(sum += down[j]);
+        cum_.push_back(sum += 1);
+        for (double x : up) cum_.push_back(sum += x);
+    }
+    // The count for a 64-bit generator output x: the first k whose running
+    // sum exceeds u = (x >> 11) 2^-53 times the total.
+    uint64_t draw(uint64_t x) const {
+        const double u = static_cast<double>(x >> 11) * 0x1.0p-53 * cum_.back();
+        const std::size_t j = static_cast<std::size_t>(std::upper_bound(cum_.begin(), cum_.end(), u) - cum_.begin());
+        return k0_ + std::min(j, cum_.size() - 1);
+    }
+
+private:
+    uint64_t k0_ = 0;
+    std::vector<double> cum_;
+};
 }  // namespace
 
-std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
-                                                   int resamples, uint64_t seed, double q_lo,
-                                                   double q_hi, const CancelCheck& cancel, int threads) {
-    std::vector<Interval> out(metrics.size());
+std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::vector<double>>& metrics,
+                                                         int resamples, uint64_t seed, const CancelCheck& cancel,
+                                                         int threads) {
     const std::size_t n = metrics.empty() ? 0 : metrics[0].size();
-    if (n == 0 || resamples <= 0) return out;
+    if (n == 0 || resamples <= 0) return std::vector<std::vector<double>>(metrics.size());
     if (metrics.size() > kMaxColumns) throw InvalidInput("recsys: too many bootstrap columns");
     for (const std::vector<double>& col : metrics)
         if (col.size() != n) throw InvalidInput("recsys: bootstrap columns differ in length");
     const std::size_t B = static_cast<std::size_t>(resamples), k = metrics.size();
-    // Unbiased index in [0, n) by Lemire's multiply-shift: idx = floor(x n / 2^64),
-    // rejecting x when (x n mod 2^64) < (2^64 mod n); no division per draw.
-    const uint64_t un = static_cast<uint64_t>(n);
-    const uint64_t reject_below = (0 - un) % un;  // 2^64 mod n
-    // Only the units with a non-zero value in some column change a sum (a
-    // term count * 0 adds +0, exactly): a draw only tests the unit's bit (n bits stay
-    // in cache) and counts the units whose bit is set; the sums then run over
-    // those units in ascending order, clearing their counts.
-    std::vector<uint64_t> nonzero((n + 63) / 64, 0);
-    std::vector<uint32_t> units;  // the units with a bit, ascending
-    std::vector<double> rows;     // their values, row-major, k per unit
+    // Only the m units with a non-zero value in some column change a sum
+    // (a term count * 0 adds +0, exactly).  Of a resample's n uniform draws
+    // among the n units, the number K that land among those m is
+    // Binomial(n, m/n), and given K they are K uniform draws among the m:
+    // so a resample draws K, then K units among the m, and sums over them
+    // in ascending order (the same sums as counting all n draws).
+    std::vector<double> rows;  // the m units' values, row-major, k per unit, ascending units
     for (std::size_t u = 0; u < n; ++u) {
         bool zero = true;
         for (std::size_t c = 0; c < k; ++c) zero = zero && metrics[c][u] == 0;
         if (zero) continue;
-        nonzero[u / 64] |= uint64_t(1) << (u % 64);
-        units.push_back(static_cast<uint32_t>(u));
         for (std::size_t c = 0; c < k; ++c) rows.push_back(metrics[c][u]);
     }
-    const std::size_t m = units.size();
+    const std::size_t m = rows.size() / k;
+    const BinomialInversion binomial(n, m);
+    // Unbiased index in [0, m) by Lemire's multiply-shift: idx = floor(x m / 2^64),
+    // rejecting x when (x m mod 2^64) < (2^64 mod m); no division per draw.
+    const uint64_t um = static_cast<uint64_t>(std::max<std::size_t>(m, 1));
+    const uint64_t reject_below = (0 - um) % um;  // 2^64 mod m
     // Resample r's generator is SplitMix64 started at the r-th output of
     // SplitMix64(seed): each resample is computed alone, on any thread.
     std::vector<uint64_t> starts(B);
     uint64_t s = seed;
     for (std::size_t r = 0; r < B; ++r) starts[r] = next_splitmix64(&s);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    const std::size_t block = std::max<std::size_t>(1, kPollDraws / n);  // resamples between cancel polls
-    const bool two = threads > 1 || (threads <= 0 && B * n >= kMinParallelDraws &&
+    const std::size_t block = std::max<std::size_t>(1, kPollDraws / um);  // resamples between cancel polls
+    const bool two = threads > 1 || (threads <= 0 && B * m >= kMinParallelDraws &&
                                      std::thread::hardware_concurrency() >= 2);
-    std::vector<uint32_t> counts[2] = {std::vector<uint32_t>(n + 8), std::vector<uint32_t>(two ? n + 8 : 0)};
+    std::vector<uint32_t> counts[2] = {std::vector<uint32_t>(m), std::vector<uint32_t>(two ? m : 0)};
     detail::parallel_blocks(
         B, block, two,
         [&](std::size_t b, std::size_t e, int worker) {
             uint32_t* cnt = counts[worker].data();
-            const uint64_t* bits = nonzero.data();
             for (std::size_t r = b; r < e; ++r) {
                 uint64_t state = starts[r];
-                for (std::size_t d = 0; d < n; ++d) {
-                    unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * un;
+                const uint64_t draws = binomial.draw(next_splitmix64(&state));
+                for (uint64_t d = 0; d < draws; ++d) {
+                    unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
                     while (static_cast<uint64_t>(x) < reject_below)
-                        x = static_cast<unsigned __int128>(next_splitmix64(&state)) * un;
-                    // Without a branch (a quarter of the bits set would
-                    // mispredict): a unit without a bit counts into one of
-                    // 8 spare slots past n, in turn.
-                    const std::size_t u = static_cast<std::size_t>(x >> 64);
-                    const std::size_t spare = n + (d & 7);
-                    const std::size_t set = 0 - ((bits[u / 64] >> (u % 64)) & 1);  // all ones or 0
-                    ++cnt[spare ^ ((u ^ spare) & set)];
+                        x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
+                    ++cnt[static_cast<std::size_t>(x >> 64)];
                 }
                 double sum[kMaxColumns] = {0};
                 for (std::size_t j = 0; j < m; ++j) {
-                    const double c = static_cast<double>(cnt[units[j]]);
-                    cnt[units[j]] = 0;
+                    const double c = static_cast<double>(cnt[j]);
+                    cnt[j] = 0;
                     for (std::size_t col = 0; col < k; ++col) sum[col] += c * rows[j * k + col];
                 }
                 for (std::size_t col = 0; col < k; ++col) means[col][r] = sum[col] / static_cast<double>(n);
             }
         },
         cancel, [](std::size_t) {});
+    return means;
+}
+
+std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
+                                                   int resamples, uint64_t seed, double q_lo,
+                                                   double q_hi, const CancelCheck& cancel, int threads) {
+    std::vector<Interval> out(metrics.size());
+    std::vector<std::vector<double>> means = bootstrap_means(metrics, resamples, seed, cancel, threads);
+    if (means.empty() || means[0].empty()) return out;
+    const std::size_t B = means[0].size(), k = means.size();
     auto quantile = [B](const std::vector<double>& v, double q) {
         const double h = q * static_cast<double>(B - 1);
         const std::size_t lo = static_cast<std::size_t>(std::floor(h));

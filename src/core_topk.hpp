@@ -122,19 +122,31 @@ void rank_popularity(Model& m, UsersOf users_of) {
     }
 }
 
-// Percentile bootstrap (core_evaluate.cpp).  `metrics` are k <= 8 columns of n
-// per-unit values.  Resample r (0-based) draws n indices uniformly with
-// replacement from its own generator: SplitMix64 whose initial state is the
-// r-th output of SplitMix64 started at `seed` (index = the high 64 bits of
-// x n for the first draw x whose low 64 bits of x n are >= 2^64 mod n:
-// Lemire's unbiased multiply-shift).  Its mean of column c is
-// sum over every unit u, ascending, of count_r(u) * v_c(u), divided by n: the same columns paired.  Interval of column c: the
-// q_lo and q_hi quantiles of its resample means (0.025 and 0.975 for a 95%
-// interval), linear interpolation between the sorted means at position
-// q (resamples - 1).  No values or resamples = 0: NaN intervals.  Resamples
-// are computed in blocks of max(1, 2^16 / n) on one or two threads
-// (`threads` as train_threads; the result never depends on it); `cancel` is
-// polled before each block.
+// Bootstrap resample means (core_evaluate.cpp).  `metrics` are k <= 8
+// columns of n per-unit values; m units have a non-zero value in some
+// column.  Resample r (0-based) has its own generator: SplitMix64 whose
+// initial state is the r-th output of SplitMix64 started at `seed`.  It
+// stands for n uniform draws with replacement among the n units, of which
+// only those among the m count: its first output x gives K, the number of
+// draws that land among the m, ~ Binomial(n, m/n), by inversion (the first
+// k whose running sum of the distribution's terms exceeds (x >> 11) 2^-53 of
+// their total; the terms are tabulated from the mode floor((n+1) m/n)
+// outwards by the ratios of consecutive terms and cut below 1e-20 of the
+// mode's); the next outputs draw K units among the m (index = the high 64
+// bits of x m for the first x whose low 64 bits of x m are >= 2^64 mod m:
+// Lemire's unbiased multiply-shift).  Its mean of column c is the sum over
+// those m units, ascending, of count_r(u) * v_c(u), divided by n: the same
+// columns paired.  Returns k columns of `resamples` means (empty columns
+// when n = 0 or resamples = 0).  Resamples are computed in blocks of
+// max(1, 2^16 / m) on one or two threads (`threads` as train_threads; the
+// result never depends on it); `cancel` is polled before each block.
+std::vector<std::vector<double>> bootstrap_means(const std::vector<std::vector<double>>& metrics, int resamples,
+                                                 uint64_t seed, const CancelCheck& cancel, int threads = 0);
+
+// Percentile bootstrap: the interval of column c is the q_lo and q_hi
+// quantiles of its bootstrap_means (0.025 and 0.975 for a 95% interval),
+// linear interpolation between the sorted means at position
+// q (resamples - 1).  No values or resamples = 0: NaN intervals.
 std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
                                            int resamples, uint64_t seed, double q_lo, double q_hi,
                                            const CancelCheck& cancel, int threads = 0);

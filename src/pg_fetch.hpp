@@ -26,7 +26,8 @@ struct CellBuffer {
     MemoryContext cxt;    // where data lives
     OwnedByContext<recsys::CellSpill>* spill;  // spilling: the runs on disk (obj NULL until the first)
     char dir[MAXPGPATH];  // spilling: the temporary files' directory
-    // Evaluation: the cells of these users (sorted ascending, keep_n of them)
+    // Evaluation (1.0's query texts; read_events flags each cell itself):
+    // the cells of these users (sorted ascending, keep_n of them)
     // are also copied to `kept` as they arrive, so that their histories
     // survive the spill (keep_users NULL: none kept).
     const int32* keep_users;
@@ -47,6 +48,9 @@ inline int64 cell_buffer_max_cells(Size budget) { return Max((int64) (budget / 2
 void cell_buffer_init(CellBuffer* b, bool may_spill);
 // Appends one cell (may spill, or error out over budget).
 void cell_buffer_append(CellBuffer* b, int32 user, int32 item, double weight);
+// The same, with the caller saying whether the cell is also kept (instead
+// of a search of keep_users).
+void cell_buffer_append_kept(CellBuffer* b, int32 user, int32 item, double weight, bool keep);
 // True once a run has been written (then n counts only the buffered cells).
 bool cell_buffer_spilled(const CellBuffer* b);
 // Writes the cells still buffered as the last run and frees the buffer.

@@ -531,18 +531,6 @@ static void scan_events(const SourceRel* src, const char* sql, EventReceiver* r)
     progress_add_rows(r->rows & 1023);
 }
 
-// The distinct users of t[0..n), ascending, in a palloc'd array, each plus
-// `base`.
-static int32* touched_users(const recsys::Touch* t, int64 n, int64 base, int64* n_users)
-{
-    int32* users = (int32*) MemoryContextAllocHuge(CurrentMemoryContext, (Size) Max(n, (int64) 1) * sizeof(int32));
-    for (int64 k = 0; k < n; k++)
-        users[k] = (int32) (t[k].user + base);
-    std::sort(users, users + n);
-    *n_users = std::unique(users, users + n) - users;
-    return users;
-}
-
 // Errors out when the item dictionary alone takes more than half of the
 // aggregation's share of the budget: no split of the users helps then.
 static void check_item_dictionary(EventReceiver* r, Size budget)
@@ -634,9 +622,16 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
     });
     int64 base = *user_base;
     EventsSplit* split = r->split;
+    bool* kept = NULL;   // by the part's user index: a test user, whose cells are kept
     if (split != NULL) {
         // This part's touches join the others in global indices; its test
         // users' cells are kept aside as they are emitted.
+        if (split->keep_histories) {
+            kept = (bool*) MemoryContextAllocHuge(CurrentMemoryContext, sizeof(bool) * (Size) Max(part_users, (int64) 1));
+            memset(kept, 0, sizeof(bool) * (Size) Max(part_users, (int64) 1));
+            for (int64 k = 0; k < r->n_touches; k++)
+                kept[r->touches[k].user] = true;
+        }
         MemoryContext prev = MemoryContextSwitchTo(r->cxt);
         for (int64 k = 0; k < r->n_touches; k++) {
             r->touches[k].user = user_remap[r->touches[k].user];
@@ -651,11 +646,6 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
             all->data[all->n].item = r->touches[k].item;
             all->n++;
         }
-        if (split->keep_histories) {
-            if (out->keep_users != NULL)
-                pfree((void*) out->keep_users);
-            out->keep_users = touched_users(r->touches, r->n_touches, base, &out->keep_n);
-        }
         MemoryContextSwitchTo(prev);
     }
     const size_t chunk = 4096;
@@ -667,10 +657,13 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
             n = r->agg->obj->emit_into(&pos, res->newest, buf, chunk, &dropped);
         });
         for (size_t k = 0; k < n; k++)
-            cell_buffer_append(out, (int32) (user_remap[buf[k].user] + base),
-                               item_remap != NULL ? item_remap[buf[k].item] : buf[k].item, buf[k].weight);
+            cell_buffer_append_kept(out, (int32) (user_remap[buf[k].user] + base),
+                                    item_remap != NULL ? item_remap[buf[k].item] : buf[k].item, buf[k].weight,
+                                    kept != NULL && kept[buf[k].user]);
     } while (n > 0);
     pfree(buf);
+    if (kept != NULL)
+        pfree(kept);
     pfree(user_remap);
     res->cells_dropped += dropped;
     *user_base += part_users;
@@ -763,11 +756,6 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     res->users = user_base;
     if (r.touches != NULL)
         pfree(r.touches);
-    if (split != NULL && out->keep_users != NULL) {
-        pfree((void*) out->keep_users);
-        out->keep_users = NULL;
-        out->keep_n = 0;
-    }
     if (item_remap != NULL)
         pfree(item_remap);
     out->events = res->events;

@@ -74,6 +74,11 @@ static bool user_kept(const CellBuffer* b, int32 user)
 
 void cell_buffer_append(CellBuffer* b, int32 user, int32 item, double weight)
 {
+    cell_buffer_append_kept(b, user, item, weight, b->keep_users != NULL && user_kept(b, user));
+}
+
+void cell_buffer_append_kept(CellBuffer* b, int32 user, int32 item, double weight, bool keep)
+{
     if (b->n == b->cap) {
         MemoryContext old = MemoryContextSwitchTo(b->cxt);
         if (b->max_cap == 0) {
@@ -94,7 +99,7 @@ void cell_buffer_append(CellBuffer* b, int32 user, int32 item, double weight)
     t->user = user;
     t->item = item;
     t->weight = weight;
-    if (b->keep_users != NULL && user_kept(b, user)) {
+    if (keep) {
         if (b->n_kept == b->kept_cap) {
             MemoryContext old = MemoryContextSwitchTo(b->cxt);
             b->kept = (recsys::Triplet*) grow_array(b->kept, &b->kept_cap, b->n_kept + 1, sizeof(recsys::Triplet));

@@ -37,11 +37,15 @@ std::vector<Touch> hand_after() {
 
 // The bootstrap recipe of core_topk.hpp, written again from its description,
 // naively: SplitMix64 spelled out here; resample r's generator starts at the
-// r-th output of SplitMix64(seed); an index is floor(x n / 2^64) for the first
-// draw x with (x n mod 2^64) >= (2^64 mod n); each unit's draw count; the
-// mean of a resample is sum over every unit, ascending, of count * value
-// over n; quantiles by linear interpolation at
-// q (B - 1) of the sorted means.  One thread, no skipping of zero values.
+// r-th output of SplitMix64(seed); the units with a non-zero value in some
+// column (m of the n); the terms of Binomial(n, m/n) from the mode
+// floor((n+1) m/n) outwards by the ratio of consecutive terms, cut below
+// 1e-20, in a map; K = the first k whose running sum exceeds (x >> 11) 2^-53
+// of the total, by a linear scan; an index among the m is floor(x m / 2^64)
+// for the first draw x with (x m mod 2^64) >= (2^64 mod m); the mean of a
+// resample is the sum over the m units, ascending, of count * value over n;
+// quantiles by linear interpolation at q (B - 1) of the sorted means.  One
+// thread.
 uint64_t ref_splitmix(uint64_t& x) {
     x += 0x9e3779b97f4a7c15ull;
     uint64_t z = x;
@@ -50,35 +54,76 @@ uint64_t ref_splitmix(uint64_t& x) {
     return z ^ (z >> 31);
 }
 
-Interval ref_bootstrap(const std::vector<double>& v, int B, uint64_t seed) {
-    Interval out;
-    const std::size_t n = v.size();
+std::vector<Interval> ref_bootstrap(const std::vector<std::vector<double>>& cols, int B, uint64_t seed) {
+    std::vector<Interval> out(cols.size());
+    const std::size_t n = cols[0].size();
     if (n == 0 || B == 0) return out;
+    std::vector<std::size_t> hits;
+    for (std::size_t u = 0; u < n; ++u) {
+        bool any = false;
+        for (const auto& c : cols) any = any || c[u] != 0;
+        if (any) hits.push_back(u);
+    }
+    const uint64_t m = hits.size();
+    std::map<uint64_t, double> term;
+    if (m == 0 || m == n) {
+        term[m] = 1;
+    } else {
+        const double dn = double(n), dm = double(m), dq = double(n - m);
+        const uint64_t mode = (n + 1) * m / n;
+        term[mode] = 1;
+        double w = 1;
+        for (uint64_t k = mode; k > 0; --k) {
+            w = w * double(k) * dq / ((dn - double(k) + 1) * dm);
+            if (w < 1e-20) break;
+            term[k - 1] = w;
+        }
+        w = 1;
+        for (uint64_t k = mode; k < n; ++k) {
+            w = w * (dn - double(k)) * dm / ((double(k) + 1) * dq);
+            if (w < 1e-20) break;
+            term[k + 1] = w;
+        }
+    }
+    std::vector<std::pair<uint64_t, double>> cum;  // (k, running sum), ascending k
+    double total = 0;
+    for (const auto& [k, w] : term) cum.emplace_back(k, total += w);
     const unsigned __int128 two64 = static_cast<unsigned __int128>(1) << 64;
-    const unsigned __int128 threshold = two64 % n;
+    const unsigned __int128 threshold = m > 0 ? two64 % m : 0;
     uint64_t outer = seed;
-    std::vector<double> means;
+    std::vector<std::vector<double>> means(cols.size());
     for (int b = 0; b < B; ++b) {
         uint64_t x = ref_splitmix(outer);
-        std::vector<uint64_t> count(n, 0);
-        for (std::size_t d = 0; d < n; ++d) {
-            unsigned __int128 xn = static_cast<unsigned __int128>(ref_splitmix(x)) * n;
-            while (xn % two64 < threshold) xn = static_cast<unsigned __int128>(ref_splitmix(x)) * n;
-            ++count[static_cast<std::size_t>(xn / two64)];
+        const double u = double(ref_splitmix(x) >> 11) * std::ldexp(1.0, -53) * total;
+        uint64_t K = cum.back().first;
+        for (const auto& [k, c] : cum)
+            if (c > u) {
+                K = k;
+                break;
+            }
+        std::vector<uint64_t> count(m, 0);
+        for (uint64_t d = 0; d < K; ++d) {
+            unsigned __int128 xm = static_cast<unsigned __int128>(ref_splitmix(x)) * m;
+            while (xm % two64 < threshold) xm = static_cast<unsigned __int128>(ref_splitmix(x)) * m;
+            ++count[static_cast<std::size_t>(xm / two64)];
         }
-        double sum = 0;
-        for (std::size_t u = 0; u < n; ++u) sum += static_cast<double>(count[u]) * v[u];
-        means.push_back(sum / static_cast<double>(n));
+        for (std::size_t c = 0; c < cols.size(); ++c) {
+            double sum = 0;
+            for (std::size_t j = 0; j < m; ++j) sum += static_cast<double>(count[j]) * cols[c][hits[j]];
+            means[c].push_back(sum / static_cast<double>(n));
+        }
     }
-    std::sort(means.begin(), means.end());
-    auto q = [&](double p) {
-        const double pos = p * (B - 1);
-        const std::size_t i = static_cast<std::size_t>(pos);
-        const double frac = pos - static_cast<double>(i);
-        return i + 1 < means.size() ? means[i] + frac * (means[i + 1] - means[i]) : means[i];
-    };
-    out.lo = q(0.025);
-    out.hi = q(0.975);
+    for (std::size_t c = 0; c < cols.size(); ++c) {
+        std::sort(means[c].begin(), means[c].end());
+        auto q = [&](double p) {
+            const double pos = p * (B - 1);
+            const std::size_t i = static_cast<std::size_t>(pos);
+            const double frac = pos - static_cast<double>(i);
+            return i + 1 < means[c].size() ? means[c][i] + frac * (means[c][i + 1] - means[c][i]) : means[c][i];
+        };
+        out[c].lo = q(0.025);
+        out[c].hi = q(0.975);
+    }
     return out;
 }
 
@@ -326,9 +371,10 @@ TEST(Evaluate, AgreesWithBruteForce) {
                 ASSERT_GT(users, 0);
                 EXPECT_EQ(r.users_without_history, no_history);
                 // The CIs: the documented bootstrap recipe re-done here.
-                expect_ci(r.precision_ci, ref_bootstrap(user_p, 200, seed));
-                expect_ci(r.recall_ci, ref_bootstrap(user_r, 200, seed));
-                expect_ci(r.ndcg_ci, ref_bootstrap(user_n, 200, seed));
+                const std::vector<Interval> ci = ref_bootstrap({user_p, user_r, user_n}, 200, seed);
+                expect_ci(r.precision_ci, ci[0]);
+                expect_ci(r.recall_ci, ci[1]);
+                expect_ci(r.ndcg_ci, ci[2]);
                 EXPECT_NEAR(r.precision, P / users, 1e-12);
                 EXPECT_NEAR(r.recall, Rc / users, 1e-12);
                 EXPECT_NEAR(r.ndcg, N / users, 1e-12);
@@ -508,32 +554,152 @@ TEST(Evaluate, BootstrapSmallCases) {
     for (uint64_t seed : {0ull, 1ull, 12345ull, ~0ull}) {
         for (int B : {1, 2, 7, 100, 999}) {
             const auto got = percentile_bootstrap({v5, w5}, B, seed, 0.025, 0.975, {});
-            expect_ci(got[0], ref_bootstrap(v5, B, seed));
-            expect_ci(got[1], ref_bootstrap(w5, B, seed));
-            const std::vector<double> v3 = {0.0, 0.5, 1.0};
-            expect_ci(percentile_bootstrap({v3}, B, seed, 0.025, 0.975, {})[0], ref_bootstrap(v3, B, seed));
+            const auto want = ref_bootstrap({v5, w5}, B, seed);
+            expect_ci(got[0], want[0]);
+            expect_ci(got[1], want[1]);
+            for (const std::vector<double>& v3 : {std::vector<double>{0.0, 0.5, 1.0}, std::vector<double>{0.5, 0.5, 1.0},
+                                                 std::vector<double>{0.0, 0.0, 0.0}})
+                expect_ci(percentile_bootstrap({v3}, B, seed, 0.025, 0.975, {})[0], ref_bootstrap({v3}, B, seed)[0]);
         }
     }
     // Empty: NaN.
     const auto none = percentile_bootstrap({{}}, 100, 1, 0.025, 0.975, {});
     EXPECT_TRUE(std::isnan(none[0].lo) && std::isnan(none[0].hi));
-    // Polls the CancelCheck before each block of 2^16 / n resamples and once
-    // more on finding none left: n = 5 -> blocks of 13107, so 30000
-    // resamples poll before resamples 0, 13107, 26214 and at the end.
+    // Polls the CancelCheck before each block of 2^16 / m resamples and once
+    // more on finding none left: v5 has m = 4 units with a value -> blocks of
+    // 16384, so 30000 resamples poll before resamples 0, 16384 and at the end.
     int calls = 0;
     percentile_bootstrap({v5}, 30000, 1, 0.025, 0.975, [&] {
         ++calls;
         return false;
     }, 1);
-    EXPECT_EQ(calls, 4);
+    EXPECT_EQ(calls, 3);
     // The result does not depend on the thread count: one and two threads,
     // on more units than a block holds, equal the naive recipe.
     std::vector<double> big(70000);
     for (std::size_t u = 0; u < big.size(); ++u) big[u] = (u % 7 == 0) ? 0.0 : static_cast<double>(u % 11) / 10.0;
-    const Interval want = ref_bootstrap(big, 40, 99);
+    const Interval want = ref_bootstrap({big}, 40, 99)[0];
     for (int threads : {1, 2})
         expect_ci(percentile_bootstrap({big}, 40, 99, 0.025, 0.975, {}, threads)[0], want);
     EXPECT_THROW(percentile_bootstrap({v5}, 37, 1, 0.025, 0.975, [] { return true; }), Cancelled);
+}
+
+// The resamples follow the bootstrap's distribution, checked against exact
+// values computed here independently: a resample of n units is n uniform
+// draws with replacement, so the draw counts are Multinomial(n; 1/n, ...).
+TEST(Evaluate, BootstrapMatchesMultinomialMoments) {
+    using recsys::detail::bootstrap_means;
+    // (a) The number of draws that land among m units: with the column 1 on
+    // those m units and 0 elsewhere, n * mean = K ~ Binomial(n, m/n).  Every
+    // frequency of K over B resamples against B * the exact pmf (lgamma),
+    // within 5 standard deviations (+1).
+    {
+        const std::size_t n = 40, m = 10;
+        const int B = 200000;
+        std::vector<double> col(n, 0.0);
+        for (std::size_t u = 3; u < n; u += 4) col[u] = 1;  // 10 units, not the first
+        const auto means = bootstrap_means({col}, B, 5, {});
+        ASSERT_EQ(means.size(), 1u);
+        ASSERT_EQ(means[0].size(), std::size_t(B));
+        std::vector<double> freq(n + 1, 0);
+        for (double x : means[0]) {
+            const double k = x * n;
+            ASSERT_EQ(k, std::round(k));
+            freq[static_cast<std::size_t>(std::round(k))] += 1;
+        }
+        const double p = double(m) / n;
+        double chi2 = 0;
+        int cells = 0;
+        for (std::size_t k = 0; k <= n; ++k) {
+            const double pmf = std::exp(std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0) +
+                                        k * std::log(p) + (n - k) * std::log1p(-p));
+            const double expect = B * pmf;
+            EXPECT_LE(std::fabs(freq[k] - expect), 5 * std::sqrt(expect * (1 - pmf)) + 1) << "k = " << k;
+            if (expect >= 5) {
+                chi2 += (freq[k] - expect) * (freq[k] - expect) / expect;
+                ++cells;
+            }
+        }
+        // About 20 cells: the chi-square's 99.99% point is below 55.
+        EXPECT_GE(cells, 15);
+        EXPECT_LT(chi2, 55.0);
+    }
+    // (b) The joint counts of single units: column c is 1 on unit c's
+    // position only, so n * mean_c = count_c ~ Binomial(n, 1/n): mean 1,
+    // variance (n-1)/n; two units' covariance -1/n.  n = 6, three units
+    // with a value (and three without), B = 100000 resamples.
+    {
+        const std::size_t n = 6;
+        const int B = 100000;
+        const std::size_t pos[3] = {1, 3, 4};
+        std::vector<std::vector<double>> cols(3, std::vector<double>(n, 0.0));
+        for (int c = 0; c < 3; ++c) cols[c][pos[c]] = 1;
+        const auto means = bootstrap_means(cols, B, 77, {});
+        double s[3] = {0}, ss[3] = {0}, cross[3] = {0};
+        for (int r = 0; r < B; ++r) {
+            double cnt[3];
+            for (int c = 0; c < 3; ++c) {
+                cnt[c] = means[c][r] * n;
+                s[c] += cnt[c];
+                ss[c] += cnt[c] * cnt[c];
+            }
+            cross[0] += cnt[0] * cnt[1];
+            cross[1] += cnt[0] * cnt[2];
+            cross[2] += cnt[1] * cnt[2];
+        }
+        const double var = (n - 1.0) / n, cov = -1.0 / n;
+        for (int c = 0; c < 3; ++c) {
+            const double mean = s[c] / B;
+            EXPECT_NEAR(mean, 1.0, 5 * std::sqrt(var / B));
+            EXPECT_NEAR(ss[c] / B - mean * mean, var, 0.03);
+        }
+        const int pairs[3][2] = {{0, 1}, {0, 2}, {1, 2}};
+        for (int p = 0; p < 3; ++p) {
+            const double ma = s[pairs[p][0]] / B, mb = s[pairs[p][1]] / B;
+            EXPECT_NEAR(cross[p] / B - ma * mb, cov, 0.03);
+        }
+    }
+    // (c) A metric's resample mean: expectation the sample mean, variance
+    // the population variance / n (the bootstrap's exact moments), on
+    // n = 50000 units, 30% with a value, so the Binomial table is cut at its
+    // tails; 4000 resamples: the variance within 4 * sqrt(2 / B) ~ 9%.
+    {
+        const std::size_t n = 50000;
+        const int B = 4000;
+        std::mt19937_64 g(3);
+        std::uniform_real_distribution<double> U(0, 1);
+        std::vector<double> v(n, 0.0);
+        for (double& x : v)
+            if (U(g) < 0.3) x = U(g);
+        double mu = 0, s2 = 0;
+        for (double x : v) mu += x;
+        mu /= n;
+        for (double x : v) s2 += (x - mu) * (x - mu);
+        const double var = s2 / n / n;  // Var of a resample mean
+        for (int threads : {1, 2}) {
+            const auto means = bootstrap_means({v}, B, 9, {}, threads);
+            double a = 0, aa = 0;
+            for (double x : means[0]) a += x;
+            a /= B;
+            for (double x : means[0]) aa += (x - a) * (x - a);
+            aa /= (B - 1);
+            EXPECT_NEAR(a, mu, 5 * std::sqrt(var / B));
+            EXPECT_NEAR(aa / var, 1.0, 4 * std::sqrt(2.0 / B));
+        }
+        // The same seed, any thread count: the same resamples, bit for bit.
+        EXPECT_EQ(bootstrap_means({v}, 50, 9, {}, 1), bootstrap_means({v}, 50, 9, {}, 2));
+        EXPECT_NE(bootstrap_means({v}, 50, 9, {}, 1), bootstrap_means({v}, 50, 10, {}, 1));
+    }
+    // Every unit with a value, and none: K is n, resp. nothing is drawn.
+    const auto all = bootstrap_means({{0.5, 1.0}}, 3000, 1, {});
+    const auto none = bootstrap_means({{0.0, 0.0, 0.0}}, 10, 1, {});
+    for (double x : none[0]) EXPECT_EQ(x, 0.0);
+    int both_first = 0;
+    for (double x : all[0]) {
+        EXPECT_TRUE(x == 0.5 || x == 0.75 || x == 1.0) << x;
+        both_first += x == 0.5;
+    }
+    EXPECT_NEAR(both_first, 750, 5 * std::sqrt(3000 * 0.25 * 0.75));
 }
 
 // evaluate_model() on a model trained apart (as the glue does within a
