@@ -62,11 +62,6 @@ public:
         v_.back() = s;
         std::push_heap(v_.begin(), v_.end(), RanksBefore());
     }
-    // True when k candidates are held (never for k == 0): an offer must then
-    // rank before worst() to enter.
-    bool full() const { return k_ != 0 && v_.size() == k_; }
-    // The score of the worst kept candidate (only when full()).
-    double worst() const { return v_.front().score; }
     // The kept candidates, best first.
     const std::vector<Scored>& sorted() {
         std::sort(v_.begin(), v_.end(), RanksBefore());

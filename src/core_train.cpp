@@ -2,10 +2,12 @@
 //
 // Pipeline (C = input cells, U = distinct users, I = distinct items):
 //   1. validate weights;
-//   2. stable LSD radix sort of (item, cell index) -> dense item index;
-//   3. stable LSD radix sort of (user, cell index) -> dense user index;
-//   4. counting sort, in item order, into a user-major CSR (items ascending
-//      within a user, duplicates adjacent in input order) and merge duplicates;
+//   2-4. dense user and item indices (ascending ids) and a user-major CSR
+//      (items ascending within a user, duplicates adjacent in input order),
+//      then duplicates merged.  Compact ids (the glue's): lookup tables and
+//      a radix sort by user (build_csr_tables); any ids: stable LSD radix
+//      sorts of (item, cell index) and (user, cell index), then a counting
+//      sort in item order (build_csr_radix);
 //   5. item-major CSC, column norms, popularity;
 //   6. per item i: dense accumulator of dot products over all users u of i and
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
@@ -387,8 +389,9 @@ struct SimContext {
     const detail::SimilarityFinish* finish = nullptr;  // null: cosine (the 1.0 formula)
 };
 
-// The prefilter of SimWorker::item: dot < fl(fl(worst * d) * kMargin)
-// implies dot / d < worst (1 - 1e-12 + 2^-52), so fl(dot / d) < worst.
+// The prefilter of SimWorker::item: when thr d is a normal finite double,
+// dot < fl(fl(thr d) kMargin) implies dot / d < thr (1 - 1e-12 + 2^-52),
+// so that fl(dot / d) < thr: the division can be skipped.
 constexpr double kMargin = 1 - 1e-12;
 constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
 constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
@@ -397,8 +400,9 @@ constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
 class SimWorker {
 public:
     explicit SimWorker(const SimContext& cx)
-        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1), top_(cx.keep) {
-        top_.reserve(cx.keep > 0 ? std::min(cx.keep, cx.n_items) : cx.n_items);
+        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1),
+          cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items) {
+        cand_.reserve(cap_);
     }
 
     // Computes item i's neighbours into its slot; returns the work done.
@@ -437,7 +441,13 @@ public:
                 acc[j] = a + prod;
             }
         }
-        top_.clear();
+        // The top K by ranks_before, K = cx_.keep (0: all), through a buffer
+        // of cap_ candidates: when it fills, only its best K stay and the
+        // K-th's score becomes the threshold `thr`; a candidate below thr
+        // cannot be among the best K (K held ones rank before it), so it is
+        // not kept, nor (cosine) even divided.  The same top K as a heap.
+        cand_.clear();
+        double thr = 0;
         const double ni = cx_.norm[i];
         const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
@@ -450,19 +460,23 @@ public:
                 sim = (*finish)(i, static_cast<std::size_t>(j), dot);
             } else {
                 const double d = ni * cx_.norm[j];
-                // With K neighbours held, a candidate whose dot is clearly
-                // below worst * d cannot enter (dot / d < worst, whatever
-                // the rounding), so skip the division; t normal and finite
-                // keeps the relative rounding bounds valid.
-                if (top_.full()) {
-                    const double bound = top_.worst() * d;
-                    if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kMargin) continue;
-                }
+                // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
+                // while thr d is a normal, finite double (see kMargin).
+                const double bound = thr * d;
+                if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kMargin) continue;
                 sim = dot / d;
             }
-            if (sim > 0 && std::isfinite(sim)) top_.offer(Scored{sim, j});
+            if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) continue;
+            cand_.push_back(Scored{sim, j});
+            if (cand_.size() == cap_ && cx_.keep > 0 && cap_ > cx_.keep) {
+                std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1),
+                                 cand_.end(), detail::RanksBefore());
+                thr = cand_[cx_.keep - 1].score;
+                cand_.resize(cx_.keep);
+            }
         }
-        const std::vector<Scored>& best = top_.sorted();
+        detail::select_top_k(cand_, cx_.keep);
+        const std::vector<Scored>& best = cand_;
         int64_t q = cx_.slot[i];
         for (const Scored& s : best) {
             cx_.out_ids[q] = cx_.item_ids[static_cast<std::size_t>(s.id)];
@@ -477,7 +491,8 @@ private:
     const SimContext& cx_;
     std::vector<double> acc_;
     std::vector<int32_t> touched_;
-    detail::TopK top_;
+    std::size_t cap_;  // candidates buffered before the worst are dropped
+    std::vector<Scored> cand_;
 };
 
 constexpr double kMinParallelWork = 4e6;        // below this one thread is faster

@@ -297,6 +297,32 @@ TEST(Train, AgreesWithBruteForce) {
     EXPECT_EQ(compared, 6 * 6 * 5);
 }
 
+// Items with more candidates than train()'s candidate buffer (max(4K, 256)):
+// the buffer is cut to its best K several times per item, with exact ties
+// (weights from {0.5, ..., 3}) at the threshold.
+TEST(Train, AgreesWithBruteForceOnManyCandidates) {
+    for (uint32_t seed = 1; seed <= 3; ++seed) {
+        const auto cells = recsys_test::random_cells(seed * 131, 100, 600, 12000);
+        std::size_t most = 0;  // the most candidates (positive sims) of an item
+        for (const auto& kv : recsys_test::naive_train(cells, 0).nbrs) most = std::max(most, kv.second.size());
+        for (int k : {1, 3, 10, 100}) {
+            EXPECT_GT(most, std::max<std::size_t>(4 * static_cast<std::size_t>(k), 256));  // the buffer is cut
+            const Model m = train(cells, TrainOptions{k});
+            const auto nm = recsys_test::naive_train(cells, k);
+            ASSERT_EQ(m.item_ids, nm.items);
+            for (int32_t item : nm.items) {
+                const auto got = model_nbrs(m, item);
+                const auto& want = nm.nbrs.at(item);
+                ASSERT_EQ(got.size(), want.size()) << "seed " << seed << " k " << k;
+                for (std::size_t r = 0; r < want.size(); ++r) {
+                    ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r;
+                    ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r;
+                }
+            }
+        }
+    }
+}
+
 TEST(Train, RandomInputHasTies) {
     // Make sure the brute-force comparison above really exercised ties.
     const auto cells = recsys_test::random_cells(3, 60, 25, 400);
