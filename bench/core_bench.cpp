@@ -3,6 +3,8 @@
 // popularity, 100 taste clusters (70% of a user's cells come from their
 // cluster's items).  Build and run: make -C test/unit bench
 // Optional args: users items cells_per_user neighbors repeats threads eigen_repeats settings
+// or: --events N neighbors repeats threads eigen_repeats settings (the shape of
+// bench/gen_events.sql's N-event log; eigen_repeats 0 skips train_eigen())
 // (threads: 0 = automatic as in train(), 1 = calling thread only, 2 = two;
 // settings: 1 = also time train() with every weighting/similarity setting,
 // see time_settings() below)
@@ -18,6 +20,7 @@
 #include <cstdlib>
 #include <random>
 #include <ctime>
+#include <string>
 #include <vector>
 #if defined(__linux__)
 #include <sys/resource.h>
@@ -71,6 +74,115 @@ std::vector<recsys::Triplet> synthetic(int users, int items, int per_user, uint3
         }
     }
     return cells;
+}
+
+// The shape of bench/gen_events.sql's log, summed into cells as recsys_train()
+// hands them to the core (default event weights view 1, click 2, add_to_cart 3,
+// purchase 5): `events` events in visits of 1-4 events (a view, then a click
+// with p 0.30, a cart given a click 0.35, a purchase given a cart 0.55); the
+// visit's user 1 + floor(U x^1.6) (U = 0.0944 events); 65% of visits pick a
+// product of the user's taste cluster (clusters of ~50 of P = 50000
+// sqrt(events / 10M) products), 35% from the whole catalogue, both Zipf
+// (exponent 1) by rank.  Draws come from a seeded generator, not the SQL's
+// hashes, so the cells are not the same, only the shape (10M events: ~940k
+// users, 50k items, ~6.1M cells, sum of deg^2 ~57M).
+std::vector<recsys::Triplet> gen_events_shape(long long events, uint32_t seed) {
+    const long long n_users = std::max(1LL, std::llround(0.0944 * static_cast<double>(events)));
+    const int n_products = std::max(50, static_cast<int>(std::lround(50000 * std::sqrt(static_cast<double>(events) / 1e7))));
+    const int n_clusters = std::max(1, n_products / 50);
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> unit(0, 1);
+    // Cluster of a user: a hash of the id, as the SQL's u01(user, salt).
+    auto cluster_of = [&](long long u) {
+        uint64_t z = static_cast<uint64_t>(u) * 0x9E3779B97F4A7C15ull + seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        return static_cast<int>(static_cast<double>(z >> 11) / 9007199254740992.0 * n_clusters);
+    };
+    std::vector<uint64_t> keys;  // user << 32 | product, one per visit
+    std::vector<uint8_t> lens;
+    keys.reserve(static_cast<std::size_t>(events / 1.4));
+    lens.reserve(keys.capacity());
+    long long done = 0;
+    while (done < events) {
+        int len = 1;
+        if (unit(rng) < 0.30) {
+            len = 2;
+            if (unit(rng) < 0.35) {
+                len = 3;
+                if (unit(rng) < 0.55) len = 4;
+            }
+        }
+        len = static_cast<int>(std::min<long long>(len, events - done));
+        done += len;
+        const long long user = 1 + static_cast<long long>(std::floor(static_cast<double>(n_users) * std::pow(unit(rng), 1.6)));
+        const int c = cluster_of(user);
+        int product;
+        if (unit(rng) < 0.65) {
+            const int n = (n_products - c - 1) / n_clusters + 1;
+            const int r = std::min(n - 1, static_cast<int>(std::floor(std::exp(unit(rng) * std::log(n + 1.0)))) - 1);
+            product = c + 1 + n_clusters * std::max(0, r);
+        } else {
+            product = 1 + std::min(n_products - 1,
+                                   std::max(0, static_cast<int>(std::floor(std::exp(unit(rng) * std::log(n_products + 1.0)))) - 1));
+        }
+        keys.push_back((static_cast<uint64_t>(user) << 32) | static_cast<uint32_t>(product));
+        lens.push_back(static_cast<uint8_t>(len));
+    }
+    static const double weight_of_len[5] = {0, 1, 3, 6, 11};  // view, +click 2, +cart 3, +purchase 5
+    std::vector<std::pair<uint64_t, double>> visits(keys.size());
+    for (std::size_t k = 0; k < keys.size(); ++k) visits[k] = {keys[k], weight_of_len[lens[k]]};
+    std::sort(visits.begin(), visits.end());
+    std::vector<recsys::Triplet> cells;
+    for (std::size_t k = 0; k < visits.size(); ++k) {
+        const uint64_t key = visits[k].first;
+        if (!cells.empty() && k > 0 && visits[k - 1].first == key) {
+            cells.back().weight += visits[k].second;
+            continue;
+        }
+        cells.push_back(recsys::Triplet{static_cast<int32_t>(key >> 32), static_cast<int32_t>(key & 0xffffffffu),
+                                        visits[k].second});
+    }
+    // The reading path hands cells over in no particular order: shuffle.
+    std::shuffle(cells.begin(), cells.end(), rng);
+    return cells;
+}
+
+// FNV-1a over every array of the model: equal fingerprints, bit-identical
+// models (for A/B runs of two builds).
+uint64_t fingerprint(const recsys::Model& m) {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const void* p, std::size_t n) {
+        const unsigned char* c = static_cast<const unsigned char*>(p);
+        for (std::size_t k = 0; k < n; ++k) h = (h ^ c[k]) * 1099511628211ull;
+    };
+    mix(m.item_ids.data(), 4 * m.item_ids.size());
+    mix(m.nbr_offsets.data(), 8 * m.nbr_offsets.size());
+    mix(m.nbr_ids.data(), 4 * m.nbr_ids.size());
+    mix(m.nbr_sims.data(), 8 * m.nbr_sims.size());
+    mix(m.popular_ids.data(), 4 * m.popular_ids.size());
+    mix(m.popular_users.data(), 4 * m.popular_users.size());
+    mix(&m.n_users, 8);
+    mix(&m.n_cells, 8);
+    return h;
+}
+
+// The floor: sum over users of deg(u)^2, deg = distinct items of the user.
+double floor_madds(const std::vector<recsys::Triplet>& cells) {
+    std::vector<uint64_t> k(cells.size());
+    for (std::size_t p = 0; p < cells.size(); ++p)
+        k[p] = (static_cast<uint64_t>(static_cast<uint32_t>(cells[p].user)) << 32) | static_cast<uint32_t>(cells[p].item);
+    std::sort(k.begin(), k.end());
+    k.erase(std::unique(k.begin(), k.end()), k.end());
+    double total = 0;
+    for (std::size_t a = 0; a < k.size();) {
+        std::size_t b = a;
+        while (b < k.size() && (k[b] >> 32) == (k[a] >> 32)) ++b;
+        total += static_cast<double>(b - a) * static_cast<double>(b - a);
+        a = b;
+    }
+    return total;
 }
 
 double cpu_now() {
@@ -199,25 +311,42 @@ void time_settings(const std::vector<recsys::Triplet>& cells, int neighbors, int
 }  // namespace
 
 int main(int argc, char** argv) {
-    const int users = argc > 1 ? std::atoi(argv[1]) : 100000;
-    const int items = argc > 2 ? std::atoi(argv[2]) : 10000;
-    const int per_user = argc > 3 ? std::atoi(argv[3]) : 10;
-    const int neighbors = argc > 4 ? std::atoi(argv[4]) : 50;
-    const int repeats = argc > 5 ? std::atoi(argv[5]) : 5;
-    const int threads = argc > 6 ? std::atoi(argv[6]) : 0;
-    const auto cells = synthetic(users, items, per_user, 12345);
-    std::printf("synthetic log: %zu cells, %d users, %d items, neighbors %d, threads %d\n",
-                cells.size(), users, items, neighbors, threads);
-    const int eigen_repeats = argc > 7 ? std::atoi(argv[7]) : std::max(1, std::min(repeats, 3));
+    // "--events N" first: the shape of bench/gen_events.sql's N-event log
+    // instead of the clustered synthetic log; the other arguments follow.
+    std::vector<std::string> args(argv + 1, argv + argc);
+    long long events = 0;
+    if (args.size() >= 2 && args[0] == "--events") {
+        events = std::atoll(args[1].c_str());
+        args.erase(args.begin(), args.begin() + 2);
+        args.insert(args.begin(), 3, "0");  // users items cells_per_user: unused
+    }
+    auto arg = [&](std::size_t k, int dflt) { return k < args.size() ? std::atoi(args[k].c_str()) : dflt; };
+    const int users = arg(0, 100000);
+    const int items = arg(1, 10000);
+    const int per_user = arg(2, 10);
+    const int neighbors = arg(3, 50);
+    const int repeats = arg(4, 5);
+    const int threads = arg(5, 0);
+    const auto cells = events > 0 ? gen_events_shape(events, 12345) : synthetic(users, items, per_user, 12345);
+    const double madds = floor_madds(cells);
+    if (events > 0)
+        std::printf("gen_events.sql-shaped log: %lld events -> %zu cells, floor sum deg^2 = %.0f, "
+                    "neighbors %d, threads %d\n",
+                    events, cells.size(), madds, neighbors, threads);
+    else
+        std::printf("synthetic log: %zu cells, %d users, %d items, floor sum deg^2 = %.0f, neighbors %d, threads %d\n",
+                    cells.size(), users, items, madds, neighbors, threads);
+    const int eigen_repeats = arg(6, std::max(1, std::min(repeats, 3)));  // 0: no Eigen run
     // Memory first, while the heap holds little besides the input.
     print_peak("train()", peak_extra_bytes([&] {
         std::vector<recsys::Triplet> copy = cells;  // train() consumes its input
         recsys::detail::train_threads(std::move(copy), recsys::TrainOptions{neighbors}, {},
                                       threads);
     }));
-    print_peak("train_eigen()", peak_extra_bytes([&] {
-        recsys::train_eigen(cells, recsys::TrainOptions{neighbors});
-    }));
+    if (eigen_repeats > 0)
+        print_peak("train_eigen()", peak_extra_bytes([&] {
+            recsys::train_eigen(cells, recsys::TrainOptions{neighbors});
+        }));
     std::printf("(peak extra RSS: forked child, ru_maxrss minus starting RSS; train() figure "
                 "includes its 16 B/cell input copy)\n");
     recsys::Model m;
@@ -230,10 +359,14 @@ int main(int argc, char** argv) {
                 static_cast<long long>(m.pairs()));
     std::printf("estimate_train_bytes: %.1f MB\n",
                 static_cast<double>(recsys::estimate_train_bytes(
-                    static_cast<int64_t>(cells.size()), users, items, neighbors)) /
+                    static_cast<int64_t>(cells.size()), m.n_users,
+                    static_cast<int64_t>(m.item_ids.size()), neighbors)) /
                     1048576.0);
+    std::printf("model fingerprint: %016llx\n", static_cast<unsigned long long>(fingerprint(m)));
     std::printf("train() seconds: best %.4f, mean %.4f over %d runs (best CPU time %.4f)\n",
                 tt.best, tt.total / tt.runs, tt.runs, tt.best_cpu);
+    std::printf("train() per multiply-add of the floor: %.2f ns wall, %.2f ns CPU (best)\n",
+                1e9 * tt.best / madds, 1e9 * tt.best_cpu / madds);
 
     // The same pass on the calling thread only, for a like-for-like ratio.
     Timing t1 = tt;
@@ -247,6 +380,10 @@ int main(int argc, char** argv) {
                     t1.best, t1.total / t1.runs, t1.runs, t1.best_cpu);
     }
 
+    if (eigen_repeats <= 0) {
+        if (arg(7, 0) != 0) time_settings(cells, neighbors, repeats, threads);
+        return 0;
+    }
     recsys::Model e;
     const Timing te = time_runs(eigen_repeats, cells, e, [&](std::vector<recsys::Triplet>&& copy) {
         return recsys::train_eigen(copy, recsys::TrainOptions{neighbors});
@@ -275,6 +412,6 @@ int main(int argc, char** argv) {
                 "%.2fx CPU\n",
                 te.best / tt.best, te.best / t1.best, te.best_cpu / tt.best_cpu);
 
-    if (argc > 8 && std::atoi(argv[8]) != 0) time_settings(cells, neighbors, repeats, threads);
+    if (arg(7, 0) != 0) time_settings(cells, neighbors, repeats, threads);
     return 0;
 }

@@ -2,10 +2,12 @@
 //
 // Pipeline (C = input cells, U = distinct users, I = distinct items):
 //   1. validate weights;
-//   2. stable LSD radix sort of (item, cell index) -> dense item index;
-//   3. stable LSD radix sort of (user, cell index) -> dense user index;
-//   4. counting sort, in item order, into a user-major CSR (items ascending
-//      within a user, duplicates adjacent in input order) and merge duplicates;
+//   2-4. dense user and item indices (ascending ids) and a user-major CSR
+//      (items ascending within a user, duplicates adjacent in input order),
+//      then duplicates merged.  Compact ids (the glue's): lookup tables and
+//      a radix sort by user (build_csr_tables); any ids: stable LSD radix
+//      sorts of (item, cell index) and (user, cell index), then a counting
+//      sort in item order (build_csr_radix);
 //   5. item-major CSC, column norms, popularity;
 //   6. per item i: dense accumulator of dot products over all users u of i and
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
@@ -20,6 +22,9 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "core.hpp"
 #include "core_similarity.hpp"
@@ -44,6 +49,7 @@ inline uint32_t lo32(uint64_t x) { return static_cast<uint32_t>(x); }
 // One stored cell of a user's row (user-major CSR), items ascending.
 struct RowEntry {
     int32_t item;  // dense item index
+    int32_t user;  // dense user index while the CSR is built (in the padding), then unused
     double w;
 };
 
@@ -63,10 +69,38 @@ inline void prefetch(const void* p) {
 #endif
 }
 
-template <class T>
-void release(std::vector<T>& v) {
-    std::vector<T>().swap(v);
+template <class T, class A>
+void release(std::vector<T, A>& v) {
+    std::vector<T, A>().swap(v);
 }
+
+// The allocator of the CSR and the CSC: the similarity pass reads rows at
+// random, so on Linux their pages are marked for transparent huge pages
+// (when the system allows them on request, as
+// /sys/kernel/mm/transparent_hugepage/enabled = madvise does): one TLB entry
+// then covers 2 MB instead of 4 kB.  Before the vector first writes them, so
+// that the kernel can fault them in as huge pages.  Same memory otherwise.
+template <class T>
+struct HugePageAllocator {
+    using value_type = T;
+    HugePageAllocator() = default;
+    template <class U>
+    HugePageAllocator(const HugePageAllocator<U>&) {}
+    T* allocate(std::size_t n) {
+        T* p = std::allocator<T>().allocate(n);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+        const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+        const uintptr_t e = (reinterpret_cast<uintptr_t>(p + n)) & ~(kHuge - 1);
+        if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);  // advice only
+#endif
+        return p;
+    }
+    void deallocate(T* p, std::size_t n) { std::allocator<T>().deallocate(p, n); }
+    bool operator==(const HugePageAllocator&) const { return true; }
+    bool operator!=(const HugePageAllocator&) const { return false; }
+};
+using Rows = std::vector<RowEntry, HugePageAllocator<RowEntry>>;
 
 // Stable sort of `a` by the upper 32 bits (LSD radix, 8 bits a pass);
 // `tmp` must have a.size() elements.  Passes whose byte is constant are skipped.
@@ -110,6 +144,235 @@ void radix_sort_hi32(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp,
     }
 }
 
+// Steps 2-4 for any ids: two LSD radix sorts of (id key << 32 | cell index)
+// give the dense indices (ascending id); a counting sort in item order (stable)
+// gives the CSR.  Releases `cells`.
+void build_csr_radix(std::vector<Triplet>& cells, std::vector<int32_t>& item_ids,
+                     std::vector<int32_t>& user_ids, std::vector<int64_t>& row_off,
+                     Rows& rows, const CancelCheck& cancel) {
+    const std::size_t n = cells.size();
+    // 2. Dense item index: A[p] = (item key << 32 | cell index), sorted.
+    std::vector<uint64_t> A(n), tmp(n);
+    for (std::size_t k = 0; k < n; ++k)
+        A[k] = (static_cast<uint64_t>(key_of(cells[k].item)) << 32) | k;
+    radix_sort_hi32(A, tmp, cancel);
+    std::size_t n_items = 1;
+    for (std::size_t p = 1; p < n; ++p) n_items += hi32(A[p]) != hi32(A[p - 1]);
+    item_ids.reserve(n_items);
+    {
+        uint32_t prev = hi32(A[0]);
+        uint64_t d = 0;
+        item_ids.push_back(id_of_key(prev));
+        for (std::size_t p = 0; p < n; ++p) {
+            const uint32_t h = hi32(A[p]);
+            if (h != prev) {
+                prev = h;
+                ++d;
+                item_ids.push_back(id_of_key(h));
+            }
+            A[p] = (d << 32) | lo32(A[p]);  // now (dense item << 32 | cell index)
+        }
+    }
+    poll_cancel(cancel);
+
+    // 3. Dense user index per cell.
+    std::vector<uint64_t> B(n);
+    for (std::size_t k = 0; k < n; ++k)
+        B[k] = (static_cast<uint64_t>(key_of(cells[k].user)) << 32) | k;
+    radix_sort_hi32(B, tmp, cancel);
+    release(tmp);
+    std::size_t n_users = 1;
+    for (std::size_t p = 1; p < n; ++p) n_users += hi32(B[p]) != hi32(B[p - 1]);
+    user_ids.reserve(n_users);
+    std::vector<uint32_t> user_of(n);
+    {
+        uint32_t prev = hi32(B[0]);
+        uint32_t d = 0;
+        user_ids.push_back(id_of_key(prev));
+        for (std::size_t p = 0; p < n; ++p) {
+            const uint32_t h = hi32(B[p]);
+            if (h != prev) {
+                prev = h;
+                ++d;
+                user_ids.push_back(id_of_key(h));
+            }
+            user_of[lo32(B[p])] = d;
+        }
+    }
+    release(B);
+    poll_cancel(cancel);
+
+    // 4. User-major CSR by counting sort over A (item order, stable).
+    row_off.assign(n_users + 1, 0);
+    for (std::size_t k = 0; k < n; ++k) ++row_off[user_of[k] + 1];
+    for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
+    rows.resize(n);
+    for (std::size_t base = 0; base < n; base += kChunk) {
+        poll_cancel(cancel);
+        const std::size_t end = std::min(n, base + kChunk);
+        for (std::size_t p = base; p < end; ++p) {
+            const uint32_t idx = lo32(A[p]);
+            const int64_t q = row_off[user_of[idx]]++;
+            rows[q].item = static_cast<int32_t>(hi32(A[p]));
+            rows[q].w = cells[idx].weight;
+        }
+    }
+    for (std::size_t u = n_users; u > 0; --u) row_off[u] = row_off[u - 1];
+    row_off[0] = 0;
+    release(A);
+    release(user_of);
+    release(cells);
+}
+
+// The ids of one side of the cells: the smallest, and max - min + 1.
+struct IdRange {
+    int32_t min = 0;
+    uint64_t span = 0;
+};
+
+void id_ranges(const std::vector<Triplet>& cells, IdRange& users, IdRange& items) {
+    int32_t ulo = std::numeric_limits<int32_t>::max(), uhi = std::numeric_limits<int32_t>::min();
+    int32_t ilo = ulo, ihi = uhi;
+    for (const Triplet& t : cells) {
+        ulo = std::min(ulo, t.user);
+        uhi = std::max(uhi, t.user);
+        ilo = std::min(ilo, t.item);
+        ihi = std::max(ihi, t.item);
+    }
+    if (cells.empty()) return;
+    users.min = ulo;
+    users.span = static_cast<uint64_t>(static_cast<int64_t>(uhi) - ulo) + 1;
+    items.min = ilo;
+    items.span = static_cast<uint64_t>(static_cast<int64_t>(ihi) - ilo) + 1;
+}
+
+// Dense index of every id of one side, in a table over its range: -1 for
+// absent ids, else the rank of the id among the present ones (ascending, as
+// the radix path numbers them).  Fills `ids` with the present ids.
+std::vector<int32_t> dense_table(const std::vector<Triplet>& cells, int32_t Triplet::*side,
+                                 const IdRange& r, std::vector<int32_t>& ids) {
+    std::vector<int32_t> t(static_cast<std::size_t>(r.span), -1);
+    for (const Triplet& c : cells) t[static_cast<std::size_t>(static_cast<int64_t>(c.*side) - r.min)] = 0;
+    std::size_t present = 0;
+    for (const int32_t v : t) present += v == 0;
+    ids.reserve(present);
+    int32_t d = 0;
+    for (std::size_t k = 0; k < t.size(); ++k)
+        if (t[k] == 0) {
+            t[k] = d++;
+            ids.push_back(static_cast<int32_t>(r.min + static_cast<int64_t>(k)));
+        }
+    return t;
+}
+
+// Sorts one CSR row by item, stably (duplicates of an item stay in input
+// order, the order their weights are summed in).
+void sort_row(RowEntry* b, RowEntry* e) {
+    if (e - b <= 32) {
+        for (RowEntry* p = b + 1; p < e; ++p) {
+            const RowEntry v = *p;
+            RowEntry* q = p;
+            for (; q > b && q[-1].item > v.item; --q) *q = q[-1];
+            *q = v;
+        }
+        return;
+    }
+    std::stable_sort(b, e, [](const RowEntry& x, const RowEntry& y) { return x.item < y.item; });
+}
+
+// One cell between the two layouts of build_csr_tables' radix passes.
+inline void move_cell(const Triplet& t, RowEntry& r) {
+    r.item = t.item;
+    r.user = t.user;
+    r.w = t.weight;
+}
+inline void move_cell(const RowEntry& r, Triplet& t) {
+    t.user = r.user;
+    t.item = r.item;
+    t.weight = r.w;
+}
+
+// One stable counting-sort pass by the dense user's bits [shift, shift +
+// width): `c` holds each bucket's next output position.
+template <class From, class To>
+void radix_pass(const From* in, std::size_t n, To* out, std::size_t* c, int shift, std::size_t mask) {
+    for (std::size_t k = 0; k < n; ++k)
+        move_cell(in[k], out[c[(static_cast<uint32_t>(in[k].user) >> shift) & mask]++]);
+}
+
+// Steps 2-4 when the ids of both sides span at most 2 * cells values (always
+// so for the glue, whose ids are dense indices): lookup tables over the id
+// ranges give the dense indices without sorting (written into the cells in
+// place); an LSD radix sort of the cells by dense user (stable; passes of at
+// most 10 bits: 1 up to 2^10 users, 2 up to 2^20, else 3), whose every write
+// goes to one of at most 1024 sequential streams instead of a random row,
+// then a stable sort of each (short) row by item, gives the same CSR as
+// build_csr_radix.  The passes alternate between the cells and the CSR's
+// buffer.  Releases `cells`.  Memory: the tables (4 bytes a value of the
+// ranges, at most 8 bytes a cell) beside the cells; then the cells and the
+// CSR (with its offsets); a stable sort of a row longer than 32 takes at most
+// 16 bytes an entry, after the cells are freed -- all within stage 1 of
+// estimate_train_bytes, which counts 16 + 8 + 4 bytes a cell beside the
+// CSR for the radix path.
+void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRange& ir,
+                      std::vector<int32_t>& item_ids, std::vector<int32_t>& user_ids,
+                      std::vector<int64_t>& row_off, Rows& rows,
+                      const CancelCheck& cancel) {
+    const std::size_t n = cells.size();
+    {
+        const std::vector<int32_t> imap = dense_table(cells, &Triplet::item, ir, item_ids);
+        const std::vector<int32_t> umap = dense_table(cells, &Triplet::user, ur, user_ids);
+        poll_cancel(cancel);
+        for (Triplet& c : cells) {
+            c.user = umap[static_cast<std::size_t>(static_cast<int64_t>(c.user) - ur.min)];
+            c.item = imap[static_cast<std::size_t>(static_cast<int64_t>(c.item) - ir.min)];
+        }
+    }
+    const std::size_t n_users = user_ids.size();
+    int bits = 0;
+    while (bits < 32 && (std::size_t(1) << bits) < n_users) ++bits;
+    const int passes = std::max(1, (bits + 9) / 10);  // of at most 10 bits: 1024 buckets
+    const int width = (bits + passes - 1) / passes;
+    const std::size_t buckets = std::size_t(1) << width;
+    std::vector<std::size_t> cnt(static_cast<std::size_t>(passes) * buckets, 0);
+    for (const Triplet& c : cells)
+        for (int pass = 0; pass < passes; ++pass)
+            ++cnt[static_cast<std::size_t>(pass) * buckets +
+                  ((static_cast<uint32_t>(c.user) >> (pass * width)) & (buckets - 1))];
+    for (int pass = 0; pass < passes; ++pass) {
+        std::size_t sum = 0;
+        for (std::size_t b = 0; b < buckets; ++b) {
+            const std::size_t t = cnt[pass * buckets + b];
+            cnt[pass * buckets + b] = sum;
+            sum += t;
+        }
+    }
+    poll_cancel(cancel);
+    // The passes alternate between the cells and the CSR's buffer, so that
+    // no third array of 16 bytes a cell is needed; after an even number of
+    // them the data is in the cells and is copied (in order) to the CSR.
+    rows.resize(n);
+    for (int pass = 0; pass < passes; ++pass) {
+        std::size_t* c = &cnt[static_cast<std::size_t>(pass) * buckets];
+        if (pass % 2 == 0)
+            radix_pass(cells.data(), n, rows.data(), c, pass * width, buckets - 1);
+        else
+            radix_pass(rows.data(), n, cells.data(), c, pass * width, buckets - 1);
+        poll_cancel(cancel);
+    }
+    if (passes % 2 == 0)
+        for (std::size_t q = 0; q < n; ++q) move_cell(cells[q], rows[q]);
+    release(cells);
+    // Rows are now in user order: their offsets, then each row by item.
+    row_off.assign(n_users + 1, 0);
+    for (std::size_t q = 0; q < n; ++q) ++row_off[static_cast<std::size_t>(rows[q].user) + 1];
+    for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
+    for (std::size_t u = 0; u < n_users; ++u) {
+        if ((u & 0xffff) == 0) poll_cancel(cancel);
+        sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
+    }
+}
+
 // Everything the per-item similarity pass reads and writes.
 struct SimContext {
     const RowEntry* rows;
@@ -126,12 +389,20 @@ struct SimContext {
     const detail::SimilarityFinish* finish = nullptr;  // null: cosine (the 1.0 formula)
 };
 
+// The prefilter of SimWorker::item: when thr d is a normal finite double,
+// dot < fl(fl(thr d) kMargin) implies dot / d < thr (1 - 1e-12 + 2^-52),
+// so that fl(dot / d) < thr: the division can be skipped.
+constexpr double kMargin = 1 - 1e-12;
+constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
+constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
+
 // One thread's state: a dense accumulator, the touched list, a top-K buffer.
 class SimWorker {
 public:
     explicit SimWorker(const SimContext& cx)
-        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items), top_(cx.keep) {
-        top_.reserve(cx.keep > 0 ? std::min(cx.keep, cx.n_items) : cx.n_items);
+        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1),
+          cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items) {
+        cand_.reserve(cap_);
     }
 
     // Computes item i's neighbours into its slot; returns the work done.
@@ -146,25 +417,37 @@ public:
         for (int64_t p = pb; p < pe; ++p) {
             if (p + kPrefetch < pe) {
                 const ColEntry& f = Cl[p + kPrefetch];
-                for (uint32_t o = 0; o < f.len; o += 4) prefetch(R + f.row + o);
+                if (f.len > 1)
+                    for (uint32_t o = 0; o < f.len; o += 4) prefetch(R + f.row + o);
             }
             const ColEntry& c = Cl[p];
+            // A user with one item adds only dot(i,i), which is never used:
+            // skip the row (a random access) altogether.
+            if (c.len == 1) continue;
             const double wi = c.w;
             const RowEntry* r = R + c.row;
             const RowEntry* const re = r + c.len;
             work += c.len;
             for (; r != re; ++r) {
+                // Branch-free: the first product into acc[j] appends j to
+                // `touched` (unless it underflowed to 0: then j stays
+                // untouched, as acc[j] stays 0); the slot past the end
+                // absorbs the unconditional store.
                 const int32_t j = r->item;
                 const double prod = wi * r->w;
                 const double a = acc[j];
-                if (a == 0) {
-                    if (prod == 0) continue;  // underflow: adds nothing, keep j untouched
-                    touched[n_touched++] = j;
-                }
+                touched[n_touched] = j;
+                n_touched += (a == 0) & (prod != 0);
                 acc[j] = a + prod;
             }
         }
-        top_.clear();
+        // The top K by ranks_before, K = cx_.keep (0: all), through a buffer
+        // of cap_ candidates: when it fills, only its best K stay and the
+        // K-th's score becomes the threshold `thr`; a candidate below thr
+        // cannot be among the best K (K held ones rank before it), so it is
+        // not kept, nor (cosine) even divided.  The same top K as a heap.
+        cand_.clear();
+        double thr = 0;
         const double ni = cx_.norm[i];
         const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
@@ -172,11 +455,28 @@ public:
             const double dot = acc[j];
             acc[j] = 0;
             if (static_cast<std::size_t>(j) == i) continue;
-            const double sim = finish ? (*finish)(i, static_cast<std::size_t>(j), dot)
-                                      : dot / (ni * cx_.norm[j]);
-            if (sim > 0 && std::isfinite(sim)) top_.offer(Scored{sim, j});
+            double sim;
+            if (finish) {
+                sim = (*finish)(i, static_cast<std::size_t>(j), dot);
+            } else {
+                const double d = ni * cx_.norm[j];
+                // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
+                // while thr d is a normal, finite double (see kMargin).
+                const double bound = thr * d;
+                if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kMargin) continue;
+                sim = dot / d;
+            }
+            if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) continue;
+            cand_.push_back(Scored{sim, j});
+            if (cand_.size() == cap_ && cx_.keep > 0 && cap_ > cx_.keep) {
+                std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1),
+                                 cand_.end(), detail::RanksBefore());
+                thr = cand_[cx_.keep - 1].score;
+                cand_.resize(cx_.keep);
+            }
         }
-        const std::vector<Scored>& best = top_.sorted();
+        detail::select_top_k(cand_, cx_.keep);
+        const std::vector<Scored>& best = cand_;
         int64_t q = cx_.slot[i];
         for (const Scored& s : best) {
             cx_.out_ids[q] = cx_.item_ids[static_cast<std::size_t>(s.id)];
@@ -191,7 +491,8 @@ private:
     const SimContext& cx_;
     std::vector<double> acc_;
     std::vector<int32_t> touched_;
-    detail::TopK top_;
+    std::size_t cap_;  // candidates buffered before the worst are dropped
+    std::vector<Scored> cand_;
 };
 
 constexpr double kMinParallelWork = 4e6;        // below this one thread is faster
@@ -294,78 +595,17 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
         return m;
     }
 
-    // 2. Dense item index: A[p] = (item key << 32 | cell index), sorted.
-    std::vector<uint64_t> A(n), tmp(n);
-    for (std::size_t k = 0; k < n; ++k)
-        A[k] = (static_cast<uint64_t>(key_of(cells[k].item)) << 32) | k;
-    radix_sort_hi32(A, tmp, cancel);
-    std::size_t n_items = 1;
-    for (std::size_t p = 1; p < n; ++p) n_items += hi32(A[p]) != hi32(A[p - 1]);
-    m.item_ids.reserve(n_items);
-    {
-        uint32_t prev = hi32(A[0]);
-        uint64_t d = 0;
-        m.item_ids.push_back(id_of_key(prev));
-        for (std::size_t p = 0; p < n; ++p) {
-            const uint32_t h = hi32(A[p]);
-            if (h != prev) {
-                prev = h;
-                ++d;
-                m.item_ids.push_back(id_of_key(h));
-            }
-            A[p] = (d << 32) | lo32(A[p]);  // now (dense item << 32 | cell index)
-        }
-    }
-    poll_cancel(cancel);
-
-    // 3. Dense user index per cell.
-    std::vector<uint64_t> B(n);
-    for (std::size_t k = 0; k < n; ++k)
-        B[k] = (static_cast<uint64_t>(key_of(cells[k].user)) << 32) | k;
-    radix_sort_hi32(B, tmp, cancel);
-    release(tmp);
-    std::size_t n_users = 1;
-    for (std::size_t p = 1; p < n; ++p) n_users += hi32(B[p]) != hi32(B[p - 1]);
+    // 2-4. Dense item and user indices, the user-major CSR.
     std::vector<int32_t> user_ids;
-    user_ids.reserve(n_users);
-    std::vector<uint32_t> user_of(n);
-    {
-        uint32_t prev = hi32(B[0]);
-        uint32_t d = 0;
-        user_ids.push_back(id_of_key(prev));
-        for (std::size_t p = 0; p < n; ++p) {
-            const uint32_t h = hi32(B[p]);
-            if (h != prev) {
-                prev = h;
-                ++d;
-                user_ids.push_back(id_of_key(h));
-            }
-            user_of[lo32(B[p])] = d;
-        }
-    }
-    release(B);
-    poll_cancel(cancel);
-
-    // 4. User-major CSR by counting sort over A (item order, stable).
-    std::vector<int64_t> row_off(n_users + 1, 0);
-    for (std::size_t k = 0; k < n; ++k) ++row_off[user_of[k] + 1];
-    for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
-    std::vector<RowEntry> rows(n);
-    for (std::size_t base = 0; base < n; base += kChunk) {
-        poll_cancel(cancel);
-        const std::size_t end = std::min(n, base + kChunk);
-        for (std::size_t p = base; p < end; ++p) {
-            const uint32_t idx = lo32(A[p]);
-            const int64_t q = row_off[user_of[idx]]++;
-            rows[q].item = static_cast<int32_t>(hi32(A[p]));
-            rows[q].w = cells[idx].weight;
-        }
-    }
-    for (std::size_t u = n_users; u > 0; --u) row_off[u] = row_off[u - 1];
-    row_off[0] = 0;
-    release(A);
-    release(user_of);
-    release(cells);
+    std::vector<int64_t> row_off;
+    Rows rows;
+    IdRange ur, ir;
+    id_ranges(cells, ur, ir);
+    if (ur.span + ir.span <= 2 * static_cast<uint64_t>(n))
+        build_csr_tables(cells, ur, ir, m.item_ids, user_ids, row_off, rows, cancel);
+    else
+        build_csr_radix(cells, m.item_ids, user_ids, row_off, rows, cancel);
+    const std::size_t n_items = m.item_ids.size(), n_users = user_ids.size();
 
     // Merge duplicate (user, item) cells, compacting in place.
     int64_t nnz = 0;
@@ -399,7 +639,7 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     std::vector<int64_t> col_off(n_items + 1, 0);
     for (int64_t q = 0; q < nnz; ++q) ++col_off[rows[q].item + 1];
     for (std::size_t i = 0; i < n_items; ++i) col_off[i + 1] += col_off[i];
-    std::vector<ColEntry> cols(static_cast<std::size_t>(nnz));
+    std::vector<ColEntry, HugePageAllocator<ColEntry>> cols(static_cast<std::size_t>(nnz));
     for (std::size_t u = 0; u < n_users; ++u) {
         const int64_t qb = row_off[u], qe = row_off[u + 1];
         for (int64_t q = qb; q < qe; ++q) {

@@ -297,6 +297,32 @@ TEST(Train, AgreesWithBruteForce) {
     EXPECT_EQ(compared, 6 * 6 * 5);
 }
 
+// Items with more candidates than train()'s candidate buffer (max(4K, 256)):
+// the buffer is cut to its best K several times per item, with exact ties
+// (weights from {0.5, ..., 3}) at the threshold.
+TEST(Train, AgreesWithBruteForceOnManyCandidates) {
+    for (uint32_t seed = 1; seed <= 3; ++seed) {
+        const auto cells = recsys_test::random_cells(seed * 131, 100, 600, 12000);
+        std::size_t most = 0;  // the most candidates (positive sims) of an item
+        for (const auto& kv : recsys_test::naive_train(cells, 0).nbrs) most = std::max(most, kv.second.size());
+        for (int k : {1, 3, 10, 100}) {
+            EXPECT_GT(most, std::max<std::size_t>(4 * static_cast<std::size_t>(k), 256));  // the buffer is cut
+            const Model m = train(cells, TrainOptions{k});
+            const auto nm = recsys_test::naive_train(cells, k);
+            ASSERT_EQ(m.item_ids, nm.items);
+            for (int32_t item : nm.items) {
+                const auto got = model_nbrs(m, item);
+                const auto& want = nm.nbrs.at(item);
+                ASSERT_EQ(got.size(), want.size()) << "seed " << seed << " k " << k;
+                for (std::size_t r = 0; r < want.size(); ++r) {
+                    ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r;
+                    ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r;
+                }
+            }
+        }
+    }
+}
+
 TEST(Train, RandomInputHasTies) {
     // Make sure the brute-force comparison above really exercised ties.
     const auto cells = recsys_test::random_cells(3, 60, 25, 400);
@@ -365,4 +391,59 @@ TEST(Train, TwoThreadsCancelOnlyFromCallingThread) {
     EXPECT_GE(thrown, 10);
     std::printf("[ threads  ] %d of %d sticky cancels threw (single-thread polls: %d)\n", thrown,
                 calls + 2, calls);
+}
+
+// train() builds its CSR in one of two ways: lookup tables and a radix sort by
+// user when the ids are compact (as the glue's dense indices always are),
+// two radix sorts of (id, cell index) otherwise.  The same cells with their
+// ids spread out by a monotone map (so the dense order is the same) must give
+// the same model, bit for bit, whatever the number of radix passes by user
+// (1 up to 2^10 users, 2 up to 2^20, 3 beyond), with duplicate cells (summed
+// in input order), rows longer than 32 (sorted by std::stable_sort) and
+// settings that read the rows in item order (rp3beta's per-user sums).
+TEST(Train, CompactAndSparseIdsGiveTheSameModel) {
+    struct Config {
+        int users, items, cells;
+    };
+    const Config configs[] = {{7, 5, 30}, {900, 300, 20000}, {30000, 2000, 150000},
+                              {(1 << 20) + 70, 3000, (1 << 20) + 40000}};
+    std::mt19937 rng(11);
+    for (const Config& c : configs) {
+        std::vector<Triplet> dense;
+        // every user gets one cell, so the count of users (and of passes) is sure
+        for (int u = 0; u < c.users; ++u)
+            dense.push_back(Triplet{u, static_cast<int32_t>(rng() % c.items), 1.0 + (rng() % 7) * 0.37});
+        while (static_cast<int>(dense.size()) < c.cells) {
+            // a few heavy users (rows past 32 entries) and duplicates
+            const int32_t u = rng() % 4 == 0 ? static_cast<int32_t>(rng() % 5) : static_cast<int32_t>(rng() % c.users);
+            const double x = std::uniform_real_distribution<double>(0, 1)(rng);
+            dense.push_back(Triplet{u, static_cast<int32_t>(x * x * c.items), 0.5 + (rng() % 9) * 0.73});
+        }
+        std::shuffle(dense.begin(), dense.end(), rng);
+        // ids spread over the int32 range, order kept: forces the radix path
+        auto spread = [](int32_t id) { return static_cast<int32_t>(INT32_MIN + 2001LL * id + 17); };
+        std::vector<Triplet> sparse = dense;
+        for (Triplet& t : sparse) {
+            t.user = spread(t.user);
+            t.item = spread(t.item);
+        }
+        TrainOptions plain{20};
+        TrainOptions rp3{0};
+        rp3.weighting = Weighting::binary;
+        rp3.similarity = Similarity::rp3beta;
+        TrainOptions bm25{10};
+        bm25.weighting = Weighting::bm25;
+        bm25.shrink = 5;
+        for (const TrainOptions& o : {plain, rp3, bm25}) {
+            const Model a = train(dense, o);
+            Model b = train(sparse, o);
+            ASSERT_EQ(a.item_ids.size(), b.item_ids.size());
+            for (int32_t& id : b.item_ids) id = static_cast<int32_t>((static_cast<int64_t>(id) - INT32_MIN - 17) / 2001);
+            for (int32_t& id : b.nbr_ids) id = static_cast<int32_t>((static_cast<int64_t>(id) - INT32_MIN - 17) / 2001);
+            for (int32_t& id : b.popular_ids) id = static_cast<int32_t>((static_cast<int64_t>(id) - INT32_MIN - 17) / 2001);
+            expect_same_model(a, b);
+            EXPECT_GT(a.pairs(), 0);
+            EXPECT_LT(a.n_cells, c.cells);  // duplicates were merged
+        }
+    }
 }
