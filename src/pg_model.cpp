@@ -21,11 +21,12 @@ static void check_reader_grants(void)
 {
     Oid nsp = get_namespace_oid("recsys", false);
     Oid user = GetUserId();
-    // recsys.config: the recommendable items (issue #8).
-    Oid tables[3] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp),
-                     get_relname_relid("config", nsp)};
+    // recsys.config: the recommendable items (issue #8); recsys.neighbors
+    // here too, as the neighbour cache may serve a call without reading it.
+    Oid tables[4] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp),
+                     get_relname_relid("config", nsp), get_relname_relid("neighbors", nsp)};
     bool ok = pg_namespace_aclcheck(nsp, user, ACL_USAGE) == ACLCHECK_OK;
-    for (int i = 0; ok && i < 3; i++)
+    for (int i = 0; ok && i < 4; i++)
         ok = OidIsValid(tables[i]) && pg_class_aclcheck(tables[i], user, ACL_SELECT) == ACLCHECK_OK;
     if (!ok) {
         const char* role = quote_identifier(GetUserNameFromId(user, false));
@@ -46,6 +47,7 @@ static bool legacy_schema(void)
 }
 
 static SPIPlanPtr active_plan = NULL;
+static SPIPlanPtr active_rec_plan = NULL;
 static SPIPlanPtr weights_plan = NULL;
 
 // The recorded weights and mapping of the last model served, kept for the
@@ -113,11 +115,20 @@ static void free_mapping(ModelMapping* map)
 void active_model_read(ActiveModel* m)
 {
     check_reader_grants();
-    if (active_plan == NULL)
-        active_plan = keep_plan("SELECT a.model_id, m.source_relation FROM recsys.active_model a "
-                                "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
-                                0, NULL);
-    if (SPI_execute_plan(active_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+    // The recommendable relation comes in the same query (one statement
+    // fewer per call); a database still at 1.0's objects has no such column.
+    Oid config = get_relname_relid("config", get_namespace_oid("recsys", false));
+    bool with_rec = get_attnum(config, "recommendable_relation") != InvalidAttrNumber;
+    SPIPlanPtr* plan = with_rec ? &active_rec_plan : &active_plan;
+    if (*plan == NULL)
+        *plan = keep_plan(with_rec ? "SELECT a.model_id, m.source_relation, c.recommendable_relation, "
+                                     "c.recommendable_column FROM recsys.active_model a "
+                                     "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id "
+                                     "LEFT JOIN recsys.config c ON true"
+                                   : "SELECT a.model_id, m.source_relation FROM recsys.active_model a "
+                                     "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
+                          0, NULL);
+    if (SPI_execute_plan(*plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "recsys: reading the active model failed");
     if (SPI_processed == 0)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -126,6 +137,8 @@ void active_model_read(ActiveModel* m)
     bool isnull;
     m->model_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
     m->source = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    m->rec_relation = with_rec ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3) : NULL;
+    m->rec_column = with_rec ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4) : NULL;
     if (legacy_schema()) {
         // A database still at 1.0 serves with the live weights, as 1.0 did.
         if (SPI_execute("SELECT " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS) ", " RECSYS_LIVE_WEIGHTS, true, 1) !=
