@@ -66,6 +66,7 @@ SELECT count(*) FROM recsys_recommend(ARRAY[1], 3, false);
 -- score(4) = 2/sqrt6 + 1/2 and score(6) = 1/sqrt3, and no fill is left
 -- (1, 2, 3 are history, 4 and 6 listed, 5 not in the model).
 SELECT model_id AS first_model FROM recsys.active_model \gset
+SELECT pinned FROM recsys_pin(:first_model);   -- kept whatever retention drops
 CREATE TEMP TABLE u3_events AS SELECT * FROM store.events WHERE user_id = 3;
 DELETE FROM store.events WHERE user_id = 3;
 SELECT users, items FROM recsys_train();
@@ -76,6 +77,7 @@ SELECT r.product_id, r.rank, r.source, pg_temp.matches(r.score, h.score) AS as_b
 -- Back to the first model (an id this session cached before): its values.
 INSERT INTO store.events SELECT * FROM u3_events;
 SELECT count(*) AS activated FROM recsys_activate(:first_model);
+SELECT pinned FROM recsys_pin(:first_model, false);
 SELECT r.product_id, r.rank, r.source, pg_temp.matches(r.score, h.score) AS as_by_hand
   FROM recsys_recommend(ARRAY[1], 3) r
   JOIN hand h ON (h.user_id, h.product_id, h.source) = (r.user_id, r.product_id, r.source)
