@@ -77,7 +77,6 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
     check_seen(seen);
     const std::size_t n = static_cast<std::size_t>(top_n);
     const std::vector<HistoryItem> h = normalize_history(history);
-    const Exclusion ex{h, seen, exclude_seen, filter};
 
     // Collaborative scores: w * sim summed per neighbour in an open-addressing
     // table.  Each neighbour's contributions are added in generation order
@@ -93,11 +92,19 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         }
     }
     std::size_t cap = 16;
-    while (cap < 2 * upper) cap <<= 1;
+    int bits = 4;
+    while (cap < 2 * upper) {
+        cap <<= 1;
+        ++bits;
+    }
     const std::size_t mask = cap - 1;
+    // Fibonacci hashing: the high bits of the product.
+    auto home = [bits](int32_t item) {
+        return static_cast<std::size_t>((static_cast<uint32_t>(item) * 2654435761u) >> (32 - bits));
+    };
     std::vector<int32_t> slot_item(cap);
     std::vector<double> slot_score(cap);
-    std::vector<uint8_t> used(cap, 0);
+    std::vector<uint8_t> used(cap, 0);  // 0 free, 1 a candidate, 2 excluded by exclude_seen
     std::vector<uint32_t> order;  // slots in first-seen order
     order.reserve(upper);
     for (std::size_t q = 0; q < lists.size(); ++q) {
@@ -105,7 +112,7 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         const double w = h[q].weight;
         for (std::size_t k = 0; k < nl.size; ++k) {
             const int32_t item = nl.ids[k];
-            std::size_t pos = (static_cast<uint32_t>(item) * 2654435761u) & mask;
+            std::size_t pos = home(item);
             while (used[pos] && slot_item[pos] != item) pos = (pos + 1) & mask;
             if (!used[pos]) {
                 used[pos] = 1;
@@ -116,11 +123,22 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
             slot_score[pos] += w * nl.sims[k];
         }
     }
+    // The history and the seen items that got a score are excluded here, by
+    // their slots (a few lookups instead of a search per candidate).
+    if (exclude_seen) {
+        auto exclude = [&](int32_t item) {
+            std::size_t pos = home(item);
+            while (used[pos] && slot_item[pos] != item) pos = (pos + 1) & mask;
+            if (used[pos]) used[pos] = 2;
+        };
+        for (const HistoryItem& hi : h) exclude(hi.item);
+        for (int32_t item : seen) exclude(item);
+    }
     std::vector<Scored> cand;
     cand.reserve(order.size());
     for (uint32_t pos : order) {
         const double sc = slot_score[pos];
-        if (sc > 0 && !ex.excluded(slot_item[pos]))
+        if (sc > 0 && used[pos] == 1 && filter.passes(slot_item[pos]))
             cand.push_back(Scored{sc, slot_item[pos]});
     }
     detail::select_top_k(cand, n);
