@@ -59,6 +59,38 @@ SELECT r.user_id, r.product_id, r.rank, r.source, pg_temp.matches(r.score, h.sco
 SELECT count(*) FROM recsys_recommend(ARRAY[1], 3);
 SELECT count(*) FROM recsys_recommend(ARRAY[1], 3, false);
 
+-- The neighbour cache (recsys.neighbor_cache_size) keeps the lists this
+-- session has read, per model.  A model trained on another log is served
+-- from the next call on: without u3, U_1 = {1,2,4}, U_2 = {1,2}, U_3 = {1},
+-- U_4 = {2,4}, U_6 = {4} and 5 has no user, so for u1 (history 1 2 3)
+-- score(4) = 2/sqrt6 + 1/2 and score(6) = 1/sqrt3, and no fill is left
+-- (1, 2, 3 are history, 4 and 6 listed, 5 not in the model).
+SELECT model_id AS first_model FROM recsys.active_model \gset
+SELECT pinned FROM recsys_pin(:first_model);   -- kept whatever retention drops
+CREATE TEMP TABLE u3_events AS SELECT * FROM store.events WHERE user_id = 3;
+DELETE FROM store.events WHERE user_id = 3;
+SELECT users, items FROM recsys_train();
+SELECT r.product_id, r.rank, r.source, pg_temp.matches(r.score, h.score) AS as_by_hand
+  FROM recsys_recommend(ARRAY[1], 3) r
+  FULL JOIN (VALUES (4, 2 / sqrt(6) + 0.5), (6, 1 / sqrt(3))) h(product_id, score) USING (product_id)
+ ORDER BY r.rank;
+-- Back to the first model (an id this session cached before): its values.
+INSERT INTO store.events SELECT * FROM u3_events;
+SELECT count(*) AS activated FROM recsys_activate(:first_model);
+SELECT pinned FROM recsys_pin(:first_model, false);
+SELECT r.product_id, r.rank, r.source, pg_temp.matches(r.score, h.score) AS as_by_hand
+  FROM recsys_recommend(ARRAY[1], 3) r
+  JOIN hand h ON (h.user_id, h.product_id, h.source) = (r.user_id, r.product_id, r.source)
+ ORDER BY r.rank;
+-- Served without the cache, every list is the same.
+CREATE TEMP TABLE cached AS SELECT * FROM recsys_recommend(ARRAY[1, 2, 3, 4, 99], 6);
+SET recsys.neighbor_cache_size = 0;
+SELECT count(*) AS rows, count(c.*) AS same_as_cached
+  FROM recsys_recommend(ARRAY[1, 2, 3, 4, 99], 6) r
+  LEFT JOIN cached c ON (c.user_id, c.product_id, c.score, c.rank, c.source)
+                      = (r.user_id, r.product_id, r.score, r.rank, r.source);
+RESET recsys.neighbor_cache_size;
+
 -- 2. The attribute pattern: products of a category in a price range.
 CREATE TABLE store.products (product_id int PRIMARY KEY, category text, price numeric, in_stock boolean);
 INSERT INTO store.products VALUES

@@ -61,6 +61,22 @@ struct Exclusion {
     }
 };
 
+// recommend_cf's score table.
+struct Slot {
+    int32_t item;
+    uint32_t stamp;
+    double score;
+};
+struct ScoreTable {
+    std::vector<Slot> slots;
+    uint32_t stamp = 0;
+};
+constexpr std::size_t kKeptSlots = std::size_t{1} << 16;  // 1 MB kept per thread at most
+ScoreTable& kept_table() {
+    thread_local ScoreTable table;
+    return table;
+}
+
 void check_seen(const std::vector<int32_t>& seen) {
     if (!std::is_sorted(seen.begin(), seen.end()))
         throw InvalidInput("recsys: the seen items must be sorted");
@@ -77,7 +93,6 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
     check_seen(seen);
     const std::size_t n = static_cast<std::size_t>(top_n);
     const std::vector<HistoryItem> h = normalize_history(history);
-    const Exclusion ex{h, seen, exclude_seen, filter};
 
     // Collaborative scores: w * sim summed per neighbour in an open-addressing
     // table.  Each neighbour's contributions are added in generation order
@@ -93,11 +108,31 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         }
     }
     std::size_t cap = 16;
-    while (cap < 2 * upper) cap <<= 1;
+    int bits = 4;
+    while (cap < 2 * upper) {
+        cap <<= 1;
+        ++bits;
+    }
     const std::size_t mask = cap - 1;
-    std::vector<int32_t> slot_item(cap);
-    std::vector<double> slot_score(cap);
-    std::vector<uint8_t> used(cap, 0);
+    // Fibonacci hashing: the high bits of the product.
+    auto home = [bits](int32_t item) {
+        return static_cast<std::size_t>((static_cast<uint32_t>(item) * 2654435761u) >> (32 - bits));
+    };
+    // One slot per candidate: item, stamp and score side by side (one cache
+    // line a probe).  The table is kept per thread between calls (up to
+    // kKeptSlots slots): a slot is in use when its stamp is this call's.
+    ScoreTable local;
+    ScoreTable& t = cap <= kKeptSlots ? kept_table() : local;
+    if (t.slots.size() < cap) {
+        t.slots.assign(cap, Slot{0, 0, 0});
+        t.stamp = 0;
+    }
+    if (++t.stamp == 0) {  // wrapped: clear the old stamps once
+        for (Slot& sl : t.slots) sl.stamp = 0;
+        t.stamp = 1;
+    }
+    const uint32_t now = t.stamp;
+    Slot* slots = t.slots.data();
     std::vector<uint32_t> order;  // slots in first-seen order
     order.reserve(upper);
     for (std::size_t q = 0; q < lists.size(); ++q) {
@@ -105,23 +140,36 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         const double w = h[q].weight;
         for (std::size_t k = 0; k < nl.size; ++k) {
             const int32_t item = nl.ids[k];
-            std::size_t pos = (static_cast<uint32_t>(item) * 2654435761u) & mask;
-            while (used[pos] && slot_item[pos] != item) pos = (pos + 1) & mask;
-            if (!used[pos]) {
-                used[pos] = 1;
-                slot_item[pos] = item;
-                slot_score[pos] = 0;
+            std::size_t pos = home(item);
+            while (slots[pos].stamp == now && slots[pos].item != item) pos = (pos + 1) & mask;
+            Slot& sl = slots[pos];
+            if (sl.stamp != now) {
+                sl.stamp = now;
+                sl.item = item;
+                sl.score = 0;
                 order.push_back(static_cast<uint32_t>(pos));
             }
-            slot_score[pos] += w * nl.sims[k];
+            sl.score += w * nl.sims[k];
         }
+    }
+    // The history and the seen items that got a score are excluded here, by
+    // their slots (a few lookups instead of a search per candidate): a score
+    // of 0 is never a candidate.
+    if (exclude_seen) {
+        auto exclude = [&](int32_t item) {
+            std::size_t pos = home(item);
+            while (slots[pos].stamp == now && slots[pos].item != item) pos = (pos + 1) & mask;
+            if (slots[pos].stamp == now) slots[pos].score = 0;
+        };
+        for (const HistoryItem& hi : h) exclude(hi.item);
+        for (int32_t item : seen) exclude(item);
     }
     std::vector<Scored> cand;
     cand.reserve(order.size());
     for (uint32_t pos : order) {
-        const double sc = slot_score[pos];
-        if (sc > 0 && !ex.excluded(slot_item[pos]))
-            cand.push_back(Scored{sc, slot_item[pos]});
+        const Slot& sl = slots[pos];
+        if (sl.score > 0 && filter.passes(sl.item))
+            cand.push_back(Scored{sl.score, sl.item});
     }
     detail::select_top_k(cand, n);
     out.reserve(cand.size());

@@ -4,6 +4,10 @@
 #include "pg_limits.hpp"
 
 extern "C" {
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -13,6 +17,8 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 }
 
 // Serving reads the model tables with the caller's rights: say which grants
@@ -21,11 +27,12 @@ static void check_reader_grants(void)
 {
     Oid nsp = get_namespace_oid("recsys", false);
     Oid user = GetUserId();
-    // recsys.config: the recommendable items (issue #8).
-    Oid tables[3] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp),
-                     get_relname_relid("config", nsp)};
+    // recsys.config: the recommendable items (issue #8); recsys.neighbors
+    // here too, as the neighbour cache may serve a call without reading it.
+    Oid tables[4] = {get_relname_relid("active_model", nsp), get_relname_relid("models", nsp),
+                     get_relname_relid("config", nsp), get_relname_relid("neighbors", nsp)};
     bool ok = pg_namespace_aclcheck(nsp, user, ACL_USAGE) == ACLCHECK_OK;
-    for (int i = 0; ok && i < 3; i++)
+    for (int i = 0; ok && i < 4; i++)
         ok = OidIsValid(tables[i]) && pg_class_aclcheck(tables[i], user, ACL_SELECT) == ACLCHECK_OK;
     if (!ok) {
         const char* role = quote_identifier(GetUserNameFromId(user, false));
@@ -46,6 +53,7 @@ static bool legacy_schema(void)
 }
 
 static SPIPlanPtr active_plan = NULL;
+static SPIPlanPtr active_rec_plan = NULL;
 static SPIPlanPtr weights_plan = NULL;
 
 // The recorded weights and mapping of the last model served, kept for the
@@ -110,14 +118,91 @@ static void free_mapping(ModelMapping* map)
     pfree(map);
 }
 
+static char* cached_source = NULL;   // recsys.models.source_relation of cached_model_id
+
+// The value of column `col` in the first row of `rel` (NULL when NULL).
+static char* text_of(Relation rel, HeapTuple t, const char* col)
+{
+    AttrNumber att = get_attnum(RelationGetRelid(rel), col);
+    if (att == InvalidAttrNumber)
+        return NULL;
+    bool isnull;
+    Datum d = heap_getattr(t, att, RelationGetDescr(rel), &isnull);
+    if (isnull)
+        return NULL;
+    Oid type = TupleDescAttr(RelationGetDescr(rel), att - 1)->atttypid;
+    return type == NAMEOID ? pstrdup(NameStr(*DatumGetName(d))) : TextDatumGetCString(d);
+}
+
+// The one row of recsys.active_model and of recsys.config, read in the
+// statement's snapshot (the one SPI's read-only queries use) without the
+// executor: a call spends most of a statement's cost on these two rows
+// otherwise.  False when either table has row security (SPI reads them
+// then); the caller's SELECT rights were checked.
+static bool read_singletons(Oid nsp, bool* has_model, int64* model_id, char** rec_rel, char** rec_col)
+{
+    Oid ids[2] = {get_relname_relid("active_model", nsp), get_relname_relid("config", nsp)};
+    Relation rels[2];
+    for (int i = 0; i < 2; i++)
+        rels[i] = table_open(ids[i], AccessShareLock);
+    bool ok = !rels[0]->rd_rel->relrowsecurity && !rels[1]->rd_rel->relrowsecurity;
+    *has_model = false;
+    *rec_rel = NULL;
+    *rec_col = NULL;
+    for (int i = 0; ok && i < 2; i++) {
+        TableScanDesc scan = table_beginscan(rels[i], GetActiveSnapshot(), 0, NULL);
+        HeapTuple t = heap_getnext(scan, ForwardScanDirection);
+        if (t != NULL && i == 0) {
+            bool isnull;
+            Datum d = heap_getattr(t, get_attnum(ids[0], "model_id"), RelationGetDescr(rels[0]), &isnull);
+            *has_model = !isnull;
+            *model_id = isnull ? 0 : DatumGetInt64(d);
+        } else if (t != NULL) {
+            *rec_rel = text_of(rels[1], t, "recommendable_relation");
+            *rec_col = text_of(rels[1], t, "recommendable_column");
+        }
+        table_endscan(scan);
+    }
+    for (int i = 0; i < 2; i++)
+        table_close(rels[i], AccessShareLock);
+    return ok;
+}
+
 void active_model_read(ActiveModel* m)
 {
     check_reader_grants();
-    if (active_plan == NULL)
-        active_plan = keep_plan("SELECT a.model_id, m.source_relation FROM recsys.active_model a "
-                                "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
-                                0, NULL);
-    if (SPI_execute_plan(active_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+    Oid nsp = get_namespace_oid("recsys", false);
+    if (!legacy_schema() && ActiveSnapshotSet()) {
+        // The model served last: its settings are cached, two rows say
+        // which model and which recommendable items.
+        bool has_model;
+        int64 id;
+        char *rec_rel, *rec_col;
+        if (read_singletons(nsp, &has_model, &id, &rec_rel, &rec_col) && has_model && id == cached_model_id &&
+            cached_source != NULL) {
+            m->model_id = id;
+            m->source = pstrdup(cached_source);
+            m->rec_relation = rec_rel;
+            m->rec_column = rec_col;
+            m->weights = cached_weights;
+            m->map = cached_map;
+            return;
+        }
+    }
+    // The recommendable relation comes in the same query (one statement
+    // fewer per call); a database still at 1.0's objects has no such column.
+    Oid config = get_relname_relid("config", nsp);
+    bool with_rec = get_attnum(config, "recommendable_relation") != InvalidAttrNumber;
+    SPIPlanPtr* plan = with_rec ? &active_rec_plan : &active_plan;
+    if (*plan == NULL)
+        *plan = keep_plan(with_rec ? "SELECT a.model_id, m.source_relation, c.recommendable_relation, "
+                                     "c.recommendable_column FROM recsys.active_model a "
+                                     "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id "
+                                     "LEFT JOIN recsys.config c ON true"
+                                   : "SELECT a.model_id, m.source_relation FROM recsys.active_model a "
+                                     "JOIN recsys.models m ON m.model_id OPERATOR(pg_catalog.=) a.model_id",
+                          0, NULL);
+    if (SPI_execute_plan(*plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "recsys: reading the active model failed");
     if (SPI_processed == 0)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -126,6 +211,8 @@ void active_model_read(ActiveModel* m)
     bool isnull;
     m->model_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
     m->source = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    m->rec_relation = with_rec ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3) : NULL;
+    m->rec_column = with_rec ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4) : NULL;
     if (legacy_schema()) {
         // A database still at 1.0 serves with the live weights, as 1.0 did.
         if (SPI_execute("SELECT " RECSYS_WEIGHTS_SQL(RECSYS_LIVE_WEIGHTS) ", " RECSYS_LIVE_WEIGHTS, true, 1) !=
@@ -172,6 +259,9 @@ void active_model_read(ActiveModel* m)
         cached_weights.types = datumCopy(w.types, false, -1);
         cached_weights.weights = datumCopy(w.weights, false, -1);
         cached_weights.n = w.n;
+        if (cached_source != NULL)
+            pfree(cached_source);
+        cached_source = pstrdup(m->source);
         MemoryContextSwitchTo(old);
         cached_model_id = m->model_id;
     }

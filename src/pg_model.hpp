@@ -29,6 +29,8 @@ struct ActiveModel {
     char* source;            // the events relation's stored name
     SourceWeights weights;   // the weights it was trained with (> 0 only)
     const ModelMapping* map;
+    char* rec_relation;      // recsys_set_recommendable's relation and column
+    char* rec_column;        // (NULL: none configured)
 };
 
 // Reads the active model; 55000 with a hint when none is trained.

@@ -19,6 +19,7 @@
 #include "pg_limits.hpp"
 #include "pg_ids.hpp"
 #include "pg_model.hpp"
+#include "pg_settings.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -33,6 +34,7 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/hsearch.h"
 #include "utils/regproc.h"
 
 PG_FUNCTION_INFO_V1(recsys_recommend);
@@ -43,7 +45,6 @@ PG_FUNCTION_INFO_V1(recsys_explain);
 // Plans kept for the life of the backend; the plan cache replans them after DDL.
 static SPIPlanPtr neighbors_plan = NULL;
 static SPIPlanPtr popular_plan = NULL;
-static SPIPlanPtr recommendable_plan = NULL;
 static SPIPlanPtr popularity_of_plan = NULL;
 
 // Builds an int4[] datum from n ints.
@@ -53,12 +54,6 @@ static Datum int_array(const int32* v, int n)
     for (int i = 0; i < n; i++)
         d[i] = Int32GetDatum(v[i]);
     return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
-}
-
-static int cmp_int32(const void* a, const void* b)
-{
-    int32 x = *(const int32*) a, y = *(const int32*) b;
-    return x < y ? -1 : (x > y ? 1 : 0);
 }
 
 // A requested id, its key and where it came in the array.
@@ -77,24 +72,13 @@ static int cmp_requser(const void* a, const void* b)
     return x->pos < y->pos ? -1 : (x->pos > y->pos ? 1 : 0);
 }
 
-// Orders a user's events by user, then item (the known ones).
-static int cmp_event(const void* a, const void* b)
-{
-    const UserEvent* x = (const UserEvent*) a;
-    const UserEvent* y = (const UserEvent*) b;
-    if (x->user != y->user)
-        return x->user < y->user ? -1 : 1;
-    if (x->item != y->item)
-        return x->item < y->item ? -1 : 1;
-    return 0;
-}
-
 // Sorts v and removes duplicates; returns the new length.
 static int sort_unique(int32* v, int n)
 {
     if (n == 0)
         return 0;
-    qsort(v, n, sizeof(int32), cmp_int32);
+    if (!std::is_sorted(v, v + n))   // filters often come sorted
+        std::sort(v, v + n);
     int m = 1;
     for (int i = 1; i < n; i++)
         if (v[i] != v[m - 1])
@@ -107,14 +91,22 @@ static int sort_unique(int32* v, int n)
 // argument is NULL or absent.
 struct ArrayArg {
     bool given;
-    Datum* elems;
+    Datum* elems;        // NULL when ints holds the elements
+    const int32* ints;   // an int4[] without NULLs: its data, not deconstructed
     int n;
     Oid elem;
 };
+
+// Element i of an array argument.
+static inline Datum arg_elem(const ArrayArg* a, int i)
+{
+    return a->ints != NULL ? Int32GetDatum(a->ints[i]) : a->elems[i];
+}
 static void read_array_arg(FunctionCallInfo fcinfo, int arg, const char* name, int max, ArrayArg* out)
 {
     out->given = false;
     out->elems = NULL;
+    out->ints = NULL;
     out->n = 0;
     out->elem = InvalidOid;
     if (arg >= PG_NARGS() || PG_ARGISNULL(arg))
@@ -131,6 +123,11 @@ static void read_array_arg(FunctionCallInfo fcinfo, int arg, const char* name, i
     out->elem = ARR_ELEMTYPE(arr);
     if (n == 0)
         return;
+    if (out->elem == INT4OID && !ARR_HASNULL(arr)) {
+        out->ints = (const int32*) ARR_DATA_PTR(arr);
+        out->n = n;
+        return;
+    }
     int16 typlen;
     bool typbyval;
     char typalign;
@@ -149,13 +146,16 @@ static int32* item_indices_of(int64 model_id, Oid item_type, const ArrayArg* a)
 {
     int32* idx = (int32*) palloc(sizeof(int32) * Max(a->n, 1));
     if (item_type == INT4OID) {
-        for (int i = 0; i < a->n; i++)
-            idx[i] = DatumGetInt32(a->elems[i]);
+        if (a->ints != NULL)
+            memcpy(idx, a->ints, sizeof(int32) * a->n);
+        else
+            for (int i = 0; i < a->n; i++)
+                idx[i] = DatumGetInt32(a->elems[i]);
         return idx;
     }
     char** keys = (char**) palloc(sizeof(char*) * Max(a->n, 1));
     for (int i = 0; i < a->n; i++)
-        keys[i] = id_key_text(a->elems[i], a->elem);
+        keys[i] = id_key_text(arg_elem(a, i), a->elem);
     item_indices(model_id, keys, a->n, idx);
     return idx;
 }
@@ -196,20 +196,11 @@ static Oid served_type_of(Oid t)
 // The items of the recommendable relation (recsys_set_recommendable) as
 // sorted distinct model indices.  Returns false
 // when none is configured.
-static bool read_recommendable(int64 model_id, Oid item_type, int32** out, int* n_out)
+static bool read_recommendable(const ActiveModel* model, Oid item_type, int32** out, int* n_out)
 {
-    Oid config = get_relname_relid("config", get_namespace_oid("recsys", false));
-    if (get_attnum(config, "recommendable_relation") == InvalidAttrNumber)
-        return false;   // a database still at 1.0's SQL objects
-    if (recommendable_plan == NULL)
-        recommendable_plan = keep_plan("SELECT c.recommendable_relation, c.recommendable_column FROM recsys.config c",
-                                       0, NULL);
-    if (SPI_execute_plan(recommendable_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading recsys.config failed");
-    if (SPI_processed != 1)
-        return false;
-    char* name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-    char* col = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    int64 model_id = model->model_id;
+    const char* name = model->rec_relation;
+    const char* col = model->rec_column;
     if (name == NULL || col == NULL)
         return false;
     RangeVar* rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
@@ -302,10 +293,11 @@ static int intersect_sorted(int32* a, int na, const int32* b, int nb)
 // The filter of a call: include_items (argument inc) and the recommendable
 // relation allow, exclude_items (argument exc) denies.  Arrays were checked
 // by read_array_arg.
-static void build_filter(int64 model_id, Oid item_type, const ArrayArg* inc, const ArrayArg* exc,
+static void build_filter(const ActiveModel* model, Oid item_type, const ArrayArg* inc, const ArrayArg* exc,
                          recsys::ItemFilter* f)
 {
     static const int32 empty_set[1] = {0};
+    int64 model_id = model->model_id;
     f->allowed = NULL;
     f->n_allowed = 0;
     f->denied = NULL;
@@ -316,7 +308,7 @@ static void build_filter(int64 model_id, Oid item_type, const ArrayArg* inc, con
         allowed = filter_indices(model_id, item_type, inc, &n_allowed);
     int32* rec;
     int n_rec;
-    if (read_recommendable(model_id, item_type, &rec, &n_rec)) {
+    if (read_recommendable(model, item_type, &rec, &n_rec)) {
         if (allowed == NULL) {
             allowed = rec;
             n_allowed = n_rec;
@@ -418,7 +410,9 @@ static int user_cells(UserEvent* ev, int n_ev, int n_users, int** first_out, int
     for (int i = 0; i < n_ev; i++)
         if (ev[i].known)
             ev[n_known++] = ev[i];
-    qsort(ev, n_known, sizeof(UserEvent), cmp_event);
+    std::sort(ev, ev + n_known, [](const UserEvent& x, const UserEvent& y) {
+        return x.user != y.user ? x.user < y.user : x.item < y.item;
+    });
     int n_cells = 0;
     for (int i = 0; i < n_known; i++) {
         if (n_cells > 0 && ev[n_cells - 1].user == ev[i].user && ev[n_cells - 1].item == ev[i].item) {
@@ -441,16 +435,84 @@ static int user_cells(UserEvent* ev, int n_ev, int n_users, int** first_out, int
     return n_cells;
 }
 
-// The stored neighbours of some items, sorted by item, flattened.
+// The stored neighbours of some items, sorted by item: item[k]'s list is
+// ids[k][0..len[k]) with sims[k][...] (in the neighbour cache or the call's
+// memory).
 struct NeighborTable {
     int32* item;
-    int64* off;   // neighbours of item[k]: [off[k], off[k+1])
-    int32* ids;
-    double* sims;
+    const int32** ids;
+    const double** sims;
+    int32* len;
     int n;
 };
 
-// Reads the neighbours of the history items (w > 0) of the cells.
+// The neighbour cache: the lists of the items served so far, of one model
+// (and one recsys.neighbors relation), kept for the backend's life.  A
+// model's rows never change after its training committed and model ids are
+// never reused, so entries need no other invalidation; the cache starts
+// over when another model is served, and when it has outgrown
+// recsys.neighbor_cache_size (checked before each call's reads, so the
+// lists a call holds stay valid).  An item without a row is kept with
+// length 0.
+struct NbEntry {
+    int32 item;   // hash key
+    int32 len;
+    int32* ids;
+    double* sims;
+};
+static MemoryContext nb_cxt = NULL;
+static HTAB* nb_hash = NULL;
+static int64 nb_model = -1;
+static Oid nb_rel = InvalidOid;
+
+// Readies the cache for model_id; false when it is turned off.
+static bool nb_cache_ready(int64 model_id)
+{
+    Oid rel = get_relname_relid("neighbors", get_namespace_oid("recsys", false));
+    Size limit = (Size) recsys_neighbor_cache_kb * 1024;
+    if (nb_cxt != NULL &&
+        (nb_model != model_id || nb_rel != rel || limit == 0 || MemoryContextMemAllocated(nb_cxt, true) > limit)) {
+        MemoryContextDelete(nb_cxt);
+        nb_cxt = NULL;
+        nb_hash = NULL;
+    }
+    if (limit == 0)
+        return false;
+    if (nb_cxt == NULL) {
+        MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "recsys neighbour cache", ALLOCSET_DEFAULT_SIZES);
+        HASHCTL ctl;
+        memset(&ctl, 0, sizeof ctl);
+        ctl.keysize = sizeof(int32);
+        ctl.entrysize = sizeof(NbEntry);
+        ctl.hcxt = cxt;
+        nb_hash = hash_create("recsys neighbour cache", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+        nb_cxt = cxt;
+        nb_model = model_id;
+        nb_rel = rel;
+    }
+    return true;
+}
+
+// Keeps a list in the cache and returns its copies (made before the entry,
+// so an error leaves no half-made entry).
+static NbEntry* nb_cache_put(int32 item, int32 len, const void* ids, const void* sims)
+{
+    int32* i2 = (int32*) MemoryContextAlloc(nb_cxt, sizeof(int32) * Max(len, 1));
+    double* s2 = (double*) MemoryContextAlloc(nb_cxt, sizeof(double) * Max(len, 1));
+    if (len > 0) {
+        memcpy(i2, ids, sizeof(int32) * len);
+        memcpy(s2, sims, sizeof(double) * len);
+    }
+    bool found;
+    NbEntry* e = (NbEntry*) hash_search(nb_hash, &item, HASH_ENTER, &found);
+    e->len = len;
+    e->ids = i2;
+    e->sims = s2;
+    return e;
+}
+
+// Reads the neighbours of the history items (w > 0) of the cells: from the
+// cache, the others in one indexed query (kept in the cache).
 static void read_neighbors(int64 model_id, const UserEvent* cells, int n_cells, NeighborTable* t)
 {
     int32* items = (int32*) palloc(sizeof(int32) * Max(n_cells, 1));
@@ -459,52 +521,90 @@ static void read_neighbors(int64 model_id, const UserEvent* cells, int n_cells, 
         if (cells[i].w > 0)
             items[n_items++] = cells[i].item;
     n_items = sort_unique(items, n_items);
-    t->item = (int32*) palloc(sizeof(int32) * Max(n_items, 1));
-    t->off = (int64*) palloc(sizeof(int64) * (n_items + 1));
-    t->ids = NULL;
-    t->sims = NULL;
+    // Slot k holds items[k]'s list (length 0: none); compacted at the end.
+    t->item = items;
+    t->ids = (const int32**) palloc(sizeof(int32*) * Max(n_items, 1));
+    t->sims = (const double**) palloc(sizeof(double*) * Max(n_items, 1));
+    t->len = (int32*) palloc0(sizeof(int32) * Max(n_items, 1));
     t->n = 0;
-    t->off[0] = 0;
     if (n_items == 0)
         return;
-    if (neighbors_plan == NULL) {
-        Oid types[2] = {INT8OID, INT4ARRAYOID};
-        neighbors_plan = keep_plan("SELECT item_id, neighbor_ids, sims FROM recsys.neighbors "
-                                   "WHERE model_id OPERATOR(pg_catalog.=) $1 "
-                                   "AND item_id OPERATOR(pg_catalog.=) ANY ($2) ORDER BY item_id",
-                                   2, types);
+    bool caching = nb_cache_ready(model_id);
+    int32* miss = (int32*) palloc(sizeof(int32) * n_items);
+    int* miss_slot = (int*) palloc(sizeof(int) * n_items);
+    int n_miss = 0;
+    for (int k = 0; k < n_items; k++) {
+        NbEntry* e = caching ? (NbEntry*) hash_search(nb_hash, &items[k], HASH_FIND, NULL) : NULL;
+        if (e == NULL) {
+            miss_slot[n_miss] = k;
+            miss[n_miss++] = items[k];
+        } else {
+            t->ids[k] = e->ids;
+            t->sims[k] = e->sims;
+            t->len[k] = e->len;
+        }
     }
-    Datum nargs[2] = {Int64GetDatum(model_id), int_array(items, n_items)};
-    if (SPI_execute_plan(neighbors_plan, nargs, NULL, true, 0) != SPI_OK_SELECT)
-        elog(ERROR, "recsys: reading neighbours failed");
-    int n_nb = (int) SPI_processed;
-    ArrayType** id_arrs = (ArrayType**) palloc(sizeof(ArrayType*) * Max(n_nb, 1));
-    ArrayType** sim_arrs = (ArrayType**) palloc(sizeof(ArrayType*) * Max(n_nb, 1));
-    int64 total = 0;
-    bool isnull;
-    for (int i = 0; i < n_nb; i++) {
-        HeapTuple tup = SPI_tuptable->vals[i];
-        t->item[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-        id_arrs[i] = DatumGetArrayTypeP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-        sim_arrs[i] = DatumGetArrayTypeP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
-        int len = ArrayGetNItems(ARR_NDIM(id_arrs[i]), ARR_DIMS(id_arrs[i]));
-        if (ARR_HASNULL(id_arrs[i]) || ARR_HASNULL(sim_arrs[i]) ||
-            ArrayGetNItems(ARR_NDIM(sim_arrs[i]), ARR_DIMS(sim_arrs[i])) != len)
-            ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                            errmsg("recsys: neighbour arrays of item %d in model " INT64_FORMAT " are damaged",
-                                   t->item[i], model_id),
-                            errhint("Retrain with SELECT * FROM recsys_train();")));
-        total += len;
-        t->off[i + 1] = total;
+    if (n_miss > 0) {
+        if (neighbors_plan == NULL) {
+            Oid types[2] = {INT8OID, INT4ARRAYOID};
+            neighbors_plan = keep_plan("SELECT item_id, neighbor_ids, sims FROM recsys.neighbors "
+                                       "WHERE model_id OPERATOR(pg_catalog.=) $1 "
+                                       "AND item_id OPERATOR(pg_catalog.=) ANY ($2) ORDER BY item_id",
+                                       2, types);
+        }
+        Datum nargs[2] = {Int64GetDatum(model_id), int_array(miss, n_miss)};
+        if (SPI_execute_plan(neighbors_plan, nargs, NULL, true, 0) != SPI_OK_SELECT)
+            elog(ERROR, "recsys: reading neighbours failed");
+        int n_nb = (int) SPI_processed;
+        bool isnull;
+        int m = 0;
+        for (int i = 0; i < n_nb; i++) {
+            HeapTuple tup = SPI_tuptable->vals[i];
+            int32 item = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+            ArrayType* ids = DatumGetArrayTypeP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+            ArrayType* sims = DatumGetArrayTypeP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+            int len = ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids));
+            if (ARR_HASNULL(ids) || ARR_HASNULL(sims) || ArrayGetNItems(ARR_NDIM(sims), ARR_DIMS(sims)) != len)
+                ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                                errmsg("recsys: neighbour arrays of item %d in model " INT64_FORMAT " are damaged",
+                                       item, model_id),
+                                errhint("Retrain with SELECT * FROM recsys_train();")));
+            // Rows come by item; the misses before this one have none.
+            for (; m < n_miss && miss[m] < item; m++)
+                if (caching)
+                    (void) nb_cache_put(miss[m], 0, NULL, NULL);
+            if (m == n_miss || miss[m] != item)
+                continue;   // cannot happen: the query asked for the misses only
+            int k = miss_slot[m++];
+            t->len[k] = len;
+            if (caching) {
+                NbEntry* e = nb_cache_put(item, len, ARR_DATA_PTR(ids), ARR_DATA_PTR(sims));
+                t->ids[k] = e->ids;
+                t->sims[k] = e->sims;
+            } else {
+                int32* i2 = (int32*) palloc(sizeof(int32) * Max(len, 1));
+                double* s2 = (double*) palloc(sizeof(double) * Max(len, 1));
+                memcpy(i2, ARR_DATA_PTR(ids), sizeof(int32) * len);
+                memcpy(s2, ARR_DATA_PTR(sims), sizeof(double) * len);
+                t->ids[k] = i2;
+                t->sims[k] = s2;
+            }
+        }
+        for (; m < n_miss; m++)
+            if (caching)
+                (void) nb_cache_put(miss[m], 0, NULL, NULL);
+        SPI_freetuptable(SPI_tuptable);
     }
-    t->ids = (int32*) palloc(sizeof(int32) * Max(total, (int64) 1));
-    t->sims = (double*) palloc(sizeof(double) * Max(total, (int64) 1));
-    for (int i = 0; i < n_nb; i++) {
-        int len = (int) (t->off[i + 1] - t->off[i]);
-        memcpy(t->ids + t->off[i], ARR_DATA_PTR(id_arrs[i]), sizeof(int32) * len);
-        memcpy(t->sims + t->off[i], ARR_DATA_PTR(sim_arrs[i]), sizeof(double) * len);
+    // Keep the items that have neighbours, in item order.
+    for (int k = 0; k < n_items; k++) {
+        if (t->len[k] == 0)
+            continue;
+        t->item[t->n] = t->item[k];
+        t->ids[t->n] = t->ids[k];
+        t->sims[t->n] = t->sims[k];
+        t->len[t->n] = t->len[k];
+        t->n++;
     }
-    t->n = n_nb;
 }
 
 // The neighbour list of an item in t (empty when it has none).
@@ -514,9 +614,9 @@ static recsys::NeighborList neighbors_in(const NeighborTable* t, int32 item)
     const int32* p = std::lower_bound(t->item, t->item + t->n, item);
     if (p != t->item + t->n && *p == item) {
         size_t k = (size_t) (p - t->item);
-        l.ids = t->ids + t->off[k];
-        l.sims = t->sims + t->off[k];
-        l.size = (size_t) (t->off[k + 1] - t->off[k]);
+        l.ids = t->ids[k];
+        l.sims = t->sims[k];
+        l.size = (size_t) t->len[k];
     }
     return l;
 }
@@ -684,7 +784,7 @@ extern "C" Datum recsys_recommend(PG_FUNCTION_ARGS)
     check_model_types(&model, user_type, item_type, "recsys_recommend");
     int64 model_id = model.model_id;
     recsys::ItemFilter filter;
-    build_filter(model_id, item_type, &inc, &exc, &filter);
+    build_filter(&model, item_type, &inc, &exc, &filter);
     SourceRel src;
     active_model_source(&model, &src);
     Datum* ids = (Datum*) palloc(sizeof(Datum) * n_users);
@@ -761,7 +861,7 @@ extern "C" Datum recsys_recommend_for_items(PG_FUNCTION_ARGS)
     check_model_types(&model, InvalidOid, item_type, "recsys_recommend_for_items");
     int64 model_id = model.model_id;
     recsys::ItemFilter filter;
-    build_filter(model_id, item_type, &inc, &exc, &filter);
+    build_filter(&model, item_type, &inc, &exc, &filter);
 
     // The basket as the cells of one user.
     int32* idx = item_indices_of(model_id, item_type, &items);

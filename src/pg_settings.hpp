@@ -8,3 +8,7 @@ enum RecsysSimilarityMethod {
 
 // recsys.similarity_method
 extern int recsys_similarity_method;
+
+// recsys.neighbor_cache_size (kB): how much of the active model's neighbour
+// lists each backend keeps between calls; 0 turns the cache off.
+extern int recsys_neighbor_cache_kb;
