@@ -39,13 +39,17 @@ static void write_neighbors(int64 model_id, const recsys::Model* m)
         elog(ERROR, "recsys: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
     MemoryContext loop_cxt = AllocSetContextCreate(CurrentMemoryContext, "recsys neighbours",
                                                    ALLOCSET_DEFAULT_SIZES);
-    MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+    MemoryContext old = CurrentMemoryContext;
     size_t n_items = m->item_ids.size();
     for (size_t k = 0; k < n_items; k++) {
         int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
         if (hi == lo)
             continue;
         CHECK_FOR_INTERRUPTS();
+        // Every iteration: SPI_execute_plan returns in SPI's procedure
+        // context, where these arrays would pile up until SPI_finish
+        // (a few kB an item: 7 MB at 7k items).
+        MemoryContextSwitchTo(loop_cxt);
         int n = (int) (hi - lo);
         Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
         Datum* sims = (Datum*) palloc(sizeof(Datum) * n);
