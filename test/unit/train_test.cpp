@@ -60,6 +60,19 @@ void expect_nbrs(const Model& m, int32_t item, const std::vector<NaiveNeighbor>&
     }
 }
 
+// Every item's neighbours in m are nm's: the same ids, and sims bit for bit.
+void expect_exact_nbrs(const Model& m, const recsys_test::NaiveModel& nm, uint32_t seed, int k) {
+    for (int32_t item : nm.items) {
+        const auto got = model_nbrs(m, item);
+        const auto& want = nm.nbrs.at(item);
+        ASSERT_EQ(got.size(), want.size()) << "seed " << seed << " k " << k;
+        for (std::size_t r = 0; r < want.size(); ++r) {
+            ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r;
+            ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r;
+        }
+    }
+}
+
 void expect_valid_csr(const Model& m) {
     ASSERT_EQ(m.nbr_offsets.size(), m.item_ids.size() + 1);
     EXPECT_EQ(m.nbr_offsets.front(), 0);
@@ -281,15 +294,8 @@ TEST(Train, AgreesWithBruteForce) {
                 EXPECT_EQ(m.n_cells, nm.n_cells);
                 EXPECT_EQ(m.popular_ids, nm.popular_ids);
                 EXPECT_EQ(m.popular_users, nm.popular_users);
-                for (int32_t item : nm.items) {
-                    const auto got = model_nbrs(m, item);
-                    const auto& want = nm.nbrs.at(item);
-                    ASSERT_EQ(got.size(), want.size()) << "seed " << seed << " k " << k;
-                    for (std::size_t r = 0; r < want.size(); ++r) {
-                        ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r;
-                        ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r;
-                    }
-                }
+                expect_exact_nbrs(m, nm, seed, k);
+                if (::testing::Test::HasFatalFailure()) return;
                 ++compared;
             }
         }
@@ -310,15 +316,8 @@ TEST(Train, AgreesWithBruteForceOnManyCandidates) {
             const Model m = train(cells, TrainOptions{k});
             const auto nm = recsys_test::naive_train(cells, k);
             ASSERT_EQ(m.item_ids, nm.items);
-            for (int32_t item : nm.items) {
-                const auto got = model_nbrs(m, item);
-                const auto& want = nm.nbrs.at(item);
-                ASSERT_EQ(got.size(), want.size()) << "seed " << seed << " k " << k;
-                for (std::size_t r = 0; r < want.size(); ++r) {
-                    ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r;
-                    ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r;
-                }
-            }
+            expect_exact_nbrs(m, nm, seed, k);
+            if (::testing::Test::HasFatalFailure()) return;
         }
     }
 }
