@@ -16,6 +16,7 @@
 
 extern "C" {
 #include "access/heapam.h"
+#include "access/hio.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -25,6 +26,7 @@ extern "C" {
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
@@ -103,7 +105,13 @@ static BulkRows* bulk_rows_open(const char* relname, const char* const* columns,
     b->rri = makeNode(ResultRelInfo);
     InitResultRelInfo(b->rri, rel, 1, NULL, 0);
     ExecOpenIndices(b->rri, false);
+    // The insertion target page kept pinned between batches, but not
+    // COPY's ring of buffers: the model is read right after its commit, so
+    // its pages stay in shared buffers, and a recycled dirty buffer of the
+    // ring would first flush the WAL up to it.
     b->bistate = GetBulkInsertState();
+    FreeAccessStrategy(b->bistate->strategy);
+    b->bistate->strategy = NULL;
     b->cid = GetCurrentCommandId(true);
     b->slots = (TupleTableSlot**) palloc(sizeof(TupleTableSlot*) * BULK_ROWS);
     for (int i = 0; i < BULK_ROWS; i++)
