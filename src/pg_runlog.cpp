@@ -3,7 +3,12 @@
 // rollback.
 //
 // The caller puts the row (jsonb text) into a DSM segment, starts a worker
-// and waits for it to exit.  The worker connects to the same database as the
+// and waits for it: for an end row until it has exited, so that the
+// outcome is committed when the run returns; for a start row only until it
+// has the segment (the fork, a few milliseconds, not the connection and the
+// commit, 20-60 ms), and the run goes on meanwhile.  That worker is
+// collected before the end row's is started (by then it has long exited),
+// and its failure is reported then.  The worker connects to the same database as the
 // bootstrap superuser, runs one fixed, schema-qualified statement with the
 // row as a parameter (no SQL text crosses over, and search_path is pinned),
 // commits, and reports through the segment.  No shared_preload_libraries is
@@ -26,6 +31,7 @@ extern "C" {
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -39,6 +45,7 @@ PGDLLEXPORT void recsys_run_log_main(Datum arg);
 // What the caller hands the worker, and what the worker hands back.
 struct RunLogMessage {
     Oid database;
+    int caller;               // the caller's pgprocno: its latch is set on attaching
     bool final;
     volatile bool attached;   // the worker has the segment (set by the worker)
     volatile bool done;       // the row is committed (set by the worker)
@@ -112,13 +119,14 @@ static int64 entry_run_id(Jsonb* j)
     return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
 }
 
-// Waits until the writer has exited.  A cancel arriving meanwhile is served
+// Waits until the writer has exited, or only until it has attached the
+// segment when `msg` is given.  A cancel arriving meanwhile is served
 // once the row is written (milliseconds; the worker's lock_timeout bounds
 // it), so the log never misses a start or an end that was under way.
 // Termination is not held: a backend told to die (fast shutdown, during
 // which the postmaster starts no more workers; pg_terminate_backend) stops
 // waiting at once, and its run shows as terminated.
-static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle)
+static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle, const RunLogMessage* msg = NULL)
 {
     BgwHandleStatus st;
     HOLD_INTERRUPTS();
@@ -127,13 +135,17 @@ static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle)
         st = GetBackgroundWorkerPid(handle, &pid);
         if (st == BGWH_STOPPED || st == BGWH_POSTMASTER_DIED)
             break;
+        pg_read_barrier();
+        if (msg != NULL && msg->attached)
+            break;
         if (ProcDiePending) {
             if (st == BGWH_NOT_YET_STARTED)
                 TerminateBackgroundWorker(handle);
             break;
         }
         // The postmaster sets our latch when the worker starts and exits
-        // (bgw_notify_pid); the timeout only re-checks now and then.
+        // (bgw_notify_pid), the worker when it attaches; the timeout only
+        // re-checks now and then.
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
     }
@@ -141,9 +153,49 @@ static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle)
     return st;
 }
 
+// The writer of this session's last start row while it may still be at
+// work: its handle and segment live until it is collected (in
+// TopMemoryContext, the mapping pinned, so a rollback in between keeps
+// them).
+static BackgroundWorkerHandle* start_writer = NULL;
+static dsm_segment* start_segment = NULL;
+static int64 start_run = 0;
+
+// Waits for the start row's writer to exit and warns if it failed.  Before
+// an end row's writer starts, so that the two never hold two worker slots
+// (with few slots free, the end row would otherwise be written in the
+// caller's transaction).
+static void collect_start_writer(void)
+{
+    if (start_writer == NULL)
+        return;
+    BgwHandleStatus st = wait_for_writer(start_writer);
+    RunLogMessage* msg = (RunLogMessage*) dsm_segment_address(start_segment);
+    pg_read_barrier();
+    bool failed = st != BGWH_POSTMASTER_DIED && msg->attached && !msg->done;
+    char error[sizeof msg->error];
+    memcpy(error, msg->error, sizeof error);
+    error[sizeof error - 1] = '\0';
+    int64 run_id = start_run;
+    dsm_detach(start_segment);
+    pfree(start_writer);
+    start_writer = NULL;
+    start_segment = NULL;
+    start_run = 0;
+    if (ProcDiePending)
+        CHECK_FOR_INTERRUPTS();   // exits
+    if (st == BGWH_POSTMASTER_DIED)
+        ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN),
+                        errmsg("recsys: the postmaster died while the run log was written")));
+    if (failed)
+        ereport(WARNING, (errmsg("recsys: the run log writer failed: %s", error[0] ? error : "see the server log"),
+                          errdetail("The start of run " INT64_FORMAT " was not logged.", run_id)));
+}
+
 // recsys.run_log_write(entry jsonb, final boolean) -> true when a worker
-// wrote it (committed), false when it was written in this transaction or
-// not at all (a WARNING says which).
+// wrote it (committed; a start row: handed to a worker that has it), false
+// when it was written in this transaction or not at all (a WARNING says
+// which).
 extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
 {
     Jsonb* j = PG_GETARG_JSONB_P(0);
@@ -156,11 +208,13 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
     if (RecoveryInProgress())
         PG_RETURN_BOOL(false);
 
+    collect_start_writer();
     if (run_id != in_transaction_run || in_transaction_run == 0) {
         Size len = strlen(entry);
         dsm_segment* seg = dsm_create(offsetof(RunLogMessage, entry) + len + 1, 0);
         RunLogMessage* msg = (RunLogMessage*) dsm_segment_address(seg);
         msg->database = MyDatabaseId;
+        msg->caller = MyProc->pgprocno;
         msg->final = final;
         msg->attached = false;
         msg->done = false;
@@ -180,8 +234,20 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
         w.bgw_notify_pid = MyProcPid;
 
         BackgroundWorkerHandle* handle;
-        if (RegisterDynamicBackgroundWorker(&w, &handle)) {
-            BgwHandleStatus st = wait_for_writer(handle);
+        MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+        bool registered = RegisterDynamicBackgroundWorker(&w, &handle);
+        MemoryContextSwitchTo(old);
+        if (registered) {
+            BgwHandleStatus st = wait_for_writer(handle, final ? NULL : msg);
+            pg_read_barrier();
+            if (!final && msg->attached && st != BGWH_STOPPED && st != BGWH_POSTMASTER_DIED) {
+                // The worker has the row: it goes on without us.
+                dsm_pin_mapping(seg);
+                start_writer = handle;
+                start_segment = seg;
+                start_run = run_id;
+                PG_RETURN_BOOL(true);
+            }
             if (ProcDiePending)
                 CHECK_FOR_INTERRUPTS();   // exits: no fallback write while dying
             if (st == BGWH_POSTMASTER_DIED)
@@ -193,6 +259,7 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
             memcpy(error, msg->error, sizeof error);
             error[sizeof error - 1] = '\0';
             dsm_detach(seg);
+            pfree(handle);
             if (done)
                 PG_RETURN_BOOL(true);
             if (attached) {
@@ -224,6 +291,8 @@ void recsys_run_log_main(Datum arg)
         proc_exit(0);   // the caller gave up (cancelled) before we started
     RunLogMessage* msg = (RunLogMessage*) dsm_segment_address(seg);
     msg->attached = true;
+    pg_write_barrier();
+    SetLatch(&ProcGlobal->allProcs[msg->caller].procLatch);
     BackgroundWorkerInitializeConnectionByOid(msg->database, BOOTSTRAP_SUPERUSERID, 0);
 
     // Our own settings, whatever the database or role defaults say.

@@ -15,9 +15,21 @@
 #include "pg_tune.hpp"
 
 extern "C" {
+#include "access/heapam.h"
+#include "access/hio.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
 #include "lib/stringinfo.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -30,9 +42,152 @@ PG_FUNCTION_INFO_V1(recsys_train_memory);
 PG_FUNCTION_INFO_V1(recsys_train_plan);
 }
 
-// Rows of recsys.neighbors per INSERT: one statement per item cost ~27 us
-// an item in executor start-up and shutdown, more than the row itself.
+// Rows of recsys.neighbors per INSERT on the executor's path: one statement
+// per item cost ~27 us an item in executor start-up and shutdown, more than
+// the row itself.
 static const int NEIGHBOR_ROWS_PER_INSERT = 64;
+
+// Rows the direct path hands the table access method at once (COPY's
+// multi-insert buffers hold up to 1000): a few hundred kB of arrays.
+static const int BULK_ROWS = 256;
+
+// The direct path into one of the extension's own tables: rows go to the
+// table with table_multi_insert and to its indexes with
+// ExecInsertIndexTuples, as COPY FROM writes them, without planning or
+// running an INSERT per batch.  The caller's INSERT privilege is checked
+// as the executor checks it; a table the executor must write itself (a
+// trigger, row-level security or a CHECK constraint a DBA added, or not a
+// plain table, or columns other than `columns`) is not opened:
+// bulk_rows_open returns NULL and the caller inserts with SQL.
+struct BulkRows {
+    Relation rel;
+    EState* estate;
+    ResultRelInfo* rri;
+    BulkInsertState bistate;
+    CommandId cid;
+    TupleTableSlot** slots;
+    int n;                 // slots filled
+    MemoryContext rows;    // the filled slots' values, reset at each flush
+};
+
+static BulkRows* bulk_rows_open(const char* relname, const char* const* columns, const Oid* types, int ncols)
+{
+    Oid relid = get_relname_relid(relname, get_namespace_oid("recsys", false));
+    if (!OidIsValid(relid))
+        elog(ERROR, "recsys: table recsys.%s is missing", relname);
+    Relation rel = table_open(relid, RowExclusiveLock);
+    // Privileges first, as the executor checks them (every column inserted).
+    RangeTblEntry* rte = makeNode(RangeTblEntry);
+    rte->rtekind = RTE_RELATION;
+    rte->relid = relid;
+    rte->relkind = rel->rd_rel->relkind;
+    rte->rellockmode = RowExclusiveLock;
+    rte->requiredPerms = ACL_INSERT;
+    for (int a = 1; a <= RelationGetDescr(rel)->natts; a++)
+        if (!TupleDescAttr(RelationGetDescr(rel), a - 1)->attisdropped)
+            rte->insertedCols = bms_add_member(rte->insertedCols, a - FirstLowInvalidHeapAttributeNumber);
+    ExecCheckRTPerms(list_make1(rte), true);
+    TupleDesc desc = RelationGetDescr(rel);
+    bool same = desc->natts == ncols;
+    for (int a = 0; same && a < ncols; a++)
+        same = !TupleDescAttr(desc, a)->attisdropped && TupleDescAttr(desc, a)->atttypid == types[a] &&
+               strcmp(NameStr(TupleDescAttr(desc, a)->attname), columns[a]) == 0;
+    TupleConstr* constr = desc->constr;
+    if (!same || rel->rd_rel->relkind != RELKIND_RELATION || rel->trigdesc != NULL ||
+        check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED ||
+        (constr != NULL && (constr->num_check > 0 || constr->has_generated_stored))) {
+        table_close(rel, NoLock);
+        return NULL;
+    }
+    BulkRows* b = (BulkRows*) palloc0(sizeof(BulkRows));
+    b->rel = rel;
+    b->estate = CreateExecutorState();
+    b->rri = makeNode(ResultRelInfo);
+    InitResultRelInfo(b->rri, rel, 1, NULL, 0);
+    ExecOpenIndices(b->rri, false);
+    // The insertion target page kept pinned between batches, but not
+    // COPY's ring of buffers: the model is read right after its commit, so
+    // its pages stay in shared buffers, and a recycled dirty buffer of the
+    // ring would first flush the WAL up to it.
+    b->bistate = GetBulkInsertState();
+    FreeAccessStrategy(b->bistate->strategy);
+    b->bistate->strategy = NULL;
+    b->cid = GetCurrentCommandId(true);
+    b->slots = (TupleTableSlot**) palloc(sizeof(TupleTableSlot*) * BULK_ROWS);
+    for (int i = 0; i < BULK_ROWS; i++)
+        b->slots[i] = table_slot_create(rel, NULL);
+    b->rows = AllocSetContextCreate(CurrentMemoryContext, "recsys bulk rows", ALLOCSET_DEFAULT_SIZES);
+    return b;
+}
+
+// Writes the filled slots: the tuples in as few pages and WAL records as
+// they fit, then each one's index entries.
+static void bulk_rows_flush(BulkRows* b)
+{
+    if (b->n == 0)
+        return;
+    MemoryContext old = MemoryContextSwitchTo(GetPerTupleMemoryContext(b->estate));
+    table_multi_insert(b->rel, b->slots, b->n, b->cid, 0, b->bistate);
+    for (int i = 0; i < b->n; i++) {
+        if (b->rri->ri_NumIndices > 0)
+            (void) ExecInsertIndexTuples(b->rri, b->slots[i], b->estate, false, false, NULL, NIL);
+        ExecClearTuple(b->slots[i]);
+    }
+    MemoryContextSwitchTo(old);
+    ResetPerTupleExprContext(b->estate);
+    MemoryContextReset(b->rows);
+    b->n = 0;
+}
+
+// The next row's values (the columns of bulk_rows_open, none NULL): fill them,
+// allocating in b->rows, then call bulk_rows_add.
+static Datum* bulk_rows_next(BulkRows* b)
+{
+    if (b->n == BULK_ROWS)
+        bulk_rows_flush(b);
+    return b->slots[b->n]->tts_values;
+}
+
+static void bulk_rows_add(BulkRows* b)
+{
+    TupleTableSlot* slot = b->slots[b->n];
+    memset(slot->tts_isnull, 0, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+    ExecStoreVirtualTuple(slot);
+    b->n++;
+}
+
+// Flushes and closes; the rows are visible to the transaction's next command.
+static void bulk_rows_close(BulkRows* b)
+{
+    bulk_rows_flush(b);
+    for (int i = 0; i < BULK_ROWS; i++)
+        ExecDropSingleTupleTableSlot(b->slots[i]);
+    FreeBulkInsertState(b->bistate);
+    ExecCloseIndices(b->rri);
+    FreeExecutorState(b->estate);
+    table_close(b->rel, NoLock);
+    MemoryContextDelete(b->rows);
+    pfree(b->slots);
+    pfree(b);
+    CommandCounterIncrement();
+}
+
+// Item k's neighbour arrays, allocated in the current memory context.
+static void neighbor_arrays(const recsys::Model* m, size_t k, Datum* ids_array, Datum* sims_array)
+{
+    int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
+    int n = (int) (hi - lo);
+    Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
+    Datum* sims = (Datum*) palloc(sizeof(Datum) * n);
+    for (int j = 0; j < n; j++) {
+        ids[j] = Int32GetDatum(m->nbr_ids[lo + j]);
+        sims[j] = Float8GetDatum(m->nbr_sims[lo + j]);
+    }
+    *ids_array = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+    *sims_array = PointerGetDatum(construct_array(sims, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    pfree(ids);
+    pfree(sims);
+}
 
 // An INSERT of `rows` neighbour rows: VALUES ($1, $2, $3, $4), ($5, ...).
 static SPIPlanPtr neighbors_insert_plan(int rows)
@@ -57,9 +212,8 @@ static SPIPlanPtr neighbors_insert_plan(int rows)
     return plan;
 }
 
-// Writes each item's neighbour arrays under model_id, in item order,
-// NEIGHBOR_ROWS_PER_INSERT rows a statement.
-static void write_neighbors(int64 model_id, const recsys::Model* m)
+// The executor's path: NEIGHBOR_ROWS_PER_INSERT rows a statement.
+static void write_neighbors_sql(int64 model_id, const recsys::Model* m)
 {
     const int B = NEIGHBOR_ROWS_PER_INSERT;
     SPIPlanPtr full = neighbors_insert_plan(B);
@@ -77,21 +231,11 @@ static void write_neighbors(int64 model_id, const recsys::Model* m)
         MemoryContextSwitchTo(loop_cxt);
         int rows = 0;
         for (; k < n_items && rows < B; k++) {
-            int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
-            if (hi == lo)
+            if (m->nbr_offsets[k + 1] == m->nbr_offsets[k])
                 continue;
-            int n = (int) (hi - lo);
-            Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
-            Datum* sims = (Datum*) palloc(sizeof(Datum) * n);
-            for (int j = 0; j < n; j++) {
-                ids[j] = Int32GetDatum(m->nbr_ids[lo + j]);
-                sims[j] = Float8GetDatum(m->nbr_sims[lo + j]);
-            }
             values[4 * rows] = Int64GetDatum(model_id);
             values[4 * rows + 1] = Int32GetDatum(m->item_ids[k]);
-            values[4 * rows + 2] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
-            values[4 * rows + 3] =
-                PointerGetDatum(construct_array(sims, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+            neighbor_arrays(m, k, &values[4 * rows + 2], &values[4 * rows + 3]);
             rows++;
         }
         if (rows > 0) {
@@ -110,12 +254,60 @@ static void write_neighbors(int64 model_id, const recsys::Model* m)
     SPI_freeplan(full);
 }
 
-// Writes the popularity ranking under model_id in one statement.
+// Writes each item's neighbour arrays under model_id, in item order (items
+// without neighbours get no row).  The direct path when the table allows it:
+// the INSERTs' planning and execution cost more than the rows (10M events:
+// 0.8-1.0 s of 64-row INSERTs).
+static void write_neighbors(int64 model_id, const recsys::Model* m)
+{
+    static const char* const columns[4] = {"model_id", "item_id", "neighbor_ids", "sims"};
+    static const Oid types[4] = {INT8OID, INT4OID, INT4ARRAYOID, FLOAT8ARRAYOID};
+    BulkRows* b = bulk_rows_open("neighbors", columns, types, 4);
+    if (b == NULL) {
+        write_neighbors_sql(model_id, m);
+        return;
+    }
+    size_t n_items = m->item_ids.size();
+    for (size_t k = 0; k < n_items; k++) {
+        if (m->nbr_offsets[k + 1] == m->nbr_offsets[k])
+            continue;
+        if (k % BULK_ROWS == 0)
+            CHECK_FOR_INTERRUPTS();
+        Datum* v = bulk_rows_next(b);
+        MemoryContext old = MemoryContextSwitchTo(b->rows);
+        v[0] = Int64GetDatum(model_id);
+        v[1] = Int32GetDatum(m->item_ids[k]);
+        neighbor_arrays(m, k, &v[2], &v[3]);
+        MemoryContextSwitchTo(old);
+        bulk_rows_add(b);
+    }
+    bulk_rows_close(b);
+}
+
+// Writes the popularity ranking under model_id, rank 1 the most popular:
+// on the direct path when the table allows it, else in one statement.
 static void write_popularity(int64 model_id, const recsys::Model* m)
 {
     int n = (int) m->popular_ids.size();
     if (n == 0)
         return;
+    static const char* const columns[4] = {"model_id", "rank", "item_id", "users"};
+    static const Oid column_types[4] = {INT8OID, INT4OID, INT4OID, INT4OID};
+    BulkRows* b = bulk_rows_open("popularity", columns, column_types, 4);
+    if (b != NULL) {
+        for (int j = 0; j < n; j++) {
+            if (j % BULK_ROWS == 0)
+                CHECK_FOR_INTERRUPTS();
+            Datum* v = bulk_rows_next(b);
+            v[0] = Int64GetDatum(model_id);
+            v[1] = Int32GetDatum(j + 1);
+            v[2] = Int32GetDatum(m->popular_ids[j]);
+            v[3] = Int32GetDatum(m->popular_users[j]);
+            bulk_rows_add(b);
+        }
+        bulk_rows_close(b);
+        return;
+    }
     Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
     Datum* users = (Datum*) palloc(sizeof(Datum) * n);
     for (int j = 0; j < n; j++) {
@@ -395,7 +587,9 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     const recsys::Model* m = owned->obj;
     progress_set_phase("writing");
     write_neighbors(model_id, m);
+    elog(DEBUG1, "recsys: neighbours written in %.3f s", seconds_since(t0));
     write_popularity(model_id, m);
+    elog(DEBUG1, "recsys: popularity written in %.3f s", seconds_since(t0));
     if (!legacy)
         write_item_keys(model_id, &src, &read, m->item_ids.data(), (int64) m->item_ids.size());
     elog(DEBUG1, "recsys: model written in %.3f s", seconds_since(t0));
