@@ -74,3 +74,98 @@ DROP TABLE eval_infinite;
 SELECT count(*) AS models, bool_or(source_relation = 'public.eval_events') AS eval_model_stored FROM recsys_models;
 SELECT k, test_days, users_evaluated, round("precision"::numeric, 6) AS "precision", source_relation
   FROM recsys_evaluations ORDER BY evaluated_at, k DESC;
+
+-- One scan finds the cutoff (pg_read.cpp): the newest usable event is found
+-- while the events are read, those near it held back until the cutoff is
+-- known.  The same log stored in three physical orders (scattered, in time
+-- order: every event held on arrival and released as the newest advances,
+-- newest first) gives the same row as the two-step read (the cutoff by
+-- SOURCE_MAX_TIME, then the events split at it), which a view whose event
+-- type has a nondeterministic collation forces (the scan stops at its first
+-- row: SOURCE_MAX_TIME's = would compare with that collation).  150,000
+-- events, enough for the held events to be swept several times.
+CREATE FUNCTION pg_temp.h(g int, salt int) RETURNS int LANGUAGE sql IMMUTABLE
+AS 'SELECT abs(pg_catalog.hashint8(g::bigint * 8 + salt) % 1000000007)';
+CREATE COLLATION eval_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE eval_scattered AS
+SELECT u AS user_id,
+       CASE WHEN pg_temp.h(g, 1) % 4 = 0 THEN 1 + pg_temp.h(g, 2) % 300 ELSE 1 + (u % 30) * 10 + pg_temp.h(g, 3) % 10 END AS product_id,
+       (ARRAY['view', 'view', 'view', 'click', 'purchase'])[1 + pg_temp.h(g, 4) % 5] AS event_type,
+       timestamptz '2024-03-01 00:00+00' - pg_temp.h(g, 5) % (60 * 86400) * interval '1 second' AS event_time
+  FROM generate_series(1, 150000) g, LATERAL (SELECT 1 + pg_temp.h(g, 0) % 20000 AS u) x;
+CREATE TABLE eval_in_order AS SELECT * FROM eval_scattered ORDER BY event_time, user_id, product_id, event_type;
+CREATE TABLE eval_newest_first AS SELECT * FROM eval_scattered ORDER BY event_time DESC, user_id, product_id, event_type;
+CREATE VIEW eval_two_step AS
+SELECT user_id, product_id, event_type COLLATE eval_ci AS event_type, event_time FROM eval_scattered;
+CREATE TEMP TABLE eval_orders AS
+SELECT s, e.* FROM unnest(ARRAY['eval_scattered', 'eval_in_order', 'eval_newest_first', 'eval_two_step']) s,
+       LATERAL recsys_evaluate(10, test_days => 7, source => s) e;
+SELECT count(DISTINCT (users_evaluated, users_without_history, "precision", precision_lo, precision_hi, recall,
+                       recall_lo, recall_hi, ndcg, ndcg_lo, ndcg_hi, hit_rate, map, coverage, cutoff,
+                       pop_precision, pop_recall, model_items)) AS distinct_rows, count(*) AS runs
+  FROM eval_orders;
+SELECT users_evaluated, users_without_history, round("precision"::numeric, 6) AS "precision",
+       round(recall::numeric, 6) AS recall, round(ndcg::numeric, 6) AS ndcg, cutoff AT TIME ZONE 'UTC' AS cutoff_utc,
+       model_items
+  FROM eval_orders WHERE s = 'eval_two_step';
+
+-- Negative weights, time decay and count_repeats: dislikes of existing
+-- cells at any time, and the newest event of all a dislike by a new user of
+-- a new product (it is not the newest usable event, and after the cutoff
+-- with a weight <= 0 it must not reach the dictionaries); a purchase at the
+-- cutoff itself (a test touch).
+INSERT INTO recsys.event_weights VALUES ('dislike', -2);
+UPDATE recsys.config SET half_life_days = 10;
+CREATE TEMP TABLE eval_more AS
+SELECT user_id, product_id, 'dislike' AS event_type, event_time + interval '1 hour' AS event_time
+  FROM eval_scattered WHERE (user_id + product_id) % 9 = 0
+UNION ALL SELECT 20001, 301, 'dislike', timestamptz '2024-03-05 00:00+00'
+UNION ALL SELECT 1, 5, 'purchase', (SELECT max(event_time) - interval '7 days' FROM eval_scattered);
+INSERT INTO eval_scattered SELECT * FROM eval_more;
+INSERT INTO eval_in_order SELECT * FROM eval_more;
+INSERT INTO eval_newest_first SELECT * FROM eval_more ORDER BY event_time DESC;
+CREATE TEMP TABLE eval_weighted AS
+SELECT s, e.* FROM unnest(ARRAY['eval_scattered', 'eval_in_order', 'eval_newest_first', 'eval_two_step']) s,
+       LATERAL recsys_evaluate(10, test_days => 7, source => s, count_repeats => true) e;
+SELECT count(DISTINCT (users_evaluated, users_without_history, "precision", precision_lo, precision_hi, recall,
+                       recall_lo, recall_hi, ndcg, ndcg_lo, ndcg_hi, hit_rate, map, coverage, cutoff,
+                       pop_precision, pop_recall, model_items)) AS distinct_rows, count(*) AS runs
+  FROM eval_weighted;
+SELECT users_evaluated, users_without_history, round("precision"::numeric, 6) AS "precision",
+       cutoff AT TIME ZONE 'UTC' AS cutoff_utc, model_items
+  FROM eval_weighted WHERE s = 'eval_two_step';
+
+-- Under a small maintenance_work_mem the aggregation outgrows its budget:
+-- the scan gives way to the two-step read, which reads the users in parts
+-- (their numbering depends on where the aggregation overflowed, so one scan
+-- could not give the same sums): the same row as the forced two-step read.
+SET maintenance_work_mem = '3MB';
+CREATE TEMP TABLE eval_parts AS
+SELECT s, e.* FROM unnest(ARRAY['eval_in_order', 'eval_two_step']) s,
+       LATERAL recsys_evaluate(10, test_days => 2, source => s) e;
+RESET maintenance_work_mem;
+SELECT count(DISTINCT (users_evaluated, users_without_history, "precision", precision_lo, precision_hi, recall,
+                       recall_lo, recall_hi, ndcg, ndcg_lo, ndcg_hi, hit_rate, map, coverage, cutoff,
+                       pop_precision, pop_recall, model_items)) AS distinct_rows, count(*) AS runs
+  FROM eval_parts;
+UPDATE recsys.config SET half_life_days = NULL;
+DELETE FROM recsys.event_weights WHERE event_type = 'dislike';
+
+-- Text keys (held with their bytes, compacted at each sweep), in time order.
+CREATE TABLE eval_text AS
+SELECT 'u' || user_id AS who, 'p' || product_id AS what, event_type AS kind, event_time AS at
+  FROM eval_in_order WHERE event_type <> 'dislike';
+CREATE VIEW eval_text_two_step AS SELECT who, what, kind COLLATE eval_ci AS kind, at FROM eval_text;
+SELECT user_type, item_type FROM recsys_set_source('public.eval_text', 'who', 'what', 'kind', 'at');
+CREATE TEMP TABLE eval_keys AS
+SELECT s, e.* FROM unnest(ARRAY['eval_text', 'eval_text_two_step']) s,
+       LATERAL recsys_evaluate(10, test_days => 7, source => s) e;
+SELECT count(DISTINCT (users_evaluated, users_without_history, "precision", precision_lo, precision_hi, recall,
+                       recall_lo, recall_hi, ndcg, ndcg_lo, ndcg_hi, hit_rate, map, coverage, cutoff,
+                       pop_precision, pop_recall, model_items)) AS distinct_rows, count(*) AS runs,
+       min(users_evaluated) = (SELECT users_evaluated FROM eval_orders WHERE s = 'eval_two_step') AS same_users
+  FROM eval_keys;
+SELECT user_type, item_type FROM recsys_set_source('public.interactions', 'user_id', 'product_id', 'event_type', 'event_time');
+DROP VIEW eval_two_step, eval_text_two_step;
+DROP TABLE eval_scattered, eval_in_order, eval_newest_first, eval_text;
+DROP COLLATION eval_ci;

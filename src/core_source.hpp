@@ -86,6 +86,11 @@ public:
     }
     // Heap bytes held now.
     std::size_t memory_bytes() const;
+    // The byte keys' string: its length, and the capacity memory_bytes()
+    // counts (which depends on the order of the lengths added: at most
+    // twice the length, or 15).
+    std::size_t arena_bytes() const { return arena_.size(); }
+    std::size_t arena_capacity() const { return arena_.capacity(); }
     // Heap bytes that `keys` keys of average length `avg_len` would hold at
     // most (for planning).
     static std::size_t estimate_bytes(int64_t keys, bool bytes, double avg_len);

@@ -26,8 +26,28 @@ extern "C" {
 PG_FUNCTION_INFO_V1(recsys_evaluate_core);
 }
 
-// The evaluation's cutoff: the newest usable event of src minus test_days
-// days (in the session's time zone, as timestamptz arithmetic does).
+// The evaluation's cutoff from the newest usable event of src (found: there
+// is one): it minus test_days days (in the session's time zone, as
+// timestamptz arithmetic does).
+static TimestampTz cutoff_from_newest(const SourceRel* src, bool found, TimestampTz newest, int test_days)
+{
+    if (!found)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("relation %s has no usable interactions", src->qualified),
+                        errhint("Event types are weighted by recsys.event_weights.")));
+    if (TIMESTAMP_NOT_FINITE(newest))
+        ereport(ERROR, (errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+                        errmsg("the newest event of %s is at %s", src->qualified, timestamptz_to_str(newest)),
+                        errdetail("The evaluation's cutoff is the newest event minus test_days."),
+                        errhint("Fix or delete the events whose event_time is infinite.")));
+    Interval* days = (Interval*) palloc0(sizeof(Interval));
+    days->day = test_days;
+    return DatumGetTimestampTz(
+        DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(newest), PointerGetDatum(days)));
+}
+
+// The evaluation's cutoff: the newest usable event of src (SOURCE_MAX_TIME)
+// minus test_days days.
 TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int test_days)
 {
     Datum args[2] = {w->types, w->weights};
@@ -36,19 +56,30 @@ TimestampTz evaluation_cutoff(const SourceRel* src, const SourceWeights* w, int 
     Datum newest = 0;
     if (SPI_processed > 0)
         newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-    if (isnull)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("relation %s has no usable interactions", src->qualified),
-                        errhint("Event types are weighted by recsys.event_weights.")));
-    if (TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(newest)))
-        ereport(ERROR, (errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-                        errmsg("the newest event of %s is at %s", src->qualified,
-                               timestamptz_to_str(DatumGetTimestampTz(newest))),
-                        errdetail("The evaluation's cutoff is the newest event minus test_days."),
-                        errhint("Fix or delete the events whose event_time is infinite.")));
-    Interval* days = (Interval*) palloc0(sizeof(Interval));
-    days->day = test_days;
-    return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, newest, PointerGetDatum(days)));
+    return cutoff_from_newest(src, !isnull, isnull ? 0 : DatumGetTimestampTz(newest), test_days);
+}
+
+// The one-scan read's questions (EventsSplit.cutoff_of), and the refusal's
+// (refuse_before_reading's first): the cutoff's errors come first, as when
+// the cutoff was found before anything else.
+struct CutoffQuestion {
+    const SourceRel* src;
+    const SourceWeights* weights;
+    int test_days;
+};
+
+static TimestampTz cutoff_of_scan(void* arg, bool by_query, bool found, TimestampTz newest)
+{
+    const CutoffQuestion* q = (const CutoffQuestion*) arg;
+    if (by_query)
+        return evaluation_cutoff(q->src, q->weights, q->test_days);
+    return cutoff_from_newest(q->src, found, newest, q->test_days);
+}
+
+static void cutoff_before_refusing(void* arg)
+{
+    const CutoffQuestion* q = (const CutoffQuestion*) arg;
+    (void) evaluation_cutoff(q->src, q->weights, q->test_days);
 }
 
 // The distinct users of the touches, ascending, in a palloc'd array.
@@ -111,6 +142,7 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     memset(&model, 0, sizeof model);   // 1.0's call: the 1.0 defaults
     CellBuffer before;
     cell_buffer_init(&before, true);
+    int64 scans = 2;   // 1.0's two queries; 1.1's scan, and a second when it had to
     if (legacy) {
         // A 1.0 database's query texts: the touches after the cutoff first
         // (they are few, and say whose histories scoring needs), then the
@@ -132,18 +164,24 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         source_event_weights(PG_GETARG_DATUM(1), "the evaluation's settings", &ew);
         source_weights_positive(&ew, &weights);   // for the cutoff query
         model_settings_from_jsonb(PG_GETARG_DATUM(1), "the evaluation's settings", &model);
-        cutoff = evaluation_cutoff(&src, &weights, test_days);
-        elog(DEBUG1, "recsys: found the cutoff in %.3f s", seconds_since(t0));
-        refuse_before_reading(&src, &ew, neighbors, &model, 0, "evaluation");
-        split.cutoff = cutoff;
+        // The scan finds the cutoff itself (pg_read.hpp): no scan before it.
+        CutoffQuestion q = {&src, &weights, test_days};
+        refuse_before_reading(&src, &ew, neighbors, &model, 0, "evaluation", cutoff_before_refusing, &q);
+        memset(&split, 0, sizeof split);
         split.end = DT_NOEND;
         split.keep_histories = true;
+        split.find_cutoff = true;
+        split.hold_days = test_days;
+        split.cutoff_of = cutoff_of_scan;
+        split.cutoff_arg = &q;
         read_events(&src, &ew, &before, &read, &split);
+        cutoff = split.cutoff;
         after = split.touches;
+        scans = read.scans;
     }
     elog(DEBUG1, "recsys: read " INT64_FORMAT " cells before the cutoff and " INT64_FORMAT " touches after it in %.3f s"
-         " (" INT64_FORMAT " cells kept for scoring)",
-         before.spilled + before.n, after.n, seconds_since(t0), before.n_kept);
+         " (" INT64_FORMAT " cells kept for scoring; " INT64_FORMAT " scan%s)",
+         before.spilled + before.n, after.n, seconds_since(t0), before.n_kept, scans, scans == 1 ? "" : "s");
     // Held besides the model: the touches and the kept histories, and the
     // core's copy of each for scoring (sorting that copy takes scratch
     // memory of the same size, which training's freed buffers cover).

@@ -11,12 +11,14 @@
 extern "C" {
 #include "access/tupdesc.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/pg_locale.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "storage/buffile.h"
@@ -60,6 +62,30 @@ struct EventBatch {
     Size keys_len, keys_cap;
 };
 
+// Evaluation in one scan (EventsSplit.find_cutoff): an event held back
+// until it is known to be before the cutoff or not.  Its keys, not their
+// indices: an integer key in u / i, or a byte key's offset in the held
+// keys and its length.  h is the hash of its cell (user key, item key).
+struct HeldEvent {
+    int64 u;
+    int64 i;
+    double wv;
+    int64 t;
+    uint32 ulen, ilen;
+    uint64 h;
+};
+
+// How the scan reads: every event with the cutoff known (or no split), in
+// one scan finding the cutoff, only finding the newest usable event (the
+// one-scan read gave up: the events are read again split at it), or not at
+// all (SOURCE_MAX_TIME must find the cutoff: the rows are not looked at).
+enum ReadMode {
+    READ_KNOWN,
+    READ_ONE_PASS,
+    READ_NEWEST_ONLY,
+    READ_STOP
+};
+
 // A DestReceiver that feeds the rows of the scan to the core: into the
 // aggregation while it fits, else, from the row that overflowed on, into
 // partition files by user (the aggregation so far is written there first).
@@ -94,6 +120,23 @@ struct EventReceiver {
     recsys::Touch* touches;
     int64 n_touches, touch_cap;
     MemoryContext cxt;      // where the touches and the parts grow
+    // One scan finding the cutoff (mode READ_ONE_PASS; see EventsSplit).
+    int mode;
+    const char* two_scans;      // why the one-scan read gave up
+    bool usable_any;            // an event of a type weighted > 0 was seen
+    TimestampTz usable_newest;  // the newest of them so far
+    TimestampTz hold_from;      // events before this are before the cutoff whatever comes later
+    int64 margin_us;            // (hold_days + 2) days
+    bool released_any;          // an event was released as before the cutoff during the scan
+    TimestampTz released_max;   // the newest of them
+    HeldEvent* held;            // the held events, in arrival order
+    int64 n_held, held_cap;
+    char* held_keys;            // their byte keys
+    Size held_keys_len, held_keys_cap;
+    uint64* held_bits;          // a bit per cell hash: set when the cell may have a held event
+    uint64 held_bits_mask;      // bits - 1
+    int64 held_check;           // n_held at which to sweep next
+    TimestampTz swept_at;       // hold_from at the last sweep
 };
 
 // A key column's value as the core takes it.  Byte keys may be detoasted
@@ -351,6 +394,8 @@ static void spill_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, 
     spill_write(part_file(r, h), &rec, uk.p);
 }
 
+static void give_up_one_pass(EventReceiver* r, const char* why);
+
 // Aggregates the batch's events in order; from one the aggregation refuses
 // on (it outgrew the budget), they go to the parts, as aggregate() and
 // spill_event() would one at a time.
@@ -385,6 +430,13 @@ static void flush_events(EventReceiver* r)
     int64 before = r->aggregated;
     r->aggregated += (int64) added;
     bool full = added < n || ((before >> 12) != (r->aggregated >> 12) && over_limit(r));
+    if (full && r->mode == READ_ONE_PASS) {
+        // The two-step read would have read the users in parts (or may
+        // have: the held events are not in the aggregation yet), and the
+        // parts number the users: it does it.
+        give_up_one_pass(r, "the events outgrow the aggregation's memory");
+        return;
+    }
     if (full) {
         begin_spill(r);
         for (size_t k = added; k < n; k++)
@@ -418,9 +470,342 @@ static void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, 
         flush_events(r);
 }
 
+// ---- Evaluation in one scan (EventsSplit.find_cutoff) ----------------------
+//
+// The cutoff is C = newest - hold_days days (timestamptz arithmetic in the
+// session's time zone), the newest being that of the events whose type is
+// weighted > 0.  While the scan runs, with M the newest so far: an event
+// before hold_from = M - (hold_days + 2) days is before C whatever comes
+// later (C >= M - hold_days days - the largest change of the zone's UTC
+// offset, which is under 2 days); the others are held.  A cell's events sum
+// in the scan's order (bit for bit, decay included), so an event whose cell
+// has an event held is held too, behind it: the held events of a cell are
+// always the last ones of it that arrived.  Cells are known by a 64-bit hash
+// of their keys, through a bitmap: a collision only holds more events of a
+// cell, in their order.  A sweep (when the held events double, and the
+// hold_from advanced) releases every cell's held events from the first on
+// while they are before hold_from; after the scan, the held events are split
+// at C in arrival order.  What a released event does is what the two-step
+// read does with it (pre-cutoff: the matrix; after: a touch when its wv > 0,
+// else nothing), and the cells, touches, dictionaries and counts come out
+// the same; only their order inside the hash tables differs, which nothing
+// downstream sees (indices follow the keys' order, cells are unique).
+//
+// The two-step read (cutoff, then read_events split at it) is used instead,
+// the scan going on only to find the newest event, when the one-scan read
+// could differ from it:
+// - the aggregation outgrows its budget, or might have in the two-step read
+//   (memory_bound() after the scan): the two-step read then reads the users
+//   in parts, whose numbering (and so the model's sums and the bootstrap's
+//   draws) depends on the row it began at;
+// - an event's weight * value is not finite, or an integer key does not fit
+//   integer: the two-step read may fail on it, or skip it, naming what it met
+//   first;
+// - the held events outgrow the other half of the budget (the cell buffer's,
+//   unused while scanning);
+// - the user or item column no longer has the mapped type (the two-step
+//   read reports it after the cutoff's errors).
+// And with a nondeterministic collation on the event type column (where
+// SOURCE_MAX_TIME's = may match other types than the byte comparison here)
+// the scan stops at once and SOURCE_MAX_TIME finds the cutoff.
+
+static inline uint64 mix64(uint64 x)
+{
+    x ^= x >> 33;
+    x *= UINT64CONST(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64CONST(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64 cell_hash(const EventReceiver* r, const recsys::KeyRef& uk, const recsys::KeyRef& ik)
+{
+    uint64 hu = r->ubytes ? hash_bytes_extended((const unsigned char*) uk.p, (int) uk.n, 0) : mix64((uint64) uk.i);
+    uint64 hi = r->ibytes ? hash_bytes_extended((const unsigned char*) ik.p, (int) ik.n, 1) : mix64((uint64) ik.i);
+    return mix64(hu ^ (hi + UINT64CONST(0x9e3779b97f4a7c15) + (hu << 6) + (hu >> 2)));
+}
+
+static inline bool held_bit(const EventReceiver* r, const uint64* bits, uint64 h)
+{
+    uint64 k = h & r->held_bits_mask;
+    return (bits[k >> 6] >> (k & 63)) & 1;
+}
+
+static inline void set_held_bit(const EventReceiver* r, uint64* bits, uint64 h)
+{
+    uint64 k = h & r->held_bits_mask;
+    bits[k >> 6] |= UINT64CONST(1) << (k & 63);
+}
+
+// Bytes the held events take.
+static Size held_bytes(const EventReceiver* r)
+{
+    return (Size) r->held_cap * sizeof(HeldEvent) + r->held_keys_cap + (Size) (r->held_bits_mask + 1) / 8;
+}
+
+static void free_held(EventReceiver* r)
+{
+    if (r->held != NULL)
+        pfree(r->held);
+    if (r->held_keys != NULL)
+        pfree(r->held_keys);
+    if (r->held_bits != NULL)
+        pfree(r->held_bits);
+    r->held = NULL;
+    r->held_keys = NULL;
+    r->held_bits = NULL;
+    r->n_held = r->held_cap = 0;
+    r->held_keys_len = r->held_keys_cap = 0;
+}
+
+// The one-scan read gives way to the two-step read: what was aggregated
+// and held is dropped, and the scan goes on finding the newest event only.
+static void give_up_one_pass(EventReceiver* r, const char* why)
+{
+    if (r->mode != READ_ONE_PASS)
+        return;
+    r->mode = READ_NEWEST_ONLY;
+    r->two_scans = why;
+    free_held(r);
+    reset_aggregation(r);
+    core_call_or_error("reading the events", [&] {
+        if (r->items->obj != nullptr)
+            r->items->obj->clear();
+    });
+    r->batch->n = 0;
+    r->batch->keys_len = 0;
+    r->events = 0;
+    r->any = false;
+    elog(DEBUG1, "recsys: reading the events split at the cutoff in a second scan: %s", why);
+}
+
+// A bitmap for the held events up to r->held_check (16 bits each at least:
+// a false positive, which holds an event for nothing, at most 1 in 16).
+static uint64* new_held_bits(EventReceiver* r)
+{
+    uint64 bits = 4096;
+    while (bits < (uint64) r->held_check * 16)
+        bits *= 2;
+    r->held_bits_mask = bits - 1;
+    return (uint64*) MemoryContextAllocHuge(r->cxt, bits / 8);
+}
+
+// Releases a held or arriving event: before the cutoff (the matrix), or,
+// after the scan, a test touch; as the two-step read's receive_event does.
+static void release_event(EventReceiver* r, const recsys::KeyRef& uk, const recsys::KeyRef& ik, double wv, int64 t,
+                          bool touch)
+{
+    int32 item = r->item_identity ? (int32) ik.i : 0;
+    if (!r->item_identity)
+        core_call_or_error("reading the events", [&] { item = r->items->obj->add(ik); });
+    if (!touch) {
+        if (!r->any || t > r->newest)
+            r->newest = t;
+        r->any = true;
+    }
+    r->events++;
+    queue_event(r, uk, item, wv, t, touch);
+}
+
+static recsys::KeyRef held_key(const EventReceiver* r, int64 v, uint32 len, bool bytes)
+{
+    recsys::KeyRef k;
+    if (bytes) {
+        k.p = r->held_keys + v;
+        k.n = len;
+    } else {
+        k.i = v;
+    }
+    return k;
+}
+
+// Releases, cell by cell in arrival order, the held events before
+// r->hold_from (after the scan: every held event, split at `cutoff`), and
+// compacts the rest.  Returns at once if the one-scan read gives up meanwhile.
+static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
+{
+    uint64* bits = NULL;
+    if (!final) {
+        r->held_check = Max(r->n_held * 2, r->n_held + 65536);
+        bits = new_held_bits(r);
+        memset(bits, 0, (Size) (r->held_bits_mask + 1) / 8);
+    }
+    int64 kept = 0;
+    Size kept_keys = 0;
+    for (int64 k = 0; k < r->n_held; k++) {
+        HeldEvent e = r->held[k];
+        recsys::KeyRef uk = held_key(r, e.u, e.ulen, r->ubytes);
+        recsys::KeyRef ik = held_key(r, e.i, e.ilen, r->ibytes);
+        if (final) {
+            if (e.t < cutoff)
+                release_event(r, uk, ik, e.wv, e.t, false);
+            else if (e.wv > 0)
+                release_event(r, uk, ik, e.wv, e.t, true);
+        } else if (e.t < r->hold_from && !held_bit(r, bits, e.h)) {
+            if (!r->released_any || e.t > r->released_max)
+                r->released_max = e.t;
+            r->released_any = true;
+            release_event(r, uk, ik, e.wv, e.t, false);
+        } else {
+            // Kept, and so is every later event of its cell.  Its keys move
+            // down (never past a key not yet read).
+            set_held_bit(r, bits, e.h);
+            if (r->ubytes) {
+                memmove(r->held_keys + kept_keys, r->held_keys + e.u, e.ulen);
+                e.u = (int64) kept_keys;
+                kept_keys += e.ulen;
+            }
+            if (r->ibytes) {
+                memmove(r->held_keys + kept_keys, r->held_keys + e.i, e.ilen);
+                e.i = (int64) kept_keys;
+                kept_keys += e.ilen;
+            }
+            r->held[kept++] = e;
+        }
+        if (r->mode != READ_ONE_PASS) {
+            if (bits != NULL)
+                pfree(bits);
+            return;
+        }
+        if ((k & 65535) == 65535)
+            CHECK_FOR_INTERRUPTS();
+    }
+    if (final) {
+        free_held(r);
+        return;
+    }
+    r->n_held = kept;
+    r->held_keys_len = kept_keys;
+    pfree(r->held_bits);
+    r->held_bits = bits;
+    r->swept_at = r->hold_from;
+}
+
+// A held event's key: an integer as it is, bytes copied to the held keys
+// (their offset, and their length in *len).
+static int64 hold_key(EventReceiver* r, const recsys::KeyRef& k, bool bytes, uint32* len)
+{
+    *len = 0;
+    if (!bytes)
+        return k.i;
+    memcpy(r->held_keys + r->held_keys_len, k.p, k.n);
+    int64 off = (int64) r->held_keys_len;
+    *len = (uint32) k.n;
+    r->held_keys_len += k.n;
+    return off;
+}
+
+// Holds an event back (see above).
+static void hold_event(EventReceiver* r, const recsys::KeyRef& uk, const recsys::KeyRef& ik, double wv, int64 t,
+                       uint64 h)
+{
+    if (r->n_held == r->held_cap || r->held_keys_len + uk.n + ik.n > r->held_keys_cap) {
+        int64 cap = r->n_held == r->held_cap ? Max(r->held_cap * 2, (int64) 4096) : r->held_cap;
+        Size kcap = r->held_keys_cap;
+        if (r->ubytes || r->ibytes)
+            while (r->held_keys_len + uk.n + ik.n > kcap)
+                kcap = Max(kcap * 2, (Size) 65536);
+        if ((Size) cap * sizeof(HeldEvent) + kcap + (Size) (r->held_bits_mask + 1) / 8 > r->limit) {
+            give_up_one_pass(r, "the events held back near the newest one outgrow half of maintenance_work_mem");
+            return;
+        }
+        if (cap != r->held_cap) {
+            r->held = (HeldEvent*) (r->held == NULL ? MemoryContextAllocHuge(r->cxt, sizeof(HeldEvent) * cap)
+                                                    : repalloc_huge(r->held, sizeof(HeldEvent) * cap));
+            r->held_cap = cap;
+        }
+        if (kcap != r->held_keys_cap) {
+            r->held_keys = (char*) (r->held_keys == NULL ? MemoryContextAllocHuge(r->cxt, kcap)
+                                                         : repalloc_huge(r->held_keys, kcap));
+            r->held_keys_cap = kcap;
+        }
+    }
+    HeldEvent* e = &r->held[r->n_held++];
+    e->wv = wv;
+    e->t = t;
+    e->h = h;
+    e->u = hold_key(r, uk, r->ubytes, &e->ulen);
+    e->i = hold_key(r, ik, r->ibytes, &e->ilen);
+    set_held_bit(r, r->held_bits, h);
+    if (r->n_held < r->held_check)
+        return;
+    if (r->hold_from > r->swept_at) {
+        sweep_held(r, false, 0);
+    } else {
+        // Nothing to release yet: a larger bitmap for the events to come.
+        r->held_check = Max(r->n_held * 2, r->n_held + 65536);
+        pfree(r->held_bits);
+        r->held_bits = new_held_bits(r);
+        memset(r->held_bits, 0, (Size) (r->held_bits_mask + 1) / 8);
+        for (int64 k = 0; k < r->n_held; k++)
+            set_held_bit(r, r->held_bits, r->held[k].h);
+    }
+    if (r->mode == READ_ONE_PASS && held_bytes(r) > r->limit)
+        give_up_one_pass(r, "the events held back near the newest one outgrow half of maintenance_work_mem");
+}
+
+// receive_event's part for a usable event (keys, time and weight present)
+// when the scan finds the cutoff.  Called in r->rowcxt; returns in `old`.
+static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, TimestampTz t, MemoryContext old)
+{
+    if (wt > 0 && (!r->usable_any || t > r->usable_newest)) {
+        r->usable_newest = t;
+        r->usable_any = true;
+        // hold_from = t - margin, saturating at -infinity.
+        r->hold_from = t < DT_NOBEGIN + r->margin_us ? DT_NOBEGIN : t - r->margin_us;
+    }
+    if (r->mode != READ_ONE_PASS || t >= r->split->end) {
+        MemoryContextSwitchTo(old);
+        return;
+    }
+    double wv = wt * (null[4] ? 1.0 : DatumGetFloat8(v[4]));
+    recsys::KeyRef uk = key_of(v[0], r->ubase);
+    recsys::KeyRef ik = key_of(v[1], r->ibase);
+    MemoryContextSwitchTo(old);
+    if (!std::isfinite(wv)) {
+        give_up_one_pass(r, "an event's weight times value is not finite");
+        return;
+    }
+    if ((r->user_type == INT4OID && (uk.i < PG_INT32_MIN || uk.i > PG_INT32_MAX)) ||
+        (r->item_type == INT4OID && (ik.i < PG_INT32_MIN || ik.i > PG_INT32_MAX))) {
+        give_up_one_pass(r, "a key does not fit integer");
+        return;
+    }
+    uint64 h = cell_hash(r, uk, ik);
+    if (t < r->hold_from && !held_bit(r, r->held_bits, h)) {
+        if (!r->released_any || t > r->released_max)
+            r->released_max = t;
+        r->released_any = true;
+        release_event(r, uk, ik, wv, t, false);
+    } else {
+        hold_event(r, uk, ik, wv, t, h);
+    }
+}
+
+// Bytes the two-step read's dictionaries and aggregation would take at
+// most, holding what the one-scan read's hold now (the same keys and
+// cells): their tables and arrays grow with their counts alone, but a byte
+// dictionary's string grows by doubling from the lengths in the order they
+// came, to at most twice its length.
+static Size memory_bound(EventReceiver* r)
+{
+    Size bytes = 0;
+    core_call_or_error("reading the events", [&] {
+        const recsys::KeyDict* dicts[2] = {r->users->obj, r->items->obj};
+        for (const recsys::KeyDict* d : dicts)
+            if (d != nullptr)
+                bytes += d->memory_bytes() - d->arena_capacity() + Max(d->arena_bytes() * 2, (Size) 16);
+        bytes += r->agg->obj->memory_bytes();
+    });
+    return bytes;
+}
+
 static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
 {
     EventReceiver* r = (EventReceiver*) self;
+    if (r->mode == READ_STOP)
+        return false;   // SOURCE_MAX_TIME finds the cutoff: no need of the rows
     slot_getallattrs(slot);
     Datum* v = slot->tts_values;
     bool* null = slot->tts_isnull;
@@ -445,6 +830,10 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
         return true;
     }
     TimestampTz t = DatumGetTimestampTz(v[3]);
+    if (r->mode != READ_KNOWN) {
+        receive_one_pass(r, v, null, wt, t, old);
+        return true;
+    }
     if (r->split != NULL && t >= r->split->end) {
         // After the window: not read.
         MemoryContextSwitchTo(old);
@@ -492,6 +881,22 @@ static void event_receiver_startup(DestReceiver* self, int operation, TupleDesc 
     for (int i = 0; i < 6; i++) {
         uok |= r->ubase == ok[i];
         iok |= r->ibase == ok[i];
+    }
+    if (r->mode == READ_ONE_PASS) {
+        // SOURCE_MAX_TIME compares the event types with the column's
+        // collation: only a deterministic one is the byte comparison here.
+        Oid coll = TupleDescAttr(desc, 2)->attcollation;
+        if (OidIsValid(coll) && !get_collation_isdeterministic(coll)) {
+            r->mode = READ_STOP;
+            r->two_scans = "the event type column has a nondeterministic collation";
+            return;
+        }
+        // The two-step read reports these after the cutoff's own errors.
+        if (!uok || !iok || !compatible_id_type(r->ubase, r->user_type) ||
+            !compatible_id_type(r->ibase, r->item_type)) {
+            give_up_one_pass(r, "the user or item column no longer has a type the mapping can read");
+            return;
+        }
     }
     if (!uok || !iok)
         ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -701,6 +1106,7 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     if (split != NULL) {
         split->touches.data = NULL;
         split->touches.n = 0;
+        split->two_scans = NULL;
     }
     int64 all_touch_cap = 0;
     core_call_or_error("reading the events", [&] {
@@ -708,12 +1114,56 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
             res->items->obj = new recsys::KeyDict(ibytes);
     });
     reset_aggregation(&r);
+    if (split != NULL && split->find_cutoff) {
+        r.mode = READ_ONE_PASS;
+        r.margin_us = ((int64) split->hold_days + 2) * USECS_PER_DAY;
+        r.hold_from = DT_NOBEGIN;
+        r.swept_at = DT_NOBEGIN;
+        r.held_check = 65536;
+        r.held_bits = new_held_bits(&r);
+        memset(r.held_bits, 0, (Size) (r.held_bits_mask + 1) / 8);
+    }
 
     // The one scan of the source.
     Oid types[4];
     char* sql = source_query_sql(src, SOURCE_EVENTS, types);
     scan_events(src, sql, &r);
     res->scans = 1;
+    if (r.mode != READ_KNOWN) {
+        // The scan found the newest event (or, stopped, leaves it to
+        // SOURCE_MAX_TIME): the cutoff, or its errors, now.
+        split->cutoff = split->cutoff_of(split->cutoff_arg, r.mode == READ_STOP, r.usable_any, r.usable_newest);
+        if (r.mode == READ_ONE_PASS && r.released_any && r.released_max >= split->cutoff)
+            give_up_one_pass(&r, "an event released as before the cutoff is not");   // (never: the margin)
+        if (r.mode == READ_ONE_PASS)
+            sweep_held(&r, true, split->cutoff);
+        if (r.mode == READ_ONE_PASS) {
+            flush_events(&r);
+            if (r.mode == READ_ONE_PASS && memory_bound(&r) > r.limit)
+                give_up_one_pass(&r, "the two-step read might have read the users in parts");
+        }
+        if (r.mode != READ_ONE_PASS) {
+            // The two-step read, split at the cutoff now known.
+            const char* why = r.two_scans;
+            free_held(&r);
+            if (r.touches != NULL)
+                pfree(r.touches);
+            r.users->release();
+            r.agg->release();
+            res->items->release();
+            MemoryContextDelete(r.rowcxt);
+            pfree(r.batch->keys);
+            pfree(r.batch);
+            progress_add_rows(-r.rows);   // the rows are counted again
+            EventsSplit again = *split;
+            again.find_cutoff = false;
+            read_events(src, w, out, res, &again);
+            split->touches = again.touches;
+            split->two_scans = why;
+            res->scans = 2;
+            return;
+        }
+    }
     res->ignored_null = r.ignored_null;
     res->ignored_type = r.ignored_type;
     res->newest = r.newest;

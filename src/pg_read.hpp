@@ -54,6 +54,24 @@ struct EventsSplit {
     TimestampTz end;       // DT_NOEND: no end
     bool keep_histories;
     TouchBuffer touches;   // filled by read_events
+    // Evaluation in one scan (find_cutoff): the cutoff is not known before
+    // the scan; read_events finds the newest usable event (keys and time
+    // present, event type weighted > 0: the newest SOURCE_MAX_TIME would
+    // find) itself and asks cutoff_of for the cutoff (which errors out when
+    // there is none), then sets `cutoff`.  The events within hold_days + 2
+    // days of the newest so far are held back, by their keys (no dictionary
+    // sees them), and each cell's are released in arrival order once they
+    // are certainly before the cutoff, or split at it after the scan.  When
+    // one scan cannot give exactly what the two-step read gives (see
+    // pg_read.cpp: the users would be read in parts, a key or a value that
+    // the read may reject, ...), the scan only finds the newest event, or
+    // stops (by_query: cutoff_of runs SOURCE_MAX_TIME itself), and the
+    // events are read a second time split at the cutoff, as before.
+    bool find_cutoff;
+    int hold_days;
+    TimestampTz (*cutoff_of)(void* arg, bool by_query, bool found, TimestampTz newest);
+    void* cutoff_arg;
+    const char* two_scans;   // out: why the second scan was needed (NULL: one scan)
 };
 
 // Reads src's events with the weights w into out (from cell_buffer_init);

@@ -375,7 +375,7 @@ static Size least_budget_for_items(double items, double rows, const recsys::Trai
 // would still depend on the matrix, the decision waits until after reading
 // (train_within_budget), where it is exact too.
 void refuse_before_reading(const SourceRel* src, const EventWeights* ew, int neighbors, const ModelSettings* model,
-                           Size reserved, const char* what)
+                           Size reserved, const char* what, void (*first)(void*), void* first_arg)
 {
     Size mwm = (Size) maintenance_work_mem * 1024;
     if (reserved >= mwm)
@@ -404,6 +404,8 @@ void refuse_before_reading(const SourceRel* src, const EventWeights* ew, int nei
     Size least = least_budget_for_items((double) items, rows, opt, &exact);
     if (least <= budget || !exact)
         return;
+    if (first != NULL)
+        first(first_arg);
     ereport(ERROR,
             (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
              errmsg("recsys: %s needs at least %zu MB, more than maintenance_work_mem (%zu MB)", what,

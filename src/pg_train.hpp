@@ -35,5 +35,8 @@ void train_within_budget(CellBuffer* cells, int neighbors, const struct ModelSet
 // then comes after reading, from train_within_budget).  Needs ANALYZE's
 // statistics of src to suspect it; then counts the products exactly (not
 // with negative weights, where the count would only bound the matrix's).
+// first (if set) runs just before the refusal, for errors that must come
+// before it (the evaluation's cutoff).
 void refuse_before_reading(const SourceRel* src, const EventWeights* w, int neighbors,
-                           const struct ModelSettings* model, Size reserved, const char* what);
+                           const struct ModelSettings* model, Size reserved, const char* what,
+                           void (*first)(void*) = NULL, void* first_arg = NULL);

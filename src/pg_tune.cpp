@@ -266,6 +266,7 @@ extern "C" Datum recsys_tune_core(PG_FUNCTION_ARGS)
     cell_buffer_init(&before, false);
     EventsRead read;
     EventsSplit split;
+    memset(&split, 0, sizeof split);   // the cutoff is known: no find_cutoff
     split.cutoff = cutoff;
     split.end = end;
     split.keep_histories = false;   // the tuner scores from every cell

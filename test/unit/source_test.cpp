@@ -340,6 +340,45 @@ TEST(CellAggregator, FillsToNinetyPercentWhenItMayNotDouble)
     EXPECT_EQ(a.memory_bytes(), 1024u * 24);
 }
 
+// pg_read.cpp's one-scan evaluation bounds the two-step read's memory from
+// its own dictionaries, filled in another order: without the byte keys'
+// string, memory_bytes() depends on the keys alone; the string's capacity
+// is at most twice its length (or 15), whatever the order.
+TEST(KeyDict, MemoryBesidesTheArenaDoesNotDependOnTheOrder)
+{
+    std::mt19937_64 rng(5);
+    std::vector<std::string> keys;
+    for (int k = 0; k < 3000; k++)
+        keys.push_back(std::string(1 + rng() % (k % 100 == 0 ? 700 : 40), static_cast<char>('a' + k % 26)) +
+                       std::to_string(k));
+    std::vector<int64_t> ints;
+    for (int k = 0; k < 3000; k++)
+        ints.push_back(static_cast<int64_t>(rng()));
+    std::size_t first_bytes = 0, first_ints = 0;
+    for (int round = 0; round < 6; round++) {
+        std::shuffle(keys.begin(), keys.end(), rng);
+        std::shuffle(ints.begin(), ints.end(), rng);
+        KeyDict ds(true), di(false);
+        std::size_t len = 0;
+        for (const std::string& s : keys) {
+            ds.add(bk(s));
+            len += s.size();
+            EXPECT_LE(ds.arena_capacity(), std::max<std::size_t>(2 * ds.arena_bytes(), 15));
+        }
+        for (int64_t v : ints)
+            di.add(ik(v));
+        EXPECT_EQ(ds.arena_bytes(), len);
+        EXPECT_GE(ds.arena_capacity(), len);
+        std::size_t besides = ds.memory_bytes() - ds.arena_capacity();
+        if (round == 0) {
+            first_bytes = besides;
+            first_ints = di.memory_bytes();
+        }
+        EXPECT_EQ(besides, first_bytes);
+        EXPECT_EQ(di.memory_bytes(), first_ints);
+    }
+}
+
 TEST(KeyDict, AddBatchEqualsAddOneByOne)
 {
     // Batches of every length around the prefetch distance, integer and
