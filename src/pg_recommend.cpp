@@ -8,7 +8,9 @@
 // history in indexed queries, scores each user in the core among the
 // allowed items (the per-call filters and the recommendable relation, as
 // sorted arrays of item indices the core searches), and fills short lists
-// from the popularity list, read in rank order only as far as needed.  Rows
+// from the popularity list (kept per backend and model, walked over the
+// allowed items only when there is an allowed set; read in rank order only
+// as far as needed when it is not kept).  Rows
 // come in the order of the input array.  Every item a user has an event on
 // is excluded (unless exclude_seen is false), whatever its weight: refunds
 // and weight-0 events included.
