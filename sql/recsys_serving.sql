@@ -65,6 +65,10 @@ SELECT count(*) FROM recsys_recommend(ARRAY[1], 3, false);
 -- U_4 = {2,4}, U_6 = {4} and 5 has no user, so for u1 (history 1 2 3)
 -- score(4) = 2/sqrt6 + 1/2 and score(6) = 1/sqrt3, and no fill is left
 -- (1, 2, 3 are history, 4 and 6 listed, 5 not in the model).
+-- The popularity list is cached per model as well: the unknown user's fill
+-- among 2..6 is 2 (3 users), then 3 (2 users, ranked before 4).
+SELECT product_id, score, source FROM recsys_recommend(ARRAY[99], 2, include_items => ARRAY[2, 3, 4, 5, 6])
+ ORDER BY rank;
 SELECT model_id AS first_model FROM recsys.active_model \gset
 SELECT pinned FROM recsys_pin(:first_model);   -- kept whatever retention drops
 CREATE TEMP TABLE u3_events AS SELECT * FROM store.events WHERE user_id = 3;
@@ -74,6 +78,9 @@ SELECT r.product_id, r.rank, r.source, pg_temp.matches(r.score, h.score) AS as_b
   FROM recsys_recommend(ARRAY[1], 3) r
   FULL JOIN (VALUES (4, 2 / sqrt(6) + 0.5), (6, 1 / sqrt(3))) h(product_id, score) USING (product_id)
  ORDER BY r.rank;
+-- ... and read again for this model: without u3, 2 and 4 have 2 users each.
+SELECT product_id, score, source FROM recsys_recommend(ARRAY[99], 2, include_items => ARRAY[2, 3, 4, 5, 6])
+ ORDER BY rank;
 -- Back to the first model (an id this session cached before): its values.
 INSERT INTO store.events SELECT * FROM u3_events;
 SELECT count(*) AS activated FROM recsys_activate(:first_model);
@@ -89,6 +96,16 @@ SELECT count(*) AS rows, count(c.*) AS same_as_cached
   FROM recsys_recommend(ARRAY[1, 2, 3, 4, 99], 6) r
   LEFT JOIN cached c ON (c.user_id, c.product_id, c.score, c.rank, c.source)
                       = (r.user_id, r.product_id, r.score, r.rank, r.source);
+RESET recsys.neighbor_cache_size;
+-- So is every filtered list (the fill walks only the allowed items' entries
+-- of the cached popularity list; without the cache, it reads the list).
+CREATE TEMP TABLE cached_f AS
+  SELECT * FROM recsys_recommend(ARRAY[1, 2, 3, 4, 99], 6, include_items => ARRAY[1, 3, 5, 6, 7]);
+SET recsys.neighbor_cache_size = 0;
+SELECT count(*) AS rows, count(c.*) AS same_as_cached
+  FROM recsys_recommend(ARRAY[1, 2, 3, 4, 99], 6, include_items => ARRAY[1, 3, 5, 6, 7]) r
+  LEFT JOIN cached_f c ON (c.user_id, c.product_id, c.score, c.rank, c.source)
+                        = (r.user_id, r.product_id, r.score, r.rank, r.source);
 RESET recsys.neighbor_cache_size;
 
 -- 2. The attribute pattern: products of a category in a price range.

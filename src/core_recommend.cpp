@@ -165,11 +165,29 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         for (int32_t item : seen) exclude(item);
     }
     std::vector<Scored> cand;
-    cand.reserve(order.size());
-    for (uint32_t pos : order) {
-        const Slot& sl = slots[pos];
-        if (sl.score > 0 && filter.passes(sl.item))
-            cand.push_back(Scored{sl.score, sl.item});
+    if (filter.allowed != nullptr && filter.n_allowed < order.size()) {
+        // An allowed set smaller than the candidates (a category page): its
+        // items are looked up in the table instead of a search of the set for
+        // every candidate.  The same candidates; select_top_k orders them by
+        // score and id, whatever order they come in.
+        cand.reserve(filter.n_allowed);
+        for (std::size_t a = 0; a < filter.n_allowed; ++a) {
+            const int32_t item = filter.allowed[a];
+            if (a > 0 && item == filter.allowed[a - 1]) continue;  // sorted: a repeat
+            std::size_t pos = home(item);
+            while (slots[pos].stamp == now && slots[pos].item != item) pos = (pos + 1) & mask;
+            const Slot& sl = slots[pos];
+            if (sl.stamp == now && sl.score > 0 &&
+                (filter.denied == nullptr || !std::binary_search(filter.denied, filter.denied + filter.n_denied, item)))
+                cand.push_back(Scored{sl.score, sl.item});
+        }
+    } else {
+        cand.reserve(order.size());
+        for (uint32_t pos : order) {
+            const Slot& sl = slots[pos];
+            if (sl.score > 0 && filter.passes(sl.item))
+                cand.push_back(Scored{sl.score, sl.item});
+        }
     }
     detail::select_top_k(cand, n);
     out.reserve(cand.size());

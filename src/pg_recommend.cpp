@@ -8,7 +8,9 @@
 // history in indexed queries, scores each user in the core among the
 // allowed items (the per-call filters and the recommendable relation, as
 // sorted arrays of item indices the core searches), and fills short lists
-// from the popularity list, read in rank order only as far as needed.  Rows
+// from the popularity list (kept per backend and model, walked over the
+// allowed items only when there is an allowed set; read in rank order only
+// as far as needed when it is not kept).  Rows
 // come in the order of the input array.  Every item a user has an event on
 // is excluded (unless exclude_seen is false), whatever its weight: refunds
 // and weight-0 events included.
@@ -638,6 +640,140 @@ static void split_cells(const UserEvent* cells, int from, int to, recsys::Histor
     }
 }
 
+// The popularity cache: the popularity list of one model (and one
+// recsys.popularity relation), in rank order, kept for the backend's life
+// like the neighbour cache and for the same reasons (a model's rows never
+// change after its training committed, model ids are never reused), so a
+// fill costs no query.  by_item holds the positions sorted by item, to find
+// an allowed set's entries.  12 bytes an item (600 kB at 50k items); kept
+// when that is at most a quarter of recsys.neighbor_cache_size, else (and
+// with the setting 0) every fill reads the list in chunks.
+struct PopCache {
+    MemoryContext cxt;
+    int64 model;
+    Oid rel;
+    int n;
+    int32* ids;
+    int32* users;
+    int32* by_item;
+};
+static PopCache pop_cache = {NULL, -1, InvalidOid, 0, NULL, NULL, NULL};
+static int64 pop_too_big_model = -1;   // the model whose list was too big to keep,
+static Size pop_too_big_limit = 0;     // at this setting
+static SPIPlanPtr popular_all_plan = NULL;
+
+// Readies the popularity cache for model_id; false when it is not kept.
+static bool pop_cache_ready(int64 model_id)
+{
+    Oid rel = get_relname_relid("popularity", get_namespace_oid("recsys", false));
+    Size limit = (Size) recsys_neighbor_cache_kb * 1024;
+    if (pop_cache.cxt != NULL && (pop_cache.model != model_id || pop_cache.rel != rel || limit == 0)) {
+        MemoryContextDelete(pop_cache.cxt);
+        pop_cache.cxt = NULL;
+    }
+    if (limit == 0 || (pop_too_big_model == model_id && pop_too_big_limit == limit))
+        return false;
+    if (pop_cache.cxt != NULL)
+        return true;
+    if (popular_all_plan == NULL) {
+        Oid types[1] = {INT8OID};
+        popular_all_plan = keep_plan("SELECT item_id, users FROM recsys.popularity "
+                                     "WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY rank",
+                                     1, types);
+    }
+    Datum args[1] = {Int64GetDatum(model_id)};
+    if (SPI_execute_plan(popular_all_plan, args, NULL, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading popularity failed");
+    int n = (int) SPI_processed;
+    if ((Size) n * 12 > limit / 4) {
+        SPI_freetuptable(SPI_tuptable);
+        pop_too_big_model = model_id;
+        pop_too_big_limit = limit;
+        return false;
+    }
+    MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "recsys popularity cache", ALLOCSET_SMALL_SIZES);
+    int32* ids = (int32*) MemoryContextAlloc(cxt, sizeof(int32) * Max(n, 1));
+    int32* users = (int32*) MemoryContextAlloc(cxt, sizeof(int32) * Max(n, 1));
+    int32* by_item = (int32*) MemoryContextAlloc(cxt, sizeof(int32) * Max(n, 1));
+    bool isnull;
+    for (int i = 0; i < n; i++) {
+        HeapTuple t = SPI_tuptable->vals[i];
+        ids[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
+        users[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
+        by_item[i] = i;
+    }
+    SPI_freetuptable(SPI_tuptable);
+    std::sort(by_item, by_item + n, [ids](int32 a, int32 b) { return ids[a] < ids[b]; });
+    pop_cache.cxt = cxt;
+    pop_cache.model = model_id;
+    pop_cache.rel = rel;
+    pop_cache.n = n;
+    pop_cache.ids = ids;
+    pop_cache.users = users;
+    pop_cache.by_item = by_item;
+    return true;
+}
+
+// The cached popularity entries of the items f allows, in rank order.
+static void pop_allowed(const recsys::ItemFilter* f, const int32** ids_out, const int32** users_out, int* n_out)
+{
+    const int32* ids = pop_cache.ids;
+    const int32* by_item = pop_cache.by_item;
+    int32* pos = (int32*) palloc(sizeof(int32) * Max(f->n_allowed, 1));
+    int n = 0;
+    for (size_t a = 0; a < f->n_allowed; a++) {
+        int32 item = f->allowed[a];
+        if (a > 0 && item == f->allowed[a - 1])
+            continue;
+        const int32* p = std::lower_bound(by_item, by_item + pop_cache.n, item,
+                                          [ids](int32 q, int32 v) { return ids[q] < v; });
+        if (p != by_item + pop_cache.n && ids[*p] == item)
+            pos[n++] = *p;
+    }
+    std::sort(pos, pos + n);
+    int32* rids = (int32*) palloc(sizeof(int32) * Max(n, 1));
+    int32* rusers = (int32*) palloc(sizeof(int32) * Max(n, 1));
+    for (int k = 0; k < n; k++) {
+        rids[k] = ids[pos[k]];
+        rusers[k] = pop_cache.users[pos[k]];
+    }
+    pfree(pos);
+    *ids_out = rids;
+    *users_out = rusers;
+    *n_out = n;
+}
+
+// The next `limit` entries of the popularity list after rank *after (read,
+// not cached); *after becomes the last rank read.
+static int read_popular_chunk(int64 model_id, int32* after, int limit, const int32** ids_out,
+                              const int32** users_out)
+{
+    if (popular_plan == NULL) {
+        Oid types[3] = {INT8OID, INT4OID, INT4OID};
+        popular_plan = keep_plan("SELECT item_id, users, rank FROM recsys.popularity "
+                                 "WHERE model_id OPERATOR(pg_catalog.=) $1 AND rank OPERATOR(pg_catalog.>) $2 "
+                                 "ORDER BY rank LIMIT $3",
+                                 3, types);
+    }
+    Datum pargs[3] = {Int64GetDatum(model_id), Int32GetDatum(*after), Int32GetDatum(limit)};
+    if (SPI_execute_plan(popular_plan, pargs, NULL, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading popularity failed");
+    int n_pop = (int) SPI_processed;
+    int32* pop_ids = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
+    int32* pop_users = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
+    bool isnull;
+    for (int i = 0; i < n_pop; i++) {
+        HeapTuple t = SPI_tuptable->vals[i];
+        pop_ids[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
+        pop_users[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
+        *after = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+    }
+    SPI_freetuptable(SPI_tuptable);
+    *ids_out = pop_ids;
+    *users_out = pop_users;
+    return n_pop;
+}
+
 // Scores n_users histories (cells as user_cells leaves them) among the items
 // f allows: the top_n collaborative items of each, then the popularity fill,
 // read in rank order only as far as some list needs it.  Lists go to
@@ -672,34 +808,37 @@ static void score_lists(int64 model_id, const UserEvent* cells, int n_cells, con
         return;
 
     // The popularity fill.  Without an allowed set, top_n + max_cells +
-    // n_denied rows are enough: a list skips at most its history and seen
+    // n_denied entries are enough: a list skips at most its history and seen
     // items, its listed items and the denied ones.  With one, read on in
-    // growing chunks until every list is full or the list ends.
-    if (popular_plan == NULL) {
-        Oid types[3] = {INT8OID, INT4OID, INT4OID};
-        popular_plan = keep_plan("SELECT item_id, users, rank FROM recsys.popularity "
-                                 "WHERE model_id OPERATOR(pg_catalog.=) $1 AND rank OPERATOR(pg_catalog.>) $2 "
-                                 "ORDER BY rank LIMIT $3",
-                                 3, types);
+    // growing chunks until every list is full or the list ends.  From the
+    // popularity cache, the list walked with an allowed set holds only the
+    // allowed items (in rank order: the fill skips the others anyway).
+    const int32* list_ids = NULL;
+    const int32* list_users = NULL;
+    int n_list = 0;
+    bool cached = pop_cache_ready(model_id);
+    if (cached && f->allowed != NULL)
+        pop_allowed(f, &list_ids, &list_users, &n_list);
+    else if (cached) {
+        list_ids = pop_cache.ids;
+        list_users = pop_cache.users;
+        n_list = pop_cache.n;
     }
     int64 chunk = (int64) top_n + max_cells + (int64) f->n_denied;
-    int32 after = PG_INT32_MIN;
+    int32 after = PG_INT32_MIN;   // reading: the last rank read
+    int from = 0;                 // cached: the next entry of the list
     for (;;) {
         int limit = (int) Min(chunk, (int64) PG_INT32_MAX);
-        Datum pargs[3] = {Int64GetDatum(model_id), Int32GetDatum(after), Int32GetDatum(limit)};
-        if (SPI_execute_plan(popular_plan, pargs, NULL, true, 0) != SPI_OK_SELECT)
-            elog(ERROR, "recsys: reading popularity failed");
-        int n_pop = (int) SPI_processed;
-        int32* pop_ids = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
-        int32* pop_users = (int32*) palloc(sizeof(int32) * Max(n_pop, 1));
-        bool isnull;
-        for (int i = 0; i < n_pop; i++) {
-            HeapTuple t = SPI_tuptable->vals[i];
-            pop_ids[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
-            pop_users[i] = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
-            after = DatumGetInt32(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
-        }
-        SPI_freetuptable(SPI_tuptable);
+        int n_pop;
+        const int32* pop_ids;
+        const int32* pop_users;
+        if (cached) {
+            n_pop = Min(limit, n_list - from);
+            pop_ids = list_ids + from;
+            pop_users = list_users + from;
+            from += n_pop;
+        } else
+            n_pop = read_popular_chunk(model_id, &after, limit, &pop_ids, &pop_users);
         short_list = false;
         for (int j = 0; j < n_users; j++) {
             if (n_out[j] >= top_n)
@@ -722,8 +861,6 @@ static void score_lists(int64 model_id, const UserEvent* cells, int n_cells, con
             n_out[j] = n;
             short_list = short_list || n < top_n;
         }
-        pfree(pop_ids);
-        pfree(pop_users);
         if (!short_list || n_pop < limit || f->allowed == NULL)
             break;
         chunk = Min(chunk * 4, (int64) 1 << 20);

@@ -423,7 +423,159 @@ bool required(const json& doc, const char* name, const char* what, ApiError& err
 
 }  // namespace
 
+namespace {
+
+// The fast path's reader: one pass over the body, no document built.
+struct FastReader {
+    const char* p;
+    const char* end;
+    void ws() {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) ++p;
+    }
+    bool eat(char c) {
+        ws();
+        if (p == end || *p != c) return false;
+        ++p;
+        return true;
+    }
+    // A member name without escapes.
+    bool key(std::string_view& k) {
+        if (!eat('"')) return false;
+        const char* b = p;
+        while (p < end && *p != '"' && *p != '\\' && static_cast<unsigned char>(*p) >= 0x20) ++p;
+        if (p == end || *p != '"') return false;
+        k = std::string_view(b, static_cast<std::size_t>(p - b));
+        ++p;
+        return true;
+    }
+    // A JSON integer -?(0|[1-9][0-9]*) of at most 18 digits, not "-0", not
+    // followed by a fraction or exponent; its text is its canonical form.
+    bool integer(std::string_view& text, int64_t& v) {
+        ws();
+        const char* b = p;
+        if (p < end && *p == '-') ++p;
+        const char* d = p;
+        while (p < end && *p >= '0' && *p <= '9') ++p;
+        const std::size_t nd = static_cast<std::size_t>(p - d);
+        if (nd == 0 || nd > 18 || (*d == '0' && (nd > 1 || d != b))) return false;
+        if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return false;
+        text = std::string_view(b, static_cast<std::size_t>(p - b));
+        auto r = std::from_chars(b, p, v);
+        return r.ec == std::errc() && r.ptr == p;
+    }
+    bool boolean(bool& v) {
+        ws();
+        if (end - p >= 4 && std::string_view(p, 4) == "true") {
+            p += 4;
+            v = true;
+        } else if (end - p >= 5 && std::string_view(p, 5) == "false") {
+            p += 5;
+            v = false;
+        } else {
+            return false;
+        }
+        return p == end || !(std::isalnum(static_cast<unsigned char>(*p)) || *p == '_');
+    }
+    // An array of integer ids of type t (integer or bigint, in range) with
+    // min..max elements.
+    bool ids(IdType t, std::size_t min, std::size_t max, std::vector<std::string>& out) {
+        if (t != IdType::Integer && t != IdType::Bigint) return false;
+        if (!eat('[')) return false;
+        out.clear();
+        ws();
+        if (p < end && *p == ']') {
+            ++p;
+            return min == 0;
+        }
+        while (true) {
+            std::string_view text;
+            int64_t v = 0;
+            if (!integer(text, v)) return false;
+            if (t == IdType::Integer && (v < INT32_MIN || v > INT32_MAX)) return false;
+            if (out.size() == max) return false;
+            out.emplace_back(text);
+            if (eat(']')) break;
+            if (!eat(',')) return false;
+        }
+        return out.size() >= min;
+    }
+};
+
+// The common shape of a /recommendations body -- an object of the known
+// members with integer ids, an integer top_n in range and booleans, each
+// member once, nothing to report -- read in one pass.  False for anything
+// else (string ids, floats, nulls, escapes, a repeated member, any error),
+// which the general path then parses: what it answers, the fast path
+// answers for the bodies it takes (test/unit_tests.cpp and the fuzzer
+// compare the two).
+bool parse_rec_request_fast(std::string_view body, const Limits& lim, RecRequest& out, IdTypes types) {
+    FastReader rd{body.data(), body.data() + body.size()};
+    RecRequest r;
+    r.types = types;
+    r.top_n = lim.default_top_n;
+    std::vector<std::string> ids;
+    unsigned seen = 0;
+    if (!rd.eat('{')) return false;
+    rd.ws();
+    if (rd.p < rd.end && *rd.p == '}') return false;  // no user_ids
+    while (true) {
+        std::string_view k;
+        if (!rd.key(k) || !rd.eat(':')) return false;
+        unsigned bit;
+        bool ok;
+        if (k == "user_ids") {
+            bit = 1;
+            ok = rd.ids(types.user, 1, lim.max_user_ids, ids);
+        } else if (k == "top_n") {
+            bit = 2;
+            std::string_view text;
+            int64_t v = 0;
+            ok = rd.integer(text, v) && v >= 1 && v <= lim.max_top_n;
+            r.top_n = static_cast<int>(v);
+        } else if (k == "details") {
+            bit = 4;
+            ok = rd.boolean(r.details);
+        } else if (k == "exclude_seen") {
+            bit = 8;
+            bool b = false;
+            ok = rd.boolean(b);
+            r.exclude_seen = b ? 1 : 0;
+        } else if (k == "include_items") {
+            bit = 16;
+            r.include_items.given = true;
+            ok = rd.ids(types.item, 0, lim.max_filter_items, r.include_items.ids);
+        } else if (k == "exclude_items") {
+            bit = 32;
+            r.exclude_items.given = true;
+            ok = rd.ids(types.item, 0, lim.max_filter_items, r.exclude_items.ids);
+        } else {
+            return false;
+        }
+        if (!ok || (seen & bit)) return false;
+        seen |= bit;
+        if (rd.eat('}')) break;
+        if (!rd.eat(',')) return false;
+    }
+    rd.ws();
+    if (rd.p != rd.end || !(seen & 1)) return false;
+    r.user_ids.reserve(ids.size());
+    std::unordered_set<std::string_view> distinct;
+    distinct.reserve(ids.size() * 2);
+    for (const auto& id : ids)
+        if (distinct.insert(id).second) r.user_ids.push_back(id);
+    out = std::move(r);
+    return true;
+}
+
+}  // namespace
+
 bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err, IdTypes types) {
+    if (parse_rec_request_fast(body, lim, out, types)) return true;
+    return parse_rec_request_general(body, lim, out, err, types);
+}
+
+bool parse_rec_request_general(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err,
+                               IdTypes types) {
     json doc;
     if (!parse_body(body, doc, err, "{\"user_ids\":[1,2],\"top_n\":5}")) return false;
     if (!known_fields(doc, {"user_ids", "top_n", "details", "exclude_seen", "include_items", "exclude_items"},

@@ -89,6 +89,10 @@ struct RecRequest {
 // field, 422 an unknown field or a value outside the bounds).  Never throws.
 bool parse_rec_request(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err,
                        IdTypes types = IdTypes{});
+// The same without the fast path parse_rec_request takes for bodies of the
+// common shape (integer ids, no error): the tests compare the two.
+bool parse_rec_request_general(std::string_view body, const Limits& lim, RecRequest& out, ApiError& err,
+                               IdTypes types = IdTypes{});
 
 // POST /recommendations/items: a basket or an anonymous session.
 struct ItemsRequest {

@@ -34,6 +34,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::string j = rsproxy::error_json(err);
         if (j.empty() || j.front() != '{') std::abort();
     }
+    // The fast path answers what the general parser answers, for every id type.
+    for (rsproxy::IdType t : {rsproxy::IdType::Integer, rsproxy::IdType::Bigint, rsproxy::IdType::Text,
+                              rsproxy::IdType::Uuid}) {
+        rsproxy::RecRequest a, b;
+        rsproxy::ApiError ea, eb;
+        const bool ok_a = rsproxy::parse_rec_request(in, lim, a, ea, rsproxy::IdTypes{t, t});
+        const bool ok_b = rsproxy::parse_rec_request_general(in, lim, b, eb, rsproxy::IdTypes{t, t});
+        if (ok_a != ok_b) std::abort();
+        if (ok_a && (a.user_ids != b.user_ids || a.top_n != b.top_n || a.details != b.details ||
+                     a.exclude_seen != b.exclude_seen || a.include_items.given != b.include_items.given ||
+                     a.include_items.ids != b.include_items.ids || a.exclude_items.given != b.exclude_items.given ||
+                     a.exclude_items.ids != b.exclude_items.ids || a.types != b.types))
+            std::abort();
+        if (!ok_a && rsproxy::error_json(ea) != rsproxy::error_json(eb)) std::abort();
+    }
     // The same body against the other id types, a basket and an explanation.
     for (rsproxy::IdType t : {rsproxy::IdType::Bigint, rsproxy::IdType::Text, rsproxy::IdType::Uuid}) {
         rsproxy::RecRequest r2;

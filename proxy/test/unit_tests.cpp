@@ -38,6 +38,85 @@ static bool parse(const std::string& body, RecRequest& r, ApiError& e, Limits li
     return parse_rec_request(body, lim, r, e);
 }
 
+// Bodies of the common shape take a fast path (no JSON document built); it
+// must answer exactly what the general parser answers, for these and for
+// every body that only looks like them (the fuzzer compares the two too).
+TEST(ParseRequest, FastPathAnswersAsTheGeneralParser) {
+    Limits lim;
+    lim.max_user_ids = 3;
+    lim.max_filter_items = 4;
+    lim.max_top_n = 50;
+    const char* bodies[] = {
+        R"({"user_ids":[10,25,42],"top_n":5})",
+        R"({"user_ids":[7,7,3,7],"top_n":10,"include_items":[6,16,31,41],"exclude_items":[]})",
+        " {\n\t\"include_items\" : [ 1 , -2 ] ,\r\"user_ids\":[0], \"exclude_seen\":false,\"details\":true } ",
+        R"({"user_ids":[2147483647,-2147483648]})",
+        R"({"user_ids":[2147483648]})",            // out of the integer range (fine as bigint)
+        R"({"user_ids":[999999999999999999]})",    // 18 digits
+        R"({"user_ids":[9223372036854775808]})",   // 19 digits: the general path decides
+        R"({"user_ids":[-0]})",
+        R"({"user_ids":[01]})",
+        R"({"user_ids":[1.0]})",
+        R"({"user_ids":[1e2]})",
+        R"({"user_ids":[1],"top_n":0})",
+        R"({"user_ids":[1],"top_n":51})",
+        R"({"user_ids":[1],"top_n":50})",
+        R"({"user_ids":[1],"top_n":5.0})",
+        R"({"user_ids":[1,2,3,4]})",               // too many
+        R"({"user_ids":[1],"include_items":[1,2,3,4,5]})",
+        R"({"user_ids":[]})",
+        R"({"user_ids":[1],"user_ids":[2]})",      // a repeated member
+        R"({"user_ids":[1],"top_n":3,"top_n":4})",
+        R"({"user_ids":[1],})",
+        R"({"user_ids":[1,]})",
+        R"({"user_ids":[1]} x)",
+        R"({"user_ids":[1]}})",
+        R"({"user_ids":["1"]})",
+        R"({"user_ids":[1],"include_items":null})",
+        R"({"user_ids":[1],"details":"true"})",
+        R"({"user_ids":[1],"details":truex})",
+        R"({"user_ids":[1],"detail":true})",
+        R"({"user\u005fids":[1]})",
+        R"({"top_n":3})",
+        R"({})",
+        R"([1])",
+        "",
+    };
+    for (IdType t : {IdType::Integer, IdType::Bigint, IdType::Text, IdType::Uuid}) {
+        for (const char* body : bodies) {
+            SCOPED_TRACE(std::string(body) + " as " + id_type_sql(t));
+            RecRequest a, b;
+            ApiError ea, eb;
+            const bool ok_a = parse_rec_request(body, lim, a, ea, IdTypes{t, t});
+            const bool ok_b = parse_rec_request_general(body, lim, b, eb, IdTypes{t, t});
+            ASSERT_EQ(ok_a, ok_b);
+            if (ok_a) {
+                EXPECT_EQ(a.user_ids, b.user_ids);
+                EXPECT_EQ(a.top_n, b.top_n);
+                EXPECT_EQ(a.details, b.details);
+                EXPECT_EQ(a.exclude_seen, b.exclude_seen);
+                EXPECT_EQ(a.include_items.given, b.include_items.given);
+                EXPECT_EQ(a.include_items.ids, b.include_items.ids);
+                EXPECT_EQ(a.exclude_items.given, b.exclude_items.given);
+                EXPECT_EQ(a.exclude_items.ids, b.exclude_items.ids);
+                EXPECT_TRUE(a.types == b.types);
+            } else {
+                EXPECT_EQ(error_json(ea), error_json(eb));
+            }
+        }
+    }
+    // The values themselves, by hand.
+    RecRequest r;
+    ApiError e;
+    ASSERT_TRUE(parse_rec_request(R"({"user_ids":[7,7,-3],"include_items":[6,16],"exclude_seen":false})", lim, r, e));
+    EXPECT_EQ(r.user_ids, (std::vector<std::string>{"7", "-3"}));
+    EXPECT_EQ(r.include_items.ids, (std::vector<std::string>{"6", "16"}));
+    EXPECT_TRUE(r.include_items.given);
+    EXPECT_FALSE(r.exclude_items.given);
+    EXPECT_EQ(r.exclude_seen, 0);
+    EXPECT_EQ(r.top_n, 10);
+}
+
 TEST(ParseRequest, Valid) {
     RecRequest r;
     ApiError e;

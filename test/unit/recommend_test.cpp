@@ -1,6 +1,7 @@
 // recommend_test.cpp - recsys::recommend() and neighbors_of().
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -242,6 +243,50 @@ TEST(Recommend, FilterChoosesTopNAmongAllowed) {
     f.denied = deny30;
     f.n_denied = 1;
     expect_recs(recommend({}, nb, m.popular_ids, m.popular_users, 3, true, {}, f), {{40, 3, false}});
+}
+
+// The collaborative part under a filter equals the unfiltered ranking with
+// the rejected items taken out, for allowed sets smaller than the candidates
+// (looked up in the score table), larger (searched per candidate), with
+// repeats and with a denied set besides.
+TEST(Recommend, FilteredCfEqualsUnfilteredWithRejectedRemoved) {
+    for (uint32_t seed = 21; seed <= 24; ++seed) {
+        const auto cells = recsys_test::random_cells(seed, 40, 30, 300);
+        const Model m = train(cells, TrainOptions{8});
+        const NeighborLookup nb = [&m](int32_t item) { return neighbors_of(m, item); };
+        for (std::size_t u = 0; u < 10; ++u) {
+            std::vector<HistoryItem> h;
+            for (std::size_t q = u * 5; q < cells.size(); q += 19)
+                h.push_back(HistoryItem{cells[q].item, cells[q].weight});
+            const auto all = recommend_cf(h, nb, 1000, true, {}, ItemFilter{});
+            for (int32_t step : {1, 2, 3, 7}) {
+                std::vector<int32_t> allow;
+                for (int32_t i = (int32_t)u % 3; i < 30; i += step) {
+                    allow.push_back(i);
+                    if (i % 5 == 0) allow.push_back(i);  // a repeat
+                }
+                const std::vector<int32_t> deny = {(int32_t)(u % 7), 11};
+                for (bool with_deny : {false, true}) {
+                    ItemFilter f;
+                    f.allowed = allow.data();
+                    f.n_allowed = allow.size();
+                    if (with_deny) {
+                        f.denied = deny.data();
+                        f.n_denied = deny.size();
+                    }
+                    for (int n : {1, 3, 10}) {
+                        std::vector<R> want;
+                        for (const auto& r : all)
+                            if (want.size() < std::size_t(n) &&
+                                std::binary_search(allow.begin(), allow.end(), r.item) &&
+                                !(with_deny && std::binary_search(deny.begin(), deny.end(), r.item)))
+                                want.push_back(R{r.item, r.score, true});
+                        expect_recs(recommend_cf(h, nb, n, true, {}, f), want);
+                    }
+                }
+            }
+        }
+    }
 }
 
 TEST(Recommend, FillInPartsEqualsFillAtOnce) {
