@@ -101,10 +101,10 @@ inline void validate_cells(const std::vector<Triplet>& cells, const CancelCheck&
 }
 
 // Fills m.popular_ids/popular_users: every item of m.item_ids by its distinct
-// users (users_of(dense index)) descending, then id ascending.  Holds 4I more
-// bytes while it sorts.  Shared by train() and train_passes().
+// users (users_of(dense index)) descending, then id ascending, and returns
+// that order (dense indices, 4I bytes).  Shared by train() and train_passes().
 template <class UsersOf>
-void rank_popularity(Model& m, UsersOf users_of) {
+std::vector<int32_t> rank_popularity(Model& m, UsersOf users_of) {
     const std::size_t n = m.item_ids.size();
     std::vector<int32_t> order(n);
     for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(i);
@@ -120,6 +120,7 @@ void rank_popularity(Model& m, UsersOf users_of) {
         m.popular_ids[r] = m.item_ids[i];
         m.popular_users[r] = users_of(i);
     }
+    return order;
 }
 
 // Bootstrap resample means (core_evaluate.cpp).  `metrics` are k <= 8

@@ -8,9 +8,13 @@
 //      a radix sort by user (build_csr_tables); any ids: stable LSD radix
 //      sorts of (item, cell index) and (user, cell index), then a counting
 //      sort in item order (build_csr_radix);
-//   5. item-major CSC, column norms, popularity;
+//   5. item-major CSC, column norms, popularity; the rows and the norms then
+//      name items by popularity rank (cache locality of step 6);
 //   6. per item i: dense accumulator of dot products over all users u of i and
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
+// With two threads (large inputs), the rows are sorted (step 4), the CSC is
+// built (two halves of the users) and step 6 runs on both; the result never
+// depends on it.
 // Settings other than the 1.0 defaults hook in after 4 (the weighting) and 5
 // (the similarity's factors and final formula): core_similarity.hpp.
 // PostgreSQL-free.
@@ -39,6 +43,8 @@ using detail::poll_cancel;
 using detail::Scored;
 
 constexpr std::size_t kChunk = std::size_t(1) << 16;  // cells between cancel polls
+constexpr std::size_t kUserBlock = std::size_t(1) << 16;  // rows sorted between cancel polls
+constexpr std::size_t kMinParallelCells = std::size_t(1) << 20;  // below: building on one thread
 constexpr uint32_t kSignFlip = 0x80000000u;            // int32 -> order-preserving uint32
 
 inline uint32_t key_of(int32_t v) { return static_cast<uint32_t>(v) ^ kSignFlip; }
@@ -97,6 +103,12 @@ struct HugePageAllocator {
         return p;
     }
     void deallocate(T* p, std::size_t n) { std::allocator<T>().deallocate(p, n); }
+    // resize() leaves new entries uninitialized (the entries are trivial and
+    // every one is written before it is read): no pass over the buffer.
+    template <class U>
+    void construct(U* p) noexcept { ::new (static_cast<void*>(p)) U; }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) { ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...); }
     bool operator==(const HugePageAllocator&) const { return true; }
     bool operator!=(const HugePageAllocator&) const { return false; }
 };
@@ -316,7 +328,7 @@ void radix_pass(const From* in, std::size_t n, To* out, std::size_t* c, int shif
 // CSR for the radix path.
 void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRange& ir,
                       std::vector<int32_t>& item_ids, std::vector<int32_t>& user_ids,
-                      std::vector<int64_t>& row_off, Rows& rows,
+                      std::vector<int64_t>& row_off, Rows& rows, bool two_threads,
                       const CancelCheck& cancel) {
     const std::size_t n = cells.size();
     {
@@ -367,18 +379,31 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     row_off.assign(n_users + 1, 0);
     for (std::size_t q = 0; q < n; ++q) ++row_off[static_cast<std::size_t>(rows[q].user) + 1];
     for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
-    for (std::size_t u = 0; u < n_users; ++u) {
-        if ((u & 0xffff) == 0) poll_cancel(cancel);
-        sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
-    }
+    // Rows are independent: sorted in blocks of users, on two threads when
+    // asked (same result either way); cancel is polled between blocks.
+    detail::parallel_blocks(
+        n_users, kUserBlock, two_threads,
+        [&](std::size_t b, std::size_t e, int) {
+            for (std::size_t u = b; u < e; ++u)
+                sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
+        },
+        cancel, [](std::size_t) {});
 }
 
 // Everything the per-item similarity pass reads and writes.
+//
+// The rows name items by popularity rank (0 = the item with the most users),
+// not by dense index: the accumulator and the norms are then read mostly in
+// their first few kilobytes (the popular items), which stay in cache.  The
+// columns, the slots and the output keep the dense index; neighbours are
+// ranked (ties: dense index ascending) and stored by dense index.
 struct SimContext {
-    const RowEntry* rows;
+    const RowEntry* rows;   // .item: popularity rank
     const ColEntry* cols;
     const int64_t* col_off;
-    const double* norm;
+    const double* norm;     // by popularity rank
+    const int32_t* rank_of;   // dense index -> popularity rank
+    const int32_t* dense_of;  // popularity rank -> dense index
     const int32_t* item_ids;
     const int64_t* slot;  // item i writes its neighbours at [slot[i], slot[i+1])
     int32_t* out_ids;
@@ -414,6 +439,7 @@ public:
         int32_t* const touched = touched_.data();
         std::size_t work = 0, n_touched = 0;
         const int64_t pb = cx_.col_off[i], pe = cx_.col_off[i + 1];
+        const int32_t self = cx_.rank_of[i];
         for (int64_t p = pb; p < pe; ++p) {
             if (p + kPrefetch < pe) {
                 const ColEntry& f = Cl[p + kPrefetch];
@@ -448,16 +474,16 @@ public:
         // not kept, nor (cosine) even divided.  The same top K as a heap.
         cand_.clear();
         double thr = 0;
-        const double ni = cx_.norm[i];
+        const double ni = cx_.norm[self];
         const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
             const int32_t j = touched[t];
             const double dot = acc[j];
             acc[j] = 0;
-            if (static_cast<std::size_t>(j) == i) continue;
+            if (j == self) continue;
             double sim;
             if (finish) {
-                sim = (*finish)(i, static_cast<std::size_t>(j), dot);
+                sim = (*finish)(i, static_cast<std::size_t>(cx_.dense_of[j]), dot);
             } else {
                 const double d = ni * cx_.norm[j];
                 // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
@@ -467,7 +493,7 @@ public:
                 sim = dot / d;
             }
             if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) continue;
-            cand_.push_back(Scored{sim, j});
+            cand_.push_back(Scored{sim, cx_.dense_of[j]});
             if (cand_.size() == cap_ && cx_.keep > 0 && cap_ > cx_.keep) {
                 std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1),
                                  cand_.end(), detail::RanksBefore());
@@ -553,9 +579,12 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     // after the CSC is built, but count them), CSC 16C + 8(I+1), item_ids
     // 4I, user_ids 4U, popular 4I+4I + sort order 4I, norms 8I, accumulator
     // 8I, touched 4I, candidates 16I -- twice, for the optional worker
-    // thread -- output slots 8(I+1), output offsets 8(I+1), output pairs 12P.
+    // thread -- output slots 8(I+1), output offsets 8(I+1), output pairs 12P;
+    // and, at most, the second half's column starts 8(I+1) (while the CSC is
+    // built), the popularity ranks 4I and the norms' copy by rank 8I.
     const double s2 = 16 * C + 8 * (U + 1) + 16 * C + 8 * (I + 1) + 4 * I + 4 * U + 12 * I +
-                      8 * I + 2 * (8 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P;
+                      8 * I + 2 * (8 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P +
+                      8 * (I + 1) + 4 * I + 8 * I;
     // Allocator bookkeeping: ~40 live blocks, plus stream/exception slack.
     const double slack = 40 * 64 + 16384;
     const double total = std::max({s1a, s1b, s2}) + slack;
@@ -601,8 +630,12 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     Rows rows;
     IdRange ur, ir;
     id_ranges(cells, ur, ir);
+    // Building the CSR and the CSC on two threads: as the similarity pass
+    // below (threads <= 0: when the input is large and 2+ CPUs exist).
+    const bool two_build =
+        threads > 1 || (threads <= 0 && n >= kMinParallelCells && std::thread::hardware_concurrency() >= 2);
     if (ur.span + ir.span <= 2 * static_cast<uint64_t>(n))
-        build_csr_tables(cells, ur, ir, m.item_ids, user_ids, row_off, rows, cancel);
+        build_csr_tables(cells, ur, ir, m.item_ids, user_ids, row_off, rows, two_build, cancel);
     else
         build_csr_radix(cells, m.item_ids, user_ids, row_off, rows, cancel);
     const std::size_t n_items = m.item_ids.size(), n_users = user_ids.size();
@@ -636,21 +669,49 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
 
     // 5. Item-major CSC (users ascending within an item); each entry carries
     // the user's row position and length, so the hot loop needs no row_off.
-    std::vector<int64_t> col_off(n_items + 1, 0);
-    for (int64_t q = 0; q < nnz; ++q) ++col_off[rows[q].item + 1];
-    for (std::size_t i = 0; i < n_items; ++i) col_off[i + 1] += col_off[i];
+    // Two halves of the users (split at half the cells) are counted and
+    // scattered independently, each item's entries from the second half
+    // after those from the first: users stay ascending in every column,
+    // whichever thread does which half.
+    std::vector<int64_t> col_off(n_items + 1, 0), second(n_items + 1, 0);
+    const std::size_t split = static_cast<std::size_t>(
+        std::upper_bound(row_off.begin(), row_off.begin() + static_cast<std::ptrdiff_t>(n_users), nnz / 2) -
+        row_off.begin()) - 1;
     std::vector<ColEntry, HugePageAllocator<ColEntry>> cols(static_cast<std::size_t>(nnz));
-    for (std::size_t u = 0; u < n_users; ++u) {
-        const int64_t qb = row_off[u], qe = row_off[u + 1];
-        for (int64_t q = qb; q < qe; ++q) {
-            ColEntry& c = cols[col_off[rows[q].item]++];
-            c.row = static_cast<uint32_t>(qb);
-            c.len = static_cast<uint32_t>(qe - qb);
-            c.w = rows[q].w;
-        }
+    auto halves = [&](auto&& per_half) {
+        detail::parallel_blocks(
+            2, 1, two_build,
+            [&](std::size_t h, std::size_t, int) {
+                if (h == 0) per_half(std::size_t(0), split, col_off.data());
+                else per_half(split, n_users, second.data());
+            },
+            cancel, [](std::size_t) {});
+    };
+    // Counts: col_off[i + 1] of the first half, second[i + 1] of the second.
+    halves([&](std::size_t ub, std::size_t ue, int64_t* cnt) {
+        for (int64_t q = row_off[ub]; q < row_off[ue]; ++q) ++cnt[rows[q].item + 1];
+    });
+    // col_off[i]: where column i starts; second[i]: where its second half starts.
+    for (std::size_t i = 0; i < n_items; ++i) {
+        const int64_t c0 = col_off[i + 1], c1 = second[i + 1];
+        col_off[i + 1] = col_off[i] + c0 + c1;
+        second[i] = col_off[i] + c0;
     }
-    for (std::size_t i = n_items; i > 0; --i) col_off[i] = col_off[i - 1];
+    halves([&](std::size_t ub, std::size_t ue, int64_t* pos) {
+        for (std::size_t u = ub; u < ue; ++u) {
+            const int64_t qb = row_off[u], qe = row_off[u + 1];
+            for (int64_t q = qb; q < qe; ++q) {
+                ColEntry& c = cols[pos[rows[q].item]++];
+                c.row = static_cast<uint32_t>(qb);
+                c.len = static_cast<uint32_t>(qe - qb);
+                c.w = rows[q].w;
+            }
+        }
+    });
+    // The second halves ended where the columns end.
+    for (std::size_t i = n_items; i > 0; --i) col_off[i] = second[i - 1];
     col_off[0] = 0;
+    release(second);
     // Hook: the similarity's factors (CSC: left, CSR: right) and final formula.
     std::optional<detail::SimilarityFinish> finish;
     if (!settings.plain())
@@ -669,8 +730,17 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
                                " are too large: the squared norm overflows a double");
     }
 
-    detail::rank_popularity(
+    // Items by popularity rank in the rows and the norms (see SimContext).
+    const std::vector<int32_t> dense_of = detail::rank_popularity(
         m, [&](std::size_t i) { return static_cast<int32_t>(col_off[i + 1] - col_off[i]); });
+    std::vector<int32_t> rank_of(n_items);
+    for (std::size_t r = 0; r < n_items; ++r) rank_of[static_cast<std::size_t>(dense_of[r])] = static_cast<int32_t>(r);
+    for (int64_t q = 0; q < nnz; ++q) rows[q].item = rank_of[static_cast<std::size_t>(rows[q].item)];
+    {
+        std::vector<double> by_rank(n_items);
+        for (std::size_t r = 0; r < n_items; ++r) by_rank[r] = norm[static_cast<std::size_t>(dense_of[r])];
+        norm.swap(by_rank);
+    }
     poll_cancel(cancel);
 
     // 6. Similarities.  Each item gets an output slot sized by an upper
@@ -697,6 +767,8 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     cx.cols = cols.data();
     cx.col_off = col_off.data();
     cx.norm = norm.data();
+    cx.rank_of = rank_of.data();
+    cx.dense_of = dense_of.data();
     cx.item_ids = m.item_ids.data();
     cx.slot = slot.data();
     cx.out_ids = m.nbr_ids.data();

@@ -357,6 +357,38 @@ TEST(Train, TwoThreadsGiveIdenticalResults) {
     EXPECT_EQ(e1.nbr_offsets, (std::vector<int64_t>{0}));
 }
 
+// The same for every weighting and similarity: the CSR, the CSC and the
+// similarity pass all split their work between the threads.
+TEST(Train, TwoThreadsGiveIdenticalResultsForEverySetting) {
+    auto cells = recsys_test::random_cells(40000, 3000, 500, 40000);
+    for (std::size_t k = 0; k < cells.size(); k += 3) cells[k].weight *= 1.37;
+    struct Setting {
+        recsys::Weighting w;
+        recsys::Similarity s;
+        double shrink;
+    };
+    const Setting settings[] = {
+        {recsys::Weighting::weights, recsys::Similarity::cosine, 10},
+        {recsys::Weighting::binary, recsys::Similarity::cosine, 0},
+        {recsys::Weighting::tfidf, recsys::Similarity::cosine, 200},
+        {recsys::Weighting::bm25, recsys::Similarity::cosine, 0},
+        {recsys::Weighting::weights, recsys::Similarity::asymmetric_cosine, 0},
+        {recsys::Weighting::weights, recsys::Similarity::rp3beta, 0},
+        {recsys::Weighting::binary, recsys::Similarity::jaccard, 1},
+    };
+    for (const Setting& st : settings)
+        for (int nb : {0, 5}) {
+            TrainOptions o{nb};
+            o.weighting = st.w;
+            o.similarity = st.s;
+            o.shrink = st.shrink;
+            const Model one = detail::train_threads(cells, o, {}, 1);
+            const Model two = detail::train_threads(cells, o, {}, 2);
+            expect_same_model(one, two);
+            EXPECT_GT(one.pairs(), 0);
+        }
+}
+
 TEST(Train, TwoThreadsCancelOnlyFromCallingThread) {
     const auto cells = recsys_test::random_cells(8, 2000, 1500, 30000);
     const std::thread::id caller = std::this_thread::get_id();
