@@ -1266,7 +1266,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     MemoryContextDelete(r.rowcxt);
     pfree(r.batch->keys);
     pfree(r.batch);
-    elog(DEBUG1, "recsys: read " INT64_FORMAT " events with %.3f s of CPU", res->events, cpu_seconds() - cpu0);
+    elog(DEBUG1, "recsys: reading the events took %.3f s of CPU (" INT64_FORMAT " used)", cpu_seconds() - cpu0,
+         res->events);
 }
 
 void write_item_keys(int64 model_id, const SourceRel* src, const EventsRead* res, const int32* item_ids, int64 n)
