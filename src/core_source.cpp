@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <utility>
 
 #include <sys/mman.h>
 
@@ -49,6 +50,17 @@ inline void prefetch(const void* p)
 #else
     (void) p;
 #endif
+}
+
+// A slot may straddle two cache lines (24-byte cells: 3 slots in 8 do):
+// both are prefetched.
+template <typename Slot>
+inline void prefetch_slot(const Slot* s)
+{
+    prefetch(s);
+    const char* last = reinterpret_cast<const char*>(s) + sizeof(Slot) - 1;
+    if ((reinterpret_cast<std::uintptr_t>(s) ^ reinterpret_cast<std::uintptr_t>(last)) >= 64)
+        prefetch(last);
 }
 
 // Calls place(j, hash(j)) for j = 0, 1, ..., n - 1, each hash(j) called
@@ -253,11 +265,16 @@ std::vector<int32_t> KeyDict::sort_by_key()
         if (count_ > 0)
             offsets_.swap(offsets);
     } else {
-        std::sort(order.begin(), order.end(), [this](int32_t a, int32_t b) { return ints_[a] < ints_[b]; });
-        std::vector<int64_t> ints(count_);
+        // The keys beside their indices: the sort reads them in place, not
+        // through the indices at random.  (Keys are distinct: the same order.)
+        std::vector<std::pair<int64_t, int32_t>> byk(count_);
         for (std::size_t i = 0; i < count_; i++)
-            ints[i] = ints_[order[i]];
-        ints_.swap(ints);
+            byk[i] = {ints_[i], static_cast<int32_t>(i)};
+        std::sort(byk.begin(), byk.end());
+        for (std::size_t i = 0; i < count_; i++) {
+            ints_[i] = byk[i].first;
+            order[i] = byk[i].second;
+        }
     }
     std::vector<int32_t> remap(count_);
     for (std::size_t i = 0; i < count_; i++)
@@ -332,7 +349,7 @@ bool CellAggregator::grow()
         [&](std::size_t j) {
             uint64_t h = mix64(slots_[j].key);
             if (slots_[j].key != kEmpty)
-                prefetch(&s[static_cast<std::size_t>(h) & mask]);
+                prefetch_slot(&s[static_cast<std::size_t>(h) & mask]);
             return h;
         },
         [&](std::size_t j, uint64_t h) {
@@ -405,7 +422,7 @@ std::size_t CellAggregator::add_batch(const int32_t* users, const int32_t* items
         n,
         [&](std::size_t k) {
             if (!slots_.empty() && (skip == nullptr || !skip[k]))
-                prefetch(&slots_[static_cast<std::size_t>(mix64(cell_key(users[k], items[k]))) & (slots_.size() - 1)]);
+                prefetch_slot(&slots_[static_cast<std::size_t>(mix64(cell_key(users[k], items[k]))) & (slots_.size() - 1)]);
             return uint64_t{0};
         },
         [&](std::size_t k, uint64_t) { return (skip != nullptr && skip[k]) || add(users[k], items[k], wv[k], time_us[k]); });
