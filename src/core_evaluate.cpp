@@ -283,45 +283,57 @@ private:
 }  // namespace
 
 namespace {
-// sum[c] += count(j) * rows[j K + c] for the units j = 0, 1, ..., m - 1 in
-// turn, count(j) = low[j] (+ high[j] with kHigh), each count then reset to
-// 0.  K is a constant here, so the K running sums stay in registers.
-template <std::size_t K, bool kHigh>
-void sum_counts_k(uint8_t* low, uint32_t* high, const double* rows, std::size_t m, double* sum) {
-    double s[K];
-    for (std::size_t c = 0; c < K; ++c) s[c] = sum[c];
+// For P resamples at once (P = 1 or 2): sum[p][c] = the sum of
+// count_p(j) * rows[j K + c] over the units j = 0, 1, ..., m - 1 in turn,
+// count_p(j) = low[p][j] (+ high[p][j] with kHigh), each count then reset to
+// 0.  Each resample's sums are the same additions in the same order as
+// alone; K and P are constants here, so the P K running sums stay in
+// registers, and two resamples' independent additions overlap.
+template <std::size_t K, std::size_t P, bool kHigh>
+void sum_counts_k(uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
+                  double (*sum)[kMaxColumns]) {
+    double s[P][K];
+    for (std::size_t p = 0; p < P; ++p)
+        for (std::size_t c = 0; c < K; ++c) s[p][c] = 0;
     for (std::size_t j = 0; j < m; ++j) {
-        uint32_t cj = low[j];
-        low[j] = 0;
-        if (kHigh) {
-            cj += high[j];
-            high[j] = 0;
+        const double* row = rows + j * K;
+        for (std::size_t p = 0; p < P; ++p) {
+            uint32_t cj = low[p][j];
+            low[p][j] = 0;
+            if (kHigh) {
+                cj += high[p][j];
+                high[p][j] = 0;
+            }
+            const double cd = static_cast<double>(cj);
+            for (std::size_t c = 0; c < K; ++c) s[p][c] += cd * row[c];
         }
-        const double cd = static_cast<double>(cj);
-        for (std::size_t c = 0; c < K; ++c) s[c] += cd * rows[j * K + c];
     }
-    for (std::size_t c = 0; c < K; ++c) sum[c] = s[c];
+    for (std::size_t p = 0; p < P; ++p)
+        for (std::size_t c = 0; c < K; ++c) sum[p][c] = s[p][c];
 }
 
 template <std::size_t K>
-void sum_counts_high(uint8_t* low, uint32_t* high, const double* rows, std::size_t m, double* sum) {
-    if (high != nullptr)
-        sum_counts_k<K, true>(low, high, rows, m, sum);
+void sum_counts_of(std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
+                   double (*sum)[kMaxColumns]) {
+    if (high[0] != nullptr)
+        P == 2 ? sum_counts_k<K, 2, true>(low, high, rows, m, sum) : sum_counts_k<K, 1, true>(low, high, rows, m, sum);
     else
-        sum_counts_k<K, false>(low, high, rows, m, sum);
+        P == 2 ? sum_counts_k<K, 2, false>(low, high, rows, m, sum) : sum_counts_k<K, 1, false>(low, high, rows, m, sum);
 }
 
-// The same for k = 1..kMaxColumns columns; high: NULL when no count wrapped.
-void sum_counts(std::size_t k, uint8_t* low, uint32_t* high, const double* rows, std::size_t m, double* sum) {
+// The same for k = 1..kMaxColumns columns; high: every high[p] NULL (no
+// count wrapped) or none.
+void sum_counts(std::size_t k, std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows,
+                std::size_t m, double (*sum)[kMaxColumns]) {
     switch (k) {
-        case 1: return sum_counts_high<1>(low, high, rows, m, sum);
-        case 2: return sum_counts_high<2>(low, high, rows, m, sum);
-        case 3: return sum_counts_high<3>(low, high, rows, m, sum);
-        case 4: return sum_counts_high<4>(low, high, rows, m, sum);
-        case 5: return sum_counts_high<5>(low, high, rows, m, sum);
-        case 6: return sum_counts_high<6>(low, high, rows, m, sum);
-        case 7: return sum_counts_high<7>(low, high, rows, m, sum);
-        default: return sum_counts_high<kMaxColumns>(low, high, rows, m, sum);
+        case 1: return sum_counts_of<1>(P, low, high, rows, m, sum);
+        case 2: return sum_counts_of<2>(P, low, high, rows, m, sum);
+        case 3: return sum_counts_of<3>(P, low, high, rows, m, sum);
+        case 4: return sum_counts_of<4>(P, low, high, rows, m, sum);
+        case 5: return sum_counts_of<5>(P, low, high, rows, m, sum);
+        case 6: return sum_counts_of<6>(P, low, high, rows, m, sum);
+        case 7: return sum_counts_of<7>(P, low, high, rows, m, sum);
+        default: return sum_counts_of<kMaxColumns>(P, low, high, rows, m, sum);
     }
 }
 }  // namespace
@@ -360,40 +372,55 @@ std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::
     uint64_t s = seed;
     for (std::size_t r = 0; r < B; ++r) starts[r] = next_splitmix64(&s);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    const std::size_t block = std::max<std::size_t>(1, kPollDraws / um);  // resamples between cancel polls
+    // Resamples between cancel polls: at least 2, taken in pairs.
+    const std::size_t block = std::max<std::size_t>(2, kPollDraws / um);
     const bool two = threads > 1 || (threads <= 0 && B * m >= kMinParallelDraws &&
                                      std::thread::hardware_concurrency() >= 2);
     // A resample's counts, one byte per unit (m bytes stay in a core's
     // cache where m 4-byte counts would not); a count that wraps adds 256 to
     // the unit's entry in `high`, made (m entries) at the first wrap only.
+    // Two per worker: resamples are drawn, then summed, in pairs.
     struct Counts {
         std::vector<uint8_t> low;
         std::vector<uint32_t> high;
     };
-    Counts counts[2];
-    counts[0].low.assign(m, 0);
-    if (two) counts[1].low.assign(m, 0);
+    Counts counts[2][2];
+    for (int w = 0; w < (two ? 2 : 1); ++w)
+        for (Counts& c : counts[w]) c.low.assign(m, 0);
+    const auto draw = [&](std::size_t r, Counts& cn) {
+        uint8_t* cnt = cn.low.data();
+        uint64_t state = starts[r];
+        const uint64_t draws = binomial.draw(next_splitmix64(&state));
+        for (uint64_t d = 0; d < draws; ++d) {
+            unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
+            while (static_cast<uint64_t>(x) < reject_below)
+                x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
+            const std::size_t j = static_cast<std::size_t>(x >> 64);
+            if (++cnt[j] == 0) {
+                if (cn.high.empty()) cn.high.assign(m, 0);
+                cn.high[j] += 256;
+            }
+        }
+    };
     detail::parallel_blocks(
         B, block, two,
         [&](std::size_t b, std::size_t e, int worker) {
-            Counts& cn = counts[worker];
-            uint8_t* cnt = cn.low.data();
-            for (std::size_t r = b; r < e; ++r) {
-                uint64_t state = starts[r];
-                const uint64_t draws = binomial.draw(next_splitmix64(&state));
-                for (uint64_t d = 0; d < draws; ++d) {
-                    unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
-                    while (static_cast<uint64_t>(x) < reject_below)
-                        x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
-                    const std::size_t j = static_cast<std::size_t>(x >> 64);
-                    if (++cnt[j] == 0) {
-                        if (cn.high.empty()) cn.high.assign(m, 0);
-                        cn.high[j] += 256;
-                    }
+            Counts* cn = counts[worker];
+            for (std::size_t r = b; r < e; r += 2) {
+                const std::size_t P = std::min<std::size_t>(2, e - r);
+                for (std::size_t p = 0; p < P; ++p) draw(r + p, cn[p]);
+                const bool wrapped = !cn[0].high.empty() || (P == 2 && !cn[1].high.empty());
+                uint8_t* low[2] = {cn[0].low.data(), cn[1].low.data()};
+                uint32_t* high[2] = {nullptr, nullptr};
+                for (std::size_t p = 0; wrapped && p < P; ++p) {
+                    if (cn[p].high.empty()) cn[p].high.assign(m, 0);
+                    high[p] = cn[p].high.data();
                 }
-                double sum[kMaxColumns] = {0};
-                sum_counts(k, cnt, cn.high.empty() ? nullptr : cn.high.data(), rows.data(), m, sum);
-                for (std::size_t col = 0; col < k; ++col) means[col][r] = sum[col] / static_cast<double>(n);
+                double sum[2][kMaxColumns];
+                sum_counts(k, P, low, high, rows.data(), m, sum);
+                for (std::size_t p = 0; p < P; ++p)
+                    for (std::size_t col = 0; col < k; ++col)
+                        means[col][r + p] = sum[p][col] / static_cast<double>(n);
             }
         },
         cancel, [](std::size_t) {});
