@@ -74,7 +74,7 @@ public:
     Scorer(const Model& m, const ModelIndex& ix, int k, bool repeats)
         : recommended(m.item_ids.size(), 0), m_(m), ix_(ix), k_(static_cast<std::size_t>(k)), repeats_(repeats),
           acc_(m.item_ids.size(), 0),
-          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), top_(k_) {}
+          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), order_(m.item_ids.size() + 1), top_(k_) {}
 
     // One user: cells before the cutoff hist[0..nh) (sorted by item, summed),
     // distinct touches after it t[0..nt) (sorted by item).
@@ -104,12 +104,31 @@ public:
         // Neighbour similarities and history weights are > 0, so a zero
         // accumulator is one not touched yet (or touched only by products
         // that underflowed to 0, which add nothing): no separate flag.
-        order_.clear();
+        // The first touch of an item appends it to order_ without a branch
+        // (order_ holds every item at most once, and one slot more for the
+        // write past the last).
         double* const acc = acc_.data();
+        int32_t* const order = order_.data();
+        std::size_t n_order = 0;
         const int32_t* const nbr = ix_.nbr.data();
         const double* const sims = m_.nbr_sims.data();
         const int64_t* const off = m_.nbr_offsets.data();
-        for (std::size_t q = 0; q < history_.size(); ++q) {
+        // The neighbour lists are read at random (tens of MB at 10M events):
+        // the next history item's lists and the offsets of the one after are
+        // fetched ahead while this one is summed.
+        const std::size_t nh_items = history_.size();
+        for (std::size_t q = 0; q < nh_items; ++q) {
+            if (q + 2 < nh_items && hidx_[q + 2] >= 0) __builtin_prefetch(off + hidx_[q + 2]);
+            if (q + 1 < nh_items && hidx_[q + 1] >= 0) {
+                const std::size_t i1 = static_cast<std::size_t>(hidx_[q + 1]);
+                const int64_t b1 = off[i1], e1 = off[i1 + 1];
+                if (b1 < e1) {
+                    for (int64_t e = b1; e < e1; e += 16) __builtin_prefetch(nbr + e);
+                    for (int64_t e = b1; e < e1; e += 8) __builtin_prefetch(sims + e);
+                    __builtin_prefetch(nbr + e1 - 1);  // the last line, when the list starts mid-line
+                    __builtin_prefetch(sims + e1 - 1);
+                }
+            }
             if (hidx_[q] < 0) continue;
             const std::size_t i = static_cast<std::size_t>(hidx_[q]);
             const double w = history_[q].weight;
@@ -117,15 +136,14 @@ public:
                 const int32_t j = nbr[e];
                 const double prod = w * sims[e];
                 const double a = acc[j];
-                if (a == 0) {
-                    if (prod == 0) continue;
-                    order_.push_back(j);
-                }
+                order[n_order] = j;
+                n_order += static_cast<std::size_t>((a == 0) & (prod != 0));
                 acc[j] = a + prod;
             }
         }
         top_.clear();
-        for (int32_t j : order_) {
+        for (std::size_t q = 0; q < n_order; ++q) {
+            const int32_t j = order[q];
             const std::size_t jz = static_cast<std::size_t>(j);
             const double a = acc[jz];
             acc[jz] = 0;
@@ -197,7 +215,8 @@ private:
     std::vector<double> acc_;
     std::vector<unsigned char> seen_, listed_;
     std::vector<HistoryItem> history_;
-    std::vector<int32_t> hidx_, relevant_, order_, recs_;
+    std::vector<int32_t> hidx_, relevant_, recs_;
+    std::vector<int32_t> order_;  // items touched, in first-touch order (sized to the items)
     detail::TopK top_;
 };
 }  // namespace
@@ -263,6 +282,62 @@ private:
 };
 }  // namespace
 
+namespace {
+// For P resamples at once (P = 1 or 2): sum[p][c] = the sum of
+// count_p(j) * rows[j K + c] over the units j = 0, 1, ..., m - 1 in turn,
+// count_p(j) = low[p][j] (+ high[p][j] with kHigh), each count then reset to
+// 0.  Each resample's sums are the same additions in the same order as
+// alone; K and P are constants here, so the P K running sums stay in
+// registers, and two resamples' independent additions overlap.
+template <std::size_t K, std::size_t P, bool kHigh>
+void sum_counts_k(uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
+                  double (*sum)[kMaxColumns]) {
+    double s[P][K];
+    for (std::size_t p = 0; p < P; ++p)
+        for (std::size_t c = 0; c < K; ++c) s[p][c] = 0;
+    for (std::size_t j = 0; j < m; ++j) {
+        const double* row = rows + j * K;
+        for (std::size_t p = 0; p < P; ++p) {
+            uint32_t cj = low[p][j];
+            low[p][j] = 0;
+            if (kHigh) {
+                cj += high[p][j];
+                high[p][j] = 0;
+            }
+            const double cd = static_cast<double>(cj);
+            for (std::size_t c = 0; c < K; ++c) s[p][c] += cd * row[c];
+        }
+    }
+    for (std::size_t p = 0; p < P; ++p)
+        for (std::size_t c = 0; c < K; ++c) sum[p][c] = s[p][c];
+}
+
+template <std::size_t K>
+void sum_counts_of(std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
+                   double (*sum)[kMaxColumns]) {
+    if (high[0] != nullptr)
+        P == 2 ? sum_counts_k<K, 2, true>(low, high, rows, m, sum) : sum_counts_k<K, 1, true>(low, high, rows, m, sum);
+    else
+        P == 2 ? sum_counts_k<K, 2, false>(low, high, rows, m, sum) : sum_counts_k<K, 1, false>(low, high, rows, m, sum);
+}
+
+// The same for k = 1..kMaxColumns columns; high: every high[p] NULL (no
+// count wrapped) or none.
+void sum_counts(std::size_t k, std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows,
+                std::size_t m, double (*sum)[kMaxColumns]) {
+    switch (k) {
+        case 1: return sum_counts_of<1>(P, low, high, rows, m, sum);
+        case 2: return sum_counts_of<2>(P, low, high, rows, m, sum);
+        case 3: return sum_counts_of<3>(P, low, high, rows, m, sum);
+        case 4: return sum_counts_of<4>(P, low, high, rows, m, sum);
+        case 5: return sum_counts_of<5>(P, low, high, rows, m, sum);
+        case 6: return sum_counts_of<6>(P, low, high, rows, m, sum);
+        case 7: return sum_counts_of<7>(P, low, high, rows, m, sum);
+        default: return sum_counts_of<kMaxColumns>(P, low, high, rows, m, sum);
+    }
+}
+}  // namespace
+
 std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::vector<double>>& metrics,
                                                          int resamples, uint64_t seed, const CancelCheck& cancel,
                                                          int threads) {
@@ -297,30 +372,55 @@ std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::
     uint64_t s = seed;
     for (std::size_t r = 0; r < B; ++r) starts[r] = next_splitmix64(&s);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    const std::size_t block = std::max<std::size_t>(1, kPollDraws / um);  // resamples between cancel polls
+    // Resamples between cancel polls: at least 2, taken in pairs.
+    const std::size_t block = std::max<std::size_t>(2, kPollDraws / um);
     const bool two = threads > 1 || (threads <= 0 && B * m >= kMinParallelDraws &&
                                      std::thread::hardware_concurrency() >= 2);
-    std::vector<uint32_t> counts[2] = {std::vector<uint32_t>(m), std::vector<uint32_t>(two ? m : 0)};
+    // A resample's counts, one byte per unit (m bytes stay in a core's
+    // cache where m 4-byte counts would not); a count that wraps adds 256 to
+    // the unit's entry in `high`, made (m entries) at the first wrap only.
+    // Two per worker: resamples are drawn, then summed, in pairs.
+    struct Counts {
+        std::vector<uint8_t> low;
+        std::vector<uint32_t> high;
+    };
+    Counts counts[2][2];
+    for (int w = 0; w < (two ? 2 : 1); ++w)
+        for (Counts& c : counts[w]) c.low.assign(m, 0);
+    const auto draw = [&](std::size_t r, Counts& cn) {
+        uint8_t* cnt = cn.low.data();
+        uint64_t state = starts[r];
+        const uint64_t draws = binomial.draw(next_splitmix64(&state));
+        for (uint64_t d = 0; d < draws; ++d) {
+            unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
+            while (static_cast<uint64_t>(x) < reject_below)
+                x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
+            const std::size_t j = static_cast<std::size_t>(x >> 64);
+            if (++cnt[j] == 0) {
+                if (cn.high.empty()) cn.high.assign(m, 0);
+                cn.high[j] += 256;
+            }
+        }
+    };
     detail::parallel_blocks(
         B, block, two,
         [&](std::size_t b, std::size_t e, int worker) {
-            uint32_t* cnt = counts[worker].data();
-            for (std::size_t r = b; r < e; ++r) {
-                uint64_t state = starts[r];
-                const uint64_t draws = binomial.draw(next_splitmix64(&state));
-                for (uint64_t d = 0; d < draws; ++d) {
-                    unsigned __int128 x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
-                    while (static_cast<uint64_t>(x) < reject_below)
-                        x = static_cast<unsigned __int128>(next_splitmix64(&state)) * um;
-                    ++cnt[static_cast<std::size_t>(x >> 64)];
+            Counts* cn = counts[worker];
+            for (std::size_t r = b; r < e; r += 2) {
+                const std::size_t P = std::min<std::size_t>(2, e - r);
+                for (std::size_t p = 0; p < P; ++p) draw(r + p, cn[p]);
+                const bool wrapped = !cn[0].high.empty() || (P == 2 && !cn[1].high.empty());
+                uint8_t* low[2] = {cn[0].low.data(), cn[1].low.data()};
+                uint32_t* high[2] = {nullptr, nullptr};
+                for (std::size_t p = 0; wrapped && p < P; ++p) {
+                    if (cn[p].high.empty()) cn[p].high.assign(m, 0);
+                    high[p] = cn[p].high.data();
                 }
-                double sum[kMaxColumns] = {0};
-                for (std::size_t j = 0; j < m; ++j) {
-                    const double c = static_cast<double>(cnt[j]);
-                    cnt[j] = 0;
-                    for (std::size_t col = 0; col < k; ++col) sum[col] += c * rows[j * k + col];
-                }
-                for (std::size_t col = 0; col < k; ++col) means[col][r] = sum[col] / static_cast<double>(n);
+                double sum[2][kMaxColumns];
+                sum_counts(k, P, low, high, rows.data(), m, sum);
+                for (std::size_t p = 0; p < P; ++p)
+                    for (std::size_t col = 0; col < k; ++col)
+                        means[col][r + p] = sum[p][col] / static_cast<double>(n);
             }
         },
         cancel, [](std::size_t) {});
@@ -349,27 +449,50 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
 }
 
 namespace {
-constexpr std::size_t kMinParallelSort = std::size_t(1) << 16;  // fewer elements: one thread
-
-// Sorts v by `less` (stably with `stable`) as one sort would: above
-// kMinParallelSort elements, each half on its own thread, then a stable merge.
-template <class T, class Less>
-void sort_halves(std::vector<T>& v, Less less, bool stable, const CancelCheck& cancel) {
-    const auto sort = [&](typename std::vector<T>::iterator b, typename std::vector<T>::iterator e) {
-        if (stable)
-            std::stable_sort(b, e, less);
-        else
-            std::sort(b, e, less);
-    };
-    if (v.size() < kMinParallelSort || std::thread::hardware_concurrency() < 2) {
-        sort(v.begin(), v.end());
-        return;
+// Sorts v by (user, item) ascending, stably (equal pairs keep their input
+// order), as std::stable_sort would: an LSD radix sort over the pair's rank
+// in the (user, item) box the data spans, 12 bits a pass -- as many passes as
+// the box needs (3 for a million users and 50,000 items), each a counting
+// pass and a scattering pass over v.  Takes a scratch copy of v.
+template <class T>
+void sort_by_user_item(std::vector<T>& v, const CancelCheck& cancel) {
+    const std::size_t n = v.size();
+    if (n < 2) return;
+    int64_t umin = v[0].user, umax = umin, imin = v[0].item, imax = imin;
+    for (const T& x : v) {
+        umin = std::min<int64_t>(umin, x.user);
+        umax = std::max<int64_t>(umax, x.user);
+        imin = std::min<int64_t>(imin, x.item);
+        imax = std::max<int64_t>(imax, x.item);
     }
-    const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
-    detail::parallel_blocks(
-        2, 1, true, [&](std::size_t b, std::size_t, int) { b == 0 ? sort(v.begin(), mid) : sort(mid, v.end()); },
-        cancel, [](std::size_t) {});
-    std::inplace_merge(v.begin(), mid, v.end(), less);
+    // Ranks are < 2^64: (2^32 - 1) 2^32 + 2^32 - 1 at most.
+    const uint64_t irange = static_cast<uint64_t>(imax - imin) + 1;
+    const uint64_t top = static_cast<uint64_t>(umax - umin) * irange + (irange - 1);
+    const auto rank = [umin, imin, irange](const T& x) {
+        return static_cast<uint64_t>(x.user - umin) * irange + static_cast<uint64_t>(x.item - imin);
+    };
+    constexpr int kDigit = 12;
+    constexpr std::size_t kBuckets = std::size_t(1) << kDigit;
+    std::vector<T> scratch(n);
+    std::vector<std::size_t> count(kBuckets);
+    T* src = v.data();
+    T* dst = scratch.data();
+    bool in_scratch = false;
+    for (int shift = 0; shift < 64 && (top >> shift) != 0; shift += kDigit) {
+        detail::poll_cancel(cancel);
+        std::fill(count.begin(), count.end(), 0);
+        for (std::size_t q = 0; q < n; ++q) ++count[(rank(src[q]) >> shift) & (kBuckets - 1)];
+        std::size_t sum = 0;
+        for (std::size_t& c : count) {
+            const std::size_t here = c;
+            c = sum;
+            sum += here;
+        }
+        for (std::size_t q = 0; q < n; ++q) dst[count[(rank(src[q]) >> shift) & (kBuckets - 1)]++] = src[q];
+        std::swap(src, dst);
+        in_scratch = !in_scratch;
+    }
+    if (in_scratch) v.swap(scratch);
 }
 
 void check_eval_options(const EvalOptions& opt) {
@@ -403,9 +526,7 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
     Clock::time_point t0 = Clock::now();
     // Histories: cells before the cutoff by (user, item), duplicates summed
     // in input order.
-    sort_halves(
-        hist, [](const Triplet& a, const Triplet& b) { return a.user != b.user ? a.user < b.user : a.item < b.item; },
-        true, cancel);
+    sort_by_user_item(hist, cancel);
     std::size_t out = 0;
     for (std::size_t k = 0; k < hist.size(); ++k) {
         if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
@@ -417,9 +538,7 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
     detail::poll_cancel(cancel);
 
     // Distinct touches after the cutoff, by (user, item).
-    sort_halves(
-        after, [](const Touch& a, const Touch& b) { return a.user != b.user ? a.user < b.user : a.item < b.item; },
-        false, cancel);
+    sort_by_user_item(after, cancel);
     after.erase(std::unique(after.begin(), after.end(),
                             [](const Touch& a, const Touch& b) {
                                 return a.user == b.user && a.item == b.item;

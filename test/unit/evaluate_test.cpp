@@ -2,6 +2,7 @@
 // brute-force re-implementation on random data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -750,6 +751,49 @@ TEST(Evaluate, ModelAndTestUsersHistoryEqualsEvaluate) {
         EXPECT_EQ(got.train_cells, want.train_cells);
         EXPECT_EQ(got.test_touches, want.test_touches);
     }
+}
+
+// The histories and touches may come in any order and with duplicates: each
+// cell split in two halves (exact: w/2 + w/2 = w) and the touches repeated,
+// all shuffled, give the result of the cells and touches as they are -- the
+// (user, item) sort groups ids over the whole int32 range (random_cells).
+TEST(Evaluate, HistoryOrderAndDuplicatesDoNotMatter) {
+    const auto before = recsys_test::random_cells(57, 400, 80, 4000);
+    std::vector<Touch> after;
+    const std::size_t n = before.size();
+    for (std::size_t i = 0; i < n / 3; ++i) after.push_back(Touch{before[(i * 7) % n].user, before[(i * 13 + 5) % n].item});
+    TrainOptions topt;
+    topt.neighbors = 20;
+    const Model model = train(before, topt);
+    EvalOptions opt;
+    opt.k = 5;
+    opt.neighbors = 20;
+    opt.bootstrap_resamples = 100;
+    const EvalResult want = evaluate_model(model, before, after, opt);
+    ASSERT_GT(want.users_evaluated, 50);
+    std::vector<Triplet> halves;
+    for (const Triplet& c : before) {
+        halves.push_back(Triplet{c.user, c.item, c.weight / 2});
+        halves.push_back(Triplet{c.user, c.item, c.weight / 2});
+    }
+    std::vector<Touch> twice(after);
+    twice.insert(twice.end(), after.begin(), after.end());
+    std::mt19937 rng(5);
+    std::shuffle(halves.begin(), halves.end(), rng);
+    std::shuffle(twice.begin(), twice.end(), rng);
+    const EvalResult got = evaluate_model(model, halves, twice, opt);
+    EXPECT_EQ(got.users_evaluated, want.users_evaluated);
+    EXPECT_EQ(got.users_without_history, want.users_without_history);
+    EXPECT_EQ(got.test_touches, want.test_touches);
+    EXPECT_EQ(got.precision, want.precision);
+    EXPECT_EQ(got.recall, want.recall);
+    EXPECT_EQ(got.ndcg, want.ndcg);
+    EXPECT_EQ(got.map, want.map);
+    EXPECT_EQ(got.coverage, want.coverage);
+    EXPECT_EQ(got.pop_precision, want.pop_precision);
+    expect_ci(got.precision_ci, want.precision_ci);
+    expect_ci(got.recall_ci, want.recall_ci);
+    expect_ci(got.ndcg_ci, want.ndcg_ci);
 }
 
 // Scoring on two threads gives the one-thread result bit for bit (each
