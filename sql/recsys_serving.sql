@@ -154,6 +154,34 @@ SELECT user_id, product_id, source FROM recsys_recommend(ARRAY[99], 3, include_i
 UPDATE store.products SET in_stock = true WHERE product_id = 2;
 SELECT product_id FROM recsys_recommend(ARRAY[99], 3) ORDER BY rank;
 UPDATE store.products SET in_stock = false WHERE product_id = 2;
+-- The items are read in each call's snapshot (the query is prepared once per
+-- backend): every change is seen by the next call, in the session that made
+-- it and inside its transaction.  The unknown user gets the popularity
+-- order 1, 2, 3, 4, 5, 6 among the items of store.shelf.
+CREATE TABLE store.shelf (product_id int);
+INSERT INTO store.shelf VALUES (1), (3), (5);
+SELECT recsys_set_recommendable('store.shelf');
+SELECT array_agg(product_id ORDER BY rank) AS shelf_135 FROM recsys_recommend(ARRAY[99], 3);
+INSERT INTO store.shelf VALUES (2);
+SELECT array_agg(product_id ORDER BY rank) AS shelf_1235 FROM recsys_recommend(ARRAY[99], 3);
+DELETE FROM store.shelf WHERE product_id = 1;
+SELECT array_agg(product_id ORDER BY rank) AS shelf_235 FROM recsys_recommend(ARRAY[99], 3);
+UPDATE store.shelf SET product_id = 6 WHERE product_id = 5;
+SELECT array_agg(product_id ORDER BY rank) AS shelf_236 FROM recsys_recommend(ARRAY[99], 3);
+BEGIN;
+DELETE FROM store.shelf;
+SELECT count(*) AS empty_shelf FROM recsys_recommend(ARRAY[99], 3);
+ROLLBACK;
+SELECT array_agg(product_id ORDER BY rank) AS shelf_236 FROM recsys_recommend(ARRAY[99], 3);
+-- Another relation of the same name, the column in another place.
+DROP TABLE store.shelf;
+CREATE TABLE store.shelf (sku text, product_id int);
+INSERT INTO store.shelf VALUES ('x', 4), ('y', NULL);
+SELECT array_agg(product_id ORDER BY rank) AS shelf_4 FROM recsys_recommend(ARRAY[99], 3);
+-- Another relation: the view again (1, 3, 4 as above).
+SELECT recsys_set_recommendable('store.in_stock');
+SELECT array_agg(product_id ORDER BY rank) AS in_stock FROM recsys_recommend(ARRAY[99], 3);
+DROP TABLE store.shelf;
 -- Baskets are filtered too: basket {1} -> 2 (2/3), 4, 6, 3 without 2.
 SELECT product_id, source FROM recsys_recommend_for_items(ARRAY[1], 5) ORDER BY rank;
 -- Similar items are not: they describe the model, not what to show.

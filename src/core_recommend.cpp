@@ -77,6 +77,15 @@ ScoreTable& kept_table() {
     return table;
 }
 
+// Asks for a neighbour list's cache lines ahead of use.
+void prefetch_list(const NeighborList& nl) {
+    constexpr std::size_t kLine = 64;
+    const char* ids = reinterpret_cast<const char*>(nl.ids);
+    const char* sims = reinterpret_cast<const char*>(nl.sims);
+    for (std::size_t b = 0; b < nl.size * sizeof(int32_t); b += kLine) __builtin_prefetch(ids + b);
+    for (std::size_t b = 0; b < nl.size * sizeof(double); b += kLine) __builtin_prefetch(sims + b);
+}
+
 void check_seen(const std::vector<int32_t>& seen) {
     if (!std::is_sorted(seen.begin(), seen.end()))
         throw InvalidInput("recsys: the seen items must be sorted");
@@ -135,8 +144,12 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
     Slot* slots = t.slots.data();
     std::vector<uint32_t> order;  // slots in first-seen order
     order.reserve(upper);
+    // The lists lie apart in memory (a backend's neighbour cache): the next
+    // one is fetched while this one is summed.
+    if (!lists.empty()) prefetch_list(lists[0]);
     for (std::size_t q = 0; q < lists.size(); ++q) {
         const NeighborList& nl = lists[q];
+        if (q + 1 < lists.size()) prefetch_list(lists[q + 1]);
         const double w = h[q].weight;
         for (std::size_t k = 0; k < nl.size; ++k) {
             const int32_t item = nl.ids[k];
@@ -164,13 +177,16 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         for (const HistoryItem& hi : h) exclude(hi.item);
         for (int32_t item : seen) exclude(item);
     }
+    // Candidates are written in place (a push_back of a temporary stalls on
+    // its store).
     std::vector<Scored> cand;
+    std::size_t n_cand = 0;
     if (filter.allowed != nullptr && filter.n_allowed < order.size()) {
         // An allowed set smaller than the candidates (a category page): its
         // items are looked up in the table instead of a search of the set for
         // every candidate.  The same candidates; select_top_k orders them by
         // score and id, whatever order they come in.
-        cand.reserve(filter.n_allowed);
+        cand.resize(filter.n_allowed);
         for (std::size_t a = 0; a < filter.n_allowed; ++a) {
             const int32_t item = filter.allowed[a];
             if (a > 0 && item == filter.allowed[a - 1]) continue;  // sorted: a repeat
@@ -178,17 +194,25 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
             while (slots[pos].stamp == now && slots[pos].item != item) pos = (pos + 1) & mask;
             const Slot& sl = slots[pos];
             if (sl.stamp == now && sl.score > 0 &&
-                (filter.denied == nullptr || !std::binary_search(filter.denied, filter.denied + filter.n_denied, item)))
-                cand.push_back(Scored{sl.score, sl.item});
+                (filter.denied == nullptr || !std::binary_search(filter.denied, filter.denied + filter.n_denied, item))) {
+                cand[n_cand].score = sl.score;
+                cand[n_cand].id = sl.item;
+                ++n_cand;
+            }
         }
     } else {
-        cand.reserve(order.size());
+        cand.resize(order.size());
+        const bool all = filter.allowed == nullptr && filter.denied == nullptr;
         for (uint32_t pos : order) {
             const Slot& sl = slots[pos];
-            if (sl.score > 0 && filter.passes(sl.item))
-                cand.push_back(Scored{sl.score, sl.item});
+            if (sl.score > 0 && (all || filter.passes(sl.item))) {
+                cand[n_cand].score = sl.score;
+                cand[n_cand].id = sl.item;
+                ++n_cand;
+            }
         }
     }
+    cand.resize(n_cand);
     detail::select_top_k(cand, n);
     out.reserve(cand.size());
     for (const Scored& s : cand) out.push_back(Recommendation{s.id, s.score, true});

@@ -10,8 +10,11 @@ extern "C" {
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/params.h"
+#include "tcop/dest.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -252,6 +255,88 @@ static int cmp_user_key(const IdKey* keys, int n, const IdKey* k)
     return -1;
 }
 
+// Takes the events query's rows as the executor makes them, without a copy
+// of each row into an SPI tuple table: the fields are read from the slot,
+// the item id kept (copied when passed by reference).
+struct EventsReceiver {
+    DestReceiver pub;   // first: the executor sees a DestReceiver
+    const ActiveModel* m;
+    const IdKey* keys;
+    int n_keys;
+    MemoryContext cxt;   // where the events go (the caller's)
+    Oid ucol, icol;      // the columns' base types
+    int16 ilen;
+    bool ibyval;
+    bool items_are_ints;
+    double half_life_us;
+    TimestampTz now;
+    UserEvent* ev;
+    char** item_keys;
+    int n_ev, cap;
+};
+
+static void events_startup(DestReceiver* self, int operation, TupleDesc desc)
+{
+    EventsReceiver* r = (EventsReceiver*) self;
+    r->ucol = getBaseType(TupleDescAttr(desc, 0)->atttypid);
+    r->icol = getBaseType(TupleDescAttr(desc, 1)->atttypid);
+    get_typlenbyval(r->icol, &r->ilen, &r->ibyval);
+}
+
+static bool events_receive(TupleTableSlot* slot, DestReceiver* self)
+{
+    EventsReceiver* r = (EventsReceiver*) self;
+    slot_getallattrs(slot);
+    const Datum* d = slot->tts_values;
+    const bool* isnull = slot->tts_isnull;
+    if (isnull[0] || isnull[1] || isnull[3])
+        return true;   // not usable, as in training
+    IdKey uk = id_key_of(d[0], r->ucol);
+    // The query compares in the column's type; find the requested id.
+    int pos = cmp_user_key(r->keys, r->n_keys, &uk);
+    if (pos < 0)
+        return true;
+    MemoryContext old = MemoryContextSwitchTo(r->cxt);
+    if (r->n_ev == r->cap) {
+        r->cap *= 2;
+        r->ev = (UserEvent*) repalloc(r->ev, sizeof(UserEvent) * r->cap);
+        if (r->item_keys != NULL)
+            r->item_keys = (char**) repalloc(r->item_keys, sizeof(char*) * r->cap);
+    }
+    UserEvent* x = &r->ev[r->n_ev];
+    x->user = pos;
+    x->time = DatumGetTimestampTz(d[3]);
+    x->item_datum = r->ibyval ? d[1] : datumCopy(d[1], false, r->ilen);
+    x->weighted = false;
+    x->w = 0;
+    if (!isnull[2]) {
+        text* et = DatumGetTextPP(d[2]);
+        double wt = event_weight(&r->m->map->ew, VARDATA_ANY(et), (int) VARSIZE_ANY_EXHDR(et));
+        if (!std::isnan(wt) && wt != 0) {
+            x->weighted = true;
+            x->w = wt * (isnull[4] ? 1.0 : DatumGetFloat8(d[4]));
+            if (r->half_life_us > 0)
+                x->w *= std::exp2(-(double) (r->now - x->time) / r->half_life_us);
+        }
+    }
+    if (r->items_are_ints) {
+        bool fits;
+        Datum v = id_datum_as(d[1], r->icol, INT4OID, &fits);
+        x->item = fits ? DatumGetInt32(v) : 0;
+        x->known = fits;
+    } else {
+        r->item_keys[r->n_ev] = id_key_text(d[1], r->icol);
+        x->item = -1;
+        x->known = false;
+    }
+    r->n_ev++;
+    MemoryContextSwitchTo(old);
+    return true;
+}
+
+static void events_shutdown(DestReceiver* self) {}
+static void events_destroy(DestReceiver* self) {}
+
 UserEvent* read_user_events(const ActiveModel* m, const SourceRel* src, const Datum* users, const IdKey* keys,
                             int n, int* n_out, Oid* item_coltype)
 {
@@ -274,63 +359,45 @@ UserEvent* read_user_events(const ActiveModel* m, const SourceRel* src, const Da
     bool typbyval;
     char typalign;
     get_typlenbyvalalign(src->user_type, &typlen, &typbyval, &typalign);
-    Datum args[1] = {PointerGetDatum(construct_array(arr, n, src->user_type, typlen, typbyval, typalign))};
-    source_execute_plan(src, events_plan, args);
+    ParamListInfo params = makeParamList(1);
+    params->params[0].value = PointerGetDatum(construct_array(arr, n, src->user_type, typlen, typbyval, typalign));
+    params->params[0].isnull = false;
+    params->params[0].pflags = PARAM_FLAG_CONST;
+    params->params[0].ptype = get_array_type(src->user_type);
 
-    TupleDesc desc = SPI_tuptable->tupdesc;
-    Oid ucol = getBaseType(TupleDescAttr(desc, 0)->atttypid);
-    Oid icol = getBaseType(TupleDescAttr(desc, 1)->atttypid);
-    *item_coltype = icol;
-    int rows = (int) SPI_processed;
-    UserEvent* ev = (UserEvent*) palloc(sizeof(UserEvent) * Max(rows, 1));
-    double half_life_us = m->map->half_life_days * 86400.0 * 1e6;
-    TimestampTz now = GetCurrentTransactionStartTimestamp();
-    bool items_are_ints = m->map->item_type == INT4OID;
-    char** item_keys = items_are_ints ? NULL : (char**) palloc(sizeof(char*) * Max(rows, 1));
-    int n_ev = 0;
-    for (int r = 0; r < rows; r++) {
-        HeapTuple t = SPI_tuptable->vals[r];
-        bool nu, ni, ne, nt, nv;
-        Datum u = SPI_getbinval(t, desc, 1, &nu);
-        Datum it = SPI_getbinval(t, desc, 2, &ni);
-        Datum e = SPI_getbinval(t, desc, 3, &ne);
-        Datum tm = SPI_getbinval(t, desc, 4, &nt);
-        Datum v = SPI_getbinval(t, desc, 5, &nv);
-        if (nu || ni || nt)
-            continue;   // not usable, as in training
-        IdKey uk = id_key_of(u, ucol);
-        // The query compares in the column's type; find the requested id.
-        int pos = cmp_user_key(keys, n, &uk);
-        if (pos < 0)
-            continue;
-        UserEvent* x = &ev[n_ev];
-        x->user = pos;
-        x->time = DatumGetTimestampTz(tm);
-        x->item_datum = it;
-        x->weighted = false;
-        x->w = 0;
-        if (!ne) {
-            text* et = DatumGetTextPP(e);
-            double wt = event_weight(&m->map->ew, VARDATA_ANY(et), (int) VARSIZE_ANY_EXHDR(et));
-            if (!std::isnan(wt) && wt != 0) {
-                x->weighted = true;
-                x->w = wt * (nv ? 1.0 : DatumGetFloat8(v));
-                if (half_life_us > 0)
-                    x->w *= std::exp2(-(double) (now - x->time) / half_life_us);
-            }
-        }
-        if (items_are_ints) {
-            bool fits;
-            Datum d = id_datum_as(it, icol, INT4OID, &fits);
-            x->item = fits ? DatumGetInt32(d) : 0;
-            x->known = fits;
-        } else {
-            item_keys[n_ev] = id_key_text(it, icol);
-            x->item = -1;
-            x->known = false;
-        }
-        n_ev++;
-    }
+    EventsReceiver r;
+    memset(&r, 0, sizeof r);
+    r.pub.receiveSlot = events_receive;
+    r.pub.rStartup = events_startup;
+    r.pub.rShutdown = events_shutdown;
+    r.pub.rDestroy = events_destroy;
+    r.pub.mydest = DestTuplestore;   // any but DestNone (no result) and DestSPI (a tuple table)
+    r.m = m;
+    r.keys = keys;
+    r.n_keys = n;
+    r.cxt = CurrentMemoryContext;
+    r.items_are_ints = m->map->item_type == INT4OID;
+    r.half_life_us = m->map->half_life_days * 86400.0 * 1e6;
+    r.now = GetCurrentTransactionStartTimestamp();
+    r.cap = Max(8 * n, 16);
+    r.ev = (UserEvent*) palloc(sizeof(UserEvent) * r.cap);
+    r.item_keys = r.items_are_ints ? NULL : (char**) palloc(sizeof(char*) * r.cap);
+    SPIExecuteOptions opt;
+    memset(&opt, 0, sizeof opt);
+    opt.params = params;
+    opt.read_only = true;
+    opt.dest = &r.pub;
+    SourceSwitch sw;
+    source_enter(src, &sw);
+    int rc = SPI_execute_plan_extended(events_plan, &opt);
+    source_leave(&sw);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading %s failed: %s", src->qualified, SPI_result_code_string(rc));
+    *item_coltype = r.icol;
+    UserEvent* ev = r.ev;
+    int n_ev = r.n_ev;
+    bool items_are_ints = r.items_are_ints;
+    char** item_keys = r.item_keys;
     if (!items_are_ints) {
         int32* idx = (int32*) palloc(sizeof(int32) * Max(n_ev, 1));
         item_indices(m->model_id, item_keys, n_ev, idx);

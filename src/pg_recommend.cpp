@@ -195,6 +195,13 @@ static Oid served_type_of(Oid t)
     }
 }
 
+// The kept plan of the recommendable relation's query, and what it reads.
+static SPIPlanPtr rec_plan = NULL;
+static Oid rec_plan_rel = InvalidOid;
+static AttrNumber rec_plan_att = InvalidAttrNumber;
+static Oid rec_plan_type = InvalidOid;
+static char* rec_plan_name = NULL;
+
 // The items of the recommendable relation (recsys_set_recommendable) as
 // sorted distinct model indices.  Returns false
 // when none is configured.
@@ -239,14 +246,34 @@ static bool read_recommendable(const ActiveModel* model, Oid item_type, int32** 
     }
     SourceRel rel;
     source_open(relid, &rel);
-    const char* qcol = quote_identifier(col);
-    StringInfoData sql;
-    initStringInfo(&sql);
-    appendStringInfo(&sql, "SELECT DISTINCT r.%s::pg_catalog.%s FROM %s r WHERE r.%s IS NOT NULL", qcol,
-                     item_type == INT4OID ? "int4" : "text", rel.qualified, qcol);
+    // The query is prepared once per relation, column and type (in the
+    // reading context, as source_keep_plan does) and run on every call: the
+    // items are read in the call's snapshot, every change seen at once.
+    if (rec_plan == NULL || rec_plan_rel != relid || rec_plan_att != att || rec_plan_type != item_type ||
+        strcmp(rec_plan_name, rel.qualified) != 0) {
+        if (rec_plan != NULL)
+            SPI_freeplan(rec_plan);
+        rec_plan = NULL;
+        const char* qcol = quote_identifier(col);
+        StringInfoData sql;
+        initStringInfo(&sql);
+        appendStringInfo(&sql, "SELECT DISTINCT r.%s::pg_catalog.%s FROM %s r WHERE r.%s IS NOT NULL", qcol,
+                         item_type == INT4OID ? "int4" : "text", rel.qualified, qcol);
+        SourceSwitch psw;
+        source_enter(&rel, &psw);
+        SPIPlanPtr plan = keep_plan(sql.data, 0, NULL);
+        source_leave(&psw);
+        if (rec_plan_name != NULL)
+            pfree(rec_plan_name);
+        rec_plan_name = MemoryContextStrdup(TopMemoryContext, rel.qualified);
+        rec_plan_rel = relid;
+        rec_plan_att = att;
+        rec_plan_type = item_type;
+        rec_plan = plan;
+    }
     SourceSwitch sw;
     source_enter(&rel, &sw);
-    int rc = SPI_execute(sql.data, true, 0);
+    int rc = SPI_execute_plan(rec_plan, NULL, NULL, true, 0);
     source_leave(&sw);
     if (rc != SPI_OK_SELECT)
         elog(ERROR, "recsys: reading the recommendable items %s failed: %s", rel.qualified,
