@@ -285,6 +285,20 @@ SELECT 'popularity differs', f.item_key, NULL, NULL
  WHERE f.item_key IS DISTINCT FROM r.item_key;
 SELECT rank, item_key FROM tie_fwd_pop ORDER BY rank LIMIT 3;
 
+-- Every read of the source runs with synchronize_seqscans off: a synchronized
+-- scan of a large table starts where another scan of it is, and a read in
+-- parts numbers the users in the rows' order.  A view that yields its rows
+-- only with the setting off gives the whole model (the same neighbour lists
+-- as the table's), serving reads it the same way, and the caller's own
+-- setting is back afterwards.
+CREATE VIEW retail.tie_sync AS
+SELECT * FROM retail.tie_rev WHERE pg_catalog.current_setting('synchronize_seqscans') = 'off';
+SELECT user_type, item_type FROM recsys_set_source('retail.tie_sync', 'cust', 'sku', 'action', 'ts');
+SELECT users, items FROM recsys_train(neighbors => 3);
+SELECT product_id, round(similarity::numeric, 6) AS similarity FROM recsys_similar_items('A', 10);
+SELECT DISTINCT source FROM recsys_recommend(ARRAY(SELECT cust FROM retail.tie_rev ORDER BY cust LIMIT 1), 3);
+SHOW synchronize_seqscans;
+
 -- Back to the seed's mapping for the tests that follow.
 SELECT * FROM recsys_set_source('public.interactions', 'user_id', 'product_id', 'event_type', 'event_time');
 UPDATE recsys.event_weights SET weight = 1 WHERE event_type = 'view';

@@ -279,6 +279,14 @@ void source_enter(const SourceRel* src, SourceSwitch* sw)
     sw->nest = NewGUCNestLevel();
     (void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
                              GUC_ACTION_SAVE, true, 0, false);
+    // A synchronized scan of a large table starts where another scan of it
+    // is (or stopped), so the rows would come in an order that depends on
+    // other sessions; where a read's result depends on the rows' order (the
+    // users numbered by parts when the aggregation outgrows its budget, and
+    // with them the sums' order and the bootstrap's draws), the same table
+    // must give the same model and the same metrics.
+    (void) set_config_option("synchronize_seqscans", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                             false);
     SetUserIdAndSecContext(src->owner, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE |
                                            SECURITY_RESTRICTED_OPERATION);
 }
