@@ -486,7 +486,10 @@ struct NeighborTable {
 // An open-addressing table of (item, length, block) slots, Fibonacci-hashed
 // and at most half full: a lookup costs one cache line, where a dynahash
 // lookup walked a directory, a bucket and a chain.  A list's ids and sims
-// are one block (ids, padded to 8 bytes, then sims), read front to back.
+// are one block (ids, padded to 8 bytes, then sims), read front to back,
+// cut from 64 kB arenas one after the other (no allocator header or
+// rounding to a power of two: ~650 bytes an item at K = 50, slots
+// included).
 struct NbSlot {
     int32 item;
     int32 len;
@@ -498,6 +501,8 @@ static int nb_bits = 0;   // the table has 1 << nb_bits slots
 static int nb_count = 0;
 static int64 nb_model = -1;
 static Oid nb_rel = InvalidOid;
+static char* nb_arena = NULL;   // the free part of the current arena
+static size_t nb_arena_left = 0;
 static const double nb_empty_list[1] = {0};   // the block of a list of length 0
 
 static inline uint32 nb_home(int32 item, int bits)
@@ -530,12 +535,14 @@ static bool nb_cache_ready(int64 model_id)
         MemoryContextDelete(nb_cxt);
         nb_cxt = NULL;
         nb_slots = NULL;
+        nb_arena = NULL;
+        nb_arena_left = 0;
     }
     if (limit == 0)
         return false;
     if (nb_cxt == NULL) {
         MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "recsys neighbour cache", ALLOCSET_DEFAULT_SIZES);
-        const int bits = 10;
+        const int bits = 4;   // small, so that even the test suite's models grow it
         nb_slots = (NbSlot*) MemoryContextAllocZero(cxt, sizeof(NbSlot) << bits);
         nb_bits = bits;
         nb_count = 0;
@@ -561,7 +568,20 @@ static const NbSlot* nb_cache_put(int32 item, int32 len, const void* ids, const 
     const char* block = (const char*) nb_empty_list;
     if (len > 0) {
         size_t off = nb_sims_offset(len);
-        char* b = (char*) MemoryContextAlloc(nb_cxt, off + sizeof(double) * (size_t) len);
+        size_t size = off + sizeof(double) * (size_t) len;   // a multiple of 8
+        const size_t arena = (size_t) 64 * 1024;
+        char* b;
+        if (size > arena / 4)
+            b = (char*) MemoryContextAlloc(nb_cxt, size);   // a long list: a block of its own
+        else {
+            if (size > nb_arena_left) {
+                nb_arena = (char*) MemoryContextAlloc(nb_cxt, arena);
+                nb_arena_left = arena;
+            }
+            b = nb_arena;
+            nb_arena += size;
+            nb_arena_left -= size;
+        }
         memcpy(b, ids, sizeof(int32) * (size_t) len);
         memcpy(b + off, sims, sizeof(double) * (size_t) len);
         block = b;
