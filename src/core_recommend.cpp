@@ -177,16 +177,17 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
         for (const HistoryItem& hi : h) exclude(hi.item);
         for (int32_t item : seen) exclude(item);
     }
-    // Candidates are written in place (a push_back of a temporary stalls on
-    // its store).
-    std::vector<Scored> cand;
-    std::size_t n_cand = 0;
+    // The candidates go straight into a bounded heap of the best top_n (most
+    // cost one comparison with the worst kept): no candidate array to fill,
+    // and no selection over it.  TopK keeps what select_top_k would: the
+    // ranking is a total order, the items are distinct.
+    detail::TopK top(n);
+    top.reserve(n);
     if (filter.allowed != nullptr && filter.n_allowed < order.size()) {
         // An allowed set smaller than the candidates (a category page): its
         // items are looked up in the table instead of a search of the set for
-        // every candidate.  The same candidates; select_top_k orders them by
-        // score and id, whatever order they come in.
-        cand.resize(filter.n_allowed);
+        // every candidate.  The same candidates, in another order, which the
+        // ranking does not depend on.
         for (std::size_t a = 0; a < filter.n_allowed; ++a) {
             const int32_t item = filter.allowed[a];
             if (a > 0 && item == filter.allowed[a - 1]) continue;  // sorted: a repeat
@@ -194,28 +195,19 @@ std::vector<Recommendation> recommend_cf(const std::vector<HistoryItem>& history
             while (slots[pos].stamp == now && slots[pos].item != item) pos = (pos + 1) & mask;
             const Slot& sl = slots[pos];
             if (sl.stamp == now && sl.score > 0 &&
-                (filter.denied == nullptr || !std::binary_search(filter.denied, filter.denied + filter.n_denied, item))) {
-                cand[n_cand].score = sl.score;
-                cand[n_cand].id = sl.item;
-                ++n_cand;
-            }
+                (filter.denied == nullptr || !std::binary_search(filter.denied, filter.denied + filter.n_denied, item)))
+                top.offer(Scored{sl.score, sl.item});
         }
     } else {
-        cand.resize(order.size());
         const bool all = filter.allowed == nullptr && filter.denied == nullptr;
         for (uint32_t pos : order) {
             const Slot& sl = slots[pos];
-            if (sl.score > 0 && (all || filter.passes(sl.item))) {
-                cand[n_cand].score = sl.score;
-                cand[n_cand].id = sl.item;
-                ++n_cand;
-            }
+            if (sl.score > 0 && (all || filter.passes(sl.item))) top.offer(Scored{sl.score, sl.item});
         }
     }
-    cand.resize(n_cand);
-    detail::select_top_k(cand, n);
-    out.reserve(cand.size());
-    for (const Scored& s : cand) out.push_back(Recommendation{s.id, s.score, true});
+    const std::vector<Scored>& best = top.sorted();
+    out.reserve(best.size());
+    for (const Scored& s : best) out.push_back(Recommendation{s.id, s.score, true});
     return out;
 }
 

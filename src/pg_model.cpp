@@ -271,8 +271,10 @@ void active_model_read(ActiveModel* m)
 
 void active_model_source(const ActiveModel* m, SourceRel* src)
 {
-    char whose[64];
-    snprintf(whose, sizeof whose, "the active model " INT64_FORMAT, m->model_id);
+    // "the active model <id>", for errors only: formatted without snprintf,
+    // as it is on every call.
+    char whose[64] = "the active model ";
+    pg_lltoa(m->model_id, whose + strlen(whose));
     source_open(source_lookup(m->source, whose), src);
     src->ucol = m->map->ucol;
     src->icol = m->map->icol;

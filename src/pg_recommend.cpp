@@ -36,7 +36,6 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/hsearch.h"
 #include "utils/regproc.h"
 
 PG_FUNCTION_INFO_V1(recsys_recommend);
@@ -483,16 +482,48 @@ struct NeighborTable {
 // recsys.neighbor_cache_size (checked before each call's reads, so the
 // lists a call holds stay valid).  An item without a row is kept with
 // length 0.
-struct NbEntry {
-    int32 item;   // hash key
+//
+// An open-addressing table of (item, length, block) slots, Fibonacci-hashed
+// and at most half full: a lookup costs one cache line, where a dynahash
+// lookup walked a directory, a bucket and a chain.  A list's ids and sims
+// are one block (ids, padded to 8 bytes, then sims), read front to back,
+// cut from 64 kB arenas one after the other (no allocator header or
+// rounding to a power of two: ~650 bytes an item at K = 50, slots
+// included).
+struct NbSlot {
+    int32 item;
     int32 len;
-    int32* ids;
-    double* sims;
+    const char* block;   // NULL: a free slot
 };
 static MemoryContext nb_cxt = NULL;
-static HTAB* nb_hash = NULL;
+static NbSlot* nb_slots = NULL;
+static int nb_bits = 0;   // the table has 1 << nb_bits slots
+static int nb_count = 0;
 static int64 nb_model = -1;
 static Oid nb_rel = InvalidOid;
+static char* nb_arena = NULL;   // the free part of the current arena
+static size_t nb_arena_left = 0;
+static const double nb_empty_list[1] = {0};   // the block of a list of length 0
+
+static inline uint32 nb_home(int32 item, int bits)
+{
+    return ((uint32) item * 2654435761u) >> (32 - bits);
+}
+
+static inline size_t nb_sims_offset(int32 len)
+{
+    return TYPEALIGN(sizeof(double), sizeof(int32) * (size_t) len);
+}
+
+// The slot of item in the table: its own, or the free one it would take.
+static inline NbSlot* nb_slot(NbSlot* slots, int bits, int32 item)
+{
+    uint32 mask = (1u << bits) - 1;
+    uint32 pos = nb_home(item, bits);
+    while (slots[pos].block != NULL && slots[pos].item != item)
+        pos = (pos + 1) & mask;
+    return &slots[pos];
+}
 
 // Readies the cache for model_id; false when it is turned off.
 static bool nb_cache_ready(int64 model_id)
@@ -503,18 +534,18 @@ static bool nb_cache_ready(int64 model_id)
         (nb_model != model_id || nb_rel != rel || limit == 0 || MemoryContextMemAllocated(nb_cxt, true) > limit)) {
         MemoryContextDelete(nb_cxt);
         nb_cxt = NULL;
-        nb_hash = NULL;
+        nb_slots = NULL;
+        nb_arena = NULL;
+        nb_arena_left = 0;
     }
     if (limit == 0)
         return false;
     if (nb_cxt == NULL) {
         MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "recsys neighbour cache", ALLOCSET_DEFAULT_SIZES);
-        HASHCTL ctl;
-        memset(&ctl, 0, sizeof ctl);
-        ctl.keysize = sizeof(int32);
-        ctl.entrysize = sizeof(NbEntry);
-        ctl.hcxt = cxt;
-        nb_hash = hash_create("recsys neighbour cache", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+        const int bits = 4;   // small, so that even the test suite's models grow it
+        nb_slots = (NbSlot*) MemoryContextAllocZero(cxt, sizeof(NbSlot) << bits);
+        nb_bits = bits;
+        nb_count = 0;
         nb_cxt = cxt;
         nb_model = model_id;
         nb_rel = rel;
@@ -522,22 +553,56 @@ static bool nb_cache_ready(int64 model_id)
     return true;
 }
 
-// Keeps a list in the cache and returns its copies (made before the entry,
-// so an error leaves no half-made entry).
-static NbEntry* nb_cache_put(int32 item, int32 len, const void* ids, const void* sims)
+// The cached list of item, or NULL.
+static inline const NbSlot* nb_cache_get(int32 item)
 {
-    int32* i2 = (int32*) MemoryContextAlloc(nb_cxt, sizeof(int32) * Max(len, 1));
-    double* s2 = (double*) MemoryContextAlloc(nb_cxt, sizeof(double) * Max(len, 1));
+    const NbSlot* s = nb_slot(nb_slots, nb_bits, item);
+    return s->block != NULL ? s : NULL;
+}
+
+// Keeps a list in the cache and returns its slot.  The block, and a bigger
+// table when this one would be more than half full, are allocated before the
+// table changes, so an error leaves it as it was.
+static const NbSlot* nb_cache_put(int32 item, int32 len, const void* ids, const void* sims)
+{
+    const char* block = (const char*) nb_empty_list;
     if (len > 0) {
-        memcpy(i2, ids, sizeof(int32) * len);
-        memcpy(s2, sims, sizeof(double) * len);
+        size_t off = nb_sims_offset(len);
+        size_t size = off + sizeof(double) * (size_t) len;   // a multiple of 8
+        const size_t arena = (size_t) 64 * 1024;
+        char* b;
+        if (size > arena / 4)
+            b = (char*) MemoryContextAlloc(nb_cxt, size);   // a long list: a block of its own
+        else {
+            if (size > nb_arena_left) {
+                nb_arena = (char*) MemoryContextAlloc(nb_cxt, arena);
+                nb_arena_left = arena;
+            }
+            b = nb_arena;
+            nb_arena += size;
+            nb_arena_left -= size;
+        }
+        memcpy(b, ids, sizeof(int32) * (size_t) len);
+        memcpy(b + off, sims, sizeof(double) * (size_t) len);
+        block = b;
     }
-    bool found;
-    NbEntry* e = (NbEntry*) hash_search(nb_hash, &item, HASH_ENTER, &found);
-    e->len = len;
-    e->ids = i2;
-    e->sims = s2;
-    return e;
+    if (2 * (nb_count + 1) > (1 << nb_bits)) {
+        int bits = nb_bits + 1;
+        NbSlot* slots = (NbSlot*) MemoryContextAllocZero(nb_cxt, sizeof(NbSlot) << bits);
+        for (int i = 0; i < (1 << nb_bits); i++)
+            if (nb_slots[i].block != NULL)
+                *nb_slot(slots, bits, nb_slots[i].item) = nb_slots[i];
+        pfree(nb_slots);
+        nb_slots = slots;
+        nb_bits = bits;
+    }
+    NbSlot* s = nb_slot(nb_slots, nb_bits, item);
+    if (s->block == NULL)
+        nb_count++;
+    s->item = item;
+    s->len = len;
+    s->block = block;
+    return s;
 }
 
 // Reads the neighbours of the history items (w > 0) of the cells: from the
@@ -563,13 +628,13 @@ static void read_neighbors(int64 model_id, const UserEvent* cells, int n_cells, 
     int* miss_slot = (int*) palloc(sizeof(int) * n_items);
     int n_miss = 0;
     for (int k = 0; k < n_items; k++) {
-        NbEntry* e = caching ? (NbEntry*) hash_search(nb_hash, &items[k], HASH_FIND, NULL) : NULL;
+        const NbSlot* e = caching ? nb_cache_get(items[k]) : NULL;
         if (e == NULL) {
             miss_slot[n_miss] = k;
             miss[n_miss++] = items[k];
         } else {
-            t->ids[k] = e->ids;
-            t->sims[k] = e->sims;
+            t->ids[k] = (const int32*) e->block;
+            t->sims[k] = (const double*) (e->block + nb_sims_offset(e->len));
             t->len[k] = e->len;
         }
     }
@@ -607,9 +672,9 @@ static void read_neighbors(int64 model_id, const UserEvent* cells, int n_cells, 
             int k = miss_slot[m++];
             t->len[k] = len;
             if (caching) {
-                NbEntry* e = nb_cache_put(item, len, ARR_DATA_PTR(ids), ARR_DATA_PTR(sims));
-                t->ids[k] = e->ids;
-                t->sims[k] = e->sims;
+                const NbSlot* e = nb_cache_put(item, len, ARR_DATA_PTR(ids), ARR_DATA_PTR(sims));
+                t->ids[k] = (const int32*) e->block;
+                t->sims[k] = (const double*) (e->block + nb_sims_offset(len));
             } else {
                 int32* i2 = (int32*) palloc(sizeof(int32) * Max(len, 1));
                 double* s2 = (double*) palloc(sizeof(double) * Max(len, 1));
