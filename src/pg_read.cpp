@@ -78,6 +78,20 @@ struct HeldEvent {
     uint64 h;
 };
 
+// Evaluation in one scan: the scan's usable events on their way to the
+// held-event test, a batch at a time (see receive_one_pass): each one's
+// bitmap word is prefetched as it arrives, tested when the batch is full.
+// hold_from[k] is r->hold_from as it was when event k arrived; the events'
+// byte keys are in keys.
+#define ONE_PASS_BATCH 256
+struct PendingEvents {
+    int n;
+    HeldEvent ev[ONE_PASS_BATCH];
+    int64 hold_from[ONE_PASS_BATCH];
+    char* keys;
+    Size keys_len, keys_cap;
+};
+
 // How the scan reads: every event with the cutoff known (or no split), in
 // one scan finding the cutoff, only finding the newest usable event (the
 // one-scan read gave up: the events are read again split at it), or not at
@@ -141,6 +155,7 @@ struct EventReceiver {
     uint64 held_bits_mask;      // bits - 1
     int64 held_check;           // n_held at which to sweep next
     TimestampTz swept_at;       // hold_from at the last sweep
+    PendingEvents* pending;     // arrived, not yet tested against the held events
 };
 
 // A key column's value as the core takes it.  Byte keys may be detoasted
@@ -523,9 +538,11 @@ static inline void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32
 // cell, in their order.  A sweep (when the held events double, and the
 // hold_from advanced) releases every cell's held events from the first on
 // while they are before hold_from; after the scan, the held events are split
-// at C in arrival order.  What a released event does is what the two-step
-// read does with it (pre-cutoff: the matrix; after: a touch when its wv > 0,
-// else nothing), and the cells, touches, dictionaries and counts come out
+// at C in arrival order.  (The events are tested a batch at a time, each
+// as of its arrival, so that their bitmap words can be prefetched: the
+// same decisions in the same order.)  What a released event does is what
+// the two-step read does with it (pre-cutoff: the matrix; after: a touch
+// when its wv > 0, else nothing), and the cells, touches, dictionaries and counts come out
 // the same; only their order inside the hash tables differs, which nothing
 // downstream sees (indices follow the keys' order, cells are unique).
 //
@@ -563,6 +580,10 @@ static uint64 cell_hash(const EventReceiver* r, const recsys::KeyRef& uk, const 
     uint64 hi = r->ibytes ? hash_bytes_extended((const unsigned char*) ik.p, (int) ik.n, 1) : mix64((uint64) ik.i);
     return mix64(hu ^ (hi + UINT64CONST(0x9e3779b97f4a7c15) + (hu << 6) + (hu >> 2)));
 }
+
+// How many held events ahead a pass over them prefetches their bitmap
+// words (a random access each into a bitmap of megabytes).
+#define HELD_PREFETCH_AHEAD 16
 
 static inline bool held_bit(const EventReceiver* r, const uint64* bits, uint64 h)
 {
@@ -613,6 +634,10 @@ static void give_up_one_pass(EventReceiver* r, const char* why)
     });
     r->batch->n = 0;
     r->batch->keys_len = 0;
+    if (r->pending != NULL) {
+        r->pending->n = 0;
+        r->pending->keys_len = 0;
+    }
     r->events = 0;
     r->any = false;
     elog(DEBUG1, "recsys: reading the events split at the cutoff in a second scan: %s", why);
@@ -672,6 +697,8 @@ static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
     int64 kept = 0;
     Size kept_keys = 0;
     for (int64 k = 0; k < r->n_held; k++) {
+        if (!final && k + HELD_PREFETCH_AHEAD < r->n_held)
+            __builtin_prefetch(&bits[(r->held[k + HELD_PREFETCH_AHEAD].h & r->held_bits_mask) >> 6]);
         HeldEvent e = r->held[k];
         recsys::KeyRef uk = held_key(r, e.u, e.ulen, r->ubytes);
         recsys::KeyRef ik = held_key(r, e.i, e.ilen, r->ibytes);
@@ -776,15 +803,78 @@ static void hold_event(EventReceiver* r, const recsys::KeyRef& uk, const recsys:
         pfree(r->held_bits);
         r->held_bits = new_held_bits(r);
         memset(r->held_bits, 0, (Size) (r->held_bits_mask + 1) / 8);
-        for (int64 k = 0; k < r->n_held; k++)
+        for (int64 k = 0; k < r->n_held; k++) {
+            if (k + HELD_PREFETCH_AHEAD < r->n_held)
+                __builtin_prefetch(&r->held_bits[(r->held[k + HELD_PREFETCH_AHEAD].h & r->held_bits_mask) >> 6]);
             set_held_bit(r, r->held_bits, r->held[k].h);
+        }
     }
     if (r->mode == READ_ONE_PASS && held_bytes(r) > r->limit)
         give_up_one_pass(r, "the events held back near the newest one outgrow half of maintenance_work_mem");
 }
 
+// Tests the pending events in arrival order, as each would have been
+// tested on arrival (with the hold_from of then): released (before the
+// cutoff whatever comes later, and no event of its cell held) or held.
+static void test_pending(EventReceiver* r)
+{
+    PendingEvents* p = r->pending;
+    int n = p->n;
+    p->n = 0;
+    TimestampTz hold_from = r->hold_from;
+    for (int k = 0; k < n && r->mode == READ_ONE_PASS; k++) {
+        const HeldEvent& e = p->ev[k];
+        recsys::KeyRef uk, ik;
+        if (r->ubytes) {
+            uk.p = p->keys + e.u;
+            uk.n = e.ulen;
+        } else {
+            uk.i = e.u;
+        }
+        if (r->ibytes) {
+            ik.p = p->keys + e.i;
+            ik.n = e.ilen;
+        } else {
+            ik.i = e.i;
+        }
+        // hold_event may sweep, which releases what is before hold_from.
+        r->hold_from = p->hold_from[k];
+        if (e.t < r->hold_from && !held_bit(r, r->held_bits, e.h)) {
+            if (!r->released_any || e.t > r->released_max)
+                r->released_max = e.t;
+            r->released_any = true;
+            release_event(r, uk, ik, e.wv, e.t, false);
+        } else {
+            hold_event(r, uk, ik, e.wv, e.t, e.h);
+        }
+    }
+    r->hold_from = hold_from;
+    p->keys_len = 0;
+}
+
+// A pending event's key: an integer as it is, bytes copied to the pending
+// keys (their offset, and their length in *len).
+static int64 pend_key(PendingEvents* p, const recsys::KeyRef& k, bool bytes, uint32* len)
+{
+    *len = 0;
+    if (!bytes)
+        return k.i;
+    if (p->keys_len + k.n > p->keys_cap) {
+        p->keys_cap = Max(p->keys_cap * 2, p->keys_len + k.n);
+        p->keys = (char*) repalloc_huge(p->keys, p->keys_cap);
+    }
+    memcpy(p->keys + p->keys_len, k.p, k.n);
+    int64 off = (int64) p->keys_len;
+    *len = (uint32) k.n;
+    p->keys_len += k.n;
+    return off;
+}
+
 // receive_event's part for a usable event (keys, time and weight present)
 // when the scan finds the cutoff.  Called in r->rowcxt; returns in `old`.
+// The event waits in r->pending, its word of the held events' bitmap
+// prefetched: tested one at a time on arrival, the scan waited on a cache
+// miss per row.
 static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, TimestampTz t, MemoryContext old)
 {
     if (wt > 0 && (!r->usable_any || t > r->usable_newest)) {
@@ -802,23 +892,28 @@ static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, 
     recsys::KeyRef ik = key_of(v[1], r->ibase);
     MemoryContextSwitchTo(old);
     if (!std::isfinite(wv)) {
+        test_pending(r);   // (they may give up first, for another reason)
         give_up_one_pass(r, "an event's weight times value is not finite");
         return;
     }
     if ((r->user_type == INT4OID && (uk.i < PG_INT32_MIN || uk.i > PG_INT32_MAX)) ||
         (r->item_type == INT4OID && (ik.i < PG_INT32_MIN || ik.i > PG_INT32_MAX))) {
+        test_pending(r);
         give_up_one_pass(r, "a key does not fit integer");
         return;
     }
     uint64 h = cell_hash(r, uk, ik);
-    if (t < r->hold_from && !held_bit(r, r->held_bits, h)) {
-        if (!r->released_any || t > r->released_max)
-            r->released_max = t;
-        r->released_any = true;
-        release_event(r, uk, ik, wv, t, false);
-    } else {
-        hold_event(r, uk, ik, wv, t, h);
-    }
+    PendingEvents* p = r->pending;
+    HeldEvent* e = &p->ev[p->n];
+    e->wv = wv;
+    e->t = t;
+    e->h = h;
+    e->u = pend_key(p, uk, r->ubytes, &e->ulen);
+    e->i = pend_key(p, ik, r->ibytes, &e->ilen);
+    p->hold_from[p->n] = r->hold_from;
+    __builtin_prefetch(&r->held_bits[(h & r->held_bits_mask) >> 6]);
+    if (++p->n == ONE_PASS_BATCH || p->keys_len >= 65536)
+        test_pending(r);
 }
 
 // Bytes the two-step read's dictionaries and aggregation would take at
@@ -1067,19 +1162,23 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
     });
     int64 base = *user_base;
     EventsSplit* split = r->split;
-    bool* kept = NULL;   // by the part's user index: a test user, whose cells are kept
+    // A test user, whose cells are kept aside, has KEPT_USER set in its
+    // user_remap entry (free: the part's users are fewer than 2^31): one
+    // random access per cell emitted, not two.
+    const uint32 KEPT_USER = 0x80000000u;
+    uint32* remap = (uint32*) user_remap;
+    bool any_kept = false;
     if (split != NULL) {
         // This part's touches join the others in global indices; its test
         // users' cells are kept aside as they are emitted.
         if (split->keep_histories) {
-            kept = (bool*) MemoryContextAllocHuge(CurrentMemoryContext, sizeof(bool) * (Size) Max(part_users, (int64) 1));
-            memset(kept, 0, sizeof(bool) * (Size) Max(part_users, (int64) 1));
             for (int64 k = 0; k < r->n_touches; k++)
-                kept[r->touches[k].user] = true;
+                remap[r->touches[k].user] |= KEPT_USER;
+            any_kept = r->n_touches > 0;
         }
         MemoryContext prev = MemoryContextSwitchTo(r->cxt);
         for (int64 k = 0; k < r->n_touches; k++) {
-            r->touches[k].user = user_remap[r->touches[k].user];
+            r->touches[k].user = (int32) (remap[r->touches[k].user] & ~KEPT_USER);
             if (item_remap != NULL)
                 r->touches[k].item = item_remap[r->touches[k].item];
         }
@@ -1101,14 +1200,14 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
         core_call_or_error("reading the events", [&] {
             n = r->agg->obj->emit_into(&pos, res->newest, buf, chunk, &dropped);
         });
-        for (size_t k = 0; k < n; k++)
-            cell_buffer_append_kept(out, (int32) (user_remap[buf[k].user] + base),
+        for (size_t k = 0; k < n; k++) {
+            uint32 m = remap[buf[k].user];
+            cell_buffer_append_kept(out, (int32) ((m & ~KEPT_USER) + base),
                                     item_remap != NULL ? item_remap[buf[k].item] : buf[k].item, buf[k].weight,
-                                    kept != NULL && kept[buf[k].user]);
+                                    any_kept && (m & KEPT_USER) != 0);
+        }
     } while (n > 0);
     pfree(buf);
-    if (kept != NULL)
-        pfree(kept);
     pfree(user_remap);
     res->cells_dropped += dropped;
     *user_base += part_users;
@@ -1150,6 +1249,7 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.batch->keys_cap = 1024;
     r.batch->keys = (char*) palloc(r.batch->keys_cap);
     r.split = split;
+    r.pending = NULL;
     r.cxt = cxt;
     double est_items;
     source_estimate(src, &r.est_rows, &est_items);
@@ -1172,6 +1272,9 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         r.held_check = 65536;
         r.held_bits = new_held_bits(&r);
         memset(r.held_bits, 0, (Size) (r.held_bits_mask + 1) / 8);
+        r.pending = (PendingEvents*) palloc0(sizeof(PendingEvents));
+        r.pending->keys_cap = 1024;
+        r.pending->keys = (char*) palloc(r.pending->keys_cap);
     }
 
     // The one scan of the source.
@@ -1179,6 +1282,13 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     char* sql = source_query_sql(src, SOURCE_EVENTS, types);
     scan_events(src, sql, &r);
     res->scans = 1;
+    if (r.pending != NULL) {
+        if (r.mode == READ_ONE_PASS)
+            test_pending(&r);
+        pfree(r.pending->keys);
+        pfree(r.pending);
+        r.pending = NULL;
+    }
     if (r.mode != READ_KNOWN) {
         // The scan found the newest event (or, stopped, leaves it to
         // SOURCE_MAX_TIME): the cutoff, or its errors, now.
