@@ -20,6 +20,10 @@ REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 ISOLATION = train_vs_recommend
 ISOLATION_OPTS = --inputdir=. --load-extension=plpgsql
 
+# CI builds with warnings as errors (set before PGXS reads PG_CXXFLAGS).
+ifdef CI
+RECSYS_WERROR = -Werror
+endif
 PG_CPPFLAGS = -I$(srcdir)/src -I/usr/include/eigen3
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register $(RECSYS_WERROR)
 SHLIB_LINK += -lstdc++ -lpthread
@@ -36,11 +40,6 @@ include $(PGXS)
 # changes (a stale object that still links against an old signature fails
 # only when the server loads the library).
 $(OBJS): $(wildcard src/*.hpp)
-
-# CI builds with warnings as errors.
-ifdef CI
-RECSYS_WERROR = -Werror
-endif
 
 # The HTTP proxy is built and installed with the extension; it goes to
 # $(PROXY_BINDIR), on the PATH (PGXS's bindir is PostgreSQL's own).
