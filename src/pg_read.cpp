@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include "core_parallel.hpp"
 #include "core_source.hpp"
@@ -168,6 +169,8 @@ struct EventReceiver {
     bool finishing;         // finish_batch() is running
     EventBatch* pending;
     OwnedByContext<recsys::detail::AsyncWorker>* worker;
+    int64 handed;           // batches the worker aggregated
+    int64 waited_us;        // time the scan waited for it
     int64 rows;             // rows received
     int64 events, ignored_null, ignored_type;
     TimestampTz newest;
@@ -557,7 +560,10 @@ static void wait_pending(EventReceiver* r)
         return;
     r->in_flight = false;
     recsys::detail::AsyncWorker* w = r->worker->obj;
+    TimestampTz t0 = GetCurrentTimestamp();
     core_call_or_error("reading the events", [&] { w->wait(); });
+    r->waited_us += GetCurrentTimestamp() - t0;
+    r->handed++;
     finish_batch(r, r->pending);
 }
 
@@ -669,7 +675,8 @@ static void settle_before_give_up(EventReceiver* r)
 }
 
 // Queues one event for the aggregation (flush_events adds it).
-static inline void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv, int64 t, bool touch)
+static pg_attribute_always_inline void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv,
+                                                   int64 t, bool touch)
 {
     EventBatch* b = r->batch;
     int k = b->n;
@@ -1344,6 +1351,8 @@ static void end_pipeline(EventReceiver* r)
             discard_events(r);
         r->worker->release();   // joins the thread
         r->worker = NULL;
+        elog(DEBUG1, "recsys: the aggregation's thread took " INT64_FORMAT " batches; the scan waited %.3f s for it",
+             r->handed, r->waited_us / 1e6);
     }
     free_event_batch(r->batch);
     free_event_batch(r->pending);
@@ -1359,10 +1368,19 @@ static double cpu_seconds(void)
     return (double) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+// The calling thread's CPU time alone (the aggregation's worker aside).
+static double thread_cpu_seconds(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res,
                  EventsSplit* split)
 {
-    double cpu0 = cpu_seconds();
+    double cpu0 = cpu_seconds(), thread0 = thread_cpu_seconds();
     memset(res, 0, sizeof *res);
     MemoryContext cxt = CurrentMemoryContext;
     Size budget = (Size) maintenance_work_mem * 1024;
@@ -1498,8 +1516,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.users->release();
     r.agg->release();
     MemoryContextDelete(r.rowcxt);
-    elog(DEBUG1, "recsys: reading the events took %.3f s of CPU (" INT64_FORMAT " used)", cpu_seconds() - cpu0,
-         res->events);
+    elog(DEBUG1, "recsys: reading the events took %.3f s of CPU, %.3f s of it on the backend's thread (" INT64_FORMAT
+         " used)", cpu_seconds() - cpu0, thread_cpu_seconds() - thread0, res->events);
 }
 
 void write_item_keys(int64 model_id, const SourceRel* src, const EventsRead* res, const int32* item_ids, int64 n)
