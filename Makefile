@@ -15,7 +15,8 @@ DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # Regression tests: sql/<name>.sql, expected/<name>.out (install scripts share sql/).
 REGRESS = recsys_setup recsys_semantics recsys_bad_input recsys_evaluate recsys_train recsys_config \
-          recsys_lifecycle recsys_runs recsys_passes recsys_tune recsys_security recsys_source recsys_serving
+          recsys_lifecycle recsys_runs recsys_passes recsys_tune recsys_security recsys_source recsys_serving \
+          recsys_pipeline
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 ISOLATION = train_vs_recommend
 ISOLATION_OPTS = --inputdir=. --load-extension=plpgsql

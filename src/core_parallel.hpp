@@ -1,4 +1,4 @@
-// core_parallel.hpp - the core's one way of using a second thread.
+// core_parallel.hpp - the core's ways of using a second thread.
 //
 // A worker thread starts with every signal blocked, so a host process's
 // signal handlers (PostgreSQL's) only ever run on the calling thread; it never
@@ -10,9 +10,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <condition_variable>
 #include <exception>
+#include <functional>
+#include <mutex>
 #include <system_error>
 #include <thread>
+#include <utility>
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #include <signal.h>
@@ -105,6 +109,90 @@ void parallel_blocks(std::size_t n, std::size_t block, bool two_threads, Body&& 
     }
     if (worker_error) std::rethrow_exception(worker_error);
 }
+
+// One job at a time on a second thread, while the calling thread goes on
+// with other work: post() hands a job over, wait() blocks until it is done
+// and rethrows what it threw.  The thread starts (without signals) at the
+// first post() and lives until the destructor, which waits for the job in
+// flight and joins it; a job is never interrupted, so a caller that must
+// stop soon hands over small jobs.  Not thread-safe itself: one caller.
+class AsyncWorker {
+public:
+    AsyncWorker() = default;
+    AsyncWorker(const AsyncWorker&) = delete;
+    AsyncWorker& operator=(const AsyncWorker&) = delete;
+    ~AsyncWorker() {
+        if (!thread_.joinable()) return;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_cv_.wait(lock, [this] { return !busy_; });
+            quit_ = true;
+        }
+        job_cv_.notify_one();
+        thread_.join();
+    }
+
+    // Hands `job` to the thread (the previous one must have been waited
+    // for).  Throws std::system_error when no thread can be started; the
+    // job has not run then.
+    void post(std::function<void()> job) {
+        if (!thread_.joinable())
+            thread_ = start_thread_without_signals([this] { loop(); });
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = std::move(job);
+            error_ = nullptr;
+            busy_ = true;
+        }
+        job_cv_.notify_one();
+    }
+
+    // Blocks until the job posted last is done; rethrows its exception.
+    void wait() {
+        std::exception_ptr e;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_cv_.wait(lock, [this] { return !busy_; });
+            e = error_;
+            error_ = nullptr;
+        }
+        if (e) std::rethrow_exception(e);
+    }
+
+    bool busy() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return busy_;
+    }
+
+private:
+    void loop() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            job_cv_.wait(lock, [this] { return busy_ || quit_; });
+            if (!busy_) return;  // quit_
+            std::function<void()> job = std::move(job_);
+            lock.unlock();
+            std::exception_ptr e;
+            try {
+                job();
+            } catch (...) {
+                e = std::current_exception();
+            }
+            job = nullptr;
+            lock.lock();
+            error_ = e;
+            busy_ = false;
+            done_cv_.notify_one();
+        }
+    }
+
+    mutable std::mutex mutex_;
+    std::condition_variable job_cv_, done_cv_;
+    std::function<void()> job_;
+    std::exception_ptr error_;
+    bool busy_ = false, quit_ = false;
+    std::thread thread_;
+};
 
 }  // namespace detail
 }  // namespace recsys

@@ -475,6 +475,35 @@ void CellAggregator::clear()
 }
 
 // ---------------------------------------------------------------------------
+// add_blocks
+
+BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
+                       std::size_t limit)
+{
+    BlocksAdded r;
+    std::size_t begin = 0;
+    for (std::size_t b = 0; b < ev.blocks; b++) {
+        std::size_t end = ev.block_end[b], n = end - begin;
+        users.add_batch(ev.users + begin, n, ev.user_idx + begin);
+        std::size_t added = cells.add_batch(ev.user_idx + begin, ev.items + begin, ev.wv + begin,
+                                            ev.time_us + begin, ev.skip != nullptr ? ev.skip + begin : nullptr, n);
+        int64_t before = aggregated;
+        aggregated += static_cast<int64_t>(added);
+        r.added = begin + added;
+        // The sizes grow by doublings: a look every 4096 events is enough.
+        if (added < n || ((before >> 12) != (aggregated >> 12) &&
+                          users.memory_bytes() + cells.memory_bytes() + ev.other_bytes[b] > limit)) {
+            r.block = b;
+            r.full = true;
+            return r;
+        }
+        begin = end;
+    }
+    r.block = ev.blocks;
+    return r;
+}
+
+// ---------------------------------------------------------------------------
 // PartQueue
 
 void PartQueue::split()

@@ -214,6 +214,38 @@ private:
     std::size_t last_pos_ = ~std::size_t{0};   // the slot of the last cell added to
 };
 
+// Events on their way from the reading path to the aggregation, in blocks:
+// column arrays, block b being events [block_end[b-1], block_end[b]).
+struct EventBlocks {
+    const KeyRef* users = nullptr;     // user keys
+    int32_t* user_idx = nullptr;       // out: the users' indices
+    const int32_t* items = nullptr;    // item indices
+    const double* wv = nullptr;        // weight * value
+    const int64_t* time_us = nullptr;
+    const bool* skip = nullptr;        // not added to the cells (test touches); nullptr: none
+    const std::size_t* block_end = nullptr;
+    const std::size_t* other_bytes = nullptr;  // bytes held beside users and cells when block b closed
+    std::size_t blocks = 0;
+};
+
+// What add_blocks did.
+struct BlocksAdded {
+    std::size_t added = 0;   // events added to the cells, from the first: all those before it
+    std::size_t block = 0;   // the block it stopped after (blocks: it did not stop)
+    bool full = false;       // the aggregation outgrew its budget in that block
+};
+
+// Adds the blocks in order, each as the reading path flushes one: every
+// key of the block to `users` (KeyDict::add_batch), then its events to
+// `cells` (CellAggregator::add_batch).  `aggregated` counts the events added
+// before; whenever the count passes a multiple of 4096 after a block,
+// users + cells + other_bytes[b] over `limit` makes the block full.  Stops
+// after the first full block (one whose add_batch refused an event, or over
+// the limit): its events from `added` on, and the later blocks, were not
+// added to the cells.  Pure C++: runs on the reading path's worker thread.
+BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
+                       std::size_t limit);
+
 // Which part of the users a pass keeps: those whose key hash h has
 // h % modulus == residue.  {1, 0} keeps every user.
 struct UserPart {

@@ -2,9 +2,13 @@
 // core's dictionaries and cell aggregation (see pg_read.hpp).
 #include <algorithm>
 #include <cmath>
+#include <system_error>
+#include <thread>
 
 #include <sys/resource.h>
+#include <time.h>
 
+#include "core_parallel.hpp"
 #include "core_source.hpp"
 #include "pg_ids.hpp"
 #include "pg_progress.hpp"
@@ -50,20 +54,67 @@ struct Part {
 
 // Events on their way to the aggregation, handed to the core a batch at a
 // time and added in the scan's order: the core prefetches the hash tables'
-// slots a few events ahead, which a row at a time cannot.
+// slots a few events ahead, which a row at a time cannot.  A batch is made of
+// blocks of EVENT_BATCH events, the unit the budget is checked at: on one
+// thread every block is aggregated as it closes; read in a pipeline (see
+// below) a batch of EVENT_GROUP blocks goes to the worker thread at once.
 #define EVENT_BATCH 256
+#define EVENT_GROUP 16
+#define EVENT_GROUP_EVENTS (EVENT_BATCH * EVENT_GROUP)
 struct EventBatch {
-    int n;
-    recsys::KeyRef users[EVENT_BATCH];   // byte keys: p set at the flush
-    Size key_off[EVENT_BATCH];           // byte keys: offset in keys
-    int32 user_idx[EVENT_BATCH];
-    int32 items[EVENT_BATCH];
-    double wv[EVENT_BATCH];
-    int64 t[EVENT_BATCH];
-    bool touch[EVENT_BATCH];
+    int n;                               // events queued
+    int nblocks;                         // blocks closed: events [0, block_end[nblocks - 1])
+    Size block_end[EVENT_GROUP];
+    Size other_bytes[EVENT_GROUP];       // the item dictionary's bytes when the block closed
+    int64 block_rows[EVENT_GROUP];       // rows received when the block closed
+    recsys::KeyRef* users;               // byte keys: p set at the hand-off
+    Size* key_off;                       // byte keys: offset in keys
+    int32* user_idx;
+    int32* items;
+    double* wv;
+    int64* t;
+    bool* touch;
     char* keys;                          // byte keys, copied (the rows' go away)
     Size keys_len, keys_cap;
+    recsys::BlocksAdded res;             // what add_blocks did with it
 };
+
+// Bytes of an EventBatch of `cap` events, its byte keys aside.
+static Size event_batch_bytes(int cap)
+{
+    return sizeof(EventBatch) + (Size) cap * (sizeof(recsys::KeyRef) + sizeof(Size) + 2 * sizeof(int32) +
+                                              sizeof(double) + sizeof(int64) + sizeof(bool));
+}
+
+static EventBatch* new_event_batch(int cap)
+{
+    EventBatch* b = (EventBatch*) palloc0(sizeof(EventBatch));
+    b->users = (recsys::KeyRef*) palloc(sizeof(recsys::KeyRef) * cap);
+    b->key_off = (Size*) palloc(sizeof(Size) * cap);
+    b->user_idx = (int32*) palloc(sizeof(int32) * cap);
+    b->items = (int32*) palloc(sizeof(int32) * cap);
+    b->wv = (double*) palloc(sizeof(double) * cap);
+    b->t = (int64*) palloc(sizeof(int64) * cap);
+    b->touch = (bool*) palloc(sizeof(bool) * cap);
+    b->keys_cap = 1024;
+    b->keys = (char*) palloc(b->keys_cap);
+    return b;
+}
+
+static void free_event_batch(EventBatch* b)
+{
+    if (b == NULL)
+        return;
+    pfree(b->users);
+    pfree(b->key_off);
+    pfree(b->user_idx);
+    pfree(b->items);
+    pfree(b->wv);
+    pfree(b->t);
+    pfree(b->touch);
+    pfree(b->keys);
+    pfree(b);
+}
 
 // Evaluation in one scan (EventsSplit.find_cutoff): an event held back
 // until it is known to be before the cutoff or not.  Its keys, not their
@@ -123,6 +174,17 @@ struct EventReceiver {
     double est_rows;        // the relation's rows as ANALYZE saw them (-1: unknown)
     MemoryContext rowcxt;   // detoasted keys, reset every 1024 rows
     EventBatch* batch;      // events not yet aggregated (not while spilling)
+    // The pipeline (pipelined): the worker aggregates `pending` (when
+    // in_flight) while the scan fills `batch`; joined before anything else
+    // reads or changes the users or the cells.
+    bool pipelined;
+    bool in_flight;
+    bool sync;              // a non-finite weight * value was queued: each block aggregated as it closes
+    bool finishing;         // finish_batch() is running
+    EventBatch* pending;
+    OwnedByContext<recsys::detail::AsyncWorker>* worker;
+    int64 handed;           // batches the worker aggregated
+    int64 waited_us;        // time the scan waited for it
     int64 rows;             // rows received
     int64 events, ignored_null, ignored_type;
     TimestampTz newest;
@@ -155,7 +217,7 @@ struct EventReceiver {
     uint64 held_bits_mask;      // bits - 1
     int64 held_check;           // n_held at which to sweep next
     TimestampTz swept_at;       // hold_from at the last sweep
-    PendingEvents* pending;     // arrived, not yet tested against the held events
+    PendingEvents* arrived;     // arrived, not yet tested against the held events
 };
 
 // A key column's value as the core takes it.  Byte keys may be detoasted
@@ -312,14 +374,15 @@ static void add_part(EventReceiver* r, uint64 modulus, uint64 residue)
 
 // The aggregation outgrew the budget during the scan: from now on the
 // events go to partition files by user, and what was aggregated so far goes
-// there first (each cell as one event that restores it exactly).
-static void begin_spill(EventReceiver* r)
+// there first (each cell as one event that restores it exactly).  `rows`:
+// the rows received when the block that overflowed closed.
+static void begin_spill(EventReceiver* r, int64 rows)
 {
     // Parts enough that each should fit at the rate seen so far, doubled
     // for the skew; a part that does not fit is split again.  Each open
     // part holds a BLCKSZ buffer: their buffers take at most a quarter of
     // the aggregation's share.
-    double seen = (double) Max(r->rows, (int64) 1);
+    double seen = (double) Max(rows, (int64) 1);
     double total = r->est_rows > seen ? r->est_rows : seen * 4;
     int max_parts = (int) Min((Size) 1024, Max(r->limit / 4 / BLCKSZ, (Size) 2));
     int nparts = 2;
@@ -331,7 +394,7 @@ static void begin_spill(EventReceiver* r)
     r->scan_parts = nparts;
     MemoryContextSwitchTo(old);
     elog(DEBUG1, "recsys: the events exceed %zu MB after " INT64_FORMAT " rows: writing them to %d parts by user",
-         r->limit / (1024 * 1024), r->rows, nparts);
+         r->limit / (1024 * 1024), rows, nparts);
 
     const size_t chunk = 1024;
     recsys::CellAggregator::RawCell* cells =
@@ -449,24 +512,29 @@ static void spill_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, 
 
 static void give_up_one_pass(EventReceiver* r, const char* why);
 
-// Aggregates the batch's events in order; from one the aggregation refuses
-// on (it outgrew the budget), they go to the parts, as aggregate() and
-// spill_event() would one at a time.
-static void flush_events(EventReceiver* r)
+// The aggregation's side of a batch: add_blocks, on the worker thread or here.
+static recsys::EventBlocks event_blocks(EventReceiver* r, EventBatch* b)
 {
-    EventBatch* b = r->batch;
-    size_t n = (size_t) b->n;
-    if (n == 0)
-        return;
-    b->n = 0;
-    if (r->ubytes)
-        for (size_t k = 0; k < n; k++)
-            b->users[k].p = b->keys + b->key_off[k];
-    size_t added = 0;
-    core_call_or_error("reading the events", [&] {
-        r->users->obj->add_batch(b->users, n, b->user_idx);
-        added = r->agg->obj->add_batch(b->user_idx, b->items, b->wv, b->t, r->split != NULL ? b->touch : nullptr, n);
-    });
+    recsys::EventBlocks ev;
+    ev.users = b->users;
+    ev.user_idx = b->user_idx;
+    ev.items = b->items;
+    ev.wv = b->wv;
+    ev.time_us = b->t;
+    ev.skip = r->split != NULL ? b->touch : nullptr;
+    ev.block_end = b->block_end;
+    ev.other_bytes = b->other_bytes;
+    ev.blocks = (size_t) b->nblocks;
+    return ev;
+}
+
+// After add_blocks: the touches of the events added, and from the block
+// that overflowed the budget on, the events to the parts (or the one-scan
+// read gives up), as aggregate() and spill_event() would one at a time.
+// The batch is empty afterwards.
+static void finish_batch(EventReceiver* r, EventBatch* b)
+{
+    size_t added = b->res.added;
     if (r->split != NULL) {
         MemoryContext prev = MemoryContextSwitchTo(r->cxt);
         r->touches = (recsys::Touch*) grow_array(r->touches, &r->touch_cap, r->n_touches + (int64) added,
@@ -479,27 +547,151 @@ static void flush_events(EventReceiver* r)
                 r->n_touches++;
             }
     }
-    // The sizes grow by doublings: a look every 4096 events is enough.
-    int64 before = r->aggregated;
     r->aggregated += (int64) added;
-    bool full = added < n || ((before >> 12) != (r->aggregated >> 12) && over_limit(r));
-    if (full && r->mode == READ_ONE_PASS) {
+    int n = b->n;
+    b->n = 0;
+    b->nblocks = 0;
+    b->keys_len = 0;   // (the keys stay readable until the next event is queued)
+    if (!b->res.full)
+        return;
+    if (r->mode == READ_ONE_PASS) {
         // The two-step read would have read the users in parts (or may
         // have: the held events are not in the aggregation yet), and the
         // parts number the users: it does it.
+        r->finishing = true;
         give_up_one_pass(r, "the events outgrow the aggregation's memory");
+        r->finishing = false;
         return;
     }
-    if (full) {
-        begin_spill(r);
-        for (size_t k = added; k < n; k++)
+    begin_spill(r, b->block_rows[b->res.block]);
+    for (int k = (int) added; k < n; k++)
+        spill_event(r, b->users[k], b->items[k], b->wv[k], b->t[k], b->touch[k]);
+}
+
+// Waits for the batch in flight and finishes it.
+static void wait_pending(EventReceiver* r)
+{
+    if (!r->in_flight)
+        return;
+    r->in_flight = false;
+    recsys::detail::AsyncWorker* w = r->worker->obj;
+    TimestampTz t0 = GetCurrentTimestamp();
+    core_call_or_error("reading the events", [&] { w->wait(); });
+    r->waited_us += GetCurrentTimestamp() - t0;
+    r->handed++;
+    finish_batch(r, r->pending);
+}
+
+// Aggregates the closed blocks of r->batch: on the worker thread (the scan
+// goes on filling the other batch), or here.  What came before is finished
+// first: if the aggregation overflowed meanwhile, these events go to the
+// parts in their order.
+static void hand_off(EventReceiver* r)
+{
+    wait_pending(r);
+    EventBatch* b = r->batch;
+    if (b->nblocks == 0)
+        return;
+    size_t n = b->block_end[b->nblocks - 1];
+    if (r->ubytes)
+        for (size_t k = 0; k < n; k++)
+            b->users[k].p = b->keys + b->key_off[k];
+    if (r->spilling) {
+        for (size_t k = 0; k < n; k++)
             spill_event(r, b->users[k], b->items[k], b->wv[k], b->t[k], b->touch[k]);
+        b->n = b->nblocks = 0;
+        b->keys_len = 0;
+        return;
     }
-    b->keys_len = 0;
+    recsys::EventBlocks ev = event_blocks(r, b);
+    recsys::KeyDict* users = r->users->obj;
+    recsys::CellAggregator* agg = r->agg->obj;
+    int64 aggregated = r->aggregated;
+    Size limit = r->limit;
+    if (r->pipelined && !r->sync) {
+        bool posted = false;
+        core_call_or_error("reading the events", [&] {
+            try {
+                r->worker->obj->post([b, ev, users, agg, aggregated, limit] {
+                    b->res = recsys::add_blocks(*users, *agg, ev, aggregated, limit);
+                });
+                posted = true;
+            } catch (const std::system_error&) {
+                // No thread available: the read goes on on this one.
+            }
+        });
+        if (posted) {
+            r->in_flight = true;
+            r->batch = r->pending;
+            r->pending = b;
+            return;
+        }
+        r->pipelined = false;
+        elog(DEBUG1, "recsys: no thread for the aggregation: reading on one thread");
+    }
+    core_call_or_error("reading the events", [&] { b->res = recsys::add_blocks(*users, *agg, ev, aggregated, limit); });
+    finish_batch(r, b);
+}
+
+// Closes the block being filled (the last events of the scan, or a full
+// block) with what the budget check needs at that point, and hands the
+// batch on when it is full (on one thread: every block).
+static void close_block(EventReceiver* r)
+{
+    EventBatch* b = r->batch;
+    Size start = b->nblocks > 0 ? b->block_end[b->nblocks - 1] : 0;
+    if ((Size) b->n == start)
+        return;
+    Size item_bytes = 0;
+    if (r->items->obj != nullptr)
+        core_call_or_error("reading the events", [&] { item_bytes = r->items->obj->memory_bytes(); });
+    b->block_end[b->nblocks] = (Size) b->n;
+    b->other_bytes[b->nblocks] = item_bytes;
+    b->block_rows[b->nblocks] = r->rows;
+    b->nblocks++;
+    if (!r->pipelined || r->sync || b->nblocks == EVENT_GROUP)
+        hand_off(r);
+}
+
+// Aggregates (or spills) every event queued, and waits until it is done:
+// afterwards the users and the cells may be read.
+static void flush_events(EventReceiver* r)
+{
+    close_block(r);
+    hand_off(r);
+    wait_pending(r);
+}
+
+// Drops the events queued and in flight (the one-scan read gave up).
+static void discard_events(EventReceiver* r)
+{
+    if (r->in_flight) {
+        r->in_flight = false;
+        recsys::detail::AsyncWorker* w = r->worker->obj;
+        core_call_or_error("reading the events", [&] { w->wait(); });
+        r->pending->n = r->pending->nblocks = 0;
+        r->pending->keys_len = 0;
+    }
+    r->batch->n = r->batch->nblocks = 0;
+    r->batch->keys_len = 0;
+}
+
+// Before the one-scan read gives up for another reason: the blocks closed
+// so far are aggregated first, as they would have been one at a time, and
+// may give it up for the aggregation's memory instead.
+static void settle_before_give_up(EventReceiver* r)
+{
+    if (!r->pipelined || r->finishing)
+        return;
+    wait_pending(r);
+    if (r->mode == READ_ONE_PASS)
+        hand_off(r);
+    wait_pending(r);
 }
 
 // Queues one event for the aggregation (flush_events adds it).
-static inline void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv, int64 t, bool touch)
+static pg_attribute_always_inline void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32 item, double wv,
+                                                   int64 t, bool touch)
 {
     EventBatch* b = r->batch;
     int k = b->n;
@@ -519,8 +711,15 @@ static inline void queue_event(EventReceiver* r, const recsys::KeyRef& uk, int32
     b->wv[k] = wv;
     b->t[k] = t;
     b->touch[k] = touch;
-    if (++b->n == EVENT_BATCH)
-        flush_events(r);
+    // The aggregation fails on it (or spills it) when its block is added:
+    // from now on each block is added as it closes, as on one thread, so
+    // that happens at the same point of the scan.
+    if (unlikely(!std::isfinite(wv)))
+        r->sync = true;
+    b->n++;
+    Size start = b->nblocks > 0 ? b->block_end[b->nblocks - 1] : 0;
+    if ((Size) b->n - start == EVENT_BATCH)
+        close_block(r);
 }
 
 // ---- Evaluation in one scan (EventsSplit.find_cutoff) ----------------------
@@ -624,6 +823,9 @@ static void give_up_one_pass(EventReceiver* r, const char* why)
 {
     if (r->mode != READ_ONE_PASS)
         return;
+    settle_before_give_up(r);
+    if (r->mode != READ_ONE_PASS)
+        return;
     r->mode = READ_NEWEST_ONLY;
     r->two_scans = why;
     free_held(r);
@@ -632,11 +834,10 @@ static void give_up_one_pass(EventReceiver* r, const char* why)
         if (r->items->obj != nullptr)
             r->items->obj->clear();
     });
-    r->batch->n = 0;
-    r->batch->keys_len = 0;
-    if (r->pending != NULL) {
-        r->pending->n = 0;
-        r->pending->keys_len = 0;
+    discard_events(r);
+    if (r->arrived != NULL) {
+        r->arrived->n = 0;
+        r->arrived->keys_len = 0;
     }
     r->events = 0;
     r->any = false;
@@ -818,7 +1019,7 @@ static void hold_event(EventReceiver* r, const recsys::KeyRef& uk, const recsys:
 // cutoff whatever comes later, and no event of its cell held) or held.
 static void test_pending(EventReceiver* r)
 {
-    PendingEvents* p = r->pending;
+    PendingEvents* p = r->arrived;
     int n = p->n;
     p->n = 0;
     TimestampTz hold_from = r->hold_from;
@@ -872,7 +1073,7 @@ static int64 pend_key(PendingEvents* p, const recsys::KeyRef& k, bool bytes, uin
 
 // receive_event's part for a usable event (keys, time and weight present)
 // when the scan finds the cutoff.  Called in r->rowcxt; returns in `old`.
-// The event waits in r->pending, its word of the held events' bitmap
+// The event waits in r->arrived, its word of the held events' bitmap
 // prefetched: tested one at a time on arrival, the scan waited on a cache
 // miss per row.
 static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, TimestampTz t, MemoryContext old)
@@ -903,7 +1104,7 @@ static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, 
         return;
     }
     uint64 h = cell_hash(r, uk, ik);
-    PendingEvents* p = r->pending;
+    PendingEvents* p = r->arrived;
     HeldEvent* e = &p->ev[p->n];
     e->wv = wv;
     e->t = t;
@@ -1213,6 +1414,50 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
     *user_base += part_users;
 }
 
+// Logs at least this big (as ANALYZE saw them) are read in a pipeline.
+#define PIPELINE_MIN_ROWS 100000.0
+
+// Whether the read aggregates on a second thread while the scan goes on
+// (max_parallel_maintenance_workers > 0, two CPUs, a log big enough to gain,
+// and the batches' memory small beside the budget), and its batches.
+static void start_pipeline(EventReceiver* r)
+{
+    unsigned cpus = 0;
+    core_call_or_error("reading the events", [&] { cpus = std::thread::hardware_concurrency(); });
+    Size two_batches = 2 * event_batch_bytes(EVENT_GROUP_EVENTS);
+    r->pipelined = max_parallel_maintenance_workers > 0 && cpus >= 2 && r->est_rows >= PIPELINE_MIN_ROWS &&
+                   two_batches * 32 <= r->limit;
+    if (r->pipelined) {
+        r->batch = new_event_batch(EVENT_GROUP_EVENTS);
+        r->pending = new_event_batch(EVENT_GROUP_EVENTS);
+        // Created after the users and the cells: on an error the context's
+        // reset joins the thread before it deletes what the thread uses.
+        r->worker = OwnedByContext<recsys::detail::AsyncWorker>::create(r->cxt);
+        core_call_or_error("reading the events", [&] { r->worker->obj = new recsys::detail::AsyncWorker(); });
+    } else {
+        r->batch = new_event_batch(EVENT_BATCH);
+    }
+    elog(DEBUG1, "recsys: reading the events %s (max_parallel_maintenance_workers = %d, %u CPUs, about %.0f rows)",
+         r->pipelined ? "with a second thread for the aggregation" : "on one thread", max_parallel_maintenance_workers,
+         cpus, r->est_rows);
+}
+
+// Stops the worker thread (its batch done or dropped) and frees the batches.
+static void end_pipeline(EventReceiver* r)
+{
+    if (r->worker != NULL) {
+        if (r->in_flight)
+            discard_events(r);
+        r->worker->release();   // joins the thread
+        r->worker = NULL;
+        elog(DEBUG1, "recsys: the aggregation's thread took " INT64_FORMAT " batches; the scan waited %.3f s for it",
+             r->handed, r->waited_us / 1e6);
+    }
+    free_event_batch(r->batch);
+    free_event_batch(r->pending);
+    r->batch = r->pending = NULL;
+}
+
 // This backend's CPU time (user and system) so far, for the debug line
 // that says what reading cost on a machine other work shares.
 static double cpu_seconds(void)
@@ -1222,10 +1467,19 @@ static double cpu_seconds(void)
     return (double) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+// The calling thread's CPU time alone (the aggregation's worker aside).
+static double thread_cpu_seconds(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, EventsRead* res,
                  EventsSplit* split)
 {
-    double cpu0 = cpu_seconds();
+    double cpu0 = cpu_seconds(), thread0 = thread_cpu_seconds();
     memset(res, 0, sizeof *res);
     MemoryContext cxt = CurrentMemoryContext;
     Size budget = (Size) maintenance_work_mem * 1024;
@@ -1245,14 +1499,12 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.users = OwnedByContext<recsys::KeyDict>::create(cxt);
     r.agg = OwnedByContext<recsys::CellAggregator>::create(cxt);
     r.rowcxt = AllocSetContextCreate(cxt, "recsys event row", ALLOCSET_SMALL_SIZES);
-    r.batch = (EventBatch*) palloc0(sizeof(EventBatch));
-    r.batch->keys_cap = 1024;
-    r.batch->keys = (char*) palloc(r.batch->keys_cap);
     r.split = split;
-    r.pending = NULL;
+    r.arrived = NULL;
     r.cxt = cxt;
     double est_items;
     source_estimate(src, &r.est_rows, &est_items);
+    start_pipeline(&r);
     if (split != NULL) {
         split->touches.data = NULL;
         split->touches.n = 0;
@@ -1272,9 +1524,9 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         r.held_check = 65536;
         r.held_bits = new_held_bits(&r);
         memset(r.held_bits, 0, (Size) (r.held_bits_mask + 1) / 8);
-        r.pending = (PendingEvents*) palloc0(sizeof(PendingEvents));
-        r.pending->keys_cap = 1024;
-        r.pending->keys = (char*) palloc(r.pending->keys_cap);
+        r.arrived = (PendingEvents*) palloc0(sizeof(PendingEvents));
+        r.arrived->keys_cap = 1024;
+        r.arrived->keys = (char*) palloc(r.arrived->keys_cap);
     }
 
     // The one scan of the source.
@@ -1282,12 +1534,12 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     char* sql = source_query_sql(src, SOURCE_EVENTS, types);
     scan_events(src, sql, &r);
     res->scans = 1;
-    if (r.pending != NULL) {
+    if (r.arrived != NULL) {
         if (r.mode == READ_ONE_PASS)
             test_pending(&r);
-        pfree(r.pending->keys);
-        pfree(r.pending);
-        r.pending = NULL;
+        pfree(r.arrived->keys);
+        pfree(r.arrived);
+        r.arrived = NULL;
     }
     if (r.mode != READ_KNOWN) {
         // The scan found the newest event (or, stopped, leaves it to
@@ -1308,12 +1560,11 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
             free_held(&r);
             if (r.touches != NULL)
                 pfree(r.touches);
+            end_pipeline(&r);
             r.users->release();
             r.agg->release();
             res->items->release();
             MemoryContextDelete(r.rowcxt);
-            pfree(r.batch->keys);
-            pfree(r.batch);
             progress_add_rows(-r.rows);   // the rows are counted again
             EventsSplit again = *split;
             again.find_cutoff = false;
@@ -1324,6 +1575,7 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
             return;
         }
     }
+    end_pipeline(&r);
     res->ignored_null = r.ignored_null;
     res->ignored_type = r.ignored_type;
     res->newest = r.newest;
@@ -1374,10 +1626,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     r.users->release();
     r.agg->release();
     MemoryContextDelete(r.rowcxt);
-    pfree(r.batch->keys);
-    pfree(r.batch);
-    elog(DEBUG1, "recsys: reading the events took %.3f s of CPU (" INT64_FORMAT " used)", cpu_seconds() - cpu0,
-         res->events);
+    elog(DEBUG1, "recsys: reading the events took %.3f s of CPU, %.3f s of it on the backend's thread (" INT64_FORMAT
+         " used)", cpu_seconds() - cpu0, thread_cpu_seconds() - thread0, res->events);
 }
 
 void write_item_keys(int64 model_id, const SourceRel* src, const EventsRead* res, const int32* item_ids, int64 n)

@@ -1,0 +1,55 @@
+-- Reading on two threads (issue #9): with max_parallel_maintenance_workers
+-- > 0 and a log of at least 100k rows (ANALYZE's count), the scan runs on
+-- the backend and the summing on a second thread.  The model, the
+-- evaluation and the errors must be those of one thread, bit for bit
+-- (max_parallel_maintenance_workers = 0).  (DEBUG1 says which way a read
+-- went; its lines carry timings, so they are not shown here.)
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+CREATE SCHEMA pipe;
+RESET client_min_messages;
+-- 150k events: text users, integer items, four event types, a value.
+CREATE TABLE pipe.ev (uid text, iid int, kind text, ts timestamptz, v float8);
+INSERT INTO pipe.ev
+SELECT 'u' || (g * 7919 % 12007), 1 + (g * 31 + (g / 7) * (g / 7)) % 1499,
+       (ARRAY['view', 'view', 'add_to_cart', 'purchase'])[1 + (g * 13) % 4],
+       timestamptz '2026-01-01' + make_interval(secs => (g::bigint * 104729) % 15552000), 1 + g % 3
+  FROM generate_series(1, 150000) g;
+ANALYZE pipe.ev;
+SELECT user_type, item_type FROM recsys_set_source('pipe.ev', 'uid', 'iid', 'kind', 'ts', 'v');
+SET maintenance_work_mem = '64MB';
+CREATE TEMP TABLE pipe_models (workers int, users bigint, items bigint, nb text);
+CREATE FUNCTION pg_temp.model_md5() RETURNS text LANGUAGE sql AS $$
+  SELECT md5(string_agg(nb.item_id || ':' || nb.neighbor_ids::text || ':' || nb.sims::text, ',' ORDER BY nb.item_id))
+    FROM recsys.neighbors nb JOIN recsys.active_model a USING (model_id) $$;
+SET max_parallel_maintenance_workers = 0;
+INSERT INTO pipe_models SELECT 0, users, items, pg_temp.model_md5() FROM recsys_train();
+SET max_parallel_maintenance_workers = 2;
+INSERT INTO pipe_models SELECT 2, users, items, pg_temp.model_md5() FROM recsys_train();
+SELECT workers, users, items, nb = (SELECT nb FROM pipe_models WHERE workers = 0) AS same_model
+  FROM pipe_models ORDER BY workers;
+-- Evaluation (one scan finding the cutoff): the same row.
+CREATE TEMP TABLE pipe_eval AS
+SELECT 0 AS workers, e.* FROM recsys_evaluate(10, settings => NULL) e WHERE false;
+SET max_parallel_maintenance_workers = 0;
+INSERT INTO pipe_eval SELECT 0, e.* FROM recsys_evaluate(10) e;
+SET max_parallel_maintenance_workers = 2;
+INSERT INTO pipe_eval SELECT 2, e.* FROM recsys_evaluate(10) e;
+SELECT count(*) AS evaluations, count(DISTINCT (users_evaluated, users_without_history, precision, precision_lo,
+                                                 precision_hi)) AS distinct_rows
+  FROM pipe_eval;
+-- A value that is not finite, in the middle of the log: the same error
+-- (the same user and item) either way.
+UPDATE pipe.ev SET v = 'Infinity' WHERE ctid = (SELECT ctid FROM pipe.ev WHERE kind = 'purchase' OFFSET 20000 LIMIT 1);
+SET max_parallel_maintenance_workers = 0;
+SELECT users FROM recsys_train();
+\echo :LAST_ERROR_SQLSTATE
+SET max_parallel_maintenance_workers = 2;
+SELECT users FROM recsys_train();
+\echo :LAST_ERROR_SQLSTATE
+RESET max_parallel_maintenance_workers;
+RESET maintenance_work_mem;
+-- Back to the default source.
+SELECT user_type, item_type FROM recsys_set_source('public.interactions', 'user_id', 'product_id', 'event_type',
+                                                   'event_time');
+DROP SCHEMA pipe CASCADE;
