@@ -198,7 +198,15 @@ free_port PP
        2>"$TMP/proxy.log" &
 PROXY_PID=$!
 U="http://127.0.0.1:$PP"
-for i in $(seq 1 200); do curl -s -o /dev/null "$U/healthz" && break; sleep 0.05; done
+# Polled until /readyz answers 200 (listening, a database reachable, a model
+# active); the bound is generous because a loaded machine starts it slowly
+# (a fixed 10 s wait once ran out: "POST with both up: 000").
+deadline=$((SECONDS + 120))
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/readyz")" = 200 ]; do
+    kill -0 "$PROXY_PID" 2>/dev/null || break
+    [ "$SECONDS" -ge "$deadline" ] && break
+    sleep 0.05
+done
 BODY='{"user_ids":[1,2,3,4],"top_n":3}'
 post() { curl -s -o "$TMP/body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$BODY" "$U/recommendations"; }
 st=$(post)

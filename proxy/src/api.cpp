@@ -487,6 +487,10 @@ struct FastReader {
             ++p;
             return min == 0;
         }
+        // Room for the elements up to the first ']' (a bound: one more than
+        // its commas, at most max), so a long filter is not moved on growth.
+        const char* close = static_cast<const char*>(std::memchr(p, ']', static_cast<std::size_t>(end - p)));
+        if (close) out.reserve(std::min<std::size_t>(max, 1 + static_cast<std::size_t>(std::count(p, close, ','))));
         while (true) {
             std::string_view text;
             int64_t v = 0;
@@ -773,9 +777,14 @@ std::string array_literal(const std::vector<std::string>& elems) {
     for (std::size_t i = 0; i < elems.size(); ++i) {
         if (i) s.push_back(',');
         s.push_back('"');
-        for (char c : elems[i]) {
-            if (c == '"' || c == '\\') s.push_back('\\');
-            s.push_back(c);
+        const std::string& e = elems[i];
+        if (e.find_first_of("\"\\") == std::string::npos) {
+            s.append(e);  // the common case (every integer and uuid id): nothing to escape
+        } else {
+            for (char c : e) {
+                if (c == '"' || c == '\\') s.push_back('\\');
+                s.push_back(c);
+            }
         }
         s.push_back('"');
     }

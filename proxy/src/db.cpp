@@ -527,6 +527,7 @@ void Pool::submit(Stmt stmt, std::vector<std::string> params, DbCallback done, I
 void Pool::submit_recommend(std::vector<std::string> ids, const RecRequest& shape, DbCallback done) {
     Job j;
     j.types = shape.types;
+    j.params.reserve(4);
     j.params.push_back(std::to_string(shape.top_n));
     if (shape.filtered()) {
         j.stmt = shape.details ? Stmt::RecommendFilteredDetails : Stmt::RecommendFiltered;
@@ -540,9 +541,6 @@ void Pool::submit_recommend(std::vector<std::string> ids, const RecRequest& shap
         j.stmt = shape.details ? Stmt::RecommendDetails : Stmt::Recommend;
     }
     j.batchable = true;
-    j.batch_key = std::to_string(static_cast<int>(j.stmt)) + "/" + std::to_string(static_cast<int>(j.types.user)) +
-                  std::to_string(static_cast<int>(j.types.item));
-    for (const auto& p : j.params) j.batch_key += "/" + p;
     j.ids = std::move(ids);
     j.done = std::move(done);
     enqueue(std::move(j));
@@ -675,7 +673,7 @@ void Pool::worker(std::size_t di, std::size_t wi) {
                 std::size_t ids = jobs[0].ids.size();
                 for (auto it = queue_.begin();
                      it != queue_.end() && jobs.size() < static_cast<std::size_t>(opt_.max_batch);) {
-                    if (it->batchable && it->batch_key == jobs[0].batch_key &&
+                    if (it->batchable && same_statement(*it, jobs[0]) &&
                         ids + it->ids.size() <= opt_.max_batch_ids && runnable_on(*it, di)) {
                         ids += it->ids.size();
                         jobs.push_back(std::move(*it));

@@ -179,12 +179,16 @@ private:
         IdTypes types;
         bool batchable = false;
         std::vector<std::string> ids;
-        std::string batch_key;  // jobs with equal keys may share one statement
         bool retried = false;
         int avoid_dsn = -1;  // the DSN whose connection broke under this job (-1: none)
         std::chrono::steady_clock::time_point deadline;  // acquire deadline
         DbCallback done;
     };
+    // Batchable jobs with the same statement, id types and parameters after
+    // $1 (top_n, exclude_seen, the filters' literals) may share one statement.
+    static bool same_statement(const Job& a, const Job& b) {
+        return a.stmt == b.stmt && a.types == b.types && a.params == b.params;
+    }
     struct DsnState {
         std::string dsn;
         // Down only when a connect failed while no connection of this DSN was

@@ -37,6 +37,14 @@ struct Reply {
 };
 
 Reply error_reply(const ApiError& e);
+// The status line and header fields of the HTTP/1.1 answer to `r`, ending
+// with the empty line: Server, Content-Type, Retry-After, Allow,
+// WWW-Authenticate, Cache-Control: no-store (JSON), the CORS fields when
+// `acao` is not empty, r.headers (each replacing a field of its name),
+// Connection: close unless `keep_alive`, and Content-Length `content_length`
+// -- what Beast's serializer wrote for the same
+// message (test/unit_tests.cpp compares the two), built in one string.
+std::string response_head(const Reply& r, const std::string& acao, bool keep_alive, std::size_t content_length);
 Reply json_ok(std::string body);
 Reply outcome_error(const DbOutcome& o);
 

@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <sys/time.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -49,7 +50,7 @@ private:
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
-    http::response<http::string_body> res_;
+    std::string out_head_, out_body_;  // the answer being written
     Server& server_;
     Clock::time_point started_;
     int route_ = -1;
@@ -196,42 +197,26 @@ void Session::send(Reply r, int route, unsigned seq) {
     });
 }
 
+// The answer is written as two buffers, the head built by response_head()
+// (one string, instead of Beast's field list and serializer) and the body.
 void Session::do_write(Reply r) {
     answered_ = true;
-    res_ = {};
-    res_.version(11);
-    res_.result(static_cast<unsigned>(r.status));
-    res_.set(http::field::server, "recsys-proxy");
-    if (!r.content_type.empty()) res_.set(http::field::content_type, r.content_type);
-    if (r.retry_after > 0) res_.set(http::field::retry_after, std::to_string(r.retry_after));
-    if (!r.allow.empty()) res_.set(http::field::allow, r.allow);
-    if (r.www_authenticate) res_.set(http::field::www_authenticate, "Bearer");
-    if (r.content_type.rfind("application/json", 0) == 0) res_.set(http::field::cache_control, "no-store");
-    std::string acao = cors_allow_origin(cfg(), origin_);
-    if (!acao.empty()) {
-        res_.set(http::field::access_control_allow_origin, acao);
-        res_.set(http::field::access_control_expose_headers, "Retry-After");
-        if (acao != "*") res_.set(http::field::vary, "Origin");
-    }
-    for (auto& [k, v] : r.headers) res_.set(k, v);
     const bool ka = keep_alive_ && !r.close && !server_.stopping();
-    res_.keep_alive(ka);
     const std::size_t bytes = r.body.size();
-    res_.body() = std::move(r.body);
-    res_.prepare_payload();
-    if (head_) {  // HEAD: the GET's headers, Content-Length included, without the body
-        res_.body().clear();
-        res_.content_length(bytes);
-    }
+    out_head_ = response_head(r, cors_allow_origin(cfg(), origin_), ka, bytes);
+    out_body_ = std::move(r.body);
+    if (head_) out_body_.clear();  // HEAD: the GET's headers, Content-Length included, without the body
     double secs = std::chrono::duration<double>(Clock::now() - started_).count();
     server_.sv_.metrics.observe(route_, r.status, secs);
     access_log(r.status, bytes, secs, r.cache);
     stream_.expires_after(std::chrono::seconds(30));
-    http::async_write(stream_, res_, [self = shared_from_this(), ka, bytes](beast::error_code ec, std::size_t) {
+    std::array<net::const_buffer, 2> bufs{net::buffer(out_head_), net::buffer(out_body_)};
+    net::async_write(stream_, bufs, [self = shared_from_this(), ka, bytes](beast::error_code ec, std::size_t) {
         self->busy_ = false;
         self->server_.inflight_.fetch_sub(1);
-        self->res_ = {};
+        self->out_body_.clear();
         if (bytes >= kTrimAfterBytes) {
+            std::string().swap(self->out_body_);
             self->buffer_.shrink_to_fit();
             malloc_trim(0);
         }

@@ -16,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <sstream>
+
+#include <boost/beast/http.hpp>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -1407,4 +1410,74 @@ TEST(OpenApi, NewRoutesTypesAndLimits) {
     EXPECT_EQ(d["x-recsys-proxy"]["item_type"], "bigint");
     EXPECT_EQ(d["x-recsys-proxy"]["max_filter_items"], 77);
     EXPECT_NE(d["paths"]["/explanations"]["post"]["description"].get<std::string>().find("501"), std::string::npos);
+}
+
+// The answer's head server.cpp writes (response_head) against Beast's
+// serializer for the same message, built as server.cpp built it before.
+TEST(ResponseHead, SameAsBeastSerializer) {
+    namespace http = boost::beast::http;
+    auto beast_head = [](const Reply& r, const std::string& acao, bool ka, std::size_t bytes, bool head_request) {
+        http::response<http::string_body> res;
+        res.version(11);
+        res.result(static_cast<unsigned>(r.status));
+        res.set(http::field::server, "recsys-proxy");
+        if (!r.content_type.empty()) res.set(http::field::content_type, r.content_type);
+        if (r.retry_after > 0) res.set(http::field::retry_after, std::to_string(r.retry_after));
+        if (!r.allow.empty()) res.set(http::field::allow, r.allow);
+        if (r.www_authenticate) res.set(http::field::www_authenticate, "Bearer");
+        if (r.content_type.rfind("application/json", 0) == 0) res.set(http::field::cache_control, "no-store");
+        if (!acao.empty()) {
+            res.set(http::field::access_control_allow_origin, acao);
+            res.set(http::field::access_control_expose_headers, "Retry-After");
+            if (acao != "*") res.set(http::field::vary, "Origin");
+        }
+        for (auto& [k, v] : r.headers) res.set(k, v);
+        res.keep_alive(ka);
+        res.body() = std::string(bytes, 'x');
+        res.prepare_payload();
+        if (head_request) {
+            res.body().clear();
+            res.content_length(bytes);
+        }
+        std::ostringstream os;
+        os << res.base();
+        return os.str();
+    };
+    std::vector<Reply> replies;
+    replies.push_back(json_ok("{\"results\":{}}"));
+    replies.push_back(error_reply(make_error(503, "PX503", "the database is unavailable")));  // Retry-After
+    Reply html;
+    html.content_type = "text/html; charset=utf-8";
+    html.body = "<p>x</p>";
+    replies.push_back(html);
+    Reply unauth = error_reply(make_error(401, "PX401", "missing or invalid API key"));
+    unauth.www_authenticate = true;
+    replies.push_back(unauth);
+    Reply options;  // a CORS preflight: 204 (Beast wrote Content-Length: 0 on it too)
+    options.status = 204;
+    options.allow = "GET, POST, OPTIONS";
+    options.content_type.clear();
+    options.headers = {{"Access-Control-Allow-Methods", "GET, POST, OPTIONS"}, {"Access-Control-Max-Age", "600"}};
+    replies.push_back(options);
+    Reply replaced = json_ok("{}");  // a header of r.headers replaces a field of its name (any case)
+    replaced.headers = {{"cache-control", "max-age=5"}, {"X-Extra", "1"}};
+    replies.push_back(replaced);
+    Reply teapot = error_reply(make_error(413, "PX413", "request body too large"));
+    teapot.close = true;
+    replies.push_back(teapot);
+    int compared = 0;
+    for (const Reply& r : replies)
+        for (const std::string acao : {"", "*", "https://shop.example"})
+            for (bool ka : {true, false})
+                for (bool head_request : {false, true}) {
+                    const std::size_t bytes = r.status == 204 ? 0 : r.body.size();
+                    EXPECT_EQ(response_head(r, acao, ka, bytes), beast_head(r, acao, ka, bytes, head_request))
+                        << r.status << " acao=" << acao << " ka=" << ka;
+                    ++compared;
+                }
+    EXPECT_EQ(compared, 7 * 3 * 2 * 2);
+    // And by hand, one answer in full.
+    EXPECT_EQ(response_head(json_ok("{}"), "", false, 2),
+              "HTTP/1.1 200 OK\r\nServer: recsys-proxy\r\nContent-Type: application/json\r\n"
+              "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: 2\r\n\r\n");
 }
