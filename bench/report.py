@@ -102,7 +102,9 @@ def main():
                     cells[6] = (f"{human(m['floor_madds'])} · {float(m['ns_per_madd']):.1f} ns "
                                 f"(core {fmt_s(m.get('core_s'))} s, read {fmt_s(m.get('read_s'))} s)")
                 if m.get("evaluate_s") and base:
-                    cells[7] = f"{fmt_s(m['evaluate_s'])} ({float(m['evaluate_s']) / base:.2f}× training)"
+                    runs = m.get("evaluate_runs_s")
+                    runs = f"runs {', '.join(fmt_s(x) for x in runs.split())}; " if runs else ""
+                    cells[7] = f"{fmt_s(m['evaluate_s'])} ({runs}{float(m['evaluate_s']) / base:.2f}× training)"
                 elif m.get("evaluate_failed"):
                     cells[7] = "failed: " + m["evaluate_failed"]
                 if m.get("reco1_p50_ms"):

@@ -217,13 +217,27 @@ for S in $SIZES; do
     put recsys floor_madds "$floor"; put recsys core_s "$core_s"; put recsys ns_per_madd "$ns"
     echo "   floor: sum deg^2 = $floor multiply-adds; core $core_s s = $ns ns each"
 
-    echo "-- recsys_evaluate(10)"
-    if ev_s=$(q -c "SET maintenance_work_mem = '$MWM'" -c "SET client_min_messages = debug1" \
-                -c "SELECT seconds FROM recsys_evaluate(10)" 2>"$DIR/eval.err"); then
+    echo "-- recsys_evaluate(10) x 3, median (as training)"
+    ev_ok=1
+    : > "$DIR/eval_runs.txt"
+    for i in 1 2 3; do
+        if ev_i=$(q -c "SET maintenance_work_mem = '$MWM'" -c "SET client_min_messages = debug1" \
+                    -c "SELECT seconds FROM recsys_evaluate(10)" 2>"$DIR/eval$i.err"); then
+            echo "$ev_i $i" >> "$DIR/eval_runs.txt"
+            echo "   run $i: $ev_i s"
+        else
+            ev_ok=0; cp "$DIR/eval$i.err" "$DIR/eval.err"; break
+        fi
+    done
+    if [ "$ev_ok" = 1 ]; then
+        read -r ev_s ev_med < <(sort -n "$DIR/eval_runs.txt" | sed -n 2p)
+        cp "$DIR/eval$ev_med.err" "$DIR/eval.err"
         put recsys evaluate_s "$ev_s"
-        echo "   $ev_s s = $(echo "scale=2; $ev_s / $train_s" | bc)x training"
-        # Its phases, from the DEBUG lines (seconds since the start, then
-        # the core's scoring split): the cutoff, reading, training, scoring.
+        put recsys evaluate_runs_s "$(cut -d' ' -f1 "$DIR/eval_runs.txt" | tr '\n' ' ' | sed 's/ $//')"
+        echo "   median $ev_s s = $(echo "scale=2; $ev_s / $train_s" | bc)x training"
+        # Its phases, from the median run's DEBUG lines (seconds since the
+        # start, then the core's scoring split): the cutoff, reading,
+        # training, scoring.
         ev_cut=$(sed -n 's/.*recsys: found the cutoff in \([0-9.]*\) s.*/\1/p' "$DIR/eval.err")
         ev_read=$(sed -n 's/.*recsys: read [0-9]* cells before the cutoff.* in \([0-9.]*\) s .*/\1/p' "$DIR/eval.err")
         ev_train=$(sed -n 's/.*recsys: trained in \([0-9.]*\) s.*/\1/p' "$DIR/eval.err")
