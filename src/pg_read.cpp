@@ -161,6 +161,12 @@ struct EventReceiver {
     DestReceiver pub;
     const EventWeights* w;
     int last_type;          // the index in w of the type that matched last
+    // Where the query's rows hold the user, item, event type, time and
+    // value (-1: no value), how many columns they have, and how many to
+    // deform (source_events_sql).
+    int col[5];
+    int natts;
+    int fetch;
     Oid ubase, ibase;       // the key columns' (base) types
     bool ubytes, ibytes;    // keys as bytes (text, varchar, uuid) or integers
     bool item_identity;     // integer items: the id is the index
@@ -1140,9 +1146,14 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
     EventReceiver* r = (EventReceiver*) self;
     if (r->mode == READ_STOP)
         return false;   // SOURCE_MAX_TIME finds the cutoff: no need of the rows
-    slot_getallattrs(slot);
-    Datum* v = slot->tts_values;
-    bool* null = slot->tts_isnull;
+    slot_getsomeattrs(slot, r->fetch);
+    Datum v[5];
+    bool null[5];
+    for (int k = 0; k < 5; k++) {
+        int c = r->col[k];
+        v[k] = c >= 0 ? slot->tts_values[c] : (Datum) 0;
+        null[k] = c >= 0 ? slot->tts_isnull[c] : true;
+    }
     if ((++r->rows & 1023) == 0) {
         progress_add_rows(1024);         // the rest at the scan's end
         MemoryContextReset(r->rowcxt);   // detoasted keys, if any
@@ -1208,10 +1219,10 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
 static void event_receiver_startup(DestReceiver* self, int operation, TupleDesc desc)
 {
     EventReceiver* r = (EventReceiver*) self;
-    if (desc->natts != 5)
-        elog(ERROR, "recsys: the events query returned %d columns, not 5", desc->natts);
-    r->ubase = getBaseType(TupleDescAttr(desc, 0)->atttypid);
-    r->ibase = getBaseType(TupleDescAttr(desc, 1)->atttypid);
+    if (desc->natts != r->natts)
+        elog(ERROR, "recsys: the events query returned %d columns, not %d", desc->natts, r->natts);
+    r->ubase = getBaseType(TupleDescAttr(desc, r->col[0])->atttypid);
+    r->ibase = getBaseType(TupleDescAttr(desc, r->col[1])->atttypid);
     static const Oid ok[6] = {INT2OID, INT4OID, INT8OID, TEXTOID, VARCHAROID, UUIDOID};
     bool uok = false, iok = false;
     for (int i = 0; i < 6; i++) {
@@ -1221,7 +1232,7 @@ static void event_receiver_startup(DestReceiver* self, int operation, TupleDesc 
     if (r->mode == READ_ONE_PASS) {
         // SOURCE_MAX_TIME compares the event types with the column's
         // collation: only a deterministic one is the byte comparison here.
-        Oid coll = TupleDescAttr(desc, 2)->attcollation;
+        Oid coll = TupleDescAttr(desc, r->col[2])->attcollation;
         if (OidIsValid(coll) && !get_collation_isdeterministic(coll)) {
             r->mode = READ_STOP;
             r->two_scans = "the event type column has a nondeterministic collation";
@@ -1530,8 +1541,10 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     }
 
     // The one scan of the source.
-    Oid types[4];
-    char* sql = source_query_sql(src, SOURCE_EVENTS, types);
+    char* sql = source_events_sql(src, r.col, &r.natts);
+    r.fetch = 0;
+    for (int k = 0; k < 5; k++)
+        r.fetch = Max(r.fetch, r.col[k] + 1);
     scan_events(src, sql, &r);
     res->scans = 1;
     if (r.arrived != NULL) {
