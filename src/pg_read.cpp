@@ -1429,6 +1429,9 @@ static void split_part(EventReceiver* r, int idx, char** keybuf, Size* keycap)
          r->limit / (1024 * 1024));
 }
 
+// How many cells ahead emit_aggregation prefetches their users' remap entries.
+#define EMIT_PREFETCH_AHEAD 16
+
 // Emits the aggregation (one part of the users, or all of them) into out:
 // the part's users numbered from *user_base in key order, the items
 // renumbered by item_remap (NULL: as they are); its touches join
@@ -1488,7 +1491,17 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
         core_call_or_error("reading the events", [&] {
             n = r->agg->obj->emit_into(&pos, res->newest, buf, chunk, &dropped);
         });
+        // The cells come in the cell table's order, their users at random:
+        // each one's remap entry (4 bytes a user, 3.7 MB at 10M events,
+        // beyond the caches) is fetched a few cells ahead.
+        for (size_t k = 0; k < Min(n, (size_t) EMIT_PREFETCH_AHEAD); k++)
+            __builtin_prefetch(&remap[buf[k].user]);
         for (size_t k = 0; k < n; k++) {
+            if (k + EMIT_PREFETCH_AHEAD < n) {
+                __builtin_prefetch(&remap[buf[k + EMIT_PREFETCH_AHEAD].user]);
+                if (item_remap != NULL)
+                    __builtin_prefetch(&item_remap[buf[k + EMIT_PREFETCH_AHEAD].item]);
+            }
             uint32 m = remap[buf[k].user];
             cell_buffer_append_kept(out, (int32) ((m & ~KEPT_USER) + base),
                                     item_remap != NULL ? item_remap[buf[k].item] : buf[k].item, buf[k].weight,
