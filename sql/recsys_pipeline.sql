@@ -64,6 +64,17 @@ INSERT INTO pipe_place_eval SELECT 'view', e.* FROM recsys_evaluate(10) e;
 ALTER TABLE pipe.shuffled DROP COLUMN note;
 SELECT user_type, item_type FROM recsys_set_source('pipe.shuffled', 'uid', 'iid', 'kind', 'ts', 'v');
 INSERT INTO pipe_place SELECT 'dropped column', users, items, pg_temp.model_md5() FROM recsys_train();
+-- A partitioned table whose partitions differ: one as the parent, one with
+-- its columns in another order and a dropped column (its rows come through
+-- a projection, the other's in place).
+CREATE TABLE pipe.parted (uid text, iid int, kind varchar(20), ts timestamptz, v float8) PARTITION BY RANGE (iid);
+CREATE TABLE pipe.parted_lo PARTITION OF pipe.parted FOR VALUES FROM (MINVALUE) TO (700);
+CREATE TABLE pipe.parted_hi (junk int, v float8, ts timestamptz, kind varchar(20), iid int, uid text);
+ALTER TABLE pipe.parted_hi DROP COLUMN junk;
+ALTER TABLE pipe.parted ATTACH PARTITION pipe.parted_hi FOR VALUES FROM (700) TO (MAXVALUE);
+INSERT INTO pipe.parted SELECT uid, iid, kind, ts, v FROM pipe.shuffled;
+SELECT user_type, item_type FROM recsys_set_source('pipe.parted', 'uid', 'iid', 'kind', 'ts', 'v');
+INSERT INTO pipe_place SELECT 'partitioned', users, items, pg_temp.model_md5() FROM recsys_train();
 SELECT src, users, items, nb = (SELECT nb FROM pipe_place WHERE src = 'view') AS same_model,
        nb = (SELECT nb FROM pipe_models WHERE workers = 0) AS as_pipe_ev
   FROM pipe_place ORDER BY src;
