@@ -38,6 +38,50 @@ INSERT INTO pipe_eval SELECT 2, e.* FROM recsys_evaluate(10) e;
 SELECT count(*) AS evaluations, count(DISTINCT (users_evaluated, users_without_history, precision, precision_lo,
                                                  precision_hi)) AS distinct_rows
   FROM pipe_eval;
+-- A plain table is read with its columns listed in their places, so the
+-- scan hands its own slot over (no projection), and a row without NULLs is
+-- read straight from its heap tuple (issue #9).  The same events in a table
+-- whose columns are in another order, among columns recsys does not read,
+-- with a varchar event type, NULL values in some rows and NULLs in a column
+-- after the mapped ones in others (those rows go through the slot): the
+-- same model and evaluation as through a view of it (a projection of the
+-- five mapped columns, as any view), and after a column is dropped (the
+-- query of the five columns).
+CREATE TABLE pipe.shuffled (note text, v float8, ts timestamptz, pad int, kind varchar(20), iid int, uid text,
+                            tail text);
+INSERT INTO pipe.shuffled
+SELECT 'n' || iid % 5, CASE WHEN iid % 97 = 0 THEN NULL ELSE v END, ts, iid * 3, kind, iid, uid,
+       CASE WHEN iid % 2 = 0 THEN repeat('x', iid % 50) END
+  FROM pipe.ev;
+CREATE VIEW pipe.shuffled_v AS SELECT uid, iid, kind, ts, v FROM pipe.shuffled;
+CREATE TEMP TABLE pipe_place (src text, users bigint, items bigint, nb text);
+SELECT user_type, item_type FROM recsys_set_source('pipe.shuffled', 'uid', 'iid', 'kind', 'ts', 'v');
+INSERT INTO pipe_place SELECT 'table', users, items, pg_temp.model_md5() FROM recsys_train();
+CREATE TEMP TABLE pipe_place_eval AS SELECT 'table' AS src, e.* FROM recsys_evaluate(10) e;
+SELECT user_type, item_type FROM recsys_set_source('pipe.shuffled_v', 'uid', 'iid', 'kind', 'ts', 'v');
+INSERT INTO pipe_place SELECT 'view', users, items, pg_temp.model_md5() FROM recsys_train();
+INSERT INTO pipe_place_eval SELECT 'view', e.* FROM recsys_evaluate(10) e;
+ALTER TABLE pipe.shuffled DROP COLUMN note;
+SELECT user_type, item_type FROM recsys_set_source('pipe.shuffled', 'uid', 'iid', 'kind', 'ts', 'v');
+INSERT INTO pipe_place SELECT 'dropped column', users, items, pg_temp.model_md5() FROM recsys_train();
+-- A partitioned table whose partitions differ: one as the parent, one with
+-- its columns in another order and a dropped column (its rows come through
+-- a projection, the other's in place).
+CREATE TABLE pipe.parted (uid text, iid int, kind varchar(20), ts timestamptz, v float8) PARTITION BY RANGE (iid);
+CREATE TABLE pipe.parted_lo PARTITION OF pipe.parted FOR VALUES FROM (MINVALUE) TO (700);
+CREATE TABLE pipe.parted_hi (junk int, v float8, ts timestamptz, kind varchar(20), iid int, uid text);
+ALTER TABLE pipe.parted_hi DROP COLUMN junk;
+ALTER TABLE pipe.parted ATTACH PARTITION pipe.parted_hi FOR VALUES FROM (700) TO (MAXVALUE);
+INSERT INTO pipe.parted SELECT uid, iid, kind, ts, v FROM pipe.shuffled;
+SELECT user_type, item_type FROM recsys_set_source('pipe.parted', 'uid', 'iid', 'kind', 'ts', 'v');
+INSERT INTO pipe_place SELECT 'partitioned', users, items, pg_temp.model_md5() FROM recsys_train();
+SELECT src, users, items, nb = (SELECT nb FROM pipe_place WHERE src = 'view') AS same_model,
+       nb = (SELECT nb FROM pipe_models WHERE workers = 0) AS as_pipe_ev
+  FROM pipe_place ORDER BY src;
+SELECT count(*) AS evaluations, count(DISTINCT (users_evaluated, users_without_history, precision, precision_lo,
+                                                 precision_hi, recall, ndcg, model_items)) AS distinct_rows
+  FROM pipe_place_eval;
+SELECT user_type, item_type FROM recsys_set_source('pipe.ev', 'uid', 'iid', 'kind', 'ts', 'v');
 -- A value that is not finite, in the middle of the log: the same error
 -- (the same user and item) either way.
 UPDATE pipe.ev SET v = 'Infinity' WHERE ctid = (SELECT ctid FROM pipe.ev WHERE kind = 'purchase' OFFSET 20000 LIMIT 1);

@@ -15,7 +15,9 @@
 #include "pg_read.hpp"
 
 extern "C" {
+#include "access/htup_details.h"
 #include "access/tupdesc.h"
+#include "access/tupmacs.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -154,6 +156,8 @@ enum ReadMode {
     READ_STOP
 };
 
+#define WEIGHT_LENS 64
+
 // A DestReceiver that feeds the rows of the scan to the core: into the
 // aggregation while it fits, else, from the row that overflowed on, into
 // partition files by user (the aggregation so far is written there first).
@@ -161,6 +165,17 @@ struct EventReceiver {
     DestReceiver pub;
     const EventWeights* w;
     int last_type;          // the index in w of the type that matched last
+    // Where the query's rows hold the user, item, event type, time and
+    // value (-1: no value), how many columns they have, and how many to
+    // deform (source_events_sql).
+    int col[5];
+    int natts;
+    int fetch;
+    signed char field_of[MaxTupleAttributeNumber];   // column -> index in col (-1: none), up to fetch
+    // The event types' weights by the type's length (WEIGHT_LENS of them):
+    // the index in w of the only type of that length, -1 when none has it,
+    // -2 when several do (then they are searched).
+    int16 type_of_len[WEIGHT_LENS];
     Oid ubase, ibase;       // the key columns' (base) types
     bool ubytes, ibytes;    // keys as bytes (text, varchar, uuid) or integers
     bool item_identity;     // integer items: the id is the index
@@ -246,6 +261,28 @@ static inline recsys::KeyRef key_of(Datum v, Oid type)
 // without a call per row.
 static inline bool same_bytes(const char* a, const char* b, int len)
 {
+    // Words, not bytes: the last word overlaps the one before it when len
+    // is not a multiple of its size; nothing outside [0, len) is read.
+    if (len >= 8) {
+        uint64 x, y;
+        for (int k = 0; k + 8 < len; k += 8) {
+            memcpy(&x, a + k, 8);
+            memcpy(&y, b + k, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + len - 8, 8);
+        memcpy(&y, b + len - 8, 8);
+        return x == y;
+    }
+    if (len >= 4) {
+        uint32 x0, y0, x1, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&x1, a + len - 4, 4);
+        memcpy(&y1, b + len - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
     for (int k = 0; k < len; k++)
         if (a[k] != b[k])
             return false;
@@ -258,6 +295,14 @@ static inline double weight_of(EventReceiver* r, const char* type, int len)
     int last = r->last_type;
     if (last < w->n && w->lens[last] == len && same_bytes(w->types[last], type, len))
         return w->weights[last];
+    if (len < WEIGHT_LENS && r->type_of_len[len] != -2) {
+        // At most one type has this length (the usual case): one comparison.
+        int i = r->type_of_len[len];
+        if (i < 0 || !same_bytes(w->types[i], type, len))
+            return get_float8_nan();
+        r->last_type = i;
+        return w->weights[i];
+    }
     for (int i = 0; i < w->n; i++)
         if (w->lens[i] == len && same_bytes(w->types[i], type, len)) {
             r->last_type = i;
@@ -1135,14 +1180,56 @@ static Size memory_bound(EventReceiver* r)
     return bytes;
 }
 
+// The mapped columns of a row straight from its heap tuple in the buffer,
+// the common case: the scan's own slot (no projection), a tuple without
+// NULLs that has every column up to the last one needed.  What
+// slot_deform_heap_tuple does for those columns (the same offsets and
+// Datums), without filling the slot's arrays for the other columns or the
+// calls through the slot's operations.  False: the slot must deform.
+static pg_attribute_always_inline bool deform_event(const EventReceiver* r, TupleTableSlot* slot, Datum* v,
+                                                    bool* null)
+{
+    if (slot->tts_ops != &TTSOpsBufferHeapTuple)
+        return false;
+    HeapTuple tup = ((BufferHeapTupleTableSlot*) slot)->base.tuple;
+    if (tup == NULL || HeapTupleHasNulls(tup) || HeapTupleHeaderGetNatts(tup->t_data) < r->fetch)
+        return false;
+    TupleDesc desc = slot->tts_tupleDescriptor;
+    const char* tp = (const char*) tup->t_data + tup->t_data->t_hoff;
+    uint32 off = 0;
+    for (int a = 0; a < r->fetch; a++) {
+        Form_pg_attribute att = TupleDescAttr(desc, a);
+        if (att->attlen == -1)
+            off = att_align_pointer(off, att->attalign, -1, tp + off);
+        else
+            off = att_align_nominal(off, att->attalign);
+        int f = r->field_of[a];
+        if (f >= 0)
+            v[f] = fetchatt(att, tp + off);
+        off = att_addlength_pointer(off, att->attlen, tp + off);
+    }
+    for (int k = 0; k < 5; k++)
+        null[k] = r->col[k] < 0;
+    if (r->col[4] < 0)
+        v[4] = (Datum) 0;
+    return true;
+}
+
 static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
 {
     EventReceiver* r = (EventReceiver*) self;
     if (r->mode == READ_STOP)
         return false;   // SOURCE_MAX_TIME finds the cutoff: no need of the rows
-    slot_getallattrs(slot);
-    Datum* v = slot->tts_values;
-    bool* null = slot->tts_isnull;
+    Datum v[5];
+    bool null[5];
+    if (!deform_event(r, slot, v, null)) {
+        slot_getsomeattrs(slot, r->fetch);
+        for (int k = 0; k < 5; k++) {
+            int c = r->col[k];
+            v[k] = c >= 0 ? slot->tts_values[c] : (Datum) 0;
+            null[k] = c >= 0 ? slot->tts_isnull[c] : true;
+        }
+    }
     if ((++r->rows & 1023) == 0) {
         progress_add_rows(1024);         // the rest at the scan's end
         MemoryContextReset(r->rowcxt);   // detoasted keys, if any
@@ -1208,10 +1295,10 @@ static bool receive_event(TupleTableSlot* slot, DestReceiver* self)
 static void event_receiver_startup(DestReceiver* self, int operation, TupleDesc desc)
 {
     EventReceiver* r = (EventReceiver*) self;
-    if (desc->natts != 5)
-        elog(ERROR, "recsys: the events query returned %d columns, not 5", desc->natts);
-    r->ubase = getBaseType(TupleDescAttr(desc, 0)->atttypid);
-    r->ibase = getBaseType(TupleDescAttr(desc, 1)->atttypid);
+    if (desc->natts != r->natts)
+        elog(ERROR, "recsys: the events query returned %d columns, not %d", desc->natts, r->natts);
+    r->ubase = getBaseType(TupleDescAttr(desc, r->col[0])->atttypid);
+    r->ibase = getBaseType(TupleDescAttr(desc, r->col[1])->atttypid);
     static const Oid ok[6] = {INT2OID, INT4OID, INT8OID, TEXTOID, VARCHAROID, UUIDOID};
     bool uok = false, iok = false;
     for (int i = 0; i < 6; i++) {
@@ -1221,7 +1308,7 @@ static void event_receiver_startup(DestReceiver* self, int operation, TupleDesc 
     if (r->mode == READ_ONE_PASS) {
         // SOURCE_MAX_TIME compares the event types with the column's
         // collation: only a deterministic one is the byte comparison here.
-        Oid coll = TupleDescAttr(desc, 2)->attcollation;
+        Oid coll = TupleDescAttr(desc, r->col[2])->attcollation;
         if (OidIsValid(coll) && !get_collation_isdeterministic(coll)) {
             r->mode = READ_STOP;
             r->two_scans = "the event type column has a nondeterministic collation";
@@ -1342,6 +1429,9 @@ static void split_part(EventReceiver* r, int idx, char** keybuf, Size* keycap)
          r->limit / (1024 * 1024));
 }
 
+// How many cells ahead emit_aggregation prefetches their users' remap entries.
+#define EMIT_PREFETCH_AHEAD 16
+
 // Emits the aggregation (one part of the users, or all of them) into out:
 // the part's users numbered from *user_base in key order, the items
 // renumbered by item_remap (NULL: as they are); its touches join
@@ -1401,7 +1491,17 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
         core_call_or_error("reading the events", [&] {
             n = r->agg->obj->emit_into(&pos, res->newest, buf, chunk, &dropped);
         });
+        // The cells come in the cell table's order, their users at random:
+        // each one's remap entry (4 bytes a user, 3.7 MB at 10M events,
+        // beyond the caches) is fetched a few cells ahead.
+        for (size_t k = 0; k < Min(n, (size_t) EMIT_PREFETCH_AHEAD); k++)
+            __builtin_prefetch(&remap[buf[k].user]);
         for (size_t k = 0; k < n; k++) {
+            if (k + EMIT_PREFETCH_AHEAD < n) {
+                __builtin_prefetch(&remap[buf[k + EMIT_PREFETCH_AHEAD].user]);
+                if (item_remap != NULL)
+                    __builtin_prefetch(&item_remap[buf[k + EMIT_PREFETCH_AHEAD].item]);
+            }
             uint32 m = remap[buf[k].user];
             cell_buffer_append_kept(out, (int32) ((m & ~KEPT_USER) + base),
                                     item_remap != NULL ? item_remap[buf[k].item] : buf[k].item, buf[k].weight,
@@ -1489,6 +1589,11 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     res->items = OwnedByContext<recsys::KeyDict>::create(cxt);
     EventReceiver r = EventReceiver();   // zeroed; trivially destructible
     r.w = w;
+    for (int l = 0; l < WEIGHT_LENS; l++)
+        r.type_of_len[l] = -1;
+    for (int i = 0; i < w->n; i++)
+        if (w->lens[i] < WEIGHT_LENS)
+            r.type_of_len[w->lens[i]] = r.type_of_len[w->lens[i]] == -1 ? (int16) i : (int16) -2;
     r.item_identity = identity;
     r.user_type = src->user_type;
     r.item_type = src->item_type;
@@ -1530,8 +1635,15 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     }
 
     // The one scan of the source.
-    Oid types[4];
-    char* sql = source_query_sql(src, SOURCE_EVENTS, types);
+    char* sql = source_events_sql(src, r.col, &r.natts);
+    r.fetch = 0;
+    for (int k = 0; k < 5; k++)
+        r.fetch = Max(r.fetch, r.col[k] + 1);
+    for (int a = 0; a < r.fetch; a++)
+        r.field_of[a] = -1;
+    for (int k = 0; k < 5; k++)
+        if (r.col[k] >= 0)
+            r.field_of[r.col[k]] = (signed char) k;
     scan_events(src, sql, &r);
     res->scans = 1;
     if (r.arrived != NULL) {

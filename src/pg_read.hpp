@@ -1,6 +1,8 @@
 // pg_read.hpp - training's reading path (issues #7 and #9): the plainest
-// query over the mapped events relation (SOURCE_EVENTS: no GROUP BY, no CASE,
-// no join), streamed through the executor as the relation's owner, and
+// query over the mapped events relation (source_events_sql: SOURCE_EVENTS, no
+// GROUP BY, no CASE, no join; over a plain table every column in its place,
+// so that no projection runs and the rows are read from the heap tuples in
+// place), streamed through the executor as the relation's owner, and
 // aggregated in C++ (core_source.hpp): dense indices for the user and item
 // keys, w(u,i) = sum weight(event type) * value, decayed when the mapping has
 // a half-life, cells with w <= 0 left out.

@@ -5,6 +5,7 @@
 extern "C" {
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
@@ -271,6 +272,59 @@ char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes)
     if (tmpl == NULL)
         elog(ERROR, "recsys: unknown source query %d", (int) q);
     return psprintf(fill_columns(src, tmpl), rel);
+}
+
+char* source_events_sql(const SourceRel* src, int* cols, int* natts)
+{
+    Oid types[4];
+    for (int k = 0; k < 5; k++)
+        cols[k] = k;
+    *natts = 5;
+    char* plain = source_query_sql(src, SOURCE_EVENTS, types);
+    char kind = get_rel_relkind(src->relid);
+    if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW && kind != RELKIND_PARTITIONED_TABLE)
+        return plain;
+    Relation rel = relation_open(src->relid, AccessShareLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    const char* mapped[5] = {src->ucol, src->icol, src->ecol, src->tcol, src->vcol};
+    int found[5] = {-1, -1, -1, -1, -1};
+    bool ok = true;
+    StringInfoData sql;
+    initStringInfo(&sql);
+    appendStringInfoString(&sql, "SELECT ");
+    for (int a = 0; a < desc->natts && ok; a++) {
+        Form_pg_attribute att = TupleDescAttr(desc, a);
+        if (att->attisdropped) {
+            ok = false;   // no list of the columns matches the tuples: a projection either way
+            break;
+        }
+        const char* name = quote_identifier(NameStr(att->attname));
+        for (int k = 0; k < 5; k++)
+            if (mapped[k] != NULL && found[k] < 0 && strcmp(mapped[k], name) == 0)
+                found[k] = a;
+        appendStringInfo(&sql, "%ss.%s", a > 0 ? ", " : "", name);
+    }
+    for (int k = 0; k < 5 && ok; k++)
+        ok = mapped[k] == NULL || found[k] >= 0;
+    // The columns SOURCE_EVENTS casts must already have the cast's type
+    // (varchar to text is a relabelling: the same bytes).
+    if (ok) {
+        Oid et = TupleDescAttr(desc, found[2])->atttypid;
+        ok = (et == TEXTOID || et == VARCHAROID) && TupleDescAttr(desc, found[3])->atttypid == TIMESTAMPTZOID &&
+             (found[4] < 0 || TupleDescAttr(desc, found[4])->atttypid == FLOAT8OID);
+    }
+    int n = desc->natts;
+    relation_close(rel, NoLock);
+    if (!ok) {
+        pfree(sql.data);
+        return plain;
+    }
+    appendStringInfo(&sql, " FROM %s s", src->qualified);
+    for (int k = 0; k < 5; k++)
+        cols[k] = found[k];
+    *natts = n;
+    pfree(plain);
+    return sql.data;
 }
 
 void source_enter(const SourceRel* src, SourceSwitch* sw)

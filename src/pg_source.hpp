@@ -152,6 +152,19 @@ int source_query_nargs(SourceQuery q);
 // The query text for src (palloc'd) and its parameter types.
 char* source_query_sql(const SourceRel* src, SourceQuery q, Oid* argtypes);
 
+// SOURCE_EVENTS as training's read runs it (issue #9): when the relation
+// is a table (plain, partitioned, materialized) without dropped columns whose
+// event type column is text or varchar, time column timestamptz and value
+// column (if any) float8, the query lists every column in its place, so that
+// the scan hands its own slot to the receiver with no projection (the
+// executor's per-row copy into a second slot) and the receiver deforms only
+// up to the last column it needs; the same rows and values as SOURCE_EVENTS.
+// Otherwise it is SOURCE_EVENTS.  cols[0..5): where the user, item, event
+// type, time and value are in the result (value -1: none).  Takes the
+// relation's AccessShareLock (the scan would) so that its columns stay as
+// read here.
+char* source_events_sql(const SourceRel* src, int* cols, int* natts);
+
 // Switches to the owner's identity for reading src; source_leave switches
 // back.  An error in between needs no cleanup: transaction and
 // subtransaction abort restore the user and the settings.
