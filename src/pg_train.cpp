@@ -56,11 +56,12 @@ static const int BULK_ROWS = 256;
 // ExecInsertIndexTuples, as COPY FROM writes them, without planning or
 // running an INSERT per batch.  Each row is formed into a heap tuple once,
 // in heap-tuple slots that own it: the table access method's slots (and a
-// virtual slot) would copy every row twice more on its way to the page.  The caller's INSERT privilege is checked
-// as the executor checks it; a table the executor must write itself (a
-// trigger, row-level security or a CHECK constraint a DBA added, or not a
-// plain table, or columns other than `columns`) is not opened:
-// bulk_rows_open returns NULL and the caller inserts with SQL.
+// virtual slot) would copy every row twice more on its way to the page.
+// The caller's INSERT privilege is checked as the executor checks it; a
+// table the executor must write itself (a trigger, row-level security or a
+// CHECK constraint a DBA added, or not a plain table, or columns other than
+// `columns`) is not opened: bulk_rows_open returns NULL and the caller
+// inserts with SQL.
 struct BulkRows {
     Relation rel;
     EState* estate;
