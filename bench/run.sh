@@ -8,7 +8,8 @@
 # For each size it generates the log (bench/gen_events.sql: seeded, Zipf
 # product popularity; 10M events = ~944k users x 50k products), then measures:
 #   recsys       recsys_train() median of 3 at maintenance_work_mem BENCH_MWM
-#                (1GB), and once at the default 64MB; the backend's peak RSS
+#                (1GB), and once at the default 64MB, as its `seconds` and as
+#                the call the client waits for; the backend's peak RSS
 #                growth (VmHWM, reset after the session has read the tables)
 #                next to recsys.train_memory(cells, users, items, 50); the
 #                core's time (DEBUG lines: trained - read) per multiply-add of
@@ -119,13 +120,16 @@ kv() { sed -n "s/^$2=//p" "$1"; }  # kv FILE KEY
 
 # train_run NAME MWM: one recsys_train() in a new session; writes DIR/NAME.txt
 # "seconds users items pairs hwm_before_kB hwm_after_kB read_s trained_s
-# anon_before_kB anon_peak_kB" and
+# anon_before_kB anon_peak_kB call_s" and
 # DIR/NAME.err (stderr: the DEBUG lines, or the error).  Returns psql's status.
 # The session first reads the tables training touches, so the shared buffers
 # it maps are counted before the peak is reset; the growth is then training's
 # (VmHWM also counts shared buffers first touched while writing the model).
 # RssAnon, sampled every 20 ms, is the backend's private memory alone: its
-# peak growth is what recsys.train_memory() estimates.
+# peak growth is what recsys.train_memory() estimates.  call_s is the SELECT
+# as the client sees it, from sending it to its result (commit included):
+# recsys_train()'s own `seconds` ends before the model's rows are committed
+# to the models table, retention and the run log's end row.
 train_run() {
     local name=$1 mwm=$2
     psql -qXAt -v ON_ERROR_STOP=1 -v mwm="$mwm" -v dir="$DIR" -v name="$name" \
@@ -142,17 +146,22 @@ SELECT count(*) FROM recsys.popularity \gset warm_
 \! awk '/RssAnon/ {print $2}' /proc/$PID/status > "$F.anon1"
 \! rm -f "$F.stop" "$F.anon2"; (m=0; while [ ! -e "$F.stop" ]; do while read -r k v _; do [ "$k" = RssAnon: ] && [ "$v" -gt "$m" ] && m=$v; done < /proc/$PID/status; sleep 0.02; done; echo $m > "$F.anon2") >/dev/null 2>&1 &
 SET client_min_messages = debug1;
+\timing on
 SELECT seconds || ' ' || users || ' ' || items || ' ' || neighbor_pairs AS r FROM recsys_train() \gset t_
+\timing off
 RESET client_min_messages;
 \! awk '/VmHWM/ {print $2}' /proc/$PID/status > "$F.hwm2"
 \! touch "$F.stop"; while [ ! -e "$F.anon2" ]; do sleep 0.01; done
 \echo :t_r
 SQL
-    local read_s trained_s
+    local read_s trained_s call_s
+    # psql's \timing line: "Time: 123.456 ms" (with " (00:01.234)" past a second).
+    call_s=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' "$DIR/$name.out" | awk '{ printf "%.6f", $1 / 1000 }')
+    sed -i '/^Time: /d' "$DIR/$name.out"
     read_s=$(sed -n 's/.*recsys: read [0-9]* cells in \([0-9.]*\) s.*/\1/p' "$DIR/$name.err")
     trained_s=$(sed -n 's/.*recsys: trained in \([0-9.]*\) s.*/\1/p' "$DIR/$name.err")
     echo "$(cat "$DIR/$name.out") $(cat "$DIR/$name.hwm1") $(cat "$DIR/$name.hwm2") ${read_s:-NA} ${trained_s:-NA}" \
-         "$(cat "$DIR/$name.anon1") $(cat "$DIR/$name.anon2")" > "$DIR/$name.txt"
+         "$(cat "$DIR/$name.anon1") $(cat "$DIR/$name.anon2") ${call_s:-NA}" > "$DIR/$name.txt"
 }
 err_of() { grep -m1 'ERROR' "$DIR/$1.err" | sed 's/.*ERROR: *//; s/,/;/g' | cut -c1-120; }
 
@@ -185,26 +194,30 @@ for S in $SIZES; do
     echo "-- recsys_train() x 3, maintenance_work_mem = $MWM"
     for i in 1 2 3; do
         train_run "run$i" "$MWM" || { echo "bench: recsys_train() failed: $(err_of "run$i")" >&2; exit 1; }
-        echo "   run $i: $(cut -d' ' -f1 "$DIR/run$i.txt") s"
+        echo "   run $i: $(cut -d' ' -f1 "$DIR/run$i.txt") s (the call: $(cut -d' ' -f11 "$DIR/run$i.txt") s)"
     done
     cat "$DIR"/run[123].txt | sort -n | sed -n 2p > "$DIR/median.txt"
-    read -r train_s m_users m_items pairs hwm1 hwm2 read_s trained_s anon1 anon2 < "$DIR/median.txt"
+    read -r train_s m_users m_items pairs hwm1 hwm2 read_s trained_s anon1 anon2 _ < "$DIR/median.txt"
+    call_s=$(cut -d' ' -f11 "$DIR"/run[123].txt | sort -n | sed -n 2p)
     cells=$(q -c "SELECT cells FROM recsys_models WHERE active")
     peak_mb=$(( (hwm2 - hwm1) / 1024 ))
     private_mb=$(( (anon2 - anon1) / 1024 ))
     pred_mb=$(q -c "SELECT round(recsys.train_memory($cells, $m_users, $m_items, $K) / 1048576.0, 1)")
     put recsys train_s "$train_s"
     put recsys runs_s "$(cut -d' ' -f1 "$DIR"/run[123].txt | tr '\n' ' ' | sed 's/ $//')"
+    put recsys call_s "$call_s"
+    put recsys call_runs_s "$(cut -d' ' -f11 "$DIR"/run[123].txt | tr '\n' ' ' | sed 's/ $//')"
     put recsys users "$m_users"; put recsys items "$m_items"; put recsys cells "$cells"; put recsys pairs "$pairs"
     put recsys peak_mb "$peak_mb"; put recsys predicted_mb "$pred_mb"; put recsys private_mb "$private_mb"
     put recsys read_s "$read_s"; put recsys trained_s "$trained_s"
-    echo "   median $train_s s (read $read_s s, core $(echo "$trained_s - $read_s" | bc) s); peak RSS growth $peak_mb MB, private $private_mb MB, train_memory() $pred_mb MB"
+    echo "   median $train_s s, the call $call_s s (read $read_s s, core $(echo "$trained_s - $read_s" | bc) s); peak RSS growth $peak_mb MB, private $private_mb MB, train_memory() $pred_mb MB"
 
     echo "-- recsys_train() with maintenance_work_mem = 64MB"
     if train_run default 64MB; then
-        read -r d_s _ _ _ d1 d2 _ _ _ _ < "$DIR/default.txt"
+        read -r d_s _ _ _ d1 d2 _ _ _ _ d_call < "$DIR/default.txt"
         put recsys_64MB train_s "$d_s"; put recsys_64MB peak_mb $(( (d2 - d1) / 1024 ))
-        echo "   $d_s s, peak RSS growth $(( (d2 - d1) / 1024 )) MB"
+        put recsys_64MB call_s "$d_call"
+        echo "   $d_s s (the call $d_call s), peak RSS growth $(( (d2 - d1) / 1024 )) MB"
     else
         put recsys_64MB failed "$(err_of default)"
         echo "   failed: $(err_of default)"

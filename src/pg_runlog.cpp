@@ -2,13 +2,15 @@
 // log from a dynamic background worker, so that it survives the caller's
 // rollback.
 //
-// The caller puts the row (jsonb text) into a DSM segment, starts a worker
-// and waits for it: for an end row until it has exited, so that the
-// outcome is committed when the run returns; for a start row only until it
-// has the segment (the fork, a few milliseconds, not the connection and the
-// commit, 20-60 ms), and the run goes on meanwhile.  That worker is
-// collected before the end row's is started (by then it has long exited),
-// and its failure is reported then.  The worker connects to the same database as the
+// The caller puts the row (jsonb text) into a DSM segment and starts a
+// worker: for an end row it waits until the worker has committed the row, so
+// that the outcome is committed when the run returns (not for the worker's
+// exit, which is collected before the session starts its next writer); for
+// a start row it does not wait (the fork, the connection and the commit take
+// 20-60 ms), and the run goes on meanwhile.  That worker is collected before
+// the end row's is started (by then it has long exited), and its failure is
+// reported then; should it never have run, both rows are written in the
+// caller's transaction, as with no free slot.  The worker connects to the same database as the
 // bootstrap superuser, runs one fixed, schema-qualified statement with the
 // row as a parameter (no SQL text crosses over, and search_path is pinned),
 // commits, and reports through the segment.  No shared_preload_libraries is
@@ -119,8 +121,8 @@ static int64 entry_run_id(Jsonb* j)
     return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
 }
 
-// Waits until the writer has exited, or only until it has attached the
-// segment when `msg` is given.  A cancel arriving meanwhile is served
+// Waits until the writer has exited, or only until it has committed the row
+// when `msg` is given.  A cancel arriving meanwhile is served
 // once the row is written (milliseconds; the worker's lock_timeout bounds
 // it), so the log never misses a start or an end that was under way.
 // Termination is not held: a backend told to die (fast shutdown, during
@@ -136,7 +138,7 @@ static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle, const Run
         if (st == BGWH_STOPPED || st == BGWH_POSTMASTER_DIED)
             break;
         pg_read_barrier();
-        if (msg != NULL && msg->attached)
+        if (msg != NULL && msg->done)
             break;
         if (ProcDiePending) {
             if (st == BGWH_NOT_YET_STARTED)
@@ -144,8 +146,8 @@ static BgwHandleStatus wait_for_writer(BackgroundWorkerHandle* handle, const Run
             break;
         }
         // The postmaster sets our latch when the worker starts and exits
-        // (bgw_notify_pid), the worker when it attaches; the timeout only
-        // re-checks now and then.
+        // (bgw_notify_pid), the worker when it attaches and when it has
+        // committed; the timeout only re-checks now and then.
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
     }
@@ -161,11 +163,41 @@ static BackgroundWorkerHandle* start_writer = NULL;
 static dsm_segment* start_segment = NULL;
 static int64 start_run = 0;
 
+// The writer of this session's last end row, which has committed it and is
+// exiting: collected before the next writer starts.
+static BackgroundWorkerHandle* end_writer = NULL;
+
+static void no_slot_warning(int64 run_id)
+{
+    ereport(WARNING,
+            (errmsg("recsys: no background worker slot free for the run log; run " INT64_FORMAT
+                    " is logged in this transaction and lost if it rolls back", run_id),
+             errhint("Raise max_worker_processes (docs/operations.md, \"Monitoring\").")));
+}
+
+// Waits for the last end row's writer to exit, so that a session's writers
+// never hold two worker slots.
+static void collect_end_writer(void)
+{
+    if (end_writer == NULL)
+        return;
+    BgwHandleStatus st = wait_for_writer(end_writer);
+    pfree(end_writer);
+    end_writer = NULL;
+    if (ProcDiePending)
+        CHECK_FOR_INTERRUPTS();   // exits
+    if (st == BGWH_POSTMASTER_DIED)
+        ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN),
+                        errmsg("recsys: the postmaster died while the run log was written")));
+}
+
 // Waits for the start row's writer to exit and warns if it failed.  Before
 // an end row's writer starts, so that the two never hold two worker slots
 // (with few slots free, the end row would otherwise be written in the
-// caller's transaction).
-static void collect_start_writer(void)
+// caller's transaction).  A writer that never ran (it could not be started)
+// leaves the start row to this transaction when `run_id`, the run being
+// written now, is its run; the caller then writes the end row here too.
+static void collect_start_writer(int64 run_id)
 {
     if (start_writer == NULL)
         return;
@@ -173,10 +205,12 @@ static void collect_start_writer(void)
     RunLogMessage* msg = (RunLogMessage*) dsm_segment_address(start_segment);
     pg_read_barrier();
     bool failed = st != BGWH_POSTMASTER_DIED && msg->attached && !msg->done;
+    bool never_ran = st != BGWH_POSTMASTER_DIED && !msg->attached;
     char error[sizeof msg->error];
     memcpy(error, msg->error, sizeof error);
     error[sizeof error - 1] = '\0';
-    int64 run_id = start_run;
+    char* entry = never_ran ? pstrdup(msg->entry) : NULL;
+    int64 start = start_run;
     dsm_detach(start_segment);
     pfree(start_writer);
     start_writer = NULL;
@@ -187,15 +221,20 @@ static void collect_start_writer(void)
     if (st == BGWH_POSTMASTER_DIED)
         ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN),
                         errmsg("recsys: the postmaster died while the run log was written")));
-    if (failed)
+    if (never_ran && start == run_id) {
+        no_slot_warning(run_id);
+        in_transaction_run = run_id;
+        write_row(entry, false);
+        return;
+    }
+    if (failed || never_ran)
         ereport(WARNING, (errmsg("recsys: the run log writer failed: %s", error[0] ? error : "see the server log"),
-                          errdetail("The start of run " INT64_FORMAT " was not logged.", run_id)));
+                          errdetail("The start of run " INT64_FORMAT " was not logged.", start)));
 }
 
 // recsys.run_log_write(entry jsonb, final boolean) -> true when a worker
-// wrote it (committed; a start row: handed to a worker that has it), false
-// when it was written in this transaction or not at all (a WARNING says
-// which).
+// wrote it (committed; a start row: handed to a worker), false when it was
+// written in this transaction or not at all (a WARNING says which).
 extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
 {
     Jsonb* j = PG_GETARG_JSONB_P(0);
@@ -208,7 +247,8 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
     if (RecoveryInProgress())
         PG_RETURN_BOOL(false);
 
-    collect_start_writer();
+    collect_start_writer(run_id);
+    collect_end_writer();
     if (run_id != in_transaction_run || in_transaction_run == 0) {
         Size len = strlen(entry);
         dsm_segment* seg = dsm_create(offsetof(RunLogMessage, entry) + len + 1, 0);
@@ -237,17 +277,17 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
         MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
         bool registered = RegisterDynamicBackgroundWorker(&w, &handle);
         MemoryContextSwitchTo(old);
+        if (registered && !final) {
+            // The worker writes the row beside the run.
+            dsm_pin_mapping(seg);
+            start_writer = handle;
+            start_segment = seg;
+            start_run = run_id;
+            PG_RETURN_BOOL(true);
+        }
         if (registered) {
-            BgwHandleStatus st = wait_for_writer(handle, final ? NULL : msg);
+            BgwHandleStatus st = wait_for_writer(handle, msg);
             pg_read_barrier();
-            if (!final && msg->attached && st != BGWH_STOPPED && st != BGWH_POSTMASTER_DIED) {
-                // The worker has the row: it goes on without us.
-                dsm_pin_mapping(seg);
-                start_writer = handle;
-                start_segment = seg;
-                start_run = run_id;
-                PG_RETURN_BOOL(true);
-            }
             if (ProcDiePending)
                 CHECK_FOR_INTERRUPTS();   // exits: no fallback write while dying
             if (st == BGWH_POSTMASTER_DIED)
@@ -259,9 +299,12 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
             memcpy(error, msg->error, sizeof error);
             error[sizeof error - 1] = '\0';
             dsm_detach(seg);
-            pfree(handle);
-            if (done)
+            if (done) {
+                // Committed; it exits on its own, collected before our next writer starts.
+                end_writer = handle;
                 PG_RETURN_BOOL(true);
+            }
+            pfree(handle);
             if (attached) {
                 ereport(WARNING, (errmsg("recsys: the run log writer failed: %s",
                                          error[0] ? error : "see the server log"),
@@ -272,10 +315,7 @@ extern "C" Datum recsys_run_log_write(PG_FUNCTION_ARGS)
             // The worker never ran: write the row here.
         } else
             dsm_detach(seg);
-        ereport(WARNING,
-                (errmsg("recsys: no background worker slot free for the run log; run " INT64_FORMAT
-                        " is logged in this transaction and lost if it rolls back", run_id),
-                 errhint("Raise max_worker_processes (docs/operations.md, \"Monitoring\").")));
+        no_slot_warning(run_id);
         in_transaction_run = run_id;
     }
     write_row(entry, final);
@@ -290,9 +330,10 @@ void recsys_run_log_main(Datum arg)
     if (seg == NULL)
         proc_exit(0);   // the caller gave up (cancelled) before we started
     RunLogMessage* msg = (RunLogMessage*) dsm_segment_address(seg);
+    Latch* caller = &ProcGlobal->allProcs[msg->caller].procLatch;
     msg->attached = true;
     pg_write_barrier();
-    SetLatch(&ProcGlobal->allProcs[msg->caller].procLatch);
+    SetLatch(caller);
     BackgroundWorkerInitializeConnectionByOid(msg->database, BOOTSTRAP_SUPERUSERID, 0);
 
     // Our own settings, whatever the database or role defaults say.
@@ -314,6 +355,7 @@ void recsys_run_log_main(Datum arg)
         pgstat_report_activity(STATE_IDLE, NULL);
         pg_write_barrier();
         msg->done = true;
+        SetLatch(caller);
     }
     PG_CATCH();
     {

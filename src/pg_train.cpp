@@ -54,11 +54,14 @@ static const int BULK_ROWS = 256;
 // The direct path into one of the extension's own tables: rows go to the
 // table with table_multi_insert and to its indexes with
 // ExecInsertIndexTuples, as COPY FROM writes them, without planning or
-// running an INSERT per batch.  The caller's INSERT privilege is checked
-// as the executor checks it; a table the executor must write itself (a
-// trigger, row-level security or a CHECK constraint a DBA added, or not a
-// plain table, or columns other than `columns`) is not opened:
-// bulk_rows_open returns NULL and the caller inserts with SQL.
+// running an INSERT per batch.  Each row is formed into a heap tuple once,
+// in heap-tuple slots that own it: the table access method's slots (and a
+// virtual slot) would copy every row twice more on its way to the page.
+// The caller's INSERT privilege is checked as the executor checks it; a
+// table the executor must write itself (a trigger, row-level security or a
+// CHECK constraint a DBA added, or not a plain table, or columns other than
+// `columns`) is not opened: bulk_rows_open returns NULL and the caller
+// inserts with SQL.
 struct BulkRows {
     Relation rel;
     EState* estate;
@@ -67,7 +70,9 @@ struct BulkRows {
     CommandId cid;
     TupleTableSlot** slots;
     int n;                 // slots filled
-    MemoryContext rows;    // the filled slots' values, reset at each flush
+    Datum* values;         // the next row's values (bulk_rows_next)
+    bool* nulls;           // all false
+    MemoryContext rows;    // the filled slots' values and tuples, reset at each flush
 };
 
 static BulkRows* bulk_rows_open(const char* relname, const char* const* columns, const Oid* types, int ncols)
@@ -115,7 +120,9 @@ static BulkRows* bulk_rows_open(const char* relname, const char* const* columns,
     b->cid = GetCurrentCommandId(true);
     b->slots = (TupleTableSlot**) palloc(sizeof(TupleTableSlot*) * BULK_ROWS);
     for (int i = 0; i < BULK_ROWS; i++)
-        b->slots[i] = table_slot_create(rel, NULL);
+        b->slots[i] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+    b->values = (Datum*) palloc(sizeof(Datum) * ncols);
+    b->nulls = (bool*) palloc0(sizeof(bool) * ncols);
     b->rows = AllocSetContextCreate(CurrentMemoryContext, "recsys bulk rows", ALLOCSET_DEFAULT_SIZES);
     return b;
 }
@@ -145,14 +152,15 @@ static Datum* bulk_rows_next(BulkRows* b)
 {
     if (b->n == BULK_ROWS)
         bulk_rows_flush(b);
-    return b->slots[b->n]->tts_values;
+    return b->values;
 }
 
 static void bulk_rows_add(BulkRows* b)
 {
-    TupleTableSlot* slot = b->slots[b->n];
-    memset(slot->tts_isnull, 0, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-    ExecStoreVirtualTuple(slot);
+    MemoryContext old = MemoryContextSwitchTo(b->rows);
+    HeapTuple tuple = heap_form_tuple(RelationGetDescr(b->rel), b->values, b->nulls);
+    MemoryContextSwitchTo(old);
+    ExecStoreHeapTuple(tuple, b->slots[b->n], true);
     b->n++;
 }
 
@@ -168,25 +176,43 @@ static void bulk_rows_close(BulkRows* b)
     table_close(b->rel, NoLock);
     MemoryContextDelete(b->rows);
     pfree(b->slots);
+    pfree(b->values);
+    pfree(b->nulls);
     pfree(b);
     CommandCounterIncrement();
+}
+
+// A one-dimensional array of n > 0 elements of a fixed-width type without
+// padding between them (int4, float8), copied from `data`: the bytes
+// construct_array would give, without its Datum per element.
+static Datum flat_array(const void* data, int n, Oid elmtype, int elmlen)
+{
+    Size nbytes = ARR_OVERHEAD_NONULLS(1) + (Size) n * elmlen;
+    ArrayType* a = (ArrayType*) palloc0(nbytes);
+    SET_VARSIZE(a, nbytes);
+    a->ndim = 1;
+    a->dataoffset = 0;
+    a->elemtype = elmtype;
+    ARR_DIMS(a)[0] = n;
+    ARR_LBOUND(a)[0] = 1;
+    memcpy(ARR_DATA_PTR(a), data, (Size) n * elmlen);
+    return PointerGetDatum(a);
 }
 
 // Item k's neighbour arrays, allocated in the current memory context.
 static void neighbor_arrays(const recsys::Model* m, size_t k, Datum* ids_array, Datum* sims_array)
 {
+    static_assert(sizeof(m->nbr_ids[0]) == sizeof(int32) && sizeof(m->nbr_sims[0]) == sizeof(float8),
+                  "the neighbour arrays are copied as int4 and float8");
     int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
     int n = (int) (hi - lo);
-    Datum* ids = (Datum*) palloc(sizeof(Datum) * n);
-    Datum* sims = (Datum*) palloc(sizeof(Datum) * n);
-    for (int j = 0; j < n; j++) {
-        ids[j] = Int32GetDatum(m->nbr_ids[lo + j]);
-        sims[j] = Float8GetDatum(m->nbr_sims[lo + j]);
+    if (n == 0) {
+        *ids_array = PointerGetDatum(construct_empty_array(INT4OID));
+        *sims_array = PointerGetDatum(construct_empty_array(FLOAT8OID));
+        return;
     }
-    *ids_array = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
-    *sims_array = PointerGetDatum(construct_array(sims, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-    pfree(ids);
-    pfree(sims);
+    *ids_array = flat_array(&m->nbr_ids[lo], n, INT4OID, sizeof(int32));
+    *sims_array = flat_array(&m->nbr_sims[lo], n, FLOAT8OID, sizeof(float8));
 }
 
 // An INSERT of `rows` neighbour rows: VALUES ($1, $2, $3, $4), ($5, ...).
