@@ -158,6 +158,14 @@ enum ReadMode {
 
 #define WEIGHT_LENS 64
 
+// A test user of a read in parts: its global index and its key (an
+// integer, or `len` bytes at `off` in the receiver's test_keys).
+struct TestUser {
+    int32 user;
+    int32 len;
+    int64 key;   // the integer key, or the offset of the bytes
+};
+
 // A DestReceiver that feeds the rows of the scan to the core: into the
 // aggregation while it fits, else, from the row that overflowed on, into
 // partition files by user (the aggregation so far is written there first).
@@ -214,6 +222,12 @@ struct EventReceiver {
     EventsSplit* split;
     recsys::Touch* touches;
     int64 n_touches, touch_cap;
+    // Read in parts: each test user's global index and key, so that the
+    // test users can be numbered in key order across the parts at the end.
+    TestUser* test_users;
+    int64 n_test_users, test_users_cap;
+    char* test_keys;        // their byte keys
+    int64 test_keys_len, test_keys_cap;
     MemoryContext cxt;      // where the touches and the parts grow
     // One scan finding the cutoff (mode READ_ONE_PASS; see EventsSplit).
     int mode;
@@ -1432,6 +1446,80 @@ static void split_part(EventReceiver* r, int idx, char** keybuf, Size* keycap)
 // How many cells ahead emit_aggregation prefetches their users' remap entries.
 #define EMIT_PREFETCH_AHEAD 16
 
+// Read in parts: notes the key of each user of this part's touches (before
+// they are renumbered: r->touches hold the part's first-seen indices, remap
+// takes them to its key order, with `kept` possibly set) under its global
+// index, base + that.
+static void note_test_users(EventReceiver* r, const uint32* remap, uint32 kept, int64 base)
+{
+    if (r->n_touches == 0)
+        return;
+    int32* local = (int32*) palloc(sizeof(int32) * (Size) r->n_touches);
+    for (int64 k = 0; k < r->n_touches; k++)
+        local[k] = (int32) (remap[r->touches[k].user] & ~kept);
+    std::sort(local, local + r->n_touches);
+    int64 n = std::unique(local, local + r->n_touches) - local;
+    MemoryContext prev = MemoryContextSwitchTo(r->cxt);
+    r->test_users = (TestUser*) grow_array(r->test_users, &r->test_users_cap, r->n_test_users + n, sizeof(TestUser));
+    for (int64 k = 0; k < n; k++) {
+        TestUser* t = &r->test_users[r->n_test_users++];
+        t->user = (int32) (local[k] + base);
+        if (!r->ubytes) {
+            core_call_or_error("reading the events", [&] { t->key = r->users->obj->int_key(local[k]); });
+            t->len = 0;
+            continue;
+        }
+        const char* p = NULL;
+        size_t len = 0;
+        core_call_or_error("reading the events", [&] { p = r->users->obj->bytes_data(local[k], &len); });
+        r->test_keys = (char*) grow_array(r->test_keys, &r->test_keys_cap, r->test_keys_len + (int64) len, 1);
+        memcpy(r->test_keys + r->test_keys_len, p, len);
+        t->key = r->test_keys_len;
+        t->len = (int32) len;
+        r->test_keys_len += (int64) len;
+    }
+    MemoryContextSwitchTo(prev);
+    pfree(local);
+}
+
+// Read in parts: renumbers the test users of the touches and of the kept
+// histories 0, 1, ... in their keys' order (KeyDict::sort_by_key's:
+// integers by value, bytes by memcmp then length).  Read in one part, the
+// users are numbered in that order already; in parts, part after part, in
+// an order that depends on how many parts the budget and the row estimate
+// asked for.  Evaluation adds its users' figures up and draws its bootstrap
+// in the users' order: with this, its result does not depend on either.
+static void order_test_users(EventReceiver* r, CellBuffer* out)
+{
+    int64 n = r->n_test_users;
+    if (n == 0)
+        return;
+    TestUser* t = r->test_users;
+    const char* keys = r->test_keys;
+    if (r->ubytes)
+        std::sort(t, t + n, [keys](const TestUser& a, const TestUser& b) {
+            int c = memcmp(keys + a.key, keys + b.key, (size_t) Min(a.len, b.len));
+            return c < 0 || (c == 0 && a.len < b.len);
+        });
+    else
+        std::sort(t, t + n, [](const TestUser& a, const TestUser& b) { return a.key < b.key; });
+    // t[rank].user -> rank, looked up by global index.
+    for (int64 k = 0; k < n; k++)
+        t[k].key = k;
+    std::sort(t, t + n, [](const TestUser& a, const TestUser& b) { return a.user < b.user; });
+    auto rank_of = [t, n](int32 user) -> int32 {
+        const TestUser* p = std::lower_bound(t, t + n, user, [](const TestUser& a, int32 u) { return a.user < u; });
+        if (p == t + n || p->user != user)
+            elog(ERROR, "recsys: a test user without a key");
+        return (int32) p->key;
+    };
+    TouchBuffer* touches = &r->split->touches;
+    for (int64 k = 0; k < touches->n; k++)
+        touches->data[k].user = rank_of(touches->data[k].user);
+    for (int64 k = 0; k < out->n_kept; k++)
+        out->kept[k].user = rank_of(out->kept[k].user);
+}
+
 // Emits the aggregation (one part of the users, or all of them) into out:
 // the part's users numbered from *user_base in key order, the items
 // renumbered by item_remap (NULL: as they are); its touches join
@@ -1467,6 +1555,8 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
                 remap[r->touches[k].user] |= KEPT_USER;
             any_kept = r->n_touches > 0;
         }
+        if (r->spilling)
+            note_test_users(r, remap, KEPT_USER, base);
         MemoryContext prev = MemoryContextSwitchTo(r->cxt);
         for (int64 k = 0; k < r->n_touches; k++) {
             r->touches[k].user = (int32) (remap[r->touches[k].user] & ~KEPT_USER);
@@ -1726,6 +1816,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
             res->parts++;
         }
         pfree(keybuf);
+        if (split != NULL)
+            order_test_users(&r, out);
     }
     res->users = user_base;
     if (r.touches != NULL)
