@@ -173,7 +173,7 @@ int main(int argc, char** argv)
             recsys::BlocksAdded r = recsys::add_blocks(users, cells, ev, aggregated, limit);
             t_all += cpu_now() - t0;
             if (r.full) {
-                std::fprintf(stderr, "agg_bench: unexpectedly full\n");
+                std::fprintf(stderr, "agg_bench: the cells outgrow the limit: give a larger one\n");
                 return 1;
             }
             aggregated += static_cast<int64_t>(r.added);
