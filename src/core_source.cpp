@@ -37,6 +37,11 @@ uint64_t bytes_hash(const char* p, std::size_t n)
     return mix64(h ^ n);
 }
 
+inline uint64_t hash_key(const KeyRef& k, bool bytes)
+{
+    return bytes ? bytes_hash(k.p, k.n) : mix64(static_cast<uint64_t>(k.i));
+}
+
 constexpr std::size_t kMinSlots = 1024;
 
 // How many keys (events) ahead the batches prefetch: enough to cover a
@@ -61,6 +66,18 @@ inline void prefetch_slot(const Slot* s)
     const char* last = reinterpret_cast<const char*>(s) + sizeof(Slot) - 1;
     if ((reinterpret_cast<std::uintptr_t>(s) ^ reinterpret_cast<std::uintptr_t>(last)) >= 64)
         prefetch(last);
+}
+
+// For a cell's probe: the line of its first slot and the next one.  At the
+// loads the cell table keeps (up to 0.7, up to 0.9 when it may not double)
+// a probe often runs past its first line, and a 24-byte slot may straddle
+// into the next one; the next line's address is formed as an integer (it
+// may lie past the table's end: a prefetch never faults).
+template <typename Slot>
+inline void prefetch_probe(const Slot* s)
+{
+    prefetch(s);
+    prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(s) + 64));
 }
 
 // Calls place(j, hash(j)) for j = 0, 1, ..., n - 1, each hash(j) called
@@ -116,7 +133,7 @@ void table_free(void* p, std::size_t bytes) noexcept
 
 uint64_t key_hash(const KeyRef& k, bool bytes)
 {
-    return bytes ? bytes_hash(k.p, k.n) : mix64(static_cast<uint64_t>(k.i));
+    return hash_key(k, bytes);
 }
 
 // ---------------------------------------------------------------------------
@@ -184,7 +201,7 @@ int32_t KeyDict::find(const KeyRef& k) const
 
 int32_t KeyDict::add(const KeyRef& k)
 {
-    return add_hashed(k, key_hash(k, bytes_));
+    return add_hashed(k, hash_key(k, bytes_));
 }
 
 void KeyDict::add_batch(const KeyRef* keys, std::size_t n, int32_t* out)
@@ -192,7 +209,7 @@ void KeyDict::add_batch(const KeyRef* keys, std::size_t n, int32_t* out)
     pipelined(
         n,
         [&](std::size_t k) {
-            uint64_t h = key_hash(keys[k], bytes_);
+            uint64_t h = hash_key(keys[k], bytes_);
             // A table that grows meanwhile makes this a wasted prefetch.
             if (!slots_.empty())
                 prefetch(&slots_[static_cast<std::size_t>(h) & (slots_.size() - 1)]);
@@ -366,18 +383,29 @@ bool CellAggregator::grow()
     return true;
 }
 
+void CellAggregator::not_finite(uint64_t key)
+{
+    throw InvalidInput("recsys: an event's weight times value is not finite (user index " +
+                       std::to_string(static_cast<int32_t>(key >> 32)) + ", item index " +
+                       std::to_string(static_cast<int32_t>(key & 0xffffffffu)) + ")");
+}
+
 bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
 {
-    if (!std::isfinite(wv))
-        throw InvalidInput("recsys: an event's weight times value is not finite (user index " +
-                           std::to_string(user) + ", item index " + std::to_string(item) + ")");
     uint64_t key = cell_key(user, item);
+    return add_hashed(key, mix64(key), wv, time_us);
+}
+
+inline bool CellAggregator::add_hashed(uint64_t key, uint64_t h, double wv, int64_t time_us)
+{
+    if (!std::isfinite(wv))
+        not_finite(key);
     std::size_t pos = 0;
     if (last_pos_ < slots_.size() && slots_[last_pos_].key == key) {
         pos = last_pos_;   // a run of events of one cell
     } else if (!slots_.empty()) {
         std::size_t mask = slots_.size() - 1;
-        pos = static_cast<std::size_t>(mix64(key)) & mask;
+        pos = static_cast<std::size_t>(h) & mask;
         while (slots_[pos].key != kEmpty && slots_[pos].key != key)
             pos = (pos + 1) & mask;
     }
@@ -389,7 +417,7 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
             if (!grown && (slots_.empty() || (count_ + 1) * 10 > slots_.size() * 9))
                 return false;
             std::size_t mask = slots_.size() - 1;
-            pos = static_cast<std::size_t>(mix64(key)) & mask;
+            pos = static_cast<std::size_t>(h) & mask;
             while (slots_[pos].key != kEmpty)
                 pos = (pos + 1) & mask;
         }
@@ -418,14 +446,19 @@ bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
 std::size_t CellAggregator::add_batch(const int32_t* users, const int32_t* items, const double* wv,
                                      const int64_t* time_us, const bool* skip, std::size_t n)
 {
+    // Each cell's hash, computed once where its slot is prefetched, rides
+    // the ring to its add.
     return pipelined(
         n,
         [&](std::size_t k) {
+            uint64_t h = mix64(cell_key(users[k], items[k]));
             if (!slots_.empty() && (skip == nullptr || !skip[k]))
-                prefetch_slot(&slots_[static_cast<std::size_t>(mix64(cell_key(users[k], items[k]))) & (slots_.size() - 1)]);
-            return uint64_t{0};
+                prefetch_probe(&slots_[static_cast<std::size_t>(h) & (slots_.size() - 1)]);
+            return h;
         },
-        [&](std::size_t k, uint64_t) { return (skip != nullptr && skip[k]) || add(users[k], items[k], wv[k], time_us[k]); });
+        [&](std::size_t k, uint64_t h) {
+            return (skip != nullptr && skip[k]) || add_hashed(cell_key(users[k], items[k]), h, wv[k], time_us[k]);
+        });
 }
 
 double CellAggregator::final_weight(const Slot& s, int64_t newest_us) const
@@ -480,13 +513,58 @@ void CellAggregator::clear()
 BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
                        std::size_t limit)
 {
+    // One loop over each block with two prefetch stages, so that the
+    // dictionary's and the cells' cache misses overlap: at step j the key
+    // of event j is hashed and its dictionary slot prefetched, the user of
+    // event j - D is added and its cell's slot prefetched, and event j - 2D
+    // is added to its cell.  Users and cells are each added in event order,
+    // as by users.add_batch() of the block and then cells.add_batch().
+    constexpr std::size_t D = kPrefetchAhead;
+    const bool bytes = users.bytes_;
+    uint64_t user_h[D], cell_h[D];
     BlocksAdded r;
     std::size_t begin = 0;
     for (std::size_t b = 0; b < ev.blocks; b++) {
-        std::size_t end = ev.block_end[b], n = end - begin;
-        users.add_batch(ev.users + begin, n, ev.user_idx + begin);
-        std::size_t added = cells.add_batch(ev.user_idx + begin, ev.items + begin, ev.wv + begin,
-                                            ev.time_us + begin, ev.skip != nullptr ? ev.skip + begin : nullptr, n);
+        const std::size_t end = ev.block_end[b], n = end - begin;
+        const KeyRef* keys = ev.users + begin;
+        int32_t* idx = ev.user_idx + begin;
+        const int32_t* items = ev.items + begin;
+        const bool* skip = ev.skip != nullptr ? ev.skip + begin : nullptr;
+        std::size_t added = n;
+        for (std::size_t j = 0; j < n + 2 * D; j++) {
+            // (Each ring entry is read by the later stage before the earlier
+            // one writes it again.)
+            if (j >= 2 * D) {
+                std::size_t k = j - 2 * D;
+                if (k < n && (skip == nullptr || !skip[k]) &&
+                    !cells.add_hashed(cell_key(idx[k], items[k]), cell_h[k % D], ev.wv[begin + k],
+                                      ev.time_us[begin + k])) {
+                    // Refused: the rest of the block's users still go to the
+                    // dictionary, its events not to the cells.
+                    added = k;
+                    std::size_t u = j - D;
+                    if (u < n)
+                        users.add_batch(keys + u, n - u, idx + u);
+                    break;
+                }
+            }
+            if (j >= D && j - D < n) {
+                std::size_t k = j - D;
+                idx[k] = users.add_hashed(keys[k], user_h[k % D]);
+                if (skip == nullptr || !skip[k]) {
+                    uint64_t h = mix64(cell_key(idx[k], items[k]));
+                    cell_h[k % D] = h;
+                    if (!cells.slots_.empty())
+                        prefetch_probe(&cells.slots_[static_cast<std::size_t>(h) & (cells.slots_.size() - 1)]);
+                }
+            }
+            if (j < n) {
+                uint64_t h = hash_key(keys[j], bytes);
+                user_h[j % D] = h;
+                if (!users.slots_.empty())
+                    prefetch(&users.slots_[static_cast<std::size_t>(h) & (users.slots_.size() - 1)]);
+            }
+        }
         int64_t before = aggregated;
         aggregated += static_cast<int64_t>(added);
         r.added = begin + added;

@@ -20,6 +20,13 @@
 
 namespace recsys {
 
+struct EventBlocks;
+struct BlocksAdded;
+class KeyDict;
+class CellAggregator;
+BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
+                       std::size_t limit);
+
 // An allocator for hash tables larger than the caches: blocks of 2 MB and
 // more are 2 MB aligned and advised to the kernel as huge pages, so that a
 // random probe costs one cache miss and not a TLB miss (a page walk) too.
@@ -102,6 +109,7 @@ public:
     std::vector<int32_t> sort_by_key();
 
 private:
+    friend BlocksAdded add_blocks(KeyDict&, CellAggregator&, const EventBlocks&, int64_t, std::size_t);
     struct Slot {
         uint64_t tag;   // the integer key, or the byte key's hash
         int32_t idx1;   // index + 1, 0 = empty
@@ -199,6 +207,7 @@ public:
     void clear();
 
 private:
+    friend BlocksAdded add_blocks(KeyDict&, CellAggregator&, const EventBlocks&, int64_t, std::size_t);
     struct Slot {
         uint64_t key;    // user << 32 | item; kEmpty when free
         double sum;      // relative to ref_us when decaying
@@ -206,6 +215,9 @@ private:
     };
     static constexpr uint64_t kEmpty = ~uint64_t{0};
     double final_weight(const Slot& s, int64_t newest_us) const;
+    // add() of the cell `key` whose hash (mix64) is h.
+    bool add_hashed(uint64_t key, uint64_t h, double wv, int64_t time_us);
+    [[noreturn]] static void not_finite(uint64_t key);
     bool grow();
     DecaySpec decay_;
     std::size_t max_bytes_;
@@ -236,8 +248,10 @@ struct BlocksAdded {
 };
 
 // Adds the blocks in order, each as the reading path flushes one: every
-// key of the block to `users` (KeyDict::add_batch), then its events to
-// `cells` (CellAggregator::add_batch).  `aggregated` counts the events added
+// key of the block to `users`, and its events to `cells`, with the same
+// result as KeyDict::add_batch of the block and then CellAggregator::
+// add_batch (one loop does both, prefetching the dictionary's slots and the
+// cells' so that their cache misses overlap).  `aggregated` counts the events added
 // before; whenever the count passes a multiple of 4096 after a block,
 // users + cells + other_bytes[b] over `limit` makes the block full.  Stops
 // after the first full block (one whose add_batch refused an event, or over

@@ -3,6 +3,7 @@
 // it runs on (AsyncWorker, src/core_parallel.hpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdint>
@@ -223,6 +224,81 @@ TEST(AddBlocks, LooksAtTheBudgetWhenTheCountPassesAMultipleOf4096)
             EXPECT_EQ(want.added, got.added);
             EXPECT_EQ(raw_cells(c1), raw_cells(c2));
         }
+    }
+}
+
+// add_blocks runs each block as one loop with two prefetch stages of 16
+// events: blocks shorter than a stage, or two, or not a multiple, and a
+// refusal anywhere in a block, give what one event at a time gives.
+TEST(AddBlocks, BlocksOfEverySizeAroundThePrefetchStages)
+{
+    const std::size_t sizes[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 100, 256};
+    for (bool bytes : {false, true}) {
+        Log log(6000, bytes, 23);
+        std::vector<std::size_t> ends;
+        std::size_t at = 0;
+        for (std::size_t k = 0; at < log.users.size(); k++) {
+            at = std::min(log.users.size(), at + sizes[k % (sizeof sizes / sizeof sizes[0])]);
+            ends.push_back(at);
+        }
+        std::vector<std::size_t> other(ends.size(), 0);
+        // Unbounded, then refusing at 90% of 1024, 2048 or 4096 slots: the
+        // refusal falls at different places in the blocks.
+        for (std::size_t max_bytes : {std::size_t{0}, std::size_t{1024} * 24, std::size_t{3} * 1024 * 24,
+                                      std::size_t{6} * 1024 * 24}) {
+            KeyDict u1(bytes), u2(bytes);
+            CellAggregator c1(DecaySpec(), max_bytes), c2(DecaySpec(), max_bytes);
+            std::vector<int32_t> idx(log.users.size());
+            std::fill(log.user_idx.begin(), log.user_idx.end(), -1);
+            BlocksAdded want = one_at_a_time(u1, c1, log, ends, other, 0, SIZE_MAX, &idx);
+            BlocksAdded got = recsys::add_blocks(u2, c2, blocks_of(log, 0, ends, other), 0, SIZE_MAX);
+            EXPECT_EQ(want.full, max_bytes != 0);
+            EXPECT_EQ(got.full, want.full);
+            EXPECT_EQ(got.added, want.added) << max_bytes;
+            EXPECT_EQ(got.block, want.block);
+            // The indices of the users added: through the block that stopped.
+            std::size_t through = want.full ? ends[want.block] : log.users.size();
+            for (std::size_t k = 0; k < through; k++)
+                ASSERT_EQ(log.user_idx[k], idx[k]) << k;
+            for (std::size_t k = through; k < log.users.size(); k++)
+                ASSERT_EQ(log.user_idx[k], -1) << k;
+            expect_same_dicts(u1, u2);
+            EXPECT_EQ(raw_cells(c1), raw_cells(c2));
+            EXPECT_EQ(c1.cells(), c2.cells());
+        }
+    }
+}
+
+// A non-finite weighted value stops the aggregation with the error one
+// event at a time raises, at the same event: the events before it added.
+TEST(AddBlocks, RaisesTheNonFiniteErrorAtTheSameEvent)
+{
+    for (std::size_t bad : {std::size_t{0}, std::size_t{17}, std::size_t{40}, std::size_t{511}, std::size_t{700}}) {
+        Log log(1000, false, 31);
+        log.skip[bad] = false;
+        log.wv[bad] = std::numeric_limits<double>::infinity();
+        std::vector<std::size_t> ends = ends_of(log.users.size(), 256);
+        std::vector<std::size_t> other(ends.size(), 0);
+        KeyDict u1(false), u2(false);
+        CellAggregator c1(DecaySpec(), 0), c2(DecaySpec(), 0);
+        std::vector<int32_t> idx(log.users.size());
+        std::string want, got;
+        try {
+            one_at_a_time(u1, c1, log, ends, other, 0, SIZE_MAX, &idx);
+        } catch (const recsys::InvalidInput& e) {
+            want = e.what();
+        }
+        try {
+            recsys::add_blocks(u2, c2, blocks_of(log, 0, ends, other), 0, SIZE_MAX);
+        } catch (const recsys::InvalidInput& e) {
+            got = e.what();
+        }
+        EXPECT_NE(want.find("is not finite (user index " + std::to_string(idx[bad]) + ", item index " +
+                            std::to_string(log.items[bad]) + ")"),
+                  std::string::npos)
+            << want;
+        EXPECT_EQ(got, want);
+        EXPECT_EQ(raw_cells(c1), raw_cells(c2));   // the events before it, in both
     }
 }
 
