@@ -261,11 +261,13 @@ void id_ranges(const std::vector<Triplet>& cells, IdRange& users, IdRange& items
     items.span = static_cast<uint64_t>(static_cast<int64_t>(ihi) - ilo) + 1;
 }
 
-// Numbers the present ids of one side (their entries in `t`, a table over
-// the side's range, are 0; absent ones are -1) by rank among the present
-// ones (ascending, as the radix path numbers them).  Fills `ids` with the
-// present ids.
-void number_present(std::vector<int32_t>& t, const IdRange& r, std::vector<int32_t>& ids) {
+// Dense index of every id of one side, in a table over its range: -1 for
+// absent ids, else the rank of the id among the present ones (ascending, as
+// the radix path numbers them).  Fills `ids` with the present ids.
+std::vector<int32_t> dense_table(const std::vector<Triplet>& cells, int32_t Triplet::*side,
+                                 const IdRange& r, std::vector<int32_t>& ids) {
+    std::vector<int32_t> t(static_cast<std::size_t>(r.span), -1);
+    for (const Triplet& c : cells) t[static_cast<std::size_t>(static_cast<int64_t>(c.*side) - r.min)] = 0;
     std::size_t present = 0;
     for (const int32_t v : t) present += v == 0;
     ids.reserve(present);
@@ -275,13 +277,13 @@ void number_present(std::vector<int32_t>& t, const IdRange& r, std::vector<int32
             t[k] = d++;
             ids.push_back(static_cast<int32_t>(r.min + static_cast<int64_t>(k)));
         }
+    return t;
 }
 
 // Sorts one CSR row by item, stably (duplicates of an item stay in input
 // order, the order their weights are summed in).
-constexpr int64_t kShortRow = 32;  // rows up to this length: insertion sort
 void sort_row(RowEntry* b, RowEntry* e) {
-    if (e - b <= kShortRow) {
+    if (e - b <= 32) {
         for (RowEntry* p = b + 1; p < e; ++p) {
             const RowEntry v = *p;
             RowEntry* q = p;
@@ -332,17 +334,15 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
                       std::vector<int64_t>& row_off, Rows& rows, bool two_threads,
                       const CancelCheck& cancel) {
     const std::size_t n = cells.size();
-    // The tables: one pass marks the present ids of both sides, then each
-    // table numbers them.
-    std::vector<int32_t> imap(static_cast<std::size_t>(ir.span), -1);
-    std::vector<int32_t> umap(static_cast<std::size_t>(ur.span), -1);
-    for (const Triplet& c : cells) {
-        imap[static_cast<std::size_t>(static_cast<int64_t>(c.item) - ir.min)] = 0;
-        umap[static_cast<std::size_t>(static_cast<int64_t>(c.user) - ur.min)] = 0;
+    {
+        const std::vector<int32_t> imap = dense_table(cells, &Triplet::item, ir, item_ids);
+        const std::vector<int32_t> umap = dense_table(cells, &Triplet::user, ur, user_ids);
+        poll_cancel(cancel);
+        for (Triplet& c : cells) {
+            c.user = umap[static_cast<std::size_t>(static_cast<int64_t>(c.user) - ur.min)];
+            c.item = imap[static_cast<std::size_t>(static_cast<int64_t>(c.item) - ir.min)];
+        }
     }
-    number_present(imap, ir, item_ids);
-    number_present(umap, ur, user_ids);
-    poll_cancel(cancel);
     const std::size_t n_users = user_ids.size();
     int bits = 0;
     while (bits < 32 && (std::size_t(1) << bits) < n_users) ++bits;
@@ -350,21 +350,10 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     const int width = (bits + passes - 1) / passes;
     const std::size_t buckets = std::size_t(1) << width;
     std::vector<std::size_t> cnt(static_cast<std::size_t>(passes) * buckets, 0);
-    // One pass: dense indices into the cells (in place), the row lengths and
-    // the radix passes' bucket counts.
-    row_off.assign(n_users + 1, 0);
-    for (Triplet& c : cells) {
-        const int32_t u = umap[static_cast<std::size_t>(static_cast<int64_t>(c.user) - ur.min)];
-        c.user = u;
-        c.item = imap[static_cast<std::size_t>(static_cast<int64_t>(c.item) - ir.min)];
-        ++row_off[static_cast<std::size_t>(u) + 1];
+    for (const Triplet& c : cells)
         for (int pass = 0; pass < passes; ++pass)
             ++cnt[static_cast<std::size_t>(pass) * buckets +
-                  ((static_cast<uint32_t>(u) >> (pass * width)) & (buckets - 1))];
-    }
-    release(imap);
-    release(umap);
-    for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
+                  ((static_cast<uint32_t>(c.user) >> (pass * width)) & (buckets - 1))];
     for (int pass = 0; pass < passes; ++pass) {
         std::size_t sum = 0;
         for (std::size_t b = 0; b < buckets; ++b) {
@@ -376,8 +365,7 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     poll_cancel(cancel);
     // The passes alternate between the cells and the CSR's buffer, so that
     // no third array of 16 bytes a cell is needed; after an even number of
-    // them the data is in the cells and is copied (in order) to the CSR
-    // below, row by row, on the threads that sort the rows.
+    // them the data is in the cells and is copied (in order) to the CSR.
     rows.resize(n);
     for (int pass = 0; pass < passes; ++pass) {
         std::size_t* c = &cnt[static_cast<std::size_t>(pass) * buckets];
@@ -387,30 +375,22 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
             radix_pass(rows.data(), n, cells.data(), c, pass * width, buckets - 1);
         poll_cancel(cancel);
     }
-    const bool in_cells = passes % 2 == 0;
-    // Rows are now in user order; each is sorted by item.  Rows are
-    // independent: sorted in blocks of users, on two threads when asked
-    // (same result either way); cancel is polled between blocks.  Rows of
-    // up to 32 entries (insertion sort, no allocation) while the cells are
-    // still there; the longer ones (a stable sort, which may take 16 bytes
-    // an entry) after they are freed.
+    if (passes % 2 == 0)
+        for (std::size_t q = 0; q < n; ++q) move_cell(cells[q], rows[q]);
+    release(cells);
+    // Rows are now in user order: their offsets, then each row by item.
+    row_off.assign(n_users + 1, 0);
+    for (std::size_t q = 0; q < n; ++q) ++row_off[static_cast<std::size_t>(rows[q].user) + 1];
+    for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
+    // Rows are independent: sorted in blocks of users, on two threads when
+    // asked (same result either way); cancel is polled between blocks.
     detail::parallel_blocks(
         n_users, kUserBlock, two_threads,
         [&](std::size_t b, std::size_t e, int) {
-            if (in_cells)
-                for (int64_t q = row_off[b]; q < row_off[e]; ++q)
-                    move_cell(cells[static_cast<std::size_t>(q)], rows[static_cast<std::size_t>(q)]);
             for (std::size_t u = b; u < e; ++u)
-                if (row_off[u + 1] - row_off[u] <= kShortRow)
-                    sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
+                sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
         },
         cancel, [](std::size_t) {});
-    release(cells);
-    for (std::size_t u = 0; u < n_users; ++u) {
-        if (u % kUserBlock == 0) poll_cancel(cancel);
-        if (row_off[u + 1] - row_off[u] > kShortRow)
-            sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
-    }
 }
 
 // A row entry of the similarity pass when every weight of the rows is a
