@@ -9,7 +9,8 @@
 //      sorts of (item, cell index) and (user, cell index), then a counting
 //      sort in item order (build_csr_radix);
 //   5. item-major CSC, column norms, popularity; the rows and the norms then
-//      name items by popularity rank (cache locality of step 6);
+//      name items by popularity rank (cache locality of step 6), and the
+//      rows are packed to 8 bytes an entry when every weight is a float;
 //   6. per item i: dense accumulator of dot products over all users u of i and
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
 // With two threads (large inputs), the rows are sorted (step 4), the CSC is
@@ -22,7 +23,9 @@
 #include <cmath>
 #include <thread>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -390,6 +393,17 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
         cancel, [](std::size_t) {});
 }
 
+// A row entry of the similarity pass when every weight of the rows is a
+// float (checked: as the default event weights, binary and jaccard give):
+// half the bytes of a RowEntry, so half the cache lines a random row read
+// brings in.  The products are the same doubles (a float widens exactly).
+struct PackedEntry {
+    int32_t item;  // popularity rank
+    float w;
+};
+static_assert(2 * sizeof(PackedEntry) == sizeof(RowEntry) && alignof(PackedEntry) <= alignof(RowEntry),
+              "rows are packed in place");
+
 // Everything the per-item similarity pass reads and writes.
 //
 // The rows name items by popularity rank (0 = the item with the most users),
@@ -398,7 +412,8 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
 // columns, the slots and the output keep the dense index; neighbours are
 // ranked (ties: dense index ascending) and stored by dense index.
 struct SimContext {
-    const RowEntry* rows;   // .item: popularity rank
+    const RowEntry* rows = nullptr;       // .item: popularity rank (wide layout)
+    const PackedEntry* packed = nullptr;  // the same rows, packed (then rows is null)
     const ColEntry* cols;
     const int64_t* col_off;
     const double* norm;     // by popularity rank
@@ -421,71 +436,60 @@ constexpr double kMargin = 1 - 1e-12;
 constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
 constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
 
-// One thread's state: a dense accumulator, the touched list, a top-K buffer.
+inline double weight_of(const RowEntry& r) { return r.w; }
+inline double weight_of(const PackedEntry& r) { return static_cast<double>(r.w); }
+
+// ranks_before on candidates named by popularity rank: the same order as on
+// dense indices (ties by dense index), so the same top K.
+struct RankedBefore {
+    const int32_t* dense_of;
+    bool operator()(const Scored& a, const Scored& b) const {
+        if (a.score != b.score) return a.score > b.score;
+        return dense_of[a.id] < dense_of[b.id];
+    }
+};
+
+// One thread's state: the accumulator beside a copy of the norms (by rank:
+// ranking a touched item reads both from one cache line), the touched list,
+// a top-K buffer.
 class SimWorker {
 public:
     explicit SimWorker(const SimContext& cx)
-        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1),
+        : cx_(cx), slots_(cx.n_items), touched_(cx.n_items + 1),
           cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items) {
+        for (std::size_t r = 0; r < cx.n_items; ++r) slots_[r] = AccNorm{0.0, cx.norm[r]};
         cand_.reserve(cap_);
+        scores_.reserve(cap_);
     }
 
     // Computes item i's neighbours into its slot; returns the work done.
     std::size_t item(std::size_t i) {
-        constexpr int64_t kPrefetch = 8;  // column entries ahead: rows are random accesses
-        const RowEntry* const R = cx_.rows;
-        const ColEntry* const Cl = cx_.cols;
-        double* const acc = acc_.data();
-        int32_t* const touched = touched_.data();
-        std::size_t work = 0, n_touched = 0;
-        const int64_t pb = cx_.col_off[i], pe = cx_.col_off[i + 1];
-        const int32_t self = cx_.rank_of[i];
-        for (int64_t p = pb; p < pe; ++p) {
-            if (p + kPrefetch < pe) {
-                const ColEntry& f = Cl[p + kPrefetch];
-                if (f.len > 1)
-                    for (uint32_t o = 0; o < f.len; o += 4) prefetch(R + f.row + o);
-            }
-            const ColEntry& c = Cl[p];
-            // A user with one item adds only dot(i,i), which is never used:
-            // skip the row (a random access) altogether.
-            if (c.len == 1) continue;
-            const double wi = c.w;
-            const RowEntry* r = R + c.row;
-            const RowEntry* const re = r + c.len;
-            work += c.len;
-            for (; r != re; ++r) {
-                // Branch-free: the first product into acc[j] appends j to
-                // `touched` (unless it underflowed to 0: then j stays
-                // untouched, as acc[j] stays 0); the slot past the end
-                // absorbs the unconditional store.
-                const int32_t j = r->item;
-                const double prod = wi * r->w;
-                const double a = acc[j];
-                touched[n_touched] = j;
-                n_touched += (a == 0) & (prod != 0);
-                acc[j] = a + prod;
-            }
-        }
+        std::size_t n_touched = 0;
+        const std::size_t work = cx_.packed ? accumulate(cx_.packed, i, n_touched)
+                                            : accumulate(cx_.rows, i, n_touched);
         // The top K by ranks_before, K = cx_.keep (0: all), through a buffer
         // of cap_ candidates: when it fills, only its best K stay and the
         // K-th's score becomes the threshold `thr`; a candidate below thr
         // cannot be among the best K (K held ones rank before it), so it is
         // not kept, nor (cosine) even divided.  The same top K as a heap.
+        AccNorm* const an = slots_.data();
+        const int32_t* const touched = touched_.data();
+        const RankedBefore before{cx_.dense_of};
+        const int32_t self = cx_.rank_of[i];
         cand_.clear();
         double thr = 0;
-        const double ni = cx_.norm[self];
+        const double ni = an[self].norm;
         const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
             const int32_t j = touched[t];
-            const double dot = acc[j];
-            acc[j] = 0;
+            const double dot = an[j].acc;
+            an[j].acc = 0;
             if (j == self) continue;
             double sim;
             if (finish) {
                 sim = (*finish)(i, static_cast<std::size_t>(cx_.dense_of[j]), dot);
             } else {
-                const double d = ni * cx_.norm[j];
+                const double d = ni * an[j].norm;
                 // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
                 // while thr d is a normal, finite double (see kMargin).
                 const double bound = thr * d;
@@ -493,32 +497,107 @@ public:
                 sim = dot / d;
             }
             if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) continue;
-            cand_.push_back(Scored{sim, cx_.dense_of[j]});
-            if (cand_.size() == cap_ && cx_.keep > 0 && cap_ > cx_.keep) {
-                std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1),
-                                 cand_.end(), detail::RanksBefore());
-                thr = cand_[cx_.keep - 1].score;
-                cand_.resize(cx_.keep);
-            }
+            cand_.push_back(Scored{sim, j});
+            if (cand_.size() == cap_ && cx_.keep > 0 && cap_ > cx_.keep) thr = raise_threshold();
         }
-        detail::select_top_k(cand_, cx_.keep);
-        const std::vector<Scored>& best = cand_;
+        if (cx_.keep != 0 && cx_.keep < cand_.size()) {
+            std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(cx_.keep),
+                             cand_.end(), before);
+            cand_.resize(cx_.keep);
+        }
+        std::sort(cand_.begin(), cand_.end(), before);
         int64_t q = cx_.slot[i];
-        for (const Scored& s : best) {
-            cx_.out_ids[q] = cx_.item_ids[static_cast<std::size_t>(s.id)];
+        for (const Scored& s : cand_) {
+            cx_.out_ids[q] = cx_.item_ids[static_cast<std::size_t>(cx_.dense_of[s.id])];
             cx_.out_sims[q] = s.score;
             ++q;
         }
-        cx_.out_count[i] = static_cast<int64_t>(best.size());
+        cx_.out_count[i] = static_cast<int64_t>(cand_.size());
         return work + n_touched;
     }
 
 private:
+    struct AccNorm {
+        double acc;   // dot(i, j) so far; 0 = untouched
+        double norm;  // |j|
+    };
+
+    // Item i's dot products with every j into slots_[j].acc, the touched j
+    // appended to touched_ (in first-touch order); returns the work done.
+    template <class Entry>
+    std::size_t accumulate(const Entry* const R, std::size_t i, std::size_t& n_touched) {
+        constexpr int64_t kPrefetch = 8;  // column entries ahead: rows are random accesses
+        constexpr uintptr_t kLine = 64;
+        const ColEntry* const Cl = cx_.cols;
+        AccNorm* const an = slots_.data();
+        int32_t* const touched = touched_.data();
+        std::size_t work = 0, nt = 0;
+        const int64_t pb = cx_.col_off[i], pe = cx_.col_off[i + 1];
+        for (int64_t p = pb; p < pe; ++p) {
+            if (p + kPrefetch < pe) {
+                // Every cache line of that row, from its first byte to its last.
+                const ColEntry& f = Cl[p + kPrefetch];
+                if (f.len > 1) {
+                    const uintptr_t e = reinterpret_cast<uintptr_t>(R + f.row + f.len);
+                    for (uintptr_t a = reinterpret_cast<uintptr_t>(R + f.row) & ~(kLine - 1); a < e; a += kLine)
+                        prefetch(reinterpret_cast<const void*>(a));
+                }
+            }
+            const ColEntry& c = Cl[p];
+            // A user with one item adds only dot(i,i), which is never used:
+            // skip the row (a random access) altogether.
+            if (c.len == 1) continue;
+            const double wi = c.w;
+            const Entry* r = R + c.row;
+            const Entry* const re = r + c.len;
+            work += c.len;
+            for (; r != re; ++r) {
+                // Branch-free: the first product into acc[j] appends j to
+                // `touched` (unless it underflowed to 0: then j stays
+                // untouched, as acc[j] stays 0); the slot past the end
+                // absorbs the unconditional store.
+                const int32_t j = r->item;
+                const double prod = wi * weight_of(*r);
+                const double a = an[j].acc;
+                touched[nt] = j;
+                nt += (a == 0) & (prod != 0);
+                an[j].acc = a + prod;
+            }
+        }
+        n_touched = nt;
+        return work;
+    }
+
+    // The buffer is full: its K-th highest score becomes the threshold and
+    // only the candidates at or above it stay (at least K, more on ties;
+    // when all tie, the best K of them).
+    // Every dropped one has K kept ones ranking before it (higher scores),
+    // so the best K overall are kept.  Selects on bare scores: cheaper than
+    // ordering candidates by (score, dense index).
+    double raise_threshold() {
+        scores_.resize(cand_.size());
+        for (std::size_t k = 0; k < cand_.size(); ++k) scores_[k] = cand_[k].score;
+        const auto kth = scores_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1);
+        std::nth_element(scores_.begin(), kth, scores_.end(), std::greater<double>());
+        const double thr = *kth;
+        std::size_t kept = 0;
+        for (const Scored& c : cand_)
+            if (c.score >= thr) cand_[kept++] = c;
+        cand_.resize(kept);
+        if (kept == cap_) {  // all tied (a full buffer): the best K by (score, dense index)
+            std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1),
+                             cand_.end(), RankedBefore{cx_.dense_of});
+            cand_.resize(cx_.keep);
+        }
+        return thr;
+    }
+
     const SimContext& cx_;
-    std::vector<double> acc_;
+    std::vector<AccNorm> slots_;  // by popularity rank
     std::vector<int32_t> touched_;
     std::size_t cap_;  // candidates buffered before the worst are dropped
-    std::vector<Scored> cand_;
+    std::vector<Scored> cand_;  // .id: popularity rank
+    std::vector<double> scores_;  // raise_threshold's scratch
 };
 
 constexpr double kMinParallelWork = 4e6;        // below this one thread is faster
@@ -578,12 +657,12 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     // Stage 2 (CSC, similarities): CSR 16C + 8(U+1) (row offsets are freed
     // after the CSC is built, but count them), CSC 16C + 8(I+1), item_ids
     // 4I, user_ids 4U, popular 4I+4I + sort order 4I, norms 8I, accumulator
-    // 8I, touched 4I, candidates 16I -- twice, for the optional worker
+    // beside the norms' copy 16I, touched 4I, candidates 16I -- twice, for the optional worker
     // thread -- output slots 8(I+1), output offsets 8(I+1), output pairs 12P;
     // and, at most, the second half's column starts 8(I+1) (while the CSC is
     // built), the popularity ranks 4I and the norms' copy by rank 8I.
     const double s2 = 16 * C + 8 * (U + 1) + 16 * C + 8 * (I + 1) + 4 * I + 4 * U + 12 * I +
-                      8 * I + 2 * (8 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P +
+                      8 * I + 2 * (16 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P +
                       8 * (I + 1) + 4 * I + 8 * I;
     // Allocator bookkeeping: ~40 live blocks, plus stream/exception slack.
     const double slack = 40 * 64 + 16384;
@@ -735,7 +814,27 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
         m, [&](std::size_t i) { return static_cast<int32_t>(col_off[i + 1] - col_off[i]); });
     std::vector<int32_t> rank_of(n_items);
     for (std::size_t r = 0; r < n_items; ++r) rank_of[static_cast<std::size_t>(dense_of[r])] = static_cast<int32_t>(r);
-    for (int64_t q = 0; q < nnz; ++q) rows[q].item = rank_of[static_cast<std::size_t>(rows[q].item)];
+    // When every weight is a float, the rows are packed in place into 8-byte
+    // entries (entry q's bytes [8q, 8q + 8) lie in entries <= q, already
+    // read): the similarity pass then reads half the cache lines.
+    bool fits_float = true;
+    for (int64_t q = 0; q < nnz; ++q) {
+        const double w = rows[q].w;
+        fits_float &= std::fabs(w) <= std::numeric_limits<float>::max() &&
+                      static_cast<double>(static_cast<float>(w)) == w;
+    }
+    const PackedEntry* packed = nullptr;
+    if (fits_float) {
+        unsigned char* const base = reinterpret_cast<unsigned char*>(rows.data());
+        for (int64_t q = 0; q < nnz; ++q) {
+            const RowEntry r = rows[q];
+            ::new (static_cast<void*>(base + sizeof(PackedEntry) * static_cast<std::size_t>(q)))
+                PackedEntry{rank_of[static_cast<std::size_t>(r.item)], static_cast<float>(r.w)};
+        }
+        packed = std::launder(reinterpret_cast<const PackedEntry*>(base));
+    } else {
+        for (int64_t q = 0; q < nnz; ++q) rows[q].item = rank_of[static_cast<std::size_t>(rows[q].item)];
+    }
     {
         std::vector<double> by_rank(n_items);
         for (std::size_t r = 0; r < n_items; ++r) by_rank[r] = norm[static_cast<std::size_t>(dense_of[r])];
@@ -763,7 +862,8 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     m.nbr_sims.resize(static_cast<std::size_t>(slot[n_items]));
 
     SimContext cx;
-    cx.rows = rows.data();
+    cx.rows = packed ? nullptr : rows.data();
+    cx.packed = packed;
     cx.cols = cols.data();
     cx.col_off = col_off.data();
     cx.norm = norm.data();

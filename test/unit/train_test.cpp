@@ -1,6 +1,7 @@
 // train_test.cpp - recsys::train(): hand examples and brute-force agreement.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <thread>
@@ -318,6 +319,33 @@ TEST(Train, AgreesWithBruteForceOnManyCandidates) {
             ASSERT_EQ(m.item_ids, nm.items);
             expect_exact_nbrs(m, nm, seed, k);
             if (::testing::Test::HasFatalFailure()) return;
+        }
+    }
+}
+
+// The similarity pass reads the rows packed (8 bytes an entry) when every
+// weight is a float, as in the tests above; otherwise the wide rows.  Weights
+// that are not floats (1.1 x, + 0.1, or a single 0.3 among float ones): the
+// same agreement, bit for bit -- train() and the naive reference add the same
+// products in the same order (users ascending), whatever the weights.
+TEST(Train, AgreesWithBruteForceWhenWeightsAreNotFloats) {
+    auto not_float = [](double w) { return static_cast<double>(static_cast<float>(w)) != w; };
+    for (uint32_t seed = 1; seed <= 3; ++seed) {
+        const auto base = recsys_test::random_cells(seed * 577, 100, 600, 12000);
+        std::vector<std::vector<Triplet>> variants(3, base);
+        for (Triplet& t : variants[0]) t.weight *= 1.1;
+        for (Triplet& t : variants[1]) t.weight += 0.1;
+        variants[2][base.size() / 2].weight = 0.3;
+        ASSERT_TRUE(not_float(variants[2][base.size() / 2].weight));
+        for (const auto& cells : variants) {
+            ASSERT_TRUE(std::any_of(cells.begin(), cells.end(), [&](const Triplet& t) { return not_float(t.weight); }));
+            for (int k : {0, 3, 50}) {
+                const Model m = train(cells, TrainOptions{k});
+                const auto nm = recsys_test::naive_train(cells, k);
+                ASSERT_EQ(m.item_ids, nm.items);
+                expect_exact_nbrs(m, nm, seed, k);
+                if (::testing::Test::HasFatalFailure()) return;
+            }
         }
     }
 }
