@@ -28,6 +28,36 @@ SET max_parallel_maintenance_workers = 2;
 INSERT INTO pipe_models SELECT 2, users, items, pg_temp.model_md5() FROM recsys_train();
 SELECT workers, users, items, nb = (SELECT nb FROM pipe_models WHERE workers = 0) AS same_model
   FROM pipe_models ORDER BY workers;
+-- Training in memory stores the model while its similarity pass runs on a
+-- second thread (recsys::SteppedTraining).  A trigger a DBA put on
+-- recsys.neighbors sends its rows through the executor instead (the pass is
+-- finished first): the same model, every row seen by the trigger.
+CREATE TABLE pipe.nbr_audit (item_id int);
+CREATE FUNCTION pipe.audit_nbr() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO pipe.nbr_audit VALUES (NEW.item_id);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER audit AFTER INSERT ON recsys.neighbors FOR EACH ROW EXECUTE FUNCTION pipe.audit_nbr();
+INSERT INTO pipe_models SELECT 3, users, items, pg_temp.model_md5() FROM recsys_train();
+DROP TRIGGER audit ON recsys.neighbors;
+SELECT nb = (SELECT nb FROM pipe_models WHERE workers = 0) AS same_model_through_trigger,
+       (SELECT count(*) FROM pipe.nbr_audit) =
+       (SELECT count(*) FROM recsys.neighbors JOIN recsys.active_model USING (model_id)) AS every_row_seen
+  FROM pipe_models WHERE workers = 3;
+-- An error while the pass runs on its second thread (here from a trigger on
+-- recsys.popularity, written first): the training fails with it, the thread
+-- is stopped with the transaction, and the model before stays active.
+CREATE FUNCTION pipe.no_popularity() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'no popularity today';
+END $$;
+CREATE TRIGGER refuse BEFORE INSERT ON recsys.popularity FOR EACH ROW EXECUTE FUNCTION pipe.no_popularity();
+SELECT model_id AS model_before FROM recsys.active_model \gset
+SELECT users FROM recsys_train();
+DROP TRIGGER refuse ON recsys.popularity;
+SELECT model_id = :model_before AS model_before_active FROM recsys.active_model;
+SELECT count(*) > 0 AS recommends FROM recsys_recommend(ARRAY['u1', 'u2']::text[], 5);
 -- Evaluation (one scan finding the cutoff): the same row.
 CREATE TEMP TABLE pipe_eval AS
 SELECT 0 AS workers, e.* FROM recsys_evaluate(10, settings => NULL) e WHERE false;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -168,6 +169,52 @@ struct NeighborList {
     const int32_t* ids = nullptr;
     const double* sims = nullptr;
     std::size_t size = 0;
+};
+
+// train() in steps, so that its caller can store the model while the
+// similarity pass runs (the pass is the only long step left once the
+// constructor returns, and storing is work the core cannot do):
+//   SteppedTraining t(cells, opt, cancel);  // steps 1-5; model() has the
+//                                           // items, popularity and counts
+//   t.start_helper();                       // a second thread takes blocks
+//   while (t.ready() < t.items()) {         // items [0, ready()) are final
+//       ... store the ready items' neighbours(k) ...
+//       if (!t.step(cancel)) ... wait: the helper holds the last blocks
+//   }
+//   Model m = t.finish();                   // as train() returns it
+// The model is train()'s bit for bit, whichever thread computed an item.
+// The helper never calls `cancel`: the destructor stops it (after its block
+// in flight, a few milliseconds at most) and joins it, so destroying the
+// object is how a caller that must stop (an error, a cancel) ends it.
+class SteppedTraining {
+public:
+    SteppedTraining(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel);
+    ~SteppedTraining();
+    SteppedTraining(const SteppedTraining&) = delete;
+    SteppedTraining& operator=(const SteppedTraining&) = delete;
+
+    // The model so far: item_ids, n_users, n_cells and the popularity
+    // lists are final; the neighbours are not (use neighbours()).
+    const Model& model() const;
+    std::size_t items() const;
+    // Starts the second thread when the pass is worth one (as train()
+    // decides) and a thread can be started; else step() does every block.
+    void start_helper();
+    // Computes the next block of items nobody took on the calling thread,
+    // polling `cancel` inside it; false when every block was taken.
+    bool step(const CancelCheck& cancel);
+    // The items [0, ready()) have their final neighbours; rethrows what the
+    // helper threw.
+    std::size_t ready();
+    // Item k's neighbours, k < ready(): best first, as Model stores them.
+    NeighborList neighbours(std::size_t k) const;
+    // Computes what is left, joins the helper and returns the model.  Once.
+    Model finish(const CancelCheck& cancel);
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
 };
 
 // Finds the stored neighbours of an item; returns an empty list for items

@@ -26,6 +26,7 @@
 #include <functional>
 #include <limits>
 #include <new>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -689,8 +690,28 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items,
     return static_cast<std::size_t>(total);
 }
 
-Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
-                            const CancelCheck& cancel, int threads) {
+namespace {
+
+// What the similarity pass reads and writes, built by prepare_pass() (steps
+// 1-5 of train()); never moved once built (cx points into it).
+struct PreparedPass {
+    Model m;
+    Rows rows;
+    std::vector<ColEntry, HugePageAllocator<ColEntry>> cols;
+    std::vector<int64_t> col_off;
+    std::vector<double> norm;         // by popularity rank
+    std::vector<int32_t> dense_of, rank_of;
+    std::vector<int64_t> slot;
+    std::optional<detail::SimilarityFinish> finish;
+    SimContext cx;
+    bool two_threads = false;         // the pass is worth a second thread
+};
+
+// Steps 1-5 of train() into p: everything but the similarities (the model's
+// items, popularity and counts are final when it returns; each item's
+// neighbour slot is sized, its count 0).
+void prepare_pass(PreparedPass& p, std::vector<Triplet> cells, const TrainOptions& opt,
+                  const CancelCheck& cancel, int threads) {
     const SimilaritySettings settings = resolve_settings(opt);  // validates
     poll_cancel(cancel);
 
@@ -702,16 +723,17 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     // 1. Validate.
     detail::validate_cells(cells, cancel);
 
-    Model m;
+    Model& m = p.m;
+    p.cx.n_items = 0;
     if (n == 0) {
         m.nbr_offsets.assign(1, 0);
-        return m;
+        return;
     }
 
     // 2-4. Dense item and user indices, the user-major CSR.
     std::vector<int32_t> user_ids;
     std::vector<int64_t> row_off;
-    Rows rows;
+    Rows& rows = p.rows;
     IdRange ur, ir;
     id_ranges(cells, ur, ir);
     // Building the CSR and the CSC on two threads: as the similarity pass
@@ -757,11 +779,14 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     // scattered independently, each item's entries from the second half
     // after those from the first: users stay ascending in every column,
     // whichever thread does which half.
-    std::vector<int64_t> col_off(n_items + 1, 0), second(n_items + 1, 0);
+    std::vector<int64_t>& col_off = p.col_off;
+    col_off.assign(n_items + 1, 0);
+    std::vector<int64_t> second(n_items + 1, 0);
     const std::size_t split = static_cast<std::size_t>(
         std::upper_bound(row_off.begin(), row_off.begin() + static_cast<std::ptrdiff_t>(n_users), nnz / 2) -
         row_off.begin()) - 1;
-    std::vector<ColEntry, HugePageAllocator<ColEntry>> cols(static_cast<std::size_t>(nnz));
+    auto& cols = p.cols;
+    cols.resize(static_cast<std::size_t>(nnz));
     auto halves = [&](auto&& per_half) {
         detail::parallel_blocks(
             2, 1, two_build,
@@ -797,14 +822,15 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     col_off[0] = 0;
     release(second);
     // Hook: the similarity's factors (CSC: left, CSR: right) and final formula.
-    std::optional<detail::SimilarityFinish> finish;
+    std::optional<detail::SimilarityFinish>& finish = p.finish;
     if (!settings.plain())
         finish.emplace(detail::prepare_similarity(settings, rows.data(), row_off.data(), n_users,
                                                   cols.data(), col_off.data(), n_items, cancel));
     release(row_off);
     poll_cancel(cancel);
 
-    std::vector<double> norm(n_items);
+    std::vector<double>& norm = p.norm;
+    norm.resize(n_items);
     for (std::size_t i = 0; i < n_items; ++i) {
         double s = 0;
         for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) s += cols[p].w * cols[p].w;
@@ -815,9 +841,11 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     }
 
     // Items by popularity rank in the rows and the norms (see SimContext).
-    const std::vector<int32_t> dense_of = detail::rank_popularity(
+    p.dense_of = detail::rank_popularity(
         m, [&](std::size_t i) { return static_cast<int32_t>(col_off[i + 1] - col_off[i]); });
-    std::vector<int32_t> rank_of(n_items);
+    const std::vector<int32_t>& dense_of = p.dense_of;
+    std::vector<int32_t>& rank_of = p.rank_of;
+    rank_of.resize(n_items);
     for (std::size_t r = 0; r < n_items; ++r) rank_of[static_cast<std::size_t>(dense_of[r])] = static_cast<int32_t>(r);
     // When every weight is a float, the rows are packed in place into 8-byte
     // entries (entry q's bytes [8q, 8q + 8) lie in entries <= q, already
@@ -853,7 +881,8 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     // afterwards and never reallocate (keeps estimate_train_bytes honest).
     const std::size_t k_cap =
         opt.neighbors > 0 ? std::min<std::size_t>(opt.neighbors, n_items - 1) : n_items - 1;
-    std::vector<int64_t> slot(n_items + 1);
+    std::vector<int64_t>& slot = p.slot;
+    slot.resize(n_items + 1);
     double total_work = 0;  // sum_u nnz(u)^2
     slot[0] = 0;
     for (std::size_t i = 0; i < n_items; ++i) {
@@ -866,7 +895,7 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     m.nbr_ids.resize(static_cast<std::size_t>(slot[n_items]));
     m.nbr_sims.resize(static_cast<std::size_t>(slot[n_items]));
 
-    SimContext cx;
+    SimContext& cx = p.cx;
     cx.rows = packed ? nullptr : rows.data();
     cx.packed = packed;
     cx.cols = cols.data();
@@ -883,11 +912,16 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     cx.keep = opt.neighbors > 0 ? static_cast<std::size_t>(opt.neighbors) : 0;
     cx.finish = finish ? &*finish : nullptr;
 
-    if (threads <= 0)
-        threads = (total_work >= kMinParallelWork && std::thread::hardware_concurrency() >= 2) ? 2 : 1;
-    run_similarities(cx, threads > 1, cancel, opt.progress);
+    p.two_threads = threads > 1 || (threads <= 0 && total_work >= kMinParallelWork &&
+                                    std::thread::hardware_concurrency() >= 2);
+}
 
-    // Compact the slots: counts -> offsets, pairs moved down in place.
+// Step 7: the slots compacted into the model's arrays (counts -> offsets,
+// pairs moved down in place); returns the model.
+Model compact_pass(PreparedPass& p, const CancelCheck& cancel) {
+    Model& m = p.m;
+    const std::size_t n_items = p.cx.n_items;
+    const std::vector<int64_t>& slot = p.slot;
     int64_t pos = 0;
     for (std::size_t i = 0; i < n_items; ++i) {
         const int64_t cnt = m.nbr_offsets[i + 1], from = slot[i];
@@ -902,7 +936,130 @@ Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
     m.nbr_ids.resize(static_cast<std::size_t>(pos));
     m.nbr_sims.resize(static_cast<std::size_t>(pos));
     poll_cancel(cancel);
-    return m;
+    return std::move(m);
+}
+
+}  // namespace
+
+Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
+                            const CancelCheck& cancel, int threads) {
+    auto p = std::make_unique<PreparedPass>();
+    prepare_pass(*p, std::move(cells), opt, cancel, threads);
+    if (p->cx.n_items > 0) run_similarities(p->cx, p->two_threads, cancel, opt.progress);
+    return compact_pass(*p, cancel);
+}
+
+// SteppedTraining: the similarity pass of prepare_pass()'s model in blocks of
+// kBlock items taken from one counter by the caller (step) and a helper
+// thread; a block's flag is set (release) when its items are final, and
+// ready() advances over the set flags (acquire) in item order.
+struct SteppedTraining::Impl {
+    PreparedPass p;
+    std::size_t n_blocks = 0;
+    std::unique_ptr<std::atomic<unsigned char>[]> done;
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> stop{false}, helper_failed{false};
+    std::exception_ptr helper_error;
+    std::thread helper;
+    std::size_t ready_blocks = 0;
+    std::optional<SimWorker> own, other;  // the caller's, the helper's
+    std::size_t work = 0;                 // the caller's multiply-adds since its last poll
+
+    void block(SimWorker& w, std::size_t b, const CancelCheck* cancel) {
+        const std::size_t e = std::min(p.cx.n_items, (b + 1) * kBlock);
+        for (std::size_t i = b * kBlock; i < e; ++i) {
+            const std::size_t d = w.item(i);
+            if (cancel && (work += d) >= kWorkPerPoll) {
+                poll_cancel(*cancel);
+                work = 0;
+            }
+        }
+        done[b].store(1, std::memory_order_release);
+    }
+    // Lets the helper end its block in flight, joins it, rethrows its error.
+    void join_helper() {
+        if (helper.joinable()) {
+            stop.store(true);
+            helper.join();
+        }
+        if (helper_failed.load(std::memory_order_acquire)) std::rethrow_exception(helper_error);
+    }
+};
+
+SteppedTraining::SteppedTraining(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel)
+    : impl_(std::make_unique<Impl>()) {
+    Impl& s = *impl_;
+    prepare_pass(s.p, std::move(cells), opt, cancel, 0);
+    s.n_blocks = (s.p.cx.n_items + kBlock - 1) / kBlock;
+    s.done.reset(new std::atomic<unsigned char>[s.n_blocks + 1]);
+    for (std::size_t b = 0; b <= s.n_blocks; ++b) s.done[b].store(0, std::memory_order_relaxed);
+}
+
+SteppedTraining::~SteppedTraining() {
+    if (impl_ && impl_->helper.joinable()) {
+        impl_->stop.store(true);
+        impl_->helper.join();
+    }
+}
+
+const Model& SteppedTraining::model() const { return impl_->p.m; }
+
+std::size_t SteppedTraining::items() const { return impl_->p.cx.n_items; }
+
+void SteppedTraining::start_helper() {
+    Impl& s = *impl_;
+    if (!s.p.two_threads || s.n_blocks < 2 || s.helper.joinable()) return;
+    try {
+        s.helper = detail::start_thread_without_signals([&s] {
+            try {
+                for (;;) {
+                    if (s.stop.load(std::memory_order_relaxed)) break;
+                    const std::size_t b = s.next.fetch_add(1);
+                    if (b >= s.n_blocks) break;
+                    if (!s.other) s.other.emplace(s.p.cx);
+                    s.block(*s.other, b, nullptr);
+                }
+            } catch (...) {
+                s.helper_error = std::current_exception();
+                s.helper_failed.store(true, std::memory_order_release);
+            }
+        });
+    } catch (const std::system_error&) {
+        // No thread available: step() takes every block.
+    }
+}
+
+bool SteppedTraining::step(const CancelCheck& cancel) {
+    Impl& s = *impl_;
+    if (s.helper_failed.load(std::memory_order_acquire)) s.join_helper();
+    poll_cancel(cancel);
+    const std::size_t b = s.next.fetch_add(1);
+    if (b >= s.n_blocks) return false;
+    if (!s.own) s.own.emplace(s.p.cx);
+    s.block(*s.own, b, &cancel);
+    return true;
+}
+
+std::size_t SteppedTraining::ready() {
+    Impl& s = *impl_;
+    if (s.helper_failed.load(std::memory_order_acquire)) s.join_helper();
+    while (s.ready_blocks < s.n_blocks && s.done[s.ready_blocks].load(std::memory_order_acquire)) ++s.ready_blocks;
+    return std::min(s.p.cx.n_items, s.ready_blocks * kBlock);
+}
+
+NeighborList SteppedTraining::neighbours(std::size_t k) const {
+    const PreparedPass& p = impl_->p;
+    const auto from = static_cast<std::size_t>(p.slot[k]);
+    return NeighborList{p.m.nbr_ids.data() + from, p.m.nbr_sims.data() + from,
+                        static_cast<std::size_t>(p.m.nbr_offsets[k + 1])};
+}
+
+Model SteppedTraining::finish(const CancelCheck& cancel) {
+    Impl& s = *impl_;
+    while (step(cancel)) {
+    }
+    s.join_helper();  // every block is taken: the helper ends with its last one
+    return compact_pass(s.p, cancel);
 }
 
 Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel) {

@@ -158,27 +158,30 @@ void progress_set_phase(const char* phase) noexcept
     publish();
 }
 
-recsys::Progress pg_progress()
+void progress_set_items(const char* stage, int64 done, int64 total) noexcept
 {
-    return [](const char* stage, int64_t done, int64_t total) {
-        if (local.pid == 0)
-            return;
-        int phase = phase_index(stage);
-        if (phase != local.phase) {
-            local.phase = phase;
-            local.items_done = done;
-            local.items_total = total;
-            publish();
-            return;
-        }
+    if (local.pid == 0)
+        return;
+    int phase = phase_index(stage);
+    if (phase != local.phase) {
+        local.phase = phase;
         local.items_done = done;
         local.items_total = total;
-        volatile ProgressSlot* s = my_slot;
-        if (s != NULL) {
-            s->items_total = total;
-            s->items_done = done;
-        }
-    };
+        publish();
+        return;
+    }
+    local.items_done = done;
+    local.items_total = total;
+    volatile ProgressSlot* s = my_slot;
+    if (s != NULL) {
+        s->items_total = total;
+        s->items_done = done;
+    }
+}
+
+recsys::Progress pg_progress()
+{
+    return [](const char* stage, int64_t done, int64_t total) { progress_set_items(stage, done, total); };
 }
 
 // recsys.progress_start(run_id, kind): starts this backend's record.

@@ -16,6 +16,9 @@ void progress_add_rows(int64 n) noexcept;
 // Sets the phase by name ("reading", "training", "writing", ...); unknown
 // names are kept as "other".
 void progress_set_phase(const char* phase) noexcept;
+// The phase and how many of its items are done, as the core's Progress
+// callback reports them (for glue that reports on its own).
+void progress_set_items(const char* phase, int64 done, int64 total) noexcept;
 
 // The core's progress callback: sets the phase and the items done / total.
 recsys::Progress pg_progress();

@@ -199,20 +199,25 @@ static Datum flat_array(const void* data, int n, Oid elmtype, int elmlen)
     return PointerGetDatum(a);
 }
 
-// Item k's neighbour arrays, allocated in the current memory context.
-static void neighbor_arrays(const recsys::Model* m, size_t k, Datum* ids_array, Datum* sims_array)
+// The arrays of n neighbours, allocated in the current memory context.
+static void neighbor_arrays_of(const int32* ids, const double* sims, int n, Datum* ids_array, Datum* sims_array)
 {
-    static_assert(sizeof(m->nbr_ids[0]) == sizeof(int32) && sizeof(m->nbr_sims[0]) == sizeof(float8),
-                  "the neighbour arrays are copied as int4 and float8");
-    int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
-    int n = (int) (hi - lo);
+    static_assert(sizeof(double) == sizeof(float8), "the similarities are copied as float8");
     if (n == 0) {
         *ids_array = PointerGetDatum(construct_empty_array(INT4OID));
         *sims_array = PointerGetDatum(construct_empty_array(FLOAT8OID));
         return;
     }
-    *ids_array = flat_array(&m->nbr_ids[lo], n, INT4OID, sizeof(int32));
-    *sims_array = flat_array(&m->nbr_sims[lo], n, FLOAT8OID, sizeof(float8));
+    *ids_array = flat_array(ids, n, INT4OID, sizeof(int32));
+    *sims_array = flat_array(sims, n, FLOAT8OID, sizeof(float8));
+}
+
+// Item k's neighbour arrays, allocated in the current memory context.
+static void neighbor_arrays(const recsys::Model* m, size_t k, Datum* ids_array, Datum* sims_array)
+{
+    static_assert(sizeof(m->nbr_ids[0]) == sizeof(int32), "the neighbour ids are copied as int4");
+    int64 lo = m->nbr_offsets[k], hi = m->nbr_offsets[k + 1];
+    neighbor_arrays_of(m->nbr_ids.data() + lo, m->nbr_sims.data() + lo, (int) (hi - lo), ids_array, sims_array);
 }
 
 // An INSERT of `rows` neighbour rows: VALUES ($1, $2, $3, $4), ($5, ...).
@@ -280,32 +285,41 @@ static void write_neighbors_sql(int64 model_id, const recsys::Model* m)
     SPI_freeplan(full);
 }
 
+static const char* const neighbor_columns[4] = {"model_id", "item_id", "neighbor_ids", "sims"};
+static const Oid neighbor_types[4] = {INT8OID, INT4OID, INT4ARRAYOID, FLOAT8ARRAYOID};
+
+// Adds item's row of n neighbours to b (none when n is 0).
+static void neighbor_row(BulkRows* b, int64 model_id, int32 item, const int32* ids, const double* sims, int n)
+{
+    if (n == 0)
+        return;
+    Datum* v = bulk_rows_next(b);
+    MemoryContext old = MemoryContextSwitchTo(b->rows);
+    v[0] = Int64GetDatum(model_id);
+    v[1] = Int32GetDatum(item);
+    neighbor_arrays_of(ids, sims, n, &v[2], &v[3]);
+    MemoryContextSwitchTo(old);
+    bulk_rows_add(b);
+}
+
 // Writes each item's neighbour arrays under model_id, in item order (items
 // without neighbours get no row).  The direct path when the table allows it:
 // the INSERTs' planning and execution cost more than the rows (10M events:
 // 0.8-1.0 s of 64-row INSERTs).
 static void write_neighbors(int64 model_id, const recsys::Model* m)
 {
-    static const char* const columns[4] = {"model_id", "item_id", "neighbor_ids", "sims"};
-    static const Oid types[4] = {INT8OID, INT4OID, INT4ARRAYOID, FLOAT8ARRAYOID};
-    BulkRows* b = bulk_rows_open("neighbors", columns, types, 4);
+    BulkRows* b = bulk_rows_open("neighbors", neighbor_columns, neighbor_types, 4);
     if (b == NULL) {
         write_neighbors_sql(model_id, m);
         return;
     }
     size_t n_items = m->item_ids.size();
     for (size_t k = 0; k < n_items; k++) {
-        if (m->nbr_offsets[k + 1] == m->nbr_offsets[k])
-            continue;
         if (k % BULK_ROWS == 0)
             CHECK_FOR_INTERRUPTS();
-        Datum* v = bulk_rows_next(b);
-        MemoryContext old = MemoryContextSwitchTo(b->rows);
-        v[0] = Int64GetDatum(model_id);
-        v[1] = Int32GetDatum(m->item_ids[k]);
-        neighbor_arrays(m, k, &v[2], &v[3]);
-        MemoryContextSwitchTo(old);
-        bulk_rows_add(b);
+        int64 lo = m->nbr_offsets[k];
+        neighbor_row(b, model_id, m->item_ids[k], m->nbr_ids.data() + lo, m->nbr_sims.data() + lo,
+                     (int) (m->nbr_offsets[k + 1] - lo));
     }
     bulk_rows_close(b);
 }
@@ -444,9 +458,78 @@ void refuse_before_reading(const SourceRel* src, const EventWeights* ew, int nei
                      mb(least + reserved))));
 }
 
+// Training in memory with the model stored while the similarity pass runs
+// (train_within_budget with a ModelStore): the core builds everything up to
+// the pass (recsys::SteppedTraining), a second thread starts on the pass,
+// and this thread writes the popularity, then, in turns, the neighbours of
+// the items whose lists are final and one block of the pass itself.  The
+// same rows as writing the finished model, in the same order; on two cores
+// the writing no longer waits for the pass.  An error or a cancel here
+// frees the SteppedTraining with the memory context, which stops and joins
+// its thread.  Where the neighbours' table needs the executor (a trigger,
+// row-level security: bulk_rows_open says so), the pass is finished first
+// and written through SQL.
+static void train_and_store(CellBuffer* cells, int neighbors, const ModelSettings* model, const char* what,
+                            OwnedByContext<recsys::Model>* owned, ModelStore* store)
+{
+    auto* st = OwnedByContext<recsys::SteppedTraining>::create(CurrentMemoryContext);
+    const int32* item_ids = NULL;
+    size_t n_items = 0;
+    core_call_or_error(what, [&] {
+        const recsys::TrainOptions opt = training_options(neighbors, model);
+        std::vector<recsys::Triplet> v;
+        if (cell_buffer_spilled(cells)) {
+            v = cells->spill->obj->load(pg_cancel_check());
+            delete cells->spill->obj;   // closes the file
+            cells->spill->obj = nullptr;
+        } else {
+            v.assign(cells->data, cells->data + cells->n);
+        }
+        st->obj = new recsys::SteppedTraining(std::move(v), opt, pg_cancel_check());
+        st->obj->start_helper();
+        item_ids = st->obj->model().item_ids.data();
+        n_items = st->obj->items();
+    });
+    if (cells->data != NULL)
+        pfree(cells->data);
+    cells->data = NULL;
+    recsys::SteppedTraining* t = st->obj;
+    // The phase from here on: the model's rows are written (items_done of
+    // them stored) while the last similarities are computed.
+    progress_set_phase("writing");
+    write_popularity(store->model_id, &t->model());
+    BulkRows* b = bulk_rows_open("neighbors", neighbor_columns, neighbor_types, 4);
+    if (b != NULL) {
+        size_t k = 0;
+        for (;;) {
+            CHECK_FOR_INTERRUPTS();
+            size_t ready = 0;
+            core_call_or_error(what, [&] { ready = t->ready(); });
+            for (; k < ready; k++) {
+                recsys::NeighborList l;
+                core_call_or_error(what, [&] { l = t->neighbours(k); });
+                neighbor_row(b, store->model_id, item_ids[k], l.ids, l.sims, (int) l.size);
+            }
+            progress_set_items("writing", (int64) k, (int64) n_items);
+            if (k == n_items)
+                break;
+            bool took = false;
+            core_call_or_error(what, [&] { took = t->step(pg_cancel_check()); });
+            if (!took)
+                pg_usleep(100L);   // the helper's last blocks: a few ms at most
+        }
+        bulk_rows_close(b);
+    }
+    core_call_or_error(what, [&] { owned->obj = new recsys::Model(t->finish(pg_cancel_check())); });
+    st->release();
+    if (b == NULL)
+        write_neighbors(store->model_id, owned->obj);
+    store->stored = true;
+}
+
 // See pg_train.hpp.
 void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* model, Size reserved,
-                         const char* what, OwnedByContext<recsys::Model>* owned)
+                         const char* what, OwnedByContext<recsys::Model>* owned, ModelStore* store)
 {
     Size mwm = (Size) maintenance_work_mem * 1024;
     if (reserved >= mwm)
@@ -493,6 +576,10 @@ void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* 
         if (spilled) {
             pfree(cells->data);
             cells->data = NULL;
+        }
+        if (store != NULL && !eigen) {
+            train_and_store(cells, neighbors, model, what, owned, store);
+            return;
         }
         core_call_or_error(what, [&] {
             const recsys::TrainOptions opt = training_options(neighbors, model);
@@ -609,15 +696,19 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    train_within_budget(&cells, neighbors, &model, 0, "training", owned);
-    elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
-
+    ModelStore store = {model_id, false};
+    train_within_budget(&cells, neighbors, &model, 0, "training", owned, &store);
     const recsys::Model* m = owned->obj;
-    progress_set_phase("writing");
-    write_neighbors(model_id, m);
-    elog(DEBUG1, "recsys: neighbours written in %.3f s", seconds_since(t0));
-    write_popularity(model_id, m);
-    elog(DEBUG1, "recsys: popularity written in %.3f s", seconds_since(t0));
+    if (store.stored) {
+        elog(DEBUG1, "recsys: trained, and neighbours and popularity written, in %.3f s", seconds_since(t0));
+    } else {
+        elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
+        progress_set_phase("writing");
+        write_neighbors(model_id, m);
+        elog(DEBUG1, "recsys: neighbours written in %.3f s", seconds_since(t0));
+        write_popularity(model_id, m);
+        elog(DEBUG1, "recsys: popularity written in %.3f s", seconds_since(t0));
+    }
     if (!legacy)
         write_item_keys(model_id, &src, &read, m->item_ids.data(), (int64) m->item_ids.size());
     elog(DEBUG1, "recsys: model written in %.3f s", seconds_since(t0));

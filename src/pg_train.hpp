@@ -26,8 +26,17 @@ inline double seconds_since(instr_time t0)
 // when even one item per pass does not fit, an error (54000) whose hint is
 // the least budget that works.  `what` names the job in messages
 // ("training", "evaluation").  Consumes the cells.
+// With `store` (training), a model trained in memory by the native method
+// is stored under store->model_id while its similarity pass runs (the
+// popularity first, then each item's neighbours as they are final) and
+// store->stored is set; otherwise (evaluation, passes, eigen) the caller
+// stores owned->obj.
+struct ModelStore {
+    int64 model_id;
+    bool stored;
+};
 void train_within_budget(CellBuffer* cells, int neighbors, const struct ModelSettings* model, Size reserved,
-                         const char* what, OwnedByContext<recsys::Model>* owned);
+                         const char* what, OwnedByContext<recsys::Model>* owned, ModelStore* store = NULL);
 
 // Refuses (54000) before the heavy reading a job over src that cannot fit
 // maintenance_work_mem less `reserved` bytes whatever the reading finds, with

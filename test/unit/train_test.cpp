@@ -506,3 +506,78 @@ TEST(Train, CompactAndSparseIdsGiveTheSameModel) {
         }
     }
 }
+
+// SteppedTraining: the model a caller stores while the pass runs is train()'s,
+// item by item as ready() releases them (checked as they come, with the
+// helper thread and without), and finish() returns it whole.
+TEST(SteppedTraining, StreamsTrainsModelItemByItem) {
+    struct Config {
+        int users, items, cells;
+    };
+    const Config configs[] = {{5, 4, 12}, {60, 25, 400}, {3000, 500, 40000}};
+    for (const Config& c : configs) {
+        auto cells = recsys_test::random_cells(c.cells, c.users, c.items, c.cells);
+        for (std::size_t k = 0; k < cells.size(); k += 3) cells[k].weight *= 1.37;
+        for (int nb : {0, 5}) {
+            for (bool helper : {false, true}) {
+                TrainOptions o{nb};
+                o.similarity = nb == 5 ? recsys::Similarity::asymmetric_cosine : recsys::Similarity::cosine;
+                const Model want = train(cells, o);
+                SteppedTraining t(cells, o, {});
+                EXPECT_EQ(t.model().item_ids, want.item_ids);
+                EXPECT_EQ(t.model().popular_ids, want.popular_ids);
+                EXPECT_EQ(t.model().popular_users, want.popular_users);
+                EXPECT_EQ(t.items(), want.item_ids.size());
+                if (helper) t.start_helper();
+                std::size_t seen = 0, steps = 0;
+                for (;;) {
+                    const std::size_t r = t.ready();
+                    ASSERT_LE(r, t.items());
+                    for (; seen < r; ++seen) {
+                        const NeighborList l = t.neighbours(seen);
+                        const int64_t lo = want.nbr_offsets[seen], hi = want.nbr_offsets[seen + 1];
+                        ASSERT_EQ(l.size, static_cast<std::size_t>(hi - lo)) << "item " << seen;
+                        for (int64_t q = lo; q < hi; ++q) {
+                            EXPECT_EQ(l.ids[q - lo], want.nbr_ids[q]);
+                            EXPECT_EQ(l.sims[q - lo], want.nbr_sims[q]);  // bit for bit
+                        }
+                    }
+                    if (seen == t.items()) break;
+                    if (t.step({}))
+                        ++steps;
+                    else
+                        std::this_thread::yield();
+                }
+                if (!helper) {
+                    EXPECT_EQ(steps, (t.items() + 15) / 16);
+                }
+                expect_same_model(t.finish({}), want);
+            }
+        }
+    }
+    SteppedTraining empty({}, TrainOptions{}, {});
+    EXPECT_EQ(empty.items(), 0u);
+    EXPECT_EQ(empty.ready(), 0u);
+    EXPECT_FALSE(empty.step({}));
+    const Model e = empty.finish({});
+    EXPECT_TRUE(e.item_ids.empty());
+    EXPECT_EQ(e.nbr_offsets, (std::vector<int64_t>{0}));
+}
+
+// A caller that stops (its cancel fires in step(), or it just destroys the
+// object mid-pass) leaves no thread behind: the destructor joins the helper.
+TEST(SteppedTraining, StopsMidPass) {
+    const auto cells = recsys_test::random_cells(9, 3000, 800, 60000);
+    {
+        SteppedTraining t(cells, TrainOptions{}, {});
+        t.start_helper();
+        EXPECT_TRUE(t.step({}));
+    }  // destroyed with blocks left: the helper stops after its block
+    SteppedTraining t(cells, TrainOptions{}, {});
+    t.start_helper();
+    EXPECT_THROW(t.step([] { return true; }), recsys::Cancelled);
+    EXPECT_THROW(t.finish([] { return true; }), recsys::Cancelled);
+    // What finish() did not compute is still there to compute.
+    const Model want = train(cells, TrainOptions{});
+    expect_same_model(t.finish({}), want);
+}
