@@ -500,11 +500,18 @@ static void train_and_store(CellBuffer* cells, int neighbors, const ModelSetting
     write_popularity(store->model_id, &t->model());
     BulkRows* b = bulk_rows_open("neighbors", neighbor_columns, neighbor_types, 4);
     if (b != NULL) {
-        size_t k = 0;
+        size_t k = 0, steps = 0;
+        bool computed = false;
         for (;;) {
             CHECK_FOR_INTERRUPTS();
             size_t ready = 0;
             core_call_or_error(what, [&] { ready = t->ready(); });
+            if (ready == n_items && !computed) {
+                computed = true;
+                elog(DEBUG1, "recsys: trained in %.3f s (the popularity and %zu of %zu items' neighbours written"
+                     " meanwhile; %zu blocks of the pass on this thread)",
+                     seconds_since(store->start), k, n_items, steps);
+            }
             for (; k < ready; k++) {
                 recsys::NeighborList l;
                 core_call_or_error(what, [&] { l = t->neighbours(k); });
@@ -515,6 +522,7 @@ static void train_and_store(CellBuffer* cells, int neighbors, const ModelSetting
                 break;
             bool took = false;
             core_call_or_error(what, [&] { took = t->step(pg_cancel_check()); });
+            steps += took;
             if (!took)
                 pg_usleep(100L);   // the helper's last blocks: a few ms at most
         }
@@ -696,11 +704,11 @@ extern "C" Datum recsys_train_store(PG_FUNCTION_ARGS)
     // writing it frees it.
     auto* owned = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
-    ModelStore store = {model_id, false};
+    ModelStore store = {model_id, t0, false};
     train_within_budget(&cells, neighbors, &model, 0, "training", owned, &store);
     const recsys::Model* m = owned->obj;
     if (store.stored) {
-        elog(DEBUG1, "recsys: trained, and neighbours and popularity written, in %.3f s", seconds_since(t0));
+        elog(DEBUG1, "recsys: neighbours and popularity written in %.3f s", seconds_since(t0));
     } else {
         elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
         progress_set_phase("writing");

@@ -33,6 +33,7 @@ inline double seconds_since(instr_time t0)
 // stores owned->obj.
 struct ModelStore {
     int64 model_id;
+    instr_time start;   // DEBUG1's "trained in" (every list final) counts from here
     bool stored;
 };
 void train_within_budget(CellBuffer* cells, int neighbors, const struct ModelSettings* model, Size reserved,
