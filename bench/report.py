@@ -146,11 +146,12 @@ def summary(measured):
     t, rd, core = r(sy, "train_s"), r(sy, "read_s"), r(sy, "core_s")
     if t and rd is not None and core is not None:
         out.append(f"- At {size}, recsys_train() took {fmt_s(t)} s: reading the matrix {fmt_s(rd)} s "
-                   f"({100 * rd / t:.0f}%), the C++ core {fmt_s(core)} s ({100 * core / t:.0f}%), "
-                   f"writing the model and the rest {fmt_s(t - rd - core)} s."
+                   f"({100 * rd / t:.0f}%), the C++ core {fmt_s(core)} s ({100 * core / t:.0f}%; the popularity "
+                   f"and most neighbour rows are written meanwhile), the last rows and the rest "
+                   f"{fmt_s(t - rd - core)} s."
                    + (f" The call as the client saw it (retention, the run log's end row and the commit"
                       f" included): {fmt_s(r(sy, 'call_s'))} s." if r(sy, "call_s") else ""))
-    out.append("- The core's ns per multiply-add of the floor Σdeg²: "
+    out.append("- The core's ns per multiply-add of the floor Σdeg² (the core's wall time, writing included): "
                + ", ".join(f"{s} {r(y, 'ns_per_madd'):.1f}" for s, _, y in per if r(y, "ns_per_madd")) + ".")
     for sysname, label in (("sql", "The plain-SQL self-join"), ("scipy", "The scipy.sparse computation"),
                            ("dense", "The dense pandas + scikit-learn pipeline")):
