@@ -67,7 +67,8 @@ struct EventBatch {
     int n;                               // events queued
     int nblocks;                         // blocks closed: events [0, block_end[nblocks - 1])
     Size block_end[EVENT_GROUP];
-    Size other_bytes[EVENT_GROUP];       // the item dictionary's bytes when the block closed
+    Size other_bytes[EVENT_GROUP];       // the item dictionary's bytes when the block closed (in a
+                                         // pipeline: and the users')
     int64 block_rows[EVENT_GROUP];       // rows received when the block closed
     recsys::KeyRef* users;               // byte keys: p set at the hand-off
     Size* key_off;                       // byte keys: offset in keys
@@ -197,9 +198,11 @@ struct EventReceiver {
     double est_rows;        // the relation's rows as ANALYZE saw them (-1: unknown)
     MemoryContext rowcxt;   // detoasted keys, reset every 1024 rows
     EventBatch* batch;      // events not yet aggregated (not while spilling)
-    // The pipeline (pipelined): the worker aggregates `pending` (when
-    // in_flight) while the scan fills `batch`; joined before anything else
-    // reads or changes the users or the cells.
+    // The pipeline (pipelined): the worker adds the cells of `pending`
+    // (when in_flight) while the scan fills `batch`, adding each block's
+    // users to the dictionary as the block closes (the dictionary is the
+    // scan's, the cells the worker's); joined before anything else reads or
+    // changes the cells, or resets either.
     bool pipelined;
     bool in_flight;
     bool sync;              // a non-finite weight * value was queued: each block aggregated as it closes
@@ -667,12 +670,14 @@ static void hand_off(EventReceiver* r)
     recsys::CellAggregator* agg = r->agg->obj;
     int64 aggregated = r->aggregated;
     Size limit = r->limit;
+    // Read in a pipeline, the users were added as the blocks closed.
+    bool users_added = r->pipelined;
     if (r->pipelined && !r->sync) {
         bool posted = false;
         core_call_or_error("reading the events", [&] {
             try {
-                r->worker->obj->post([b, ev, users, agg, aggregated, limit] {
-                    b->res = recsys::add_blocks(*users, *agg, ev, aggregated, limit);
+                r->worker->obj->post([b, ev, agg, aggregated, limit] {
+                    b->res = recsys::add_cell_blocks(*agg, ev, aggregated, limit);
                 });
                 posted = true;
             } catch (const std::system_error&) {
@@ -688,7 +693,10 @@ static void hand_off(EventReceiver* r)
         r->pipelined = false;
         elog(DEBUG1, "recsys: no thread for the aggregation: reading on one thread");
     }
-    core_call_or_error("reading the events", [&] { b->res = recsys::add_blocks(*users, *agg, ev, aggregated, limit); });
+    core_call_or_error("reading the events", [&] {
+        b->res = users_added ? recsys::add_cell_blocks(*agg, ev, aggregated, limit)
+                              : recsys::add_blocks(*users, *agg, ev, aggregated, limit);
+    });
     finish_batch(r, b);
 }
 
@@ -701,11 +709,28 @@ static void close_block(EventReceiver* r)
     Size start = b->nblocks > 0 ? b->block_end[b->nblocks - 1] : 0;
     if ((Size) b->n == start)
         return;
-    Size item_bytes = 0;
+    Size other_bytes = 0;
     if (r->items->obj != nullptr)
-        core_call_or_error("reading the events", [&] { item_bytes = r->items->obj->memory_bytes(); });
+        core_call_or_error("reading the events", [&] { other_bytes = r->items->obj->memory_bytes(); });
+    if (r->pipelined && !r->spilling) {
+        // The block's users to the dictionary here, and its bytes now (as
+        // the aggregation would see them after the block): the worker adds
+        // the cells alone (add_cell_blocks).  A byte key's pointer is set
+        // for the call (the keys may move as the batch fills).
+        recsys::KeyRef* keys = b->users + start;
+        int32* idx = b->user_idx + start;
+        size_t n = (Size) b->n - start;
+        if (r->ubytes)
+            for (size_t k = 0; k < n; k++)
+                keys[k].p = b->keys + b->key_off[start + k];
+        recsys::KeyDict* users = r->users->obj;
+        core_call_or_error("reading the events", [&] {
+            users->add_batch(keys, n, idx);
+            other_bytes += users->memory_bytes();
+        });
+    }
     b->block_end[b->nblocks] = (Size) b->n;
-    b->other_bytes[b->nblocks] = item_bytes;
+    b->other_bytes[b->nblocks] = other_bytes;
     b->block_rows[b->nblocks] = r->rows;
     b->nblocks++;
     if (!r->pipelined || r->sync || b->nblocks == EVENT_GROUP)
