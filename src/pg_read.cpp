@@ -198,12 +198,16 @@ struct EventReceiver {
     double est_rows;        // the relation's rows as ANALYZE saw them (-1: unknown)
     MemoryContext rowcxt;   // detoasted keys, reset every 1024 rows
     EventBatch* batch;      // events not yet aggregated (not while spilling)
-    // The pipeline (pipelined): the worker adds the cells of `pending`
-    // (when in_flight) while the scan fills `batch`, adding each block's
-    // users to the dictionary as the block closes (the dictionary is the
-    // scan's, the cells the worker's); joined before anything else reads or
-    // changes the cells, or resets either.
+    // The pipeline (pipelined): the worker aggregates `pending` (when
+    // in_flight) while the scan fills `batch`; joined before anything else
+    // reads or changes the users or the cells.  With users_on_scan the scan
+    // adds each block's users to the dictionary as the block closes and the
+    // worker only the cells: the dictionary is the scan's, the cells the
+    // worker's.  (Evaluation's one-scan read leaves the users to the
+    // worker: its scan thread tests every event against the held ones and
+    // is the longer side already.)
     bool pipelined;
+    bool users_on_scan;     // pipelined, and the scan's thread adds the users (not in READ_ONE_PASS)
     bool in_flight;
     bool sync;              // a non-finite weight * value was queued: each block aggregated as it closes
     bool finishing;         // finish_batch() is running
@@ -670,14 +674,14 @@ static void hand_off(EventReceiver* r)
     recsys::CellAggregator* agg = r->agg->obj;
     int64 aggregated = r->aggregated;
     Size limit = r->limit;
-    // Read in a pipeline, the users were added as the blocks closed.
-    bool users_added = r->pipelined;
+    bool users_added = r->users_on_scan;   // as the blocks closed
     if (r->pipelined && !r->sync) {
         bool posted = false;
         core_call_or_error("reading the events", [&] {
             try {
-                r->worker->obj->post([b, ev, agg, aggregated, limit] {
-                    b->res = recsys::add_cell_blocks(*agg, ev, aggregated, limit);
+                r->worker->obj->post([b, ev, users, agg, aggregated, limit, users_added] {
+                    b->res = users_added ? recsys::add_cell_blocks(*agg, ev, aggregated, limit)
+                                         : recsys::add_blocks(*users, *agg, ev, aggregated, limit);
                 });
                 posted = true;
             } catch (const std::system_error&) {
@@ -691,6 +695,7 @@ static void hand_off(EventReceiver* r)
             return;
         }
         r->pipelined = false;
+        r->users_on_scan = false;
         elog(DEBUG1, "recsys: no thread for the aggregation: reading on one thread");
     }
     core_call_or_error("reading the events", [&] {
@@ -712,7 +717,7 @@ static void close_block(EventReceiver* r)
     Size other_bytes = 0;
     if (r->items->obj != nullptr)
         core_call_or_error("reading the events", [&] { other_bytes = r->items->obj->memory_bytes(); });
-    if (r->pipelined && !r->spilling) {
+    if (r->users_on_scan && !r->spilling) {
         // The block's users to the dictionary here, and its bytes now (as
         // the aggregation would see them after the block): the worker adds
         // the cells alone (add_cell_blocks).  A byte key's pointer is set
@@ -1748,6 +1753,7 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         r.arrived->keys_cap = 1024;
         r.arrived->keys = (char*) palloc(r.arrived->keys_cap);
     }
+    r.users_on_scan = r.pipelined && r.mode != READ_ONE_PASS;
 
     // The one scan of the source.
     char* sql = source_events_sql(src, r.col, &r.natts);
