@@ -337,7 +337,13 @@ TEST(AddCellBlocks, EqualsOneEventAtATimeWithTheUsersAddedAsEachBlockCloses)
                          {0, 150000},
                          {0, 400000},
                          {0, 900000}};
-            for (const Case& c : cases) {
+            // Each case twice: the scan adding every block's users as it
+            // closes, then mixed: every third batch's users left to the
+            // worker (add_blocks), the others' added by the scan just
+            // before the batch is handed over, as pg_read.cpp balances them.
+            for (std::size_t ci = 0; ci < 2 * (sizeof cases / sizeof cases[0]); ci++) {
+                const Case& c = cases[ci / 2];
+                const bool mixed = ci % 2 == 1;
                 KeyDict u1(bytes), u2(bytes);
                 CellAggregator c1(d, c.max_bytes), c2(d, c.max_bytes);
                 std::vector<int32_t> idx(log.users.size());
@@ -346,12 +352,15 @@ TEST(AddCellBlocks, EqualsOneEventAtATimeWithTheUsersAddedAsEachBlockCloses)
                 // the bytes beside the cells at that point.
                 std::fill(log.user_idx.begin(), log.user_idx.end(), -1);
                 std::vector<std::size_t> seen(ends.size());
-                std::size_t begin = 0;
-                for (std::size_t b = 0; b < ends.size(); b++) {
-                    u2.add_batch(log.users.data() + begin, ends[b] - begin, log.user_idx.data() + begin);
-                    seen[b] = other[b] + u2.memory_bytes();
-                    begin = ends[b];
-                }
+                auto add_users = [&](std::size_t from, std::size_t to) {
+                    for (std::size_t b = from; b < to; b++) {
+                        std::size_t begin = b == 0 ? 0 : ends[b - 1];
+                        u2.add_batch(log.users.data() + begin, ends[b] - begin, log.user_idx.data() + begin);
+                        seen[b] = other[b] + u2.memory_bytes();
+                    }
+                };
+                if (!mixed)
+                    add_users(0, ends.size());
                 // The worker: batches of 16 blocks (the last one shorter),
                 // each block's end relative to its batch's first event.
                 BlocksAdded got;
@@ -359,11 +368,19 @@ TEST(AddCellBlocks, EqualsOneEventAtATimeWithTheUsersAddedAsEachBlockCloses)
                 std::size_t first = 0;
                 for (std::size_t b0 = 0; b0 < ends.size(); b0 += 16) {
                     std::size_t nb = std::min<std::size_t>(16, ends.size() - b0);
-                    std::vector<std::size_t> rel(nb), bytes_at(seen.begin() + b0, seen.begin() + b0 + nb);
-                    for (std::size_t b = 0; b < nb; b++)
+                    bool worker_users = mixed && (b0 / 16) % 3 == 1;
+                    if (mixed && !worker_users)
+                        add_users(b0, b0 + nb);
+                    std::vector<std::size_t> rel(nb), bytes_at(nb);
+                    for (std::size_t b = 0; b < nb; b++) {
                         rel[b] = ends[b0 + b] - first;
-                    BlocksAdded r = recsys::add_cell_blocks(c2, blocks_of(log, first, rel, bytes_at), aggregated,
-                                                            c.limit);
+                        bytes_at[b] = worker_users ? other[b0 + b] : seen[b0 + b];
+                    }
+                    BlocksAdded r = worker_users
+                                        ? recsys::add_blocks(u2, c2, blocks_of(log, first, rel, bytes_at), aggregated,
+                                                             c.limit)
+                                        : recsys::add_cell_blocks(c2, blocks_of(log, first, rel, bytes_at),
+                                                                  aggregated, c.limit);
                     got.added = first + r.added;
                     got.block = b0 + r.block;
                     if (r.full) {
@@ -373,9 +390,9 @@ TEST(AddCellBlocks, EqualsOneEventAtATimeWithTheUsersAddedAsEachBlockCloses)
                     aggregated += static_cast<int64_t>(rel.back());
                     first = ends[b0 + nb - 1];
                 }
-                EXPECT_EQ(got.full, want.full) << c.max_bytes << " " << c.limit;
-                EXPECT_EQ(got.added, want.added) << c.max_bytes << " " << c.limit;
-                EXPECT_EQ(got.block, want.block) << c.max_bytes << " " << c.limit;
+                EXPECT_EQ(got.full, want.full) << c.max_bytes << " " << c.limit << " " << mixed;
+                EXPECT_EQ(got.added, want.added) << c.max_bytes << " " << c.limit << " " << mixed;
+                EXPECT_EQ(got.block, want.block) << c.max_bytes << " " << c.limit << " " << mixed;
                 // Each bounded case stops somewhere.
                 EXPECT_EQ(want.full, c.max_bytes != 0 || c.limit != SIZE_MAX) << c.max_bytes << " " << c.limit;
                 std::size_t through = want.full ? ends[want.block] : log.users.size();
