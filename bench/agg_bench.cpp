@@ -153,24 +153,30 @@ int main(int argc, char** argv)
     if (decay)
         spec.half_life_us = 30 * 86400e6;
     std::printf("agg_bench: %zu events, decay %s, limit %zu MB\n", events, decay ? "on" : "off", limit >> 20);
+    // The batch of events from `begin`, in blocks of kBlock (block_end
+    // filled in relative to it).
+    auto batch_at = [&](std::size_t begin) {
+        std::size_t end = std::min(events, begin + kBlock * kGroup), blocks = 0;
+        for (std::size_t e = begin; e < end; e += kBlock)
+            block_end[blocks++] = std::min(end, e + kBlock) - begin;
+        recsys::EventBlocks ev;
+        ev.users = log.users.data() + begin;
+        ev.user_idx = user_idx.data() + begin;
+        ev.items = log.items.data() + begin;
+        ev.wv = log.wv.data() + begin;
+        ev.time_us = log.t.data() + begin;
+        ev.block_end = block_end.data();
+        ev.other_bytes = other.data();
+        ev.blocks = blocks;
+        return ev;
+    };
     for (int rep = 0; rep < repeats; rep++) {
         recsys::KeyDict users(false);
         recsys::CellAggregator cells(spec, limit);
         double t_all = 0, t_users = 0;
         int64_t aggregated = 0;
         for (std::size_t begin = 0; begin < events; begin += kBlock * kGroup) {
-            std::size_t end = std::min(events, begin + kBlock * kGroup), blocks = 0;
-            for (std::size_t e = begin; e < end; e += kBlock)
-                block_end[blocks++] = std::min(end, e + kBlock) - begin;
-            recsys::EventBlocks ev;
-            ev.users = log.users.data() + begin;
-            ev.user_idx = user_idx.data() + begin;
-            ev.items = log.items.data() + begin;
-            ev.wv = log.wv.data() + begin;
-            ev.time_us = log.t.data() + begin;
-            ev.block_end = block_end.data();
-            ev.other_bytes = other.data();
-            ev.blocks = blocks;
+            recsys::EventBlocks ev = batch_at(begin);
             double t0 = cpu_now();
             recsys::BlocksAdded r = recsys::add_blocks(users, cells, ev, aggregated, limit);
             t_all += cpu_now() - t0;
@@ -195,17 +201,7 @@ int main(int argc, char** argv)
             recsys::CellAggregator c2(spec, limit);
             int64_t agg2 = 0;
             for (std::size_t begin = 0; begin < events; begin += kBlock * kGroup) {
-                std::size_t end = std::min(events, begin + kBlock * kGroup), blocks = 0;
-                for (std::size_t e = begin; e < end; e += kBlock)
-                    block_end[blocks++] = std::min(end, e + kBlock) - begin;
-                recsys::EventBlocks ev;
-                ev.user_idx = user_idx.data() + begin;
-                ev.items = log.items.data() + begin;
-                ev.wv = log.wv.data() + begin;
-                ev.time_us = log.t.data() + begin;
-                ev.block_end = block_end.data();
-                ev.other_bytes = other.data();
-                ev.blocks = blocks;
+                recsys::EventBlocks ev = batch_at(begin);
                 double t0 = cpu_now();
                 recsys::BlocksAdded r = recsys::add_cell_blocks(c2, ev, agg2, limit);
                 t_cells += cpu_now() - t0;
