@@ -7,7 +7,9 @@
 // (the limit bounds the cells and the budget check as pg_read.cpp's limit,
 // half of maintenance_work_mem, does: 512 is 1GB's)
 //
-// Prints the thread CPU time of each stage (users, cells) per repeat and a
+// Prints the thread CPU time of each stage (users, cells; and the cells
+// alone through add_cell_blocks, the worker's share when the scan's thread
+// has added the users, checked to build the same table) per repeat and a
 // checksum of the cells (their keys and the bits of their sums, in key
 // order), so that two builds can be compared for speed and for identical
 // results.
@@ -151,24 +153,30 @@ int main(int argc, char** argv)
     if (decay)
         spec.half_life_us = 30 * 86400e6;
     std::printf("agg_bench: %zu events, decay %s, limit %zu MB\n", events, decay ? "on" : "off", limit >> 20);
+    // The batch of events from `begin`, in blocks of kBlock (block_end
+    // filled in relative to it).
+    auto batch_at = [&](std::size_t begin) {
+        std::size_t end = std::min(events, begin + kBlock * kGroup), blocks = 0;
+        for (std::size_t e = begin; e < end; e += kBlock)
+            block_end[blocks++] = std::min(end, e + kBlock) - begin;
+        recsys::EventBlocks ev;
+        ev.users = log.users.data() + begin;
+        ev.user_idx = user_idx.data() + begin;
+        ev.items = log.items.data() + begin;
+        ev.wv = log.wv.data() + begin;
+        ev.time_us = log.t.data() + begin;
+        ev.block_end = block_end.data();
+        ev.other_bytes = other.data();
+        ev.blocks = blocks;
+        return ev;
+    };
     for (int rep = 0; rep < repeats; rep++) {
         recsys::KeyDict users(false);
         recsys::CellAggregator cells(spec, limit);
         double t_all = 0, t_users = 0;
         int64_t aggregated = 0;
         for (std::size_t begin = 0; begin < events; begin += kBlock * kGroup) {
-            std::size_t end = std::min(events, begin + kBlock * kGroup), blocks = 0;
-            for (std::size_t e = begin; e < end; e += kBlock)
-                block_end[blocks++] = std::min(end, e + kBlock) - begin;
-            recsys::EventBlocks ev;
-            ev.users = log.users.data() + begin;
-            ev.user_idx = user_idx.data() + begin;
-            ev.items = log.items.data() + begin;
-            ev.wv = log.wv.data() + begin;
-            ev.time_us = log.t.data() + begin;
-            ev.block_end = block_end.data();
-            ev.other_bytes = other.data();
-            ev.blocks = blocks;
+            recsys::EventBlocks ev = batch_at(begin);
             double t0 = cpu_now();
             recsys::BlocksAdded r = recsys::add_blocks(users, cells, ev, aggregated, limit);
             t_all += cpu_now() - t0;
@@ -186,6 +194,24 @@ int main(int argc, char** argv)
                 u2.add_batch(log.users.data() + begin, std::min(kBlock, events - begin), user_idx.data() + begin);
             t_users = cpu_now() - t0;
         }
+        // The cells alone as the worker adds them when the scan has added
+        // the users (add_cell_blocks over the indices just computed).
+        double t_cells = 0;
+        {
+            recsys::CellAggregator c2(spec, limit);
+            int64_t agg2 = 0;
+            for (std::size_t begin = 0; begin < events; begin += kBlock * kGroup) {
+                recsys::EventBlocks ev = batch_at(begin);
+                double t0 = cpu_now();
+                recsys::BlocksAdded r = recsys::add_cell_blocks(c2, ev, agg2, limit);
+                t_cells += cpu_now() - t0;
+                agg2 += static_cast<int64_t>(r.added);
+            }
+            if (c2.cells() != cells.cells() || c2.memory_bytes() != cells.memory_bytes()) {
+                std::fprintf(stderr, "agg_bench: add_cell_blocks made another table than add_blocks\n");
+                return 1;
+            }
+        }
         std::vector<recsys::CellAggregator::RawCell> raw(cells.cells());
         std::size_t pos = 0, got = cells.raw_into(&pos, raw.data(), raw.size());
         raw.resize(got);
@@ -200,9 +226,9 @@ int main(int argc, char** argv)
                                static_cast<uint64_t>(c.ref_us)})
                 h = (h ^ v) * 1099511628211ULL;
         }
-        std::printf("repeat %d: add_blocks %.3f s CPU (users alone %.3f s, so cells ~%.3f s); %zu users, %zu cells, "
-                    "table %.1f MB, checksum %016llx\n",
-                    rep, t_all, t_users, t_all - t_users, users.size(), cells.cells(),
+        std::printf("repeat %d: add_blocks %.3f s CPU (users alone %.3f s, so cells ~%.3f s; add_cell_blocks "
+                    "%.3f s); %zu users, %zu cells, table %.1f MB, checksum %016llx\n",
+                    rep, t_all, t_users, t_all - t_users, t_cells, users.size(), cells.cells(),
                     static_cast<double>(cells.memory_bytes()) / 1048576.0, static_cast<unsigned long long>(h));
     }
     return 0;

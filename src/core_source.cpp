@@ -510,6 +510,29 @@ void CellAggregator::clear()
 // ---------------------------------------------------------------------------
 // add_blocks
 
+namespace {
+
+// After block b (events [begin, begin + n), of which `added` went to the
+// cells): counts them, and says whether the block is full (an event was
+// refused, or, whenever the count passes a multiple of 4096, `bytes` plus
+// other_bytes[b] is over the limit), noting it in *r.
+bool block_full(BlocksAdded* r, std::size_t b, std::size_t begin, std::size_t added, std::size_t n,
+                int64_t* aggregated, std::size_t bytes, const EventBlocks& ev, std::size_t limit)
+{
+    int64_t before = *aggregated;
+    *aggregated += static_cast<int64_t>(added);
+    r->added = begin + added;
+    // The sizes grow by doublings: a look every 4096 events is enough.
+    if (added < n || ((before >> 12) != (*aggregated >> 12) && bytes + ev.other_bytes[b] > limit)) {
+        r->block = b;
+        r->full = true;
+        return true;
+    }
+    return false;
+}
+
+}  // namespace
+
 BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
                        std::size_t limit)
 {
@@ -565,16 +588,24 @@ BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks&
                     prefetch(&users.slots_[static_cast<std::size_t>(h) & (users.slots_.size() - 1)]);
             }
         }
-        int64_t before = aggregated;
-        aggregated += static_cast<int64_t>(added);
-        r.added = begin + added;
-        // The sizes grow by doublings: a look every 4096 events is enough.
-        if (added < n || ((before >> 12) != (aggregated >> 12) &&
-                          users.memory_bytes() + cells.memory_bytes() + ev.other_bytes[b] > limit)) {
-            r.block = b;
-            r.full = true;
+        if (block_full(&r, b, begin, added, n, &aggregated, users.memory_bytes() + cells.memory_bytes(), ev, limit))
             return r;
-        }
+        begin = end;
+    }
+    r.block = ev.blocks;
+    return r;
+}
+
+BlocksAdded add_cell_blocks(CellAggregator& cells, const EventBlocks& ev, int64_t aggregated, std::size_t limit)
+{
+    BlocksAdded r;
+    std::size_t begin = 0;
+    for (std::size_t b = 0; b < ev.blocks; b++) {
+        const std::size_t end = ev.block_end[b], n = end - begin;
+        std::size_t added = cells.add_batch(ev.user_idx + begin, ev.items + begin, ev.wv + begin, ev.time_us + begin,
+                                            ev.skip != nullptr ? ev.skip + begin : nullptr, n);
+        if (block_full(&r, b, begin, added, n, &aggregated, cells.memory_bytes(), ev, limit))
+            return r;
         begin = end;
     }
     r.block = ev.blocks;

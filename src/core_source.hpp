@@ -236,7 +236,8 @@ struct EventBlocks {
     const int64_t* time_us = nullptr;
     const bool* skip = nullptr;        // not added to the cells (test touches); nullptr: none
     const std::size_t* block_end = nullptr;
-    const std::size_t* other_bytes = nullptr;  // bytes held beside users and cells when block b closed
+    const std::size_t* other_bytes = nullptr;  // bytes held beside users and cells (add_cell_blocks:
+                                               // beside the cells) when block b closed
     std::size_t blocks = 0;
 };
 
@@ -256,9 +257,19 @@ struct BlocksAdded {
 // users + cells + other_bytes[b] over `limit` makes the block full.  Stops
 // after the first full block (one whose add_batch refused an event, or over
 // the limit): its events from `added` on, and the later blocks, were not
-// added to the cells.  Pure C++: runs on the reading path's worker thread.
+// added to the cells.  Pure C++: the reading path on one thread; read in a
+// pipeline, it runs add_cell_blocks on its worker thread.
 BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
                        std::size_t limit);
+
+// The cells' half of add_blocks, for a reader that adds each block's users
+// itself as the block closes (KeyDict::add_batch, ev.user_idx filled in)
+// and counts the dictionary's bytes at that point in other_bytes[b]: the
+// same cells, the same `added`, the same full block as add_blocks of the
+// blocks, whose users' bytes after block b are what the reader saw.  (The
+// reading path's scan thread builds the users' dictionary, its worker the
+// cells, so that the two threads' shares of the work are about even.)
+BlocksAdded add_cell_blocks(CellAggregator& cells, const EventBlocks& ev, int64_t aggregated, std::size_t limit);
 
 // Which part of the users a pass keeps: those whose key hash h has
 // h % modulus == residue.  {1, 0} keeps every user.

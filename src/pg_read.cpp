@@ -67,7 +67,8 @@ struct EventBatch {
     int n;                               // events queued
     int nblocks;                         // blocks closed: events [0, block_end[nblocks - 1])
     Size block_end[EVENT_GROUP];
-    Size other_bytes[EVENT_GROUP];       // the item dictionary's bytes when the block closed
+    Size other_bytes[EVENT_GROUP];       // the item dictionary's bytes when the block closed (in a
+                                         // pipeline: and the users')
     int64 block_rows[EVENT_GROUP];       // rows received when the block closed
     recsys::KeyRef* users;               // byte keys: p set at the hand-off
     Size* key_off;                       // byte keys: offset in keys
@@ -79,6 +80,7 @@ struct EventBatch {
     char* keys;                          // byte keys, copied (the rows' go away)
     Size keys_len, keys_cap;
     recsys::BlocksAdded res;             // what add_blocks did with it
+    bool users_added;                    // its closed blocks' users are in the dictionary (see hand_off)
 };
 
 // Bytes of an EventBatch of `cap` events, its byte keys aside.
@@ -199,14 +201,22 @@ struct EventReceiver {
     EventBatch* batch;      // events not yet aggregated (not while spilling)
     // The pipeline (pipelined): the worker aggregates `pending` (when
     // in_flight) while the scan fills `batch`; joined before anything else
-    // reads or changes the users or the cells.
+    // reads or changes the users or the cells.  With users_on_scan, the
+    // batches whose users_added is set get their users added to the
+    // dictionary by the scan as each block closes, the worker adding only
+    // their cells; which batches do is decided batch by batch to balance
+    // the two threads (hand_off).  (Evaluation's one-scan read leaves the
+    // users to the worker: its scan thread tests every event against the
+    // held ones and is the longer side already.)
     bool pipelined;
+    bool users_on_scan;     // pipelined, and the scan's thread may add the users (not in READ_ONE_PASS)
     bool in_flight;
     bool sync;              // a non-finite weight * value was queued: each block aggregated as it closes
     bool finishing;         // finish_batch() is running
     EventBatch* pending;
     OwnedByContext<recsys::detail::AsyncWorker>* worker;
     int64 handed;           // batches the worker aggregated
+    int64 scan_users;       // batches whose users the scan's thread added
     int64 waited_us;        // time the scan waited for it
     int64 rows;             // rows received
     int64 events, ignored_null, ignored_type;
@@ -641,12 +651,36 @@ static void wait_pending(EventReceiver* r)
     finish_batch(r, r->pending);
 }
 
+// Adds the users of b's events [start, end) to the dictionary, in order;
+// returns its bytes afterwards.  A byte key's pointer is set for the call
+// (the keys may move as the batch fills).
+static Size add_block_users(EventReceiver* r, EventBatch* b, Size start, Size end)
+{
+    recsys::KeyRef* keys = b->users + start;
+    int32* idx = b->user_idx + start;
+    size_t n = end - start;
+    if (r->ubytes)
+        for (size_t k = 0; k < n; k++)
+            keys[k].p = b->keys + b->key_off[start + k];
+    recsys::KeyDict* users = r->users->obj;
+    Size bytes = 0;
+    core_call_or_error("reading the events", [&] {
+        users->add_batch(keys, n, idx);
+        bytes = users->memory_bytes();
+    });
+    return bytes;
+}
+
 // Aggregates the closed blocks of r->batch: on the worker thread (the scan
 // goes on filling the other batch), or here.  What came before is finished
 // first: if the aggregation overflowed meanwhile, these events go to the
 // parts in their order.
 static void hand_off(EventReceiver* r)
 {
+    // The worker still busy with the previous batch: it is the slower side.
+    bool worker_behind = false;
+    if (r->in_flight && r->users_on_scan)
+        core_call_or_error("reading the events", [&] { worker_behind = r->worker->obj->busy(); });
     wait_pending(r);
     EventBatch* b = r->batch;
     if (b->nblocks == 0)
@@ -662,17 +696,36 @@ static void hand_off(EventReceiver* r)
         b->keys_len = 0;
         return;
     }
+    // Balancing: the users go to whichever thread is faster.  A batch whose
+    // users the worker was to add while the worker is behind gets them added
+    // here, now that every earlier user is in (block by block, each block's
+    // bytes as they would have been when it closed); the next batch's users
+    // are added by the scan while the worker stays behind, else by the
+    // worker, after this batch's (the dictionary takes them in the scan's
+    // order either way, so the results do not depend on the split).
+    if (worker_behind && !b->users_added) {
+        Size start = 0;
+        for (int j = 0; j < b->nblocks; j++) {
+            b->other_bytes[j] += add_block_users(r, b, start, b->block_end[j]);
+            start = b->block_end[j];
+        }
+        b->users_added = true;
+    }
+    if (b->users_added)
+        r->scan_users++;
     recsys::EventBlocks ev = event_blocks(r, b);
     recsys::KeyDict* users = r->users->obj;
     recsys::CellAggregator* agg = r->agg->obj;
     int64 aggregated = r->aggregated;
     Size limit = r->limit;
+    bool users_added = b->users_added;
     if (r->pipelined && !r->sync) {
         bool posted = false;
         core_call_or_error("reading the events", [&] {
             try {
-                r->worker->obj->post([b, ev, users, agg, aggregated, limit] {
-                    b->res = recsys::add_blocks(*users, *agg, ev, aggregated, limit);
+                r->worker->obj->post([b, ev, users, agg, aggregated, limit, users_added] {
+                    b->res = users_added ? recsys::add_cell_blocks(*agg, ev, aggregated, limit)
+                                         : recsys::add_blocks(*users, *agg, ev, aggregated, limit);
                 });
                 posted = true;
             } catch (const std::system_error&) {
@@ -683,13 +736,22 @@ static void hand_off(EventReceiver* r)
             r->in_flight = true;
             r->batch = r->pending;
             r->pending = b;
+            r->batch->users_added = users_added && worker_behind;
             return;
         }
         r->pipelined = false;
+        r->users_on_scan = false;
+        r->pending->users_added = false;
         elog(DEBUG1, "recsys: no thread for the aggregation: reading on one thread");
     }
-    core_call_or_error("reading the events", [&] { b->res = recsys::add_blocks(*users, *agg, ev, aggregated, limit); });
+    core_call_or_error("reading the events", [&] {
+        b->res = users_added ? recsys::add_cell_blocks(*agg, ev, aggregated, limit)
+                              : recsys::add_blocks(*users, *agg, ev, aggregated, limit);
+    });
     finish_batch(r, b);
+    // From here on each block is aggregated here as it closes, add_blocks
+    // adding its users.
+    b->users_added = false;
 }
 
 // Closes the block being filled (the last events of the scan, or a full
@@ -701,11 +763,17 @@ static void close_block(EventReceiver* r)
     Size start = b->nblocks > 0 ? b->block_end[b->nblocks - 1] : 0;
     if ((Size) b->n == start)
         return;
-    Size item_bytes = 0;
+    Size other_bytes = 0;
     if (r->items->obj != nullptr)
-        core_call_or_error("reading the events", [&] { item_bytes = r->items->obj->memory_bytes(); });
+        core_call_or_error("reading the events", [&] { other_bytes = r->items->obj->memory_bytes(); });
+    if (b->users_added && !r->spilling) {
+        // The block's users to the dictionary here, and its bytes now (as
+        // the aggregation would see them after the block): the worker adds
+        // the cells alone (add_cell_blocks).
+        other_bytes += add_block_users(r, b, start, (Size) b->n);
+    }
     b->block_end[b->nblocks] = (Size) b->n;
-    b->other_bytes[b->nblocks] = item_bytes;
+    b->other_bytes[b->nblocks] = other_bytes;
     b->block_rows[b->nblocks] = r->rows;
     b->nblocks++;
     if (!r->pipelined || r->sync || b->nblocks == EVENT_GROUP)
@@ -1640,8 +1708,10 @@ static void end_pipeline(EventReceiver* r)
             discard_events(r);
         r->worker->release();   // joins the thread
         r->worker = NULL;
-        elog(DEBUG1, "recsys: the aggregation's thread took " INT64_FORMAT " batches; the scan waited %.3f s for it",
-             r->handed, r->waited_us / 1e6);
+        elog(DEBUG1,
+             "recsys: the aggregation's thread took " INT64_FORMAT " batches (the scan added the users of " INT64_FORMAT
+             "); the scan waited %.3f s for it",
+             r->handed, r->scan_users, r->waited_us / 1e6);
     }
     free_event_batch(r->batch);
     free_event_batch(r->pending);
@@ -1723,6 +1793,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         r.arrived->keys_cap = 1024;
         r.arrived->keys = (char*) palloc(r.arrived->keys_cap);
     }
+    r.users_on_scan = r.pipelined && r.mode != READ_ONE_PASS;
+    r.batch->users_added = r.users_on_scan;
 
     // The one scan of the source.
     char* sql = source_events_sql(src, r.col, &r.natts);

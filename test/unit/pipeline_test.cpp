@@ -143,6 +143,17 @@ std::vector<std::size_t> ends_of(std::size_t n, std::size_t block)
     return e;
 }
 
+// Block ends over n events, the blocks' sizes taken from sizes[0..m) in turn.
+std::vector<std::size_t> ends_cycling(std::size_t n, const std::size_t* sizes, std::size_t m)
+{
+    std::vector<std::size_t> e;
+    for (std::size_t k = 0, at = 0; at < n; k++) {
+        at = std::min(n, at + sizes[k % m]);
+        e.push_back(at);
+    }
+    return e;
+}
+
 }  // namespace
 
 TEST(AddBlocks, EqualsOneEventAtATimeWithoutALimit)
@@ -235,12 +246,7 @@ TEST(AddBlocks, BlocksOfEverySizeAroundThePrefetchStages)
     const std::size_t sizes[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 100, 256};
     for (bool bytes : {false, true}) {
         Log log(6000, bytes, 23);
-        std::vector<std::size_t> ends;
-        std::size_t at = 0;
-        for (std::size_t k = 0; at < log.users.size(); k++) {
-            at = std::min(log.users.size(), at + sizes[k % (sizeof sizes / sizeof sizes[0])]);
-            ends.push_back(at);
-        }
+        std::vector<std::size_t> ends = ends_cycling(log.users.size(), sizes, sizeof sizes / sizeof sizes[0]);
         std::vector<std::size_t> other(ends.size(), 0);
         // Unbounded, then refusing at 90% of 1024, 2048 or 4096 slots: the
         // refusal falls at different places in the blocks.
@@ -299,6 +305,113 @@ TEST(AddBlocks, RaisesTheNonFiniteErrorAtTheSameEvent)
             << want;
         EXPECT_EQ(got, want);
         EXPECT_EQ(raw_cells(c1), raw_cells(c2));   // the events before it, in both
+    }
+}
+
+// Read in a pipeline, the scan's thread adds each block's users as the
+// block closes (KeyDict::add_batch) and counts the dictionary's bytes then;
+// the worker adds the cells alone (add_cell_blocks).  The same cells, the
+// same stop (a refused event, or the budget, looked at after the same
+// blocks with the same bytes) and the same users' indices as one event at a
+// time, for integer and byte keys, with and without decay, blocks of many
+// sizes, and the batch handed over in pieces as the reader does.
+TEST(AddCellBlocks, EqualsOneEventAtATimeWithTheUsersAddedAsEachBlockCloses)
+{
+    const std::size_t sizes[] = {256, 256, 1, 17, 256, 33, 100, 256, 48};
+    for (bool bytes : {false, true}) {
+        for (double half_life : {0.0, 3.6e9}) {
+            Log log(30000, bytes, 41);
+            std::vector<std::size_t> ends = ends_cycling(log.users.size(), sizes, sizeof sizes / sizeof sizes[0]);
+            std::vector<std::size_t> other(ends.size());
+            for (std::size_t b = 0; b < ends.size(); b++)
+                other[b] = 1000 * b;   // the item dictionary's bytes, growing
+            DecaySpec d;
+            d.half_life_us = half_life;
+            // Unbounded; cells refusing at 90% of 2048 or 4096 slots; the
+            // budget passed at three points of the log.
+            struct Case {
+                std::size_t max_bytes, limit;
+            } cases[] = {{0, SIZE_MAX},
+                         {std::size_t{3} * 1024 * 24, SIZE_MAX},
+                         {std::size_t{6} * 1024 * 24, SIZE_MAX},
+                         {0, 150000},
+                         {0, 400000},
+                         {0, 900000}};
+            // Each case twice: the scan adding every block's users as it
+            // closes, then mixed: every third batch's users left to the
+            // worker (add_blocks), the others' added by the scan just
+            // before the batch is handed over, as pg_read.cpp balances them.
+            for (std::size_t ci = 0; ci < 2 * (sizeof cases / sizeof cases[0]); ci++) {
+                const Case& c = cases[ci / 2];
+                const bool mixed = ci % 2 == 1;
+                KeyDict u1(bytes), u2(bytes);
+                CellAggregator c1(d, c.max_bytes), c2(d, c.max_bytes);
+                std::vector<int32_t> idx(log.users.size());
+                BlocksAdded want = one_at_a_time(u1, c1, log, ends, other, 0, c.limit, &idx);
+                // The scan's thread: every block's users as it closes, and
+                // the bytes beside the cells at that point.
+                std::fill(log.user_idx.begin(), log.user_idx.end(), -1);
+                std::vector<std::size_t> seen(ends.size());
+                auto add_users = [&](std::size_t from, std::size_t to) {
+                    for (std::size_t b = from; b < to; b++) {
+                        std::size_t begin = b == 0 ? 0 : ends[b - 1];
+                        u2.add_batch(log.users.data() + begin, ends[b] - begin, log.user_idx.data() + begin);
+                        seen[b] = other[b] + u2.memory_bytes();
+                    }
+                };
+                if (!mixed)
+                    add_users(0, ends.size());
+                // The worker: batches of 16 blocks (the last one shorter),
+                // each block's end relative to its batch's first event.
+                BlocksAdded got;
+                int64_t aggregated = 0;
+                std::size_t first = 0;
+                for (std::size_t b0 = 0; b0 < ends.size(); b0 += 16) {
+                    std::size_t nb = std::min<std::size_t>(16, ends.size() - b0);
+                    bool worker_users = mixed && (b0 / 16) % 3 == 1;
+                    if (mixed && !worker_users)
+                        add_users(b0, b0 + nb);
+                    std::vector<std::size_t> rel(nb), bytes_at(nb);
+                    for (std::size_t b = 0; b < nb; b++) {
+                        rel[b] = ends[b0 + b] - first;
+                        bytes_at[b] = worker_users ? other[b0 + b] : seen[b0 + b];
+                    }
+                    BlocksAdded r = worker_users
+                                        ? recsys::add_blocks(u2, c2, blocks_of(log, first, rel, bytes_at), aggregated,
+                                                             c.limit)
+                                        : recsys::add_cell_blocks(c2, blocks_of(log, first, rel, bytes_at),
+                                                                  aggregated, c.limit);
+                    got.added = first + r.added;
+                    got.block = b0 + r.block;
+                    if (r.full) {
+                        got.full = true;
+                        break;
+                    }
+                    aggregated += static_cast<int64_t>(rel.back());
+                    first = ends[b0 + nb - 1];
+                }
+                EXPECT_EQ(got.full, want.full) << c.max_bytes << " " << c.limit << " " << mixed;
+                EXPECT_EQ(got.added, want.added) << c.max_bytes << " " << c.limit << " " << mixed;
+                EXPECT_EQ(got.block, want.block) << c.max_bytes << " " << c.limit << " " << mixed;
+                // Each bounded case stops somewhere.
+                EXPECT_EQ(want.full, c.max_bytes != 0 || c.limit != SIZE_MAX) << c.max_bytes << " " << c.limit;
+                std::size_t through = want.full ? ends[want.block] : log.users.size();
+                for (std::size_t k = 0; k < through; k++)
+                    ASSERT_EQ(log.user_idx[k], idx[k]) << k;
+                // The dictionary one event at a time holds the users through
+                // the block that stopped; the scan's holds those after too,
+                // numbered after them.
+                ASSERT_LE(u1.size(), u2.size());
+                for (std::size_t i = 0; i < u1.size(); i++) {
+                    if (bytes)
+                        ASSERT_EQ(u1.bytes_key(static_cast<int32_t>(i)), u2.bytes_key(static_cast<int32_t>(i)));
+                    else
+                        ASSERT_EQ(u1.int_key(static_cast<int32_t>(i)), u2.int_key(static_cast<int32_t>(i)));
+                }
+                EXPECT_EQ(raw_cells(c1), raw_cells(c2));   // sums and times bit for bit
+                EXPECT_EQ(c1.memory_bytes(), c2.memory_bytes());
+            }
+        }
     }
 }
 
