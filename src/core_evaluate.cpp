@@ -1,8 +1,12 @@
 // core_evaluate.cpp - offline evaluation with a time split.  PostgreSQL-free.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <string>
+#include <system_error>
+#include <thread>
 
 #include "core.hpp"
 #include "core_parallel.hpp"
@@ -15,6 +19,7 @@ constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws bet
 constexpr std::size_t kMaxColumns = 8;                    // bootstrap metrics at once
 constexpr std::size_t kUserBlock = 256;                   // users scored between cancel polls
 constexpr std::size_t kMinParallelUsers = 4096;           // fewer: one thread
+constexpr std::size_t kMinParallelSort = std::size_t(1) << 16;  // touches: fewer, sorted after the histories
 constexpr std::size_t kMinParallelDraws = std::size_t(1) << 20;  // bootstrap: fewer draws, one thread
 
 // One test user's slices of the sorted touches and histories.
@@ -455,16 +460,9 @@ namespace {
 // the box needs (3 for a million users and 50,000 items), each a counting
 // pass and a scattering pass over v.  Takes a scratch copy of v.
 template <class T>
-void sort_by_user_item(std::vector<T>& v, const CancelCheck& cancel) {
+void radix_sort_by_user_item(std::vector<T>& v, int64_t umin, int64_t umax, int64_t imin, int64_t imax,
+                             const CancelCheck& cancel) {
     const std::size_t n = v.size();
-    if (n < 2) return;
-    int64_t umin = v[0].user, umax = umin, imin = v[0].item, imax = imin;
-    for (const T& x : v) {
-        umin = std::min<int64_t>(umin, x.user);
-        umax = std::max<int64_t>(umax, x.user);
-        imin = std::min<int64_t>(imin, x.item);
-        imax = std::max<int64_t>(imax, x.item);
-    }
     // Ranks are < 2^64: (2^32 - 1) 2^32 + 2^32 - 1 at most.
     const uint64_t irange = static_cast<uint64_t>(imax - imin) + 1;
     const uint64_t top = static_cast<uint64_t>(umax - umin) * irange + (irange - 1);
@@ -495,6 +493,72 @@ void sort_by_user_item(std::vector<T>& v, const CancelCheck& cancel) {
     if (in_scratch) v.swap(scratch);
 }
 
+// The same order when the users span at most n + 2^16 ids (they are dense
+// indices here): a counting sort by user -- one counting pass, one
+// scattering pass -- then each user's few elements by item, stably
+// (insertion sort; std::stable_sort beyond 32).  Takes a scratch copy of v
+// and 4 bytes per user id spanned.
+template <class T>
+void user_sort_by_user_item(std::vector<T>& v, int64_t umin, int64_t umax, const CancelCheck& cancel) {
+    const std::size_t n = v.size();
+    const std::size_t users = static_cast<std::size_t>(umax - umin) + 1;
+    std::vector<uint32_t> start(users + 1, 0);
+    for (std::size_t q = 0; q < n; ++q) ++start[static_cast<std::size_t>(v[q].user - umin) + 1];
+    for (std::size_t u = 0; u < users; ++u) start[u + 1] += start[u];
+    detail::poll_cancel(cancel);
+    std::vector<T> sorted(n);
+    {
+        std::vector<uint32_t> pos(start.begin(), start.end() - 1);
+        for (std::size_t q = 0; q < n; ++q) sorted[pos[static_cast<std::size_t>(v[q].user - umin)]++] = v[q];
+    }
+    v.swap(sorted);
+    constexpr std::size_t kInsertion = 32;
+    constexpr std::size_t kPollUsers = std::size_t(1) << 16;
+    T* const a = v.data();
+    for (std::size_t u = 0; u < users; ++u) {
+        if (u % kPollUsers == 0) detail::poll_cancel(cancel);
+        const std::size_t b = start[u], e = start[u + 1];
+        if (e - b <= kInsertion) {
+            for (std::size_t i = b + 1; i < e; ++i) {
+                const T x = a[i];
+                std::size_t j = i;
+                for (; j > b && a[j - 1].item > x.item; --j) a[j] = a[j - 1];
+                a[j] = x;
+            }
+        } else {
+            std::stable_sort(a + b, a + e, [](const T& x, const T& y) { return x.item < y.item; });
+        }
+    }
+}
+
+template <class T>
+void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
+    const std::size_t n = v.size();
+    if (n < 2) return;
+    int64_t umin = v[0].user, umax = umin, imin = v[0].item, imax = imin;
+    for (const T& x : v) {
+        umin = std::min<int64_t>(umin, x.user);
+        umax = std::max<int64_t>(umax, x.user);
+        imin = std::min<int64_t>(imin, x.item);
+        imax = std::max<int64_t>(imax, x.item);
+    }
+    if (n < std::numeric_limits<uint32_t>::max() &&
+        static_cast<uint64_t>(umax - umin) < static_cast<uint64_t>(n) + (uint64_t(1) << 16))
+        user_sort_by_user_item(v, umin, umax, cancel);
+    else
+        radix_sort_by_user_item(v, umin, umax, imin, imax, cancel);
+}
+}  // namespace
+
+void detail::sort_by_user_item(std::vector<Triplet>& v, const CancelCheck& cancel) {
+    sort_by_user_item_of(v, cancel);
+}
+
+void detail::sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel) {
+    sort_by_user_item_of(v, cancel);
+}
+
+namespace {
 void check_eval_options(const EvalOptions& opt) {
     if (opt.k <= 0) throw InvalidInput("recsys: k must be > 0, got " + std::to_string(opt.k));
     if (opt.bootstrap_resamples < 0 || opt.bootstrap_resamples > 100000)
@@ -524,26 +588,64 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
     using Clock = std::chrono::steady_clock;
     const auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
     Clock::time_point t0 = Clock::now();
-    // Histories: cells before the cutoff by (user, item), duplicates summed
-    // in input order.
-    sort_by_user_item(hist, cancel);
-    std::size_t out = 0;
-    for (std::size_t k = 0; k < hist.size(); ++k) {
-        if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
-            hist[out - 1].weight += hist[k].weight;
-        else
-            hist[out++] = hist[k];
+    // Distinct touches after the cutoff, by (user, item): on a second
+    // thread (when there are enough) while this one does the histories.
+    const auto sort_touches = [&after](const CancelCheck& check) {
+        detail::sort_by_user_item(after, check);
+        after.erase(std::unique(after.begin(), after.end(),
+                                [](const Touch& a, const Touch& b) {
+                                    return a.user == b.user && a.item == b.item;
+                                }),
+                    after.end());
+    };
+    // The worker's own stop flag (it never calls `cancel`), set when this
+    // thread fails; `quit` outlives the worker, which is joined first.
+    std::atomic<bool> quit{false};
+    const CancelCheck worker_check = [&quit] { return quit.load(std::memory_order_relaxed); };
+    detail::AsyncWorker worker;
+    bool posted = false;
+    if (opt.threads > 1 || (opt.threads <= 0 && after.size() >= kMinParallelSort &&
+                            std::thread::hardware_concurrency() >= 2)) {
+        try {
+            worker.post([&] { sort_touches(worker_check); });
+            posted = true;
+        } catch (const std::system_error&) {
+            // No thread available: this one sorts the touches below.
+        }
     }
-    hist.resize(out);
-    detail::poll_cancel(cancel);
-
-    // Distinct touches after the cutoff, by (user, item).
-    sort_by_user_item(after, cancel);
-    after.erase(std::unique(after.begin(), after.end(),
-                            [](const Touch& a, const Touch& b) {
-                                return a.user == b.user && a.item == b.item;
-                            }),
-                after.end());
+    try {
+        // Histories: cells before the cutoff by (user, item), duplicates
+        // summed in input order.
+        detail::sort_by_user_item(hist, cancel);
+        std::size_t out = 0;
+        for (std::size_t k = 0; k < hist.size(); ++k) {
+            if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
+                hist[out - 1].weight += hist[k].weight;
+            else
+                hist[out++] = hist[k];
+        }
+        hist.resize(out);
+        detail::poll_cancel(cancel);
+        if (posted) {
+            while (worker.busy()) {
+                detail::poll_cancel(cancel);
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            worker.wait();
+        } else {
+            sort_touches(cancel);
+        }
+    } catch (...) {
+        quit.store(true);
+        if (posted) {
+            try {
+                worker.wait();
+            } catch (...) {
+                // The worker stopped because this thread failed: this thread's error wins.
+            }
+        }
+        throw;
+    }
     detail::poll_cancel(cancel);
 
     EvalResult r;

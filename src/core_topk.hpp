@@ -152,6 +152,13 @@ std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>
                                            int resamples, uint64_t seed, double q_lo, double q_hi,
                                            const CancelCheck& cancel, int threads = 0);
 
+// Sorts v by (user, item) ascending, stably -- equal pairs keep their input
+// order, as std::stable_sort would -- polling `cancel` (core_evaluate.cpp:
+// the evaluation's histories and touches).  Needs a scratch copy of v, and
+// 4 bytes per user id spanned when the ids span at most |v| + 2^16.
+void sort_by_user_item(std::vector<Triplet>& v, const CancelCheck& cancel);
+void sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel);
+
 // train() with an explicit thread count for the similarity pass: 1 = the
 // calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when
 // the work is large enough and 2+ CPUs exist).  Results never depend on it.
