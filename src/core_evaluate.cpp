@@ -3,7 +3,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <limits>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -79,7 +78,8 @@ public:
     Scorer(const Model& m, const ModelIndex& ix, int k, bool repeats)
         : recommended(m.item_ids.size(), 0), m_(m), ix_(ix), k_(static_cast<std::size_t>(k)), repeats_(repeats),
           acc_(m.item_ids.size(), 0),
-          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), order_(m.item_ids.size() + 1), top_(k_) {}
+          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), relevant_flag_(m.item_ids.size(), 0),
+          order_(m.item_ids.size() + 1), top_(k_) {}
 
     // One user: cells before the cutoff hist[0..nh) (sorted by item, summed),
     // distinct touches after it t[0..nt) (sorted by item).
@@ -92,9 +92,15 @@ public:
             out.no_history = true;
             return;
         }
+        // Both lists are sorted by item: one merge, not a search per touch.
         relevant_.clear();
-        for (std::size_t q = 0; q < nt; ++q)
-            if (repeats_ || !in_history(t[q].item)) relevant_.push_back(t[q].item);
+        for (std::size_t q = 0, h = 0; q < nt; ++q) {
+            if (!repeats_) {
+                while (h < history_.size() && history_[h].item < t[q].item) ++h;
+                if (h < history_.size() && history_[h].item == t[q].item) continue;
+            }
+            relevant_.push_back(t[q].item);
+        }
         if (relevant_.empty()) return;
         out.evaluated = true;
 
@@ -146,13 +152,18 @@ public:
                 acc[j] = a + prod;
             }
         }
+        // Once the top k is full, a score below its worst cannot enter it:
+        // that bar, kept here, refuses most candidates without asking top_.
         top_.clear();
+        double bar = -HUGE_VAL;
         for (std::size_t q = 0; q < n_order; ++q) {
             const int32_t j = order[q];
             const std::size_t jz = static_cast<std::size_t>(j);
             const double a = acc[jz];
             acc[jz] = 0;
-            if (repeats_ || !seen_[jz]) top_.offer(detail::Scored{a, j});
+            if (a < bar || (!repeats_ && seen_[jz])) continue;
+            top_.offer(detail::Scored{a, j});
+            if (top_.full()) bar = top_.worst_score();
         }
         recs_.clear();
         for (const detail::Scored& sc : top_.sorted()) {  // ids here are item indices
@@ -166,13 +177,22 @@ public:
             listed_[j] = 1;
         }
 
+        // The relevant items the model holds, flagged by item index (the
+        // others can be neither recommended nor popular).
+        ridx_.clear();
+        for (int32_t item : relevant_) {
+            const int32_t j = ix_.find(m_, item);
+            if (j < 0) continue;
+            ridx_.push_back(j);
+            relevant_flag_[static_cast<std::size_t>(j)] = 1;
+        }
         int hits = 0;
         double dcg = 0, ap_sum = 0;
         for (std::size_t rank = 1; rank <= recs_.size(); ++rank) {
             const std::size_t j = static_cast<std::size_t>(recs_[rank - 1]);
             recommended[j] = 1;
             listed_[j] = 0;
-            if (is_relevant(m_.item_ids[j])) {
+            if (relevant_flag_[j]) {
                 ++hits;
                 dcg += 1.0 / std::log2(static_cast<double>(rank) + 1.0);
                 ap_sum += static_cast<double>(hits) / static_cast<double>(rank);
@@ -195,32 +215,25 @@ public:
             const std::size_t j = static_cast<std::size_t>(ix_.popular[q]);
             if (!repeats_ && seen_[j]) continue;
             ++listed;
-            if (is_relevant(m_.item_ids[j])) ++pop_hits;
+            pop_hits += relevant_flag_[j];
         }
         out.pop_p = static_cast<double>(pop_hits) / static_cast<double>(k_);
         out.pop_r = static_cast<double>(pop_hits) / static_cast<double>(relevant_.size());
         for (int32_t j : hidx_)
             if (j >= 0) seen_[static_cast<std::size_t>(j)] = 0;
+        for (int32_t j : ridx_) relevant_flag_[static_cast<std::size_t>(j)] = 0;
     }
 
 private:
-    bool in_history(int32_t item) const {
-        auto it = std::lower_bound(history_.begin(), history_.end(), item,
-                                   [](const HistoryItem& a, int32_t v) { return a.item < v; });
-        return it != history_.end() && it->item == item;
-    }
-    bool is_relevant(int32_t item) const {
-        return std::binary_search(relevant_.begin(), relevant_.end(), item);
-    }
 
     const Model& m_;
     const ModelIndex& ix_;
     std::size_t k_;
     bool repeats_;
     std::vector<double> acc_;
-    std::vector<unsigned char> seen_, listed_;
+    std::vector<unsigned char> seen_, listed_, relevant_flag_;
     std::vector<HistoryItem> history_;
-    std::vector<int32_t> hidx_, relevant_, recs_;
+    std::vector<int32_t> hidx_, relevant_, ridx_, recs_;
     std::vector<int32_t> order_;  // items touched, in first-touch order (sized to the items)
     detail::TopK top_;
 };
@@ -455,69 +468,61 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
 
 namespace {
 // Sorts v by (user, item) ascending, stably (equal pairs keep their input
-// order), as std::stable_sort would: an LSD radix sort over the pair's rank
-// in the (user, item) box the data spans, 12 bits a pass -- as many passes as
-// the box needs (3 for a million users and 50,000 items), each a counting
-// pass and a scattering pass over v.  Takes a scratch copy of v.
+// order), as std::stable_sort would: an LSD radix sort by user alone -- the
+// users spanned split into digits of at most 11 bits (2 passes for a million
+// users), every digit's counts taken in one read of v, then a scattering
+// pass per digit -- and then each user's few elements by item, stably
+// (insertion sort; std::stable_sort beyond 32).  Takes a scratch copy of v.
 template <class T>
-void radix_sort_by_user_item(std::vector<T>& v, int64_t umin, int64_t umax, int64_t imin, int64_t imax,
-                             const CancelCheck& cancel) {
+void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
     const std::size_t n = v.size();
-    // Ranks are < 2^64: (2^32 - 1) 2^32 + 2^32 - 1 at most.
-    const uint64_t irange = static_cast<uint64_t>(imax - imin) + 1;
-    const uint64_t top = static_cast<uint64_t>(umax - umin) * irange + (irange - 1);
-    const auto rank = [umin, imin, irange](const T& x) {
-        return static_cast<uint64_t>(x.user - umin) * irange + static_cast<uint64_t>(x.item - imin);
-    };
-    constexpr int kDigit = 12;
-    constexpr std::size_t kBuckets = std::size_t(1) << kDigit;
-    std::vector<T> scratch(n);
-    std::vector<std::size_t> count(kBuckets);
-    T* src = v.data();
-    T* dst = scratch.data();
-    bool in_scratch = false;
-    for (int shift = 0; shift < 64 && (top >> shift) != 0; shift += kDigit) {
-        detail::poll_cancel(cancel);
-        std::fill(count.begin(), count.end(), 0);
-        for (std::size_t q = 0; q < n; ++q) ++count[(rank(src[q]) >> shift) & (kBuckets - 1)];
-        std::size_t sum = 0;
-        for (std::size_t& c : count) {
-            const std::size_t here = c;
-            c = sum;
-            sum += here;
+    if (n < 2) return;
+    int64_t umin = v[0].user, umax = umin;
+    for (const T& x : v) {
+        umin = std::min<int64_t>(umin, x.user);
+        umax = std::max<int64_t>(umax, x.user);
+    }
+    const uint64_t span = static_cast<uint64_t>(umax - umin);  // < 2^32
+    int bits = 0;
+    while (bits < 64 && (span >> bits) != 0) ++bits;
+    constexpr int kMaxDigit = 11;
+    const int passes = (bits + kMaxDigit - 1) / kMaxDigit;  // 0 when every user is the same
+    if (passes > 0) {
+        const int digit = (bits + passes - 1) / passes;
+        const std::size_t buckets = std::size_t(1) << digit;
+        const uint64_t mask = buckets - 1;
+        const auto key = [umin](const T& x) { return static_cast<uint64_t>(static_cast<int64_t>(x.user) - umin); };
+        std::vector<std::size_t> count(static_cast<std::size_t>(passes) * buckets, 0);
+        for (std::size_t q = 0; q < n; ++q) {
+            const uint64_t k = key(v[q]);
+            for (int p = 0; p < passes; ++p) ++count[static_cast<std::size_t>(p) * buckets + ((k >> (p * digit)) & mask)];
         }
-        for (std::size_t q = 0; q < n; ++q) dst[count[(rank(src[q]) >> shift) & (kBuckets - 1)]++] = src[q];
-        std::swap(src, dst);
-        in_scratch = !in_scratch;
+        std::vector<T> scratch(n);
+        T* src = v.data();
+        T* dst = scratch.data();
+        for (int p = 0; p < passes; ++p) {
+            detail::poll_cancel(cancel);
+            std::size_t* c = count.data() + static_cast<std::size_t>(p) * buckets;
+            std::size_t sum = 0;
+            for (std::size_t b = 0; b < buckets; ++b) {
+                const std::size_t here = c[b];
+                c[b] = sum;
+                sum += here;
+            }
+            const int shift = p * digit;
+            for (std::size_t q = 0; q < n; ++q) dst[c[(key(src[q]) >> shift) & mask]++] = src[q];
+            std::swap(src, dst);
+        }
+        if (passes % 2 != 0) v.swap(scratch);
     }
-    if (in_scratch) v.swap(scratch);
-}
-
-// The same order when the users span at most n + 2^16 ids (they are dense
-// indices here): a counting sort by user -- one counting pass, one
-// scattering pass -- then each user's few elements by item, stably
-// (insertion sort; std::stable_sort beyond 32).  Takes a scratch copy of v
-// and 4 bytes per user id spanned.
-template <class T>
-void user_sort_by_user_item(std::vector<T>& v, int64_t umin, int64_t umax, const CancelCheck& cancel) {
-    const std::size_t n = v.size();
-    const std::size_t users = static_cast<std::size_t>(umax - umin) + 1;
-    std::vector<uint32_t> start(users + 1, 0);
-    for (std::size_t q = 0; q < n; ++q) ++start[static_cast<std::size_t>(v[q].user - umin) + 1];
-    for (std::size_t u = 0; u < users; ++u) start[u + 1] += start[u];
     detail::poll_cancel(cancel);
-    std::vector<T> sorted(n);
-    {
-        std::vector<uint32_t> pos(start.begin(), start.end() - 1);
-        for (std::size_t q = 0; q < n; ++q) sorted[pos[static_cast<std::size_t>(v[q].user - umin)]++] = v[q];
-    }
-    v.swap(sorted);
     constexpr std::size_t kInsertion = 32;
-    constexpr std::size_t kPollUsers = std::size_t(1) << 16;
+    constexpr std::size_t kPoll = std::size_t(1) << 18;  // elements between cancel polls
     T* const a = v.data();
-    for (std::size_t u = 0; u < users; ++u) {
-        if (u % kPollUsers == 0) detail::poll_cancel(cancel);
-        const std::size_t b = start[u], e = start[u + 1];
+    std::size_t next_poll = kPoll;
+    for (std::size_t b = 0, e; b < n; b = e) {
+        for (e = b + 1; e < n && a[e].user == a[b].user; ++e) {
+        }
         if (e - b <= kInsertion) {
             for (std::size_t i = b + 1; i < e; ++i) {
                 const T x = a[i];
@@ -528,25 +533,11 @@ void user_sort_by_user_item(std::vector<T>& v, int64_t umin, int64_t umax, const
         } else {
             std::stable_sort(a + b, a + e, [](const T& x, const T& y) { return x.item < y.item; });
         }
+        if (e >= next_poll) {
+            detail::poll_cancel(cancel);
+            next_poll = e + kPoll;
+        }
     }
-}
-
-template <class T>
-void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
-    const std::size_t n = v.size();
-    if (n < 2) return;
-    int64_t umin = v[0].user, umax = umin, imin = v[0].item, imax = imin;
-    for (const T& x : v) {
-        umin = std::min<int64_t>(umin, x.user);
-        umax = std::max<int64_t>(umax, x.user);
-        imin = std::min<int64_t>(imin, x.item);
-        imax = std::max<int64_t>(imax, x.item);
-    }
-    if (n < std::numeric_limits<uint32_t>::max() &&
-        static_cast<uint64_t>(umax - umin) < static_cast<uint64_t>(n) + (uint64_t(1) << 16))
-        user_sort_by_user_item(v, umin, umax, cancel);
-    else
-        radix_sort_by_user_item(v, umin, umax, imin, imax, cancel);
 }
 }  // namespace
 

@@ -62,6 +62,10 @@ public:
         v_.back() = s;
         std::push_heap(v_.begin(), v_.end(), RanksBefore());
     }
+    // Whether k candidates are held (never with k == 0); then every later
+    // offer scoring below worst_score() is refused.
+    bool full() const { return k_ != 0 && v_.size() == k_; }
+    double worst_score() const { return v_.front().score; }  // only when full()
     // The kept candidates, best first.
     const std::vector<Scored>& sorted() {
         std::sort(v_.begin(), v_.end(), RanksBefore());
@@ -154,8 +158,7 @@ std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>
 
 // Sorts v by (user, item) ascending, stably -- equal pairs keep their input
 // order, as std::stable_sort would -- polling `cancel` (core_evaluate.cpp:
-// the evaluation's histories and touches).  Needs a scratch copy of v, and
-// 4 bytes per user id spanned when the ids span at most |v| + 2^16.
+// the evaluation's histories and touches).  Needs a scratch copy of v.
 void sort_by_user_item(std::vector<Triplet>& v, const CancelCheck& cancel);
 void sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel);
 

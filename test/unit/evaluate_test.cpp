@@ -831,10 +831,10 @@ TEST(Evaluate, TwoScoringThreadsEqualOne) {
 
 // The evaluation's sort by (user, item) is std::stable_sort's order, ties
 // (duplicate pairs) in input order: the weights tag each element's input
-// position.  Shapes: dense users with few items each (the counting sort by
-// user, insertion sorts), a few users with hundreds of items (their
-// stable_sort), users spread over the whole int32 range (the radix sort),
-// negative ids, and the empty and one-element cases.
+// position.  Shapes: dense users with few items each (2 radix passes,
+// insertion sorts), a few users with hundreds of items (their stable_sort),
+// one user (no radix pass), users spread over the whole int32 range (3
+// passes), negative ids, and the empty and one-element cases.
 TEST(Evaluate, SortByUserItemIsStableSort) {
     struct Shape {
         std::size_t n;
@@ -845,10 +845,12 @@ TEST(Evaluate, SortByUserItemIsStableSort) {
         {1, 5, 5, 7, 7},
         {20000, 0, 4000, 0, 60},                        // ~5 per user, many duplicate pairs
         {20000, 100, 140, 0, 5000},                     // ~500 per user: stable_sort per user
+        {3000, 7, 7, 0, 500},                           // one user
+        {20000, 0, 1000, 0, 40},                        // 1 pass
         {20000, 0, 6000, 0, 3},                         // nearly every pair repeated
-        {20000, -2000000000, 2000000000, -50, 50},      // sparse users: the radix sort
+        {20000, -2000000000, 2000000000, -50, 50},      // sparse users: 3 passes
         {20000, -3000, 3000, -2147483647 - 1, 2147483647},  // negative users, items over int32
-        {5000, 0, 200000, 0, 100},                      // users spread wider than n + 2^16: radix
+        {5000, 0, 200000, 0, 100},                      // 2 passes of 9 bits
     };
     std::mt19937_64 rng(7);
     for (const Shape& sh : shapes) {
@@ -883,7 +885,7 @@ TEST(Evaluate, SortByUserItemCancels) {
     std::vector<Triplet> cells;
     for (int32_t q = 0; q < 1000; ++q) cells.push_back(Triplet{q % 97, q % 13, 1.0});
     std::vector<Triplet> sparse = cells;
-    sparse[0].user = 2000000000;  // the radix sort
+    sparse[0].user = 2000000000;  // 3 passes
     const CancelCheck now = [] { return true; };
     EXPECT_THROW(detail::sort_by_user_item(cells, now), Cancelled);
     EXPECT_THROW(detail::sort_by_user_item(sparse, now), Cancelled);
