@@ -16,6 +16,7 @@ namespace recsys {
 namespace {
 constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws between cancel polls
 constexpr std::size_t kMaxColumns = 8;                    // bootstrap metrics at once
+constexpr std::size_t kGroup = 4;                         // bootstrap resamples summed at once
 constexpr std::size_t kUserBlock = 256;                   // users scored between cancel polls
 constexpr std::size_t kMinParallelUsers = 4096;           // fewer: one thread
 constexpr std::size_t kMinParallelSort = std::size_t(1) << 16;  // touches: fewer, sorted after the histories
@@ -304,12 +305,13 @@ private:
 }  // namespace
 
 namespace {
-// For P resamples at once (P = 1 or 2): sum[p][c] = the sum of
+// For P resamples at once (P = 1 to kGroup): sum[p][c] = the sum of
 // count_p(j) * rows[j K + c] over the units j = 0, 1, ..., m - 1 in turn,
 // count_p(j) = low[p][j] (+ high[p][j] with kHigh), each count then reset to
 // 0.  Each resample's sums are the same additions in the same order as
 // alone; K and P are constants here, so the P K running sums stay in
-// registers, and two resamples' independent additions overlap.
+// registers, and the resamples' independent additions overlap (and the
+// rows are read once for the P).
 template <std::size_t K, std::size_t P, bool kHigh>
 void sum_counts_k(uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
                   double (*sum)[kMaxColumns]) {
@@ -336,10 +338,20 @@ void sum_counts_k(uint8_t* const* low, uint32_t* const* high, const double* rows
 template <std::size_t K>
 void sum_counts_of(std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
                    double (*sum)[kMaxColumns]) {
-    if (high[0] != nullptr)
-        P == 2 ? sum_counts_k<K, 2, true>(low, high, rows, m, sum) : sum_counts_k<K, 1, true>(low, high, rows, m, sum);
-    else
-        P == 2 ? sum_counts_k<K, 2, false>(low, high, rows, m, sum) : sum_counts_k<K, 1, false>(low, high, rows, m, sum);
+    if (high[0] != nullptr) {
+        switch (P) {
+            case 1: return sum_counts_k<K, 1, true>(low, high, rows, m, sum);
+            case 2: return sum_counts_k<K, 2, true>(low, high, rows, m, sum);
+            case 3: return sum_counts_k<K, 3, true>(low, high, rows, m, sum);
+            default: return sum_counts_k<K, kGroup, true>(low, high, rows, m, sum);
+        }
+    }
+    switch (P) {
+        case 1: return sum_counts_k<K, 1, false>(low, high, rows, m, sum);
+        case 2: return sum_counts_k<K, 2, false>(low, high, rows, m, sum);
+        case 3: return sum_counts_k<K, 3, false>(low, high, rows, m, sum);
+        default: return sum_counts_k<K, kGroup, false>(low, high, rows, m, sum);
+    }
 }
 
 // The same for k = 1..kMaxColumns columns; high: every high[p] NULL (no
@@ -393,19 +405,20 @@ std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::
     uint64_t s = seed;
     for (std::size_t r = 0; r < B; ++r) starts[r] = next_splitmix64(&s);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    // Resamples between cancel polls: at least 2, taken in pairs.
-    const std::size_t block = std::max<std::size_t>(2, kPollDraws / um);
+    // Resamples between cancel polls: at least kGroup, taken kGroup at a time.
+    const std::size_t block = std::max<std::size_t>(kGroup, kPollDraws / um);
     const bool two = threads > 1 || (threads <= 0 && B * m >= kMinParallelDraws &&
                                      std::thread::hardware_concurrency() >= 2);
     // A resample's counts, one byte per unit (m bytes stay in a core's
     // cache where m 4-byte counts would not); a count that wraps adds 256 to
     // the unit's entry in `high`, made (m entries) at the first wrap only.
-    // Two per worker: resamples are drawn, then summed, in pairs.
+    // kGroup per worker: resamples are drawn one by one, then summed
+    // kGroup at a time (one read of the rows for the kGroup).
     struct Counts {
         std::vector<uint8_t> low;
         std::vector<uint32_t> high;
     };
-    Counts counts[2][2];
+    Counts counts[2][kGroup];
     for (int w = 0; w < (two ? 2 : 1); ++w)
         for (Counts& c : counts[w]) c.low.assign(m, 0);
     const auto draw = [&](std::size_t r, Counts& cn) {
@@ -427,17 +440,22 @@ std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::
         B, block, two,
         [&](std::size_t b, std::size_t e, int worker) {
             Counts* cn = counts[worker];
-            for (std::size_t r = b; r < e; r += 2) {
-                const std::size_t P = std::min<std::size_t>(2, e - r);
+            for (std::size_t r = b; r < e; r += kGroup) {
+                const std::size_t P = std::min<std::size_t>(kGroup, e - r);
                 for (std::size_t p = 0; p < P; ++p) draw(r + p, cn[p]);
-                const bool wrapped = !cn[0].high.empty() || (P == 2 && !cn[1].high.empty());
-                uint8_t* low[2] = {cn[0].low.data(), cn[1].low.data()};
-                uint32_t* high[2] = {nullptr, nullptr};
+                bool wrapped = false;
+                uint8_t* low[kGroup];
+                uint32_t* high[kGroup];
+                for (std::size_t p = 0; p < kGroup; ++p) {
+                    wrapped = wrapped || (p < P && !cn[p].high.empty());
+                    low[p] = cn[p].low.data();
+                    high[p] = nullptr;
+                }
                 for (std::size_t p = 0; wrapped && p < P; ++p) {
                     if (cn[p].high.empty()) cn[p].high.assign(m, 0);
                     high[p] = cn[p].high.data();
                 }
-                double sum[2][kMaxColumns];
+                double sum[kGroup][kMaxColumns];
                 sum_counts(k, P, low, high, rows.data(), m, sum);
                 for (std::size_t p = 0; p < P; ++p)
                     for (std::size_t col = 0; col < k; ++col)

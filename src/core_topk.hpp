@@ -143,7 +143,7 @@ std::vector<int32_t> rank_popularity(Model& m, UsersOf users_of) {
 // those m units, ascending, of count_r(u) * v_c(u), divided by n: the same
 // columns paired.  Returns k columns of `resamples` means (empty columns
 // when n = 0 or resamples = 0).  Resamples are computed in blocks of
-// max(2, 2^16 / m) on one or two threads (`threads` as train_threads; the
+// max(4, 2^16 / m) on one or two threads (`threads` as train_threads; the
 // result never depends on it); `cancel` is polled before each block.
 std::vector<std::vector<double>> bootstrap_means(const std::vector<std::vector<double>>& metrics, int resamples,
                                                  uint64_t seed, const CancelCheck& cancel, int threads = 0);
