@@ -1,8 +1,11 @@
 // core_evaluate.cpp - offline evaluation with a time split.  PostgreSQL-free.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <string>
+#include <system_error>
+#include <thread>
 
 #include "core.hpp"
 #include "core_parallel.hpp"
@@ -13,8 +16,10 @@ namespace recsys {
 namespace {
 constexpr std::size_t kPollDraws = std::size_t(1) << 16;  // bootstrap draws between cancel polls
 constexpr std::size_t kMaxColumns = 8;                    // bootstrap metrics at once
+constexpr std::size_t kGroup = 4;                         // bootstrap resamples summed at once
 constexpr std::size_t kUserBlock = 256;                   // users scored between cancel polls
 constexpr std::size_t kMinParallelUsers = 4096;           // fewer: one thread
+constexpr std::size_t kMinParallelSort = std::size_t(1) << 16;  // touches: fewer, sorted after the histories
 constexpr std::size_t kMinParallelDraws = std::size_t(1) << 20;  // bootstrap: fewer draws, one thread
 
 // One test user's slices of the sorted touches and histories.
@@ -37,15 +42,17 @@ struct ModelIndex {
     // By item id, when the ids are dense enough (0 <= id < 4 items + 2^16):
     // the item's index, or -1; empty otherwise (binary search instead).
     std::vector<int32_t> by_id;
+    // The table by id is made first: the stored pairs' neighbours (millions
+    // at 10M events) are then found by one look-up each, not a search.
     explicit ModelIndex(const Model& m) : nbr(m.nbr_ids.size()), popular(m.popular_ids.size()) {
-        for (std::size_t e = 0; e < m.nbr_ids.size(); ++e) nbr[e] = index_of(m, m.nbr_ids[e]);
-        for (std::size_t q = 0; q < m.popular_ids.size(); ++q) popular[q] = index_of(m, m.popular_ids[q]);
         if (!m.item_ids.empty() && m.item_ids.front() >= 0 &&
             static_cast<std::size_t>(m.item_ids.back()) < 4 * m.item_ids.size() + (std::size_t(1) << 16)) {
             by_id.assign(static_cast<std::size_t>(m.item_ids.back()) + 1, -1);
             for (std::size_t j = 0; j < m.item_ids.size(); ++j)
                 by_id[static_cast<std::size_t>(m.item_ids[j])] = static_cast<int32_t>(j);
         }
+        for (std::size_t e = 0; e < m.nbr_ids.size(); ++e) nbr[e] = held(m, m.nbr_ids[e]);
+        for (std::size_t q = 0; q < m.popular_ids.size(); ++q) popular[q] = held(m, m.popular_ids[q]);
     }
     // The index of `item` in m.item_ids, or -1.
     int32_t find(const Model& m, int32_t item) const {
@@ -55,11 +62,12 @@ struct ModelIndex {
         auto it = std::lower_bound(m.item_ids.begin(), m.item_ids.end(), item);
         return it != m.item_ids.end() && *it == item ? static_cast<int32_t>(it - m.item_ids.begin()) : -1;
     }
-    static int32_t index_of(const Model& m, int32_t item) {
-        auto it = std::lower_bound(m.item_ids.begin(), m.item_ids.end(), item);
-        if (it == m.item_ids.end() || *it != item)
-            throw InvalidInput("recsys: the model lists item " + std::to_string(item) + " it does not hold");
-        return static_cast<int32_t>(it - m.item_ids.begin());
+    // The index of `item`, which the model lists (as a neighbour or a
+    // popular item): it must hold it.
+    int32_t held(const Model& m, int32_t item) const {
+        const int32_t j = find(m, item);
+        if (j < 0) throw InvalidInput("recsys: the model lists item " + std::to_string(item) + " it does not hold");
+        return j;
     }
 };
 
@@ -74,7 +82,8 @@ public:
     Scorer(const Model& m, const ModelIndex& ix, int k, bool repeats)
         : recommended(m.item_ids.size(), 0), m_(m), ix_(ix), k_(static_cast<std::size_t>(k)), repeats_(repeats),
           acc_(m.item_ids.size(), 0),
-          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), order_(m.item_ids.size() + 1), top_(k_) {}
+          seen_(m.item_ids.size(), 0), listed_(m.item_ids.size(), 0), relevant_flag_(m.item_ids.size(), 0),
+          order_(m.item_ids.size() + 1), top_(k_) {}
 
     // One user: cells before the cutoff hist[0..nh) (sorted by item, summed),
     // distinct touches after it t[0..nt) (sorted by item).
@@ -87,9 +96,15 @@ public:
             out.no_history = true;
             return;
         }
+        // Both lists are sorted by item: one merge, not a search per touch.
         relevant_.clear();
-        for (std::size_t q = 0; q < nt; ++q)
-            if (repeats_ || !in_history(t[q].item)) relevant_.push_back(t[q].item);
+        for (std::size_t q = 0, h = 0; q < nt; ++q) {
+            if (!repeats_) {
+                while (h < history_.size() && history_[h].item < t[q].item) ++h;
+                if (h < history_.size() && history_[h].item == t[q].item) continue;
+            }
+            relevant_.push_back(t[q].item);
+        }
         if (relevant_.empty()) return;
         out.evaluated = true;
 
@@ -141,13 +156,18 @@ public:
                 acc[j] = a + prod;
             }
         }
+        // Once the top k is full, a score below its worst cannot enter it:
+        // that bar, kept here, refuses most candidates without asking top_.
         top_.clear();
+        double bar = -HUGE_VAL;
         for (std::size_t q = 0; q < n_order; ++q) {
             const int32_t j = order[q];
             const std::size_t jz = static_cast<std::size_t>(j);
             const double a = acc[jz];
             acc[jz] = 0;
-            if (repeats_ || !seen_[jz]) top_.offer(detail::Scored{a, j});
+            if (a < bar || (!repeats_ && seen_[jz])) continue;
+            top_.offer(detail::Scored{a, j});
+            if (top_.full()) bar = top_.worst_score();
         }
         recs_.clear();
         for (const detail::Scored& sc : top_.sorted()) {  // ids here are item indices
@@ -161,13 +181,22 @@ public:
             listed_[j] = 1;
         }
 
+        // The relevant items the model holds, flagged by item index (the
+        // others can be neither recommended nor popular).
+        ridx_.clear();
+        for (int32_t item : relevant_) {
+            const int32_t j = ix_.find(m_, item);
+            if (j < 0) continue;
+            ridx_.push_back(j);
+            relevant_flag_[static_cast<std::size_t>(j)] = 1;
+        }
         int hits = 0;
         double dcg = 0, ap_sum = 0;
         for (std::size_t rank = 1; rank <= recs_.size(); ++rank) {
             const std::size_t j = static_cast<std::size_t>(recs_[rank - 1]);
             recommended[j] = 1;
             listed_[j] = 0;
-            if (is_relevant(m_.item_ids[j])) {
+            if (relevant_flag_[j]) {
                 ++hits;
                 dcg += 1.0 / std::log2(static_cast<double>(rank) + 1.0);
                 ap_sum += static_cast<double>(hits) / static_cast<double>(rank);
@@ -190,32 +219,25 @@ public:
             const std::size_t j = static_cast<std::size_t>(ix_.popular[q]);
             if (!repeats_ && seen_[j]) continue;
             ++listed;
-            if (is_relevant(m_.item_ids[j])) ++pop_hits;
+            pop_hits += relevant_flag_[j];
         }
         out.pop_p = static_cast<double>(pop_hits) / static_cast<double>(k_);
         out.pop_r = static_cast<double>(pop_hits) / static_cast<double>(relevant_.size());
         for (int32_t j : hidx_)
             if (j >= 0) seen_[static_cast<std::size_t>(j)] = 0;
+        for (int32_t j : ridx_) relevant_flag_[static_cast<std::size_t>(j)] = 0;
     }
 
 private:
-    bool in_history(int32_t item) const {
-        auto it = std::lower_bound(history_.begin(), history_.end(), item,
-                                   [](const HistoryItem& a, int32_t v) { return a.item < v; });
-        return it != history_.end() && it->item == item;
-    }
-    bool is_relevant(int32_t item) const {
-        return std::binary_search(relevant_.begin(), relevant_.end(), item);
-    }
 
     const Model& m_;
     const ModelIndex& ix_;
     std::size_t k_;
     bool repeats_;
     std::vector<double> acc_;
-    std::vector<unsigned char> seen_, listed_;
+    std::vector<unsigned char> seen_, listed_, relevant_flag_;
     std::vector<HistoryItem> history_;
-    std::vector<int32_t> hidx_, relevant_, recs_;
+    std::vector<int32_t> hidx_, relevant_, ridx_, recs_;
     std::vector<int32_t> order_;  // items touched, in first-touch order (sized to the items)
     detail::TopK top_;
 };
@@ -283,12 +305,13 @@ private:
 }  // namespace
 
 namespace {
-// For P resamples at once (P = 1 or 2): sum[p][c] = the sum of
+// For P resamples at once (P = 1 to kGroup): sum[p][c] = the sum of
 // count_p(j) * rows[j K + c] over the units j = 0, 1, ..., m - 1 in turn,
 // count_p(j) = low[p][j] (+ high[p][j] with kHigh), each count then reset to
 // 0.  Each resample's sums are the same additions in the same order as
 // alone; K and P are constants here, so the P K running sums stay in
-// registers, and two resamples' independent additions overlap.
+// registers, and the resamples' independent additions overlap (and the
+// rows are read once for the P).
 template <std::size_t K, std::size_t P, bool kHigh>
 void sum_counts_k(uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
                   double (*sum)[kMaxColumns]) {
@@ -315,10 +338,20 @@ void sum_counts_k(uint8_t* const* low, uint32_t* const* high, const double* rows
 template <std::size_t K>
 void sum_counts_of(std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows, std::size_t m,
                    double (*sum)[kMaxColumns]) {
-    if (high[0] != nullptr)
-        P == 2 ? sum_counts_k<K, 2, true>(low, high, rows, m, sum) : sum_counts_k<K, 1, true>(low, high, rows, m, sum);
-    else
-        P == 2 ? sum_counts_k<K, 2, false>(low, high, rows, m, sum) : sum_counts_k<K, 1, false>(low, high, rows, m, sum);
+    if (high[0] != nullptr) {
+        switch (P) {
+            case 1: return sum_counts_k<K, 1, true>(low, high, rows, m, sum);
+            case 2: return sum_counts_k<K, 2, true>(low, high, rows, m, sum);
+            case 3: return sum_counts_k<K, 3, true>(low, high, rows, m, sum);
+            default: return sum_counts_k<K, kGroup, true>(low, high, rows, m, sum);
+        }
+    }
+    switch (P) {
+        case 1: return sum_counts_k<K, 1, false>(low, high, rows, m, sum);
+        case 2: return sum_counts_k<K, 2, false>(low, high, rows, m, sum);
+        case 3: return sum_counts_k<K, 3, false>(low, high, rows, m, sum);
+        default: return sum_counts_k<K, kGroup, false>(low, high, rows, m, sum);
+    }
 }
 
 // The same for k = 1..kMaxColumns columns; high: every high[p] NULL (no
@@ -372,19 +405,20 @@ std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::
     uint64_t s = seed;
     for (std::size_t r = 0; r < B; ++r) starts[r] = next_splitmix64(&s);
     std::vector<std::vector<double>> means(k, std::vector<double>(B));
-    // Resamples between cancel polls: at least 2, taken in pairs.
-    const std::size_t block = std::max<std::size_t>(2, kPollDraws / um);
+    // Resamples between cancel polls: at least kGroup, taken kGroup at a time.
+    const std::size_t block = std::max<std::size_t>(kGroup, kPollDraws / um);
     const bool two = threads > 1 || (threads <= 0 && B * m >= kMinParallelDraws &&
                                      std::thread::hardware_concurrency() >= 2);
     // A resample's counts, one byte per unit (m bytes stay in a core's
     // cache where m 4-byte counts would not); a count that wraps adds 256 to
     // the unit's entry in `high`, made (m entries) at the first wrap only.
-    // Two per worker: resamples are drawn, then summed, in pairs.
+    // kGroup per worker: resamples are drawn one by one, then summed
+    // kGroup at a time (one read of the rows for the kGroup).
     struct Counts {
         std::vector<uint8_t> low;
         std::vector<uint32_t> high;
     };
-    Counts counts[2][2];
+    Counts counts[2][kGroup];
     for (int w = 0; w < (two ? 2 : 1); ++w)
         for (Counts& c : counts[w]) c.low.assign(m, 0);
     const auto draw = [&](std::size_t r, Counts& cn) {
@@ -406,17 +440,22 @@ std::vector<std::vector<double>> detail::bootstrap_means(const std::vector<std::
         B, block, two,
         [&](std::size_t b, std::size_t e, int worker) {
             Counts* cn = counts[worker];
-            for (std::size_t r = b; r < e; r += 2) {
-                const std::size_t P = std::min<std::size_t>(2, e - r);
+            for (std::size_t r = b; r < e; r += kGroup) {
+                const std::size_t P = std::min<std::size_t>(kGroup, e - r);
                 for (std::size_t p = 0; p < P; ++p) draw(r + p, cn[p]);
-                const bool wrapped = !cn[0].high.empty() || (P == 2 && !cn[1].high.empty());
-                uint8_t* low[2] = {cn[0].low.data(), cn[1].low.data()};
-                uint32_t* high[2] = {nullptr, nullptr};
+                bool wrapped = false;
+                uint8_t* low[kGroup];
+                uint32_t* high[kGroup];
+                for (std::size_t p = 0; p < kGroup; ++p) {
+                    wrapped = wrapped || (p < P && !cn[p].high.empty());
+                    low[p] = cn[p].low.data();
+                    high[p] = nullptr;
+                }
                 for (std::size_t p = 0; wrapped && p < P; ++p) {
                     if (cn[p].high.empty()) cn[p].high.assign(m, 0);
                     high[p] = cn[p].high.data();
                 }
-                double sum[2][kMaxColumns];
+                double sum[kGroup][kMaxColumns];
                 sum_counts(k, P, low, high, rows.data(), m, sum);
                 for (std::size_t p = 0; p < P; ++p)
                     for (std::size_t col = 0; col < k; ++col)
@@ -450,51 +489,88 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
 
 namespace {
 // Sorts v by (user, item) ascending, stably (equal pairs keep their input
-// order), as std::stable_sort would: an LSD radix sort over the pair's rank
-// in the (user, item) box the data spans, 12 bits a pass -- as many passes as
-// the box needs (3 for a million users and 50,000 items), each a counting
-// pass and a scattering pass over v.  Takes a scratch copy of v.
+// order), as std::stable_sort would: an LSD radix sort by user alone -- the
+// users spanned split into digits of at most 11 bits (2 passes for a million
+// users), every digit's counts taken in one read of v, then a scattering
+// pass per digit -- and then each user's few elements by item, stably
+// (insertion sort; std::stable_sort beyond 32).  Takes a scratch copy of v.
 template <class T>
-void sort_by_user_item(std::vector<T>& v, const CancelCheck& cancel) {
+void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
     const std::size_t n = v.size();
     if (n < 2) return;
-    int64_t umin = v[0].user, umax = umin, imin = v[0].item, imax = imin;
+    int64_t umin = v[0].user, umax = umin;
     for (const T& x : v) {
         umin = std::min<int64_t>(umin, x.user);
         umax = std::max<int64_t>(umax, x.user);
-        imin = std::min<int64_t>(imin, x.item);
-        imax = std::max<int64_t>(imax, x.item);
     }
-    // Ranks are < 2^64: (2^32 - 1) 2^32 + 2^32 - 1 at most.
-    const uint64_t irange = static_cast<uint64_t>(imax - imin) + 1;
-    const uint64_t top = static_cast<uint64_t>(umax - umin) * irange + (irange - 1);
-    const auto rank = [umin, imin, irange](const T& x) {
-        return static_cast<uint64_t>(x.user - umin) * irange + static_cast<uint64_t>(x.item - imin);
-    };
-    constexpr int kDigit = 12;
-    constexpr std::size_t kBuckets = std::size_t(1) << kDigit;
-    std::vector<T> scratch(n);
-    std::vector<std::size_t> count(kBuckets);
-    T* src = v.data();
-    T* dst = scratch.data();
-    bool in_scratch = false;
-    for (int shift = 0; shift < 64 && (top >> shift) != 0; shift += kDigit) {
-        detail::poll_cancel(cancel);
-        std::fill(count.begin(), count.end(), 0);
-        for (std::size_t q = 0; q < n; ++q) ++count[(rank(src[q]) >> shift) & (kBuckets - 1)];
-        std::size_t sum = 0;
-        for (std::size_t& c : count) {
-            const std::size_t here = c;
-            c = sum;
-            sum += here;
+    const uint64_t span = static_cast<uint64_t>(umax - umin);  // < 2^32
+    int bits = 0;
+    while (bits < 64 && (span >> bits) != 0) ++bits;
+    constexpr int kMaxDigit = 11;
+    const int passes = (bits + kMaxDigit - 1) / kMaxDigit;  // 0 when every user is the same
+    if (passes > 0) {
+        const int digit = (bits + passes - 1) / passes;
+        const std::size_t buckets = std::size_t(1) << digit;
+        const uint64_t mask = buckets - 1;
+        const auto key = [umin](const T& x) { return static_cast<uint64_t>(static_cast<int64_t>(x.user) - umin); };
+        std::vector<std::size_t> count(static_cast<std::size_t>(passes) * buckets, 0);
+        for (std::size_t q = 0; q < n; ++q) {
+            const uint64_t k = key(v[q]);
+            for (int p = 0; p < passes; ++p) ++count[static_cast<std::size_t>(p) * buckets + ((k >> (p * digit)) & mask)];
         }
-        for (std::size_t q = 0; q < n; ++q) dst[count[(rank(src[q]) >> shift) & (kBuckets - 1)]++] = src[q];
-        std::swap(src, dst);
-        in_scratch = !in_scratch;
+        std::vector<T> scratch(n);
+        T* src = v.data();
+        T* dst = scratch.data();
+        for (int p = 0; p < passes; ++p) {
+            detail::poll_cancel(cancel);
+            std::size_t* c = count.data() + static_cast<std::size_t>(p) * buckets;
+            std::size_t sum = 0;
+            for (std::size_t b = 0; b < buckets; ++b) {
+                const std::size_t here = c[b];
+                c[b] = sum;
+                sum += here;
+            }
+            const int shift = p * digit;
+            for (std::size_t q = 0; q < n; ++q) dst[c[(key(src[q]) >> shift) & mask]++] = src[q];
+            std::swap(src, dst);
+        }
+        if (passes % 2 != 0) v.swap(scratch);
     }
-    if (in_scratch) v.swap(scratch);
+    detail::poll_cancel(cancel);
+    constexpr std::size_t kInsertion = 32;
+    constexpr std::size_t kPoll = std::size_t(1) << 18;  // elements between cancel polls
+    T* const a = v.data();
+    std::size_t next_poll = kPoll;
+    for (std::size_t b = 0, e; b < n; b = e) {
+        for (e = b + 1; e < n && a[e].user == a[b].user; ++e) {
+        }
+        if (e - b <= kInsertion) {
+            for (std::size_t i = b + 1; i < e; ++i) {
+                const T x = a[i];
+                std::size_t j = i;
+                for (; j > b && a[j - 1].item > x.item; --j) a[j] = a[j - 1];
+                a[j] = x;
+            }
+        } else {
+            std::stable_sort(a + b, a + e, [](const T& x, const T& y) { return x.item < y.item; });
+        }
+        if (e >= next_poll) {
+            detail::poll_cancel(cancel);
+            next_poll = e + kPoll;
+        }
+    }
+}
+}  // namespace
+
+void detail::sort_by_user_item(std::vector<Triplet>& v, const CancelCheck& cancel) {
+    sort_by_user_item_of(v, cancel);
 }
 
+void detail::sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel) {
+    sort_by_user_item_of(v, cancel);
+}
+
+namespace {
 void check_eval_options(const EvalOptions& opt) {
     if (opt.k <= 0) throw InvalidInput("recsys: k must be > 0, got " + std::to_string(opt.k));
     if (opt.bootstrap_resamples < 0 || opt.bootstrap_resamples > 100000)
@@ -524,26 +600,64 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
     using Clock = std::chrono::steady_clock;
     const auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
     Clock::time_point t0 = Clock::now();
-    // Histories: cells before the cutoff by (user, item), duplicates summed
-    // in input order.
-    sort_by_user_item(hist, cancel);
-    std::size_t out = 0;
-    for (std::size_t k = 0; k < hist.size(); ++k) {
-        if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
-            hist[out - 1].weight += hist[k].weight;
-        else
-            hist[out++] = hist[k];
+    // Distinct touches after the cutoff, by (user, item): on a second
+    // thread (when there are enough) while this one does the histories.
+    const auto sort_touches = [&after](const CancelCheck& check) {
+        detail::sort_by_user_item(after, check);
+        after.erase(std::unique(after.begin(), after.end(),
+                                [](const Touch& a, const Touch& b) {
+                                    return a.user == b.user && a.item == b.item;
+                                }),
+                    after.end());
+    };
+    // The worker's own stop flag (it never calls `cancel`), set when this
+    // thread fails; `quit` outlives the worker, which is joined first.
+    std::atomic<bool> quit{false};
+    const CancelCheck worker_check = [&quit] { return quit.load(std::memory_order_relaxed); };
+    detail::AsyncWorker worker;
+    bool posted = false;
+    if (opt.threads > 1 || (opt.threads <= 0 && after.size() >= kMinParallelSort &&
+                            std::thread::hardware_concurrency() >= 2)) {
+        try {
+            worker.post([&] { sort_touches(worker_check); });
+            posted = true;
+        } catch (const std::system_error&) {
+            // No thread available: this one sorts the touches below.
+        }
     }
-    hist.resize(out);
-    detail::poll_cancel(cancel);
-
-    // Distinct touches after the cutoff, by (user, item).
-    sort_by_user_item(after, cancel);
-    after.erase(std::unique(after.begin(), after.end(),
-                            [](const Touch& a, const Touch& b) {
-                                return a.user == b.user && a.item == b.item;
-                            }),
-                after.end());
+    try {
+        // Histories: cells before the cutoff by (user, item), duplicates
+        // summed in input order.
+        detail::sort_by_user_item(hist, cancel);
+        std::size_t out = 0;
+        for (std::size_t k = 0; k < hist.size(); ++k) {
+            if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
+                hist[out - 1].weight += hist[k].weight;
+            else
+                hist[out++] = hist[k];
+        }
+        hist.resize(out);
+        detail::poll_cancel(cancel);
+        if (posted) {
+            while (worker.busy()) {
+                detail::poll_cancel(cancel);
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            worker.wait();
+        } else {
+            sort_touches(cancel);
+        }
+    } catch (...) {
+        quit.store(true);
+        if (posted) {
+            try {
+                worker.wait();
+            } catch (...) {
+                // The worker stopped because this thread failed: this thread's error wins.
+            }
+        }
+        throw;
+    }
     detail::poll_cancel(cancel);
 
     EvalResult r;

@@ -62,6 +62,10 @@ public:
         v_.back() = s;
         std::push_heap(v_.begin(), v_.end(), RanksBefore());
     }
+    // Whether k candidates are held (never with k == 0); then every later
+    // offer scoring below worst_score() is refused.
+    bool full() const { return k_ != 0 && v_.size() == k_; }
+    double worst_score() const { return v_.front().score; }  // only when full()
     // The kept candidates, best first.
     const std::vector<Scored>& sorted() {
         std::sort(v_.begin(), v_.end(), RanksBefore());
@@ -139,7 +143,7 @@ std::vector<int32_t> rank_popularity(Model& m, UsersOf users_of) {
 // those m units, ascending, of count_r(u) * v_c(u), divided by n: the same
 // columns paired.  Returns k columns of `resamples` means (empty columns
 // when n = 0 or resamples = 0).  Resamples are computed in blocks of
-// max(2, 2^16 / m) on one or two threads (`threads` as train_threads; the
+// max(4, 2^16 / m) on one or two threads (`threads` as train_threads; the
 // result never depends on it); `cancel` is polled before each block.
 std::vector<std::vector<double>> bootstrap_means(const std::vector<std::vector<double>>& metrics, int resamples,
                                                  uint64_t seed, const CancelCheck& cancel, int threads = 0);
@@ -151,6 +155,12 @@ std::vector<std::vector<double>> bootstrap_means(const std::vector<std::vector<d
 std::vector<Interval> percentile_bootstrap(const std::vector<std::vector<double>>& metrics,
                                            int resamples, uint64_t seed, double q_lo, double q_hi,
                                            const CancelCheck& cancel, int threads = 0);
+
+// Sorts v by (user, item) ascending, stably -- equal pairs keep their input
+// order, as std::stable_sort would -- polling `cancel` (core_evaluate.cpp:
+// the evaluation's histories and touches).  Needs a scratch copy of v.
+void sort_by_user_item(std::vector<Triplet>& v, const CancelCheck& cancel);
+void sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel);
 
 // train() with an explicit thread count for the similarity pass: 1 = the
 // calling thread only, 2 = one extra worker thread, <= 0 = automatic (2 when

@@ -828,3 +828,105 @@ TEST(Evaluate, TwoScoringThreadsEqualOne) {
     expect_ci(a.recall_ci, b.recall_ci);
     expect_ci(a.ndcg_ci, b.ndcg_ci);
 }
+
+// The evaluation's sort by (user, item) is std::stable_sort's order, ties
+// (duplicate pairs) in input order: the weights tag each element's input
+// position.  Shapes: dense users with few items each (2 radix passes,
+// insertion sorts), a few users with hundreds of items (their stable_sort),
+// one user (no radix pass), users spread over the whole int32 range (3
+// passes), negative ids, and the empty and one-element cases.
+TEST(Evaluate, SortByUserItemIsStableSort) {
+    struct Shape {
+        std::size_t n;
+        int64_t user_lo, user_hi, item_lo, item_hi;
+    };
+    const Shape shapes[] = {
+        {0, 0, 0, 0, 0},
+        {1, 5, 5, 7, 7},
+        {20000, 0, 4000, 0, 60},                        // ~5 per user, many duplicate pairs
+        {20000, 100, 140, 0, 5000},                     // ~500 per user: stable_sort per user
+        {3000, 7, 7, 0, 500},                           // one user
+        {20000, 0, 1000, 0, 40},                        // 1 pass
+        {20000, 0, 6000, 0, 3},                         // nearly every pair repeated
+        {20000, -2000000000, 2000000000, -50, 50},      // sparse users: 3 passes
+        {20000, -3000, 3000, -2147483647 - 1, 2147483647},  // negative users, items over int32
+        {5000, 0, 200000, 0, 100},                      // 2 passes of 9 bits
+    };
+    std::mt19937_64 rng(7);
+    for (const Shape& sh : shapes) {
+        std::uniform_int_distribution<int64_t> du(sh.user_lo, sh.user_hi), di(sh.item_lo, sh.item_hi);
+        std::vector<Triplet> cells(sh.n);
+        std::vector<Touch> touches(sh.n);
+        for (std::size_t q = 0; q < sh.n; ++q) {
+            cells[q] = Triplet{static_cast<int32_t>(du(rng)), static_cast<int32_t>(di(rng)), static_cast<double>(q)};
+            touches[q] = Touch{cells[q].user, cells[q].item};
+        }
+        std::vector<Triplet> want = cells;
+        std::stable_sort(want.begin(), want.end(), [](const Triplet& a, const Triplet& b) {
+            return a.user != b.user ? a.user < b.user : a.item < b.item;
+        });
+        detail::sort_by_user_item(cells, {});
+        ASSERT_EQ(cells.size(), want.size());
+        for (std::size_t q = 0; q < sh.n; ++q) {
+            ASSERT_EQ(cells[q].user, want[q].user) << "n " << sh.n << " at " << q;
+            ASSERT_EQ(cells[q].item, want[q].item) << "n " << sh.n << " at " << q;
+            ASSERT_EQ(cells[q].weight, want[q].weight) << "n " << sh.n << " at " << q;  // input order of ties
+        }
+        detail::sort_by_user_item(touches, {});
+        for (std::size_t q = 0; q < sh.n; ++q) {
+            ASSERT_EQ(touches[q].user, want[q].user) << "n " << sh.n << " at " << q;
+            ASSERT_EQ(touches[q].item, want[q].item) << "n " << sh.n << " at " << q;
+        }
+    }
+}
+
+// The sort polls `cancel` and throws Cancelled when it says so.
+TEST(Evaluate, SortByUserItemCancels) {
+    std::vector<Triplet> cells;
+    for (int32_t q = 0; q < 1000; ++q) cells.push_back(Triplet{q % 97, q % 13, 1.0});
+    std::vector<Triplet> sparse = cells;
+    sparse[0].user = 2000000000;  // 3 passes
+    const CancelCheck now = [] { return true; };
+    EXPECT_THROW(detail::sort_by_user_item(cells, now), Cancelled);
+    EXPECT_THROW(detail::sort_by_user_item(sparse, now), Cancelled);
+}
+
+// With two threads the touches are sorted on the second one while this one
+// sorts the histories: a cancel then throws Cancelled here (the worker is
+// stopped and joined, whatever it was doing), and without one the result
+// is the one-thread result.
+TEST(Evaluate, CancelWhileTheTouchesSortOnASecondThread) {
+    std::mt19937 rng(5);
+    std::uniform_int_distribution<int32_t> user(0, 30000), item(0, 400);
+    std::vector<Triplet> before;
+    std::vector<Touch> after;
+    for (int q = 0; q < 200000; ++q) before.push_back(Triplet{user(rng), item(rng), 1.0 + q % 3});
+    for (int q = 0; q < 300000; ++q) after.push_back(Touch{user(rng), item(rng)});
+    TrainOptions topt;
+    topt.neighbors = 20;
+    const Model model = train(before, topt);
+    EvalOptions opt;
+    opt.k = 5;
+    opt.neighbors = 20;
+    opt.bootstrap_resamples = 50;
+    opt.threads = 2;
+    int calls = 0;
+    const EvalResult two = evaluate_model(model, before, after, opt, [&] {
+        ++calls;
+        return false;
+    });
+    opt.threads = 1;
+    const EvalResult one = evaluate_model(model, before, after, opt);
+    EXPECT_EQ(two.users_evaluated, one.users_evaluated);
+    EXPECT_EQ(two.test_touches, one.test_touches);
+    EXPECT_EQ(two.precision, one.precision);
+    EXPECT_EQ(two.ndcg, one.ndcg);
+    EXPECT_EQ(two.coverage, one.coverage);
+    expect_ci(two.recall_ci, one.recall_ci);
+    opt.threads = 2;
+    ASSERT_GE(calls, 4);
+    for (int n = 1; n <= 4; ++n) {  // within the histories' sort, the touches' one under way
+        int seen = 0;
+        EXPECT_THROW(evaluate_model(model, before, after, opt, [&] { return ++seen >= n; }), Cancelled) << n;
+    }
+}

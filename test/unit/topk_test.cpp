@@ -73,3 +73,27 @@ TEST(TopK, RandomAgainstFullSort) {
         }
     }
 }
+
+// full() and worst_score(): full once k candidates are held (never with
+// k = 0), and then the k-th best score so far; an offer below it changes
+// nothing (what the evaluation's scorer relies on to skip offers).
+TEST(TopK, FullAndWorstScore) {
+    recsys::detail::TopK all(0);
+    all.offer(Scored{1.0, 1});
+    EXPECT_FALSE(all.full());
+    recsys::detail::TopK top(3);
+    const Scored offers[] = {{0.5, 1}, {2.0, 2}, {1.0, 3}, {0.7, 4}, {3.0, 5}, {0.9, 6}, {1.0, 0}};
+    const double worst[] = {0, 0, 0.5, 0.7, 1.0, 1.0, 1.0};
+    for (std::size_t q = 0; q < 7; ++q) {
+        top.offer(offers[q]);
+        EXPECT_EQ(top.full(), q >= 2) << q;
+        if (q >= 2) {
+            EXPECT_EQ(top.worst_score(), worst[q]) << q;
+        }
+    }
+    const std::vector<Scored>& got = top.sorted();  // 3.0/5, 2.0/2, 1.0/0 (id 0 beats id 3)
+    ASSERT_EQ(got.size(), 3u);
+    EXPECT_EQ(got[0].id, 5);
+    EXPECT_EQ(got[1].id, 2);
+    EXPECT_EQ(got[2].id, 0);
+}
