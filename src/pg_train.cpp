@@ -458,6 +458,22 @@ void refuse_before_reading(const SourceRel* src, const EventWeights* ew, int nei
                      mb(least + reserved))));
 }
 
+// The cells for training in memory: loaded from the spill file (which is
+// then closed) or copied from the buffer.  Builds C++ objects: call inside
+// core_call only.
+static std::vector<recsys::Triplet> take_cells(CellBuffer* cells)
+{
+    std::vector<recsys::Triplet> v;
+    if (cell_buffer_spilled(cells)) {
+        v = cells->spill->obj->load(pg_cancel_check());
+        delete cells->spill->obj;   // closes the file
+        cells->spill->obj = nullptr;
+    } else {
+        v.assign(cells->data, cells->data + cells->n);
+    }
+    return v;
+}
+
 // Training in memory with the model stored while the similarity pass runs
 // (train_within_budget with a ModelStore): the core builds everything up to
 // the pass (recsys::SteppedTraining), a second thread starts on the pass,
@@ -477,15 +493,7 @@ static void train_and_store(CellBuffer* cells, int neighbors, const ModelSetting
     size_t n_items = 0;
     core_call_or_error(what, [&] {
         const recsys::TrainOptions opt = training_options(neighbors, model);
-        std::vector<recsys::Triplet> v;
-        if (cell_buffer_spilled(cells)) {
-            v = cells->spill->obj->load(pg_cancel_check());
-            delete cells->spill->obj;   // closes the file
-            cells->spill->obj = nullptr;
-        } else {
-            v.assign(cells->data, cells->data + cells->n);
-        }
-        st->obj = new recsys::SteppedTraining(std::move(v), opt, pg_cancel_check());
+        st->obj = new recsys::SteppedTraining(take_cells(cells), opt, pg_cancel_check());
         st->obj->start_helper();
         item_ids = st->obj->model().item_ids.data();
         n_items = st->obj->items();
@@ -591,14 +599,7 @@ void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* 
         }
         core_call_or_error(what, [&] {
             const recsys::TrainOptions opt = training_options(neighbors, model);
-            std::vector<recsys::Triplet> v;
-            if (spilled) {
-                v = cells->spill->obj->load(pg_cancel_check());
-                delete cells->spill->obj;   // closes the file
-                cells->spill->obj = nullptr;
-            } else {
-                v.assign(cells->data, cells->data + cells->n);
-            }
+            std::vector<recsys::Triplet> v = take_cells(cells);
             owned->obj = new recsys::Model(eigen ? recsys::train_eigen(v, opt, pg_cancel_check())
                                                  : recsys::train(std::move(v), opt, pg_cancel_check()));
         });
