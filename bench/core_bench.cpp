@@ -3,8 +3,8 @@
 // popularity, 100 taste clusters (70% of a user's cells come from their
 // cluster's items).  Build and run: make -C test/unit bench
 // Optional args: users items cells_per_user neighbors repeats threads eigen_repeats settings
-// or: --events N neighbors repeats threads eigen_repeats settings (the shape of
-// bench/gen_events.sql's N-event log; eigen_repeats 0 skips train_eigen())
+// or: --events N [--user-skew S] neighbors repeats threads eigen_repeats settings (the shape of
+// bench/gen_events.sql's N-event log, its -v user_skew S, default 1.6; eigen_repeats 0 skips train_eigen())
 // (threads: 0 = automatic as in train(), 1 = calling thread only, 2 = two;
 // settings: 1 = also time train() with every weighting/similarity setting,
 // see time_settings() below)
@@ -80,13 +80,14 @@ std::vector<recsys::Triplet> synthetic(int users, int items, int per_user, uint3
 // hands them to the core (default event weights view 1, click 2, add_to_cart 3,
 // purchase 5): `events` events in visits of 1-4 events (a view, then a click
 // with p 0.30, a cart given a click 0.35, a purchase given a cart 0.55); the
-// visit's user 1 + floor(U x^1.6) (U = 0.0944 events); 65% of visits pick a
+// visit's user 1 + floor(U x^s) (U = 0.0944 events, s = --user-skew, 1.6 as
+// the SQL's default user_skew); 65% of visits pick a
 // product of the user's taste cluster (clusters of ~50 of P = 50000
 // sqrt(events / 10M) products), 35% from the whole catalogue, both Zipf
 // (exponent 1) by rank.  Draws come from a seeded generator, not the SQL's
 // hashes, so the cells are not the same, only the shape (10M events: ~940k
 // users, 50k items, ~6.1M cells, sum of deg^2 ~57M).
-std::vector<recsys::Triplet> gen_events_shape(long long events, uint32_t seed) {
+std::vector<recsys::Triplet> gen_events_shape(long long events, uint32_t seed, double user_skew) {
     const long long n_users = std::max(1LL, std::llround(0.0944 * static_cast<double>(events)));
     const int n_products = std::max(50, static_cast<int>(std::lround(50000 * std::sqrt(static_cast<double>(events) / 1e7))));
     const int n_clusters = std::max(1, n_products / 50);
@@ -116,7 +117,7 @@ std::vector<recsys::Triplet> gen_events_shape(long long events, uint32_t seed) {
         }
         len = static_cast<int>(std::min<long long>(len, events - done));
         done += len;
-        const long long user = 1 + static_cast<long long>(std::floor(static_cast<double>(n_users) * std::pow(unit(rng), 1.6)));
+        const long long user = 1 + static_cast<long long>(std::floor(static_cast<double>(n_users) * std::pow(unit(rng), user_skew)));
         const int c = cluster_of(user);
         int product;
         if (unit(rng) < 0.65) {
@@ -315,9 +316,14 @@ int main(int argc, char** argv) {
     // instead of the clustered synthetic log; the other arguments follow.
     std::vector<std::string> args(argv + 1, argv + argc);
     long long events = 0;
+    double user_skew = 1.6;
     if (args.size() >= 2 && args[0] == "--events") {
         events = std::atoll(args[1].c_str());
         args.erase(args.begin(), args.begin() + 2);
+        if (args.size() >= 2 && args[0] == "--user-skew") {  // gen_events.sql's -v user_skew
+            user_skew = std::atof(args[1].c_str());
+            args.erase(args.begin(), args.begin() + 2);
+        }
         args.insert(args.begin(), 3, "0");  // users items cells_per_user: unused
     }
     auto arg = [&](std::size_t k, int dflt) { return k < args.size() ? std::atoi(args[k].c_str()) : dflt; };
@@ -327,12 +333,12 @@ int main(int argc, char** argv) {
     const int neighbors = arg(3, 50);
     const int repeats = arg(4, 5);
     const int threads = arg(5, 0);
-    const auto cells = events > 0 ? gen_events_shape(events, 12345) : synthetic(users, items, per_user, 12345);
+    const auto cells = events > 0 ? gen_events_shape(events, 12345, user_skew) : synthetic(users, items, per_user, 12345);
     const double madds = floor_madds(cells);
     if (events > 0)
-        std::printf("gen_events.sql-shaped log: %lld events -> %zu cells, floor sum deg^2 = %.0f, "
+        std::printf("gen_events.sql-shaped log: %lld events (user_skew %g) -> %zu cells, floor sum deg^2 = %.0f, "
                     "neighbors %d, threads %d\n",
-                    events, cells.size(), madds, neighbors, threads);
+                    events, user_skew, cells.size(), madds, neighbors, threads);
     else
         std::printf("synthetic log: %zu cells, %d users, %d items, floor sum deg^2 = %.0f, neighbors %d, threads %d\n",
                     cells.size(), users, items, madds, neighbors, threads);

@@ -2,6 +2,7 @@
 --
 --   psql -v events=10000000 -f bench/gen_events.sql
 --   psql -v events=200000 -v users=18880 -v products=7071 -v seed=7 -f bench/gen_events.sql
+--   psql -v events=10000000 -v user_skew=2.6 -f bench/gen_events.sql   (heavier users)
 --
 -- Creates (drops first) the table interactions(user_id int, product_id int,
 -- event_type text, event_time timestamptz) that recsys reads by default, with
@@ -27,8 +28,9 @@
 --     with probability 0.30, an add_to_cart given a click 0.35, a purchase given
 --     a cart 0.55, each strictly later (1.46 events per visit on average).
 --     Visits are laid end to end and the log is cut after exactly :events events.
---   * Users.  The visit's user is 1 + floor(users * x^1.6), x uniform: activity
---     is skewed (user 1 is the most active, density ~ u^-0.375), mean ~10.6
+--   * Users.  The visit's user is 1 + floor(users * x^s), x uniform, s =
+--     :user_skew (default 1.6): activity is skewed (with 1.6 user 1 is the
+--     most active, density ~ u^-0.375; in general u^(1/s - 1)), mean ~10.6
 --     events per user, a long tail of users with a single visit.
 --   * Products, Zipf popularity.  Products are split into clusters of ~50
 --     (product p is in cluster (p-1) % C).  Each user has one taste cluster
@@ -58,6 +60,10 @@
 \else
   \set seed 1
 \endif
+\if :{?user_skew}
+\else
+  \set user_skew 1.6
+\endif
 
 SET client_min_messages = warning;
 
@@ -76,6 +82,7 @@ SELECT :events::bigint                              AS n_events,
        :products::int                               AS n_products,
        greatest(1, :products::int / 50)             AS n_clusters,
        (:seed)::bigint * 1000003                    AS salt,
+       (:user_skew)::float8                         AS user_skew,
        timestamptz '2026-01-01 00:00:00+00'         AS t_end;
 
 -- Enough visits for :events events (1.46 per visit on average; 1.3 leaves a
@@ -114,7 +121,7 @@ SELECT w.user_id, w.product_id, (ARRAY['view', 'click', 'add_to_cart', 'purchase
 FROM gen_params gp
 JOIN gen_visits gv ON gv.start < gp.n_events
 CROSS JOIN LATERAL (
-    SELECT 1 + floor(gp.n_users * pg_temp.u01(gv.v, gp.salt + 11) ^ 1.6)::int AS user_id OFFSET 0) uu
+    SELECT 1 + floor(gp.n_users * pg_temp.u01(gv.v, gp.salt + 11) ^ gp.user_skew)::int AS user_id OFFSET 0) uu
 CROSS JOIN LATERAL (
     SELECT floor(gp.n_clusters * pg_temp.u01(uu.user_id, gp.salt + 12))::int AS c OFFSET 0) cc
 CROSS JOIN LATERAL (

@@ -35,6 +35,7 @@
 #   BENCH_DENSE_MAX    largest size for the dense pipeline  200000
 #   BENCH_RECO_SECONDS pgbench duration per latency figure  10
 #   BENCH_SEED         the generator's seed                 1
+#   BENCH_USER_SKEW    the generator's user_skew (3.42: the Σdeg² of the issue's 10M log) 1.6
 #   BENCH_OUT          directory for results.csv, table.md  bench/results
 #   BENCH_CHART        the chart (SVG)                      docs/bench_training.svg
 #   BENCH_PORT         first port to try for the cluster    55470
@@ -47,6 +48,7 @@ SQL_MAX=${BENCH_SQL_MAX:-1000000}
 DENSE_MAX=${BENCH_DENSE_MAX:-200000}
 RECO_S=${BENCH_RECO_SECONDS:-10}
 SEED=${BENCH_SEED:-1}
+USER_SKEW=${BENCH_USER_SKEW:-1.6}
 OUT=${BENCH_OUT:-bench/results}
 CHART=${BENCH_CHART:-docs/bench_training.svg}
 K=50
@@ -184,7 +186,7 @@ for S in $SIZES; do
     put run loadavg "$(cut -d' ' -f1 /proc/loadavg)"
     # -------------------------------------------------------------- the log --
     t0=$(now)
-    q -v events="$EVENTS" -v seed="$SEED" -f bench/gen_events.sql >/dev/null
+    q -v events="$EVENTS" -v seed="$SEED" -v user_skew="$USER_SKEW" -f bench/gen_events.sql >/dev/null
     gen_s=$(since "$t0")
     read -r users products < <(q -F' ' -c "SELECT count(DISTINCT user_id), count(DISTINCT product_id) FROM interactions")
     echo "   generated in $(printf '%.1f' "$gen_s") s: $users users, $products products"
