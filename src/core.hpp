@@ -362,4 +362,22 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after,
 EvalResult evaluate_model(const Model& model, std::vector<Triplet> history, std::vector<Touch> after,
                           const EvalOptions& opt, const CancelCheck& cancel = {});
 
+// evaluate_model()'s first step on its own, in place: the histories sorted
+// by (user, item) -- stably, as std::stable_sort would -- with each pair's
+// cells summed in their order, packed to the front (*n_history becomes
+// their count); the touches sorted by (user, item) with the duplicates
+// dropped (*n_after likewise).  It does not depend on the model, so a
+// caller may run it on a thread of its own while the model trains.  Holds
+// a scratch copy of the histories (then of the touches) while it runs;
+// polls `cancel`.
+void sort_scoring_inputs(Triplet* history, std::size_t* n_history, Touch* after, std::size_t* n_after,
+                         const CancelCheck& cancel = {});
+
+// evaluate_model() on inputs sort_scoring_inputs() prepared, read in place
+// (no copy, no sort): the same result bit for bit.  Its seconds_sort is
+// the time of what is left of that phase (the users' slices, the model's
+// index).
+EvalResult evaluate_sorted(const Model& model, const Triplet* history, std::size_t n_history, const Touch* after,
+                           std::size_t n_after, const EvalOptions& opt, const CancelCheck& cancel = {});
+
 }  // namespace recsys

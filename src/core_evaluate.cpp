@@ -488,26 +488,28 @@ std::vector<Interval> detail::percentile_bootstrap(const std::vector<std::vector
 }
 
 namespace {
-// Sorts v by (user, item) ascending, stably (equal pairs keep their input
-// order), as std::stable_sort would: an LSD radix sort by user alone -- the
-// users spanned split into digits of at most 11 bits (2 passes for a million
-// users), every digit's counts taken in one read of v, then a scattering
-// pass per digit -- and then each user's few elements by item, stably
-// (insertion sort; std::stable_sort beyond 32).  Takes a scratch copy of v.
+// Sorts a[0..n) by (user, item) ascending, stably (equal pairs keep their
+// input order), as std::stable_sort would: an LSD radix sort by user alone
+// -- the users spanned split into digits of at most 11 bits (2 passes for a
+// million users), every digit's counts taken in one read of a, then a
+// scattering pass per digit between a and scratch (n elements) -- and then
+// each user's few elements by item, stably (insertion sort; std::stable_sort
+// beyond 32).  Returns where the result is: a, or scratch after an odd
+// number of passes.
 template <class T>
-void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
-    const std::size_t n = v.size();
-    if (n < 2) return;
-    int64_t umin = v[0].user, umax = umin;
-    for (const T& x : v) {
-        umin = std::min<int64_t>(umin, x.user);
-        umax = std::max<int64_t>(umax, x.user);
+T* sort_by_user_item_into(T* a, T* scratch, std::size_t n, const CancelCheck& cancel) {
+    if (n < 2) return a;
+    int64_t umin = a[0].user, umax = umin;
+    for (std::size_t q = 0; q < n; ++q) {
+        umin = std::min<int64_t>(umin, a[q].user);
+        umax = std::max<int64_t>(umax, a[q].user);
     }
     const uint64_t span = static_cast<uint64_t>(umax - umin);  // < 2^32
     int bits = 0;
     while (bits < 64 && (span >> bits) != 0) ++bits;
     constexpr int kMaxDigit = 11;
     const int passes = (bits + kMaxDigit - 1) / kMaxDigit;  // 0 when every user is the same
+    T* src = a;
     if (passes > 0) {
         const int digit = (bits + passes - 1) / passes;
         const std::size_t buckets = std::size_t(1) << digit;
@@ -515,12 +517,10 @@ void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
         const auto key = [umin](const T& x) { return static_cast<uint64_t>(static_cast<int64_t>(x.user) - umin); };
         std::vector<std::size_t> count(static_cast<std::size_t>(passes) * buckets, 0);
         for (std::size_t q = 0; q < n; ++q) {
-            const uint64_t k = key(v[q]);
+            const uint64_t k = key(a[q]);
             for (int p = 0; p < passes; ++p) ++count[static_cast<std::size_t>(p) * buckets + ((k >> (p * digit)) & mask)];
         }
-        std::vector<T> scratch(n);
-        T* src = v.data();
-        T* dst = scratch.data();
+        T* dst = scratch;
         for (int p = 0; p < passes; ++p) {
             detail::poll_cancel(cancel);
             std::size_t* c = count.data() + static_cast<std::size_t>(p) * buckets;
@@ -534,31 +534,69 @@ void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
             for (std::size_t q = 0; q < n; ++q) dst[c[(key(src[q]) >> shift) & mask]++] = src[q];
             std::swap(src, dst);
         }
-        if (passes % 2 != 0) v.swap(scratch);
     }
     detail::poll_cancel(cancel);
     constexpr std::size_t kInsertion = 32;
     constexpr std::size_t kPoll = std::size_t(1) << 18;  // elements between cancel polls
-    T* const a = v.data();
+    T* const v = src;
     std::size_t next_poll = kPoll;
     for (std::size_t b = 0, e; b < n; b = e) {
-        for (e = b + 1; e < n && a[e].user == a[b].user; ++e) {
+        for (e = b + 1; e < n && v[e].user == v[b].user; ++e) {
         }
         if (e - b <= kInsertion) {
             for (std::size_t i = b + 1; i < e; ++i) {
-                const T x = a[i];
+                const T x = v[i];
                 std::size_t j = i;
-                for (; j > b && a[j - 1].item > x.item; --j) a[j] = a[j - 1];
-                a[j] = x;
+                for (; j > b && v[j - 1].item > x.item; --j) v[j] = v[j - 1];
+                v[j] = x;
             }
         } else {
-            std::stable_sort(a + b, a + e, [](const T& x, const T& y) { return x.item < y.item; });
+            std::stable_sort(v + b, v + e, [](const T& x, const T& y) { return x.item < y.item; });
         }
         if (e >= next_poll) {
             detail::poll_cancel(cancel);
             next_poll = e + kPoll;
         }
     }
+    return v;
+}
+
+// The same on a vector: the scratch is a second vector, swapped in when it
+// holds the result.
+template <class T>
+void sort_by_user_item_of(std::vector<T>& v, const CancelCheck& cancel) {
+    if (v.size() < 2) return;
+    std::vector<T> scratch(v.size());
+    if (sort_by_user_item_into(v.data(), scratch.data(), v.size(), cancel) != v.data()) v.swap(scratch);
+}
+
+// In place on an array: the result is copied back when it ends in the
+// scratch.
+template <class T>
+void sort_array_by_user_item(T* a, std::size_t n, std::vector<T>& scratch, const CancelCheck& cancel) {
+    if (n < 2) return;
+    scratch.resize(n);
+    T* r = sort_by_user_item_into(a, scratch.data(), n, cancel);
+    if (r != a) std::copy(r, r + n, a);
+}
+
+// Sorted histories: each (user, item)'s cells summed in their order, the
+// sums packed to the front; returns their count.
+std::size_t sum_sorted_history(Triplet* h, std::size_t n) {
+    std::size_t out = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+        if (out > 0 && h[out - 1].user == h[k].user && h[out - 1].item == h[k].item)
+            h[out - 1].weight += h[k].weight;
+        else
+            h[out++] = h[k];
+    }
+    return out;
+}
+
+// Sorted touches: the distinct ones packed to the front; returns their count.
+std::size_t unique_sorted_touches(Touch* t, std::size_t n) {
+    return static_cast<std::size_t>(
+        std::unique(t, t + n, [](const Touch& a, const Touch& b) { return a.user == b.user && a.item == b.item; }) - t);
 }
 }  // namespace
 
@@ -568,6 +606,22 @@ void detail::sort_by_user_item(std::vector<Triplet>& v, const CancelCheck& cance
 
 void detail::sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel) {
     sort_by_user_item_of(v, cancel);
+}
+
+void sort_scoring_inputs(Triplet* history, std::size_t* n_history, Touch* after, std::size_t* n_after,
+                         const CancelCheck& cancel) {
+    {
+        std::vector<Triplet> scratch;
+        sort_array_by_user_item(history, *n_history, scratch, cancel);
+    }
+    *n_history = sum_sorted_history(history, *n_history);
+    detail::poll_cancel(cancel);
+    {
+        std::vector<Touch> scratch;
+        sort_array_by_user_item(after, *n_after, scratch, cancel);
+    }
+    *n_after = unique_sorted_touches(after, *n_after);
+    detail::poll_cancel(cancel);
 }
 
 namespace {
@@ -593,22 +647,22 @@ EvalResult evaluate(std::vector<Triplet> before, std::vector<Touch> after, const
     return evaluate_model(model, std::move(history), std::move(after), opt, cancel);
 }
 
+namespace {
+EvalResult score_sorted(const Model& model, const Triplet* hist, std::size_t n_hist, const Touch* after,
+                        std::size_t n_after, const EvalOptions& opt, const CancelCheck& cancel,
+                        std::chrono::steady_clock::time_point t0);
+}  // namespace
+
 EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::vector<Touch> after,
                           const EvalOptions& opt, const CancelCheck& cancel) {
     check_eval_options(opt);
     detail::poll_cancel(cancel);
-    using Clock = std::chrono::steady_clock;
-    const auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
-    Clock::time_point t0 = Clock::now();
+    const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
     // Distinct touches after the cutoff, by (user, item): on a second
     // thread (when there are enough) while this one does the histories.
     const auto sort_touches = [&after](const CancelCheck& check) {
         detail::sort_by_user_item(after, check);
-        after.erase(std::unique(after.begin(), after.end(),
-                                [](const Touch& a, const Touch& b) {
-                                    return a.user == b.user && a.item == b.item;
-                                }),
-                    after.end());
+        after.resize(unique_sorted_touches(after.data(), after.size()));
     };
     // The worker's own stop flag (it never calls `cancel`), set when this
     // thread fails; `quit` outlives the worker, which is joined first.
@@ -629,14 +683,7 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
         // Histories: cells before the cutoff by (user, item), duplicates
         // summed in input order.
         detail::sort_by_user_item(hist, cancel);
-        std::size_t out = 0;
-        for (std::size_t k = 0; k < hist.size(); ++k) {
-            if (out > 0 && hist[out - 1].user == hist[k].user && hist[out - 1].item == hist[k].item)
-                hist[out - 1].weight += hist[k].weight;
-            else
-                hist[out++] = hist[k];
-        }
-        hist.resize(out);
+        hist.resize(sum_sorted_history(hist.data(), hist.size()));
         detail::poll_cancel(cancel);
         if (posted) {
             while (worker.busy()) {
@@ -659,24 +706,41 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
         throw;
     }
     detail::poll_cancel(cancel);
+    return score_sorted(model, hist.data(), hist.size(), after.data(), after.size(), opt, cancel, t0);
+}
 
+EvalResult evaluate_sorted(const Model& model, const Triplet* hist, std::size_t n_hist, const Touch* after,
+                           std::size_t n_after, const EvalOptions& opt, const CancelCheck& cancel) {
+    check_eval_options(opt);
+    detail::poll_cancel(cancel);
+    return score_sorted(model, hist, n_hist, after, n_after, opt, cancel, std::chrono::steady_clock::now());
+}
+
+namespace {
+// evaluate_model() from its sorted inputs on; `t0`: when its sorting
+// phase began.
+EvalResult score_sorted(const Model& model, const Triplet* hist, std::size_t n_hist, const Touch* after,
+                        std::size_t n_after, const EvalOptions& opt, const CancelCheck& cancel,
+                        std::chrono::steady_clock::time_point t0) {
+    using Clock = std::chrono::steady_clock;
+    const auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
     EvalResult r;
     r.model_items = static_cast<int64_t>(model.item_ids.size());
     r.model_users = model.n_users;
     r.train_cells = model.n_cells;
-    r.test_touches = static_cast<int64_t>(after.size());
+    r.test_touches = static_cast<int64_t>(n_after);
 
     // Each user's slices of the touches and of the histories.
     std::vector<UserSlice> users;
     std::size_t hp = 0;
-    for (std::size_t ap = 0; ap < after.size();) {
+    for (std::size_t ap = 0; ap < n_after;) {
         UserSlice u;
         u.a_begin = ap;
-        while (ap < after.size() && after[ap].user == after[u.a_begin].user) ++ap;
+        while (ap < n_after && after[ap].user == after[u.a_begin].user) ++ap;
         u.a_end = ap;
-        while (hp < hist.size() && hist[hp].user < after[u.a_begin].user) ++hp;
+        while (hp < n_hist && hist[hp].user < after[u.a_begin].user) ++hp;
         u.h_begin = hp;
-        while (hp < hist.size() && hist[hp].user == after[u.a_begin].user) ++hp;
+        while (hp < n_hist && hist[hp].user == after[u.a_begin].user) ++hp;
         u.h_end = hp;
         users.push_back(u);
     }
@@ -698,8 +762,8 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
         users.size(), kUserBlock, threads > 1,
         [&](std::size_t b, std::size_t e, int worker) {
             for (std::size_t q = b; q < e; ++q)
-                scorers[worker].score(hist.data() + users[q].h_begin, users[q].h_end - users[q].h_begin,
-                                      after.data() + users[q].a_begin, users[q].a_end - users[q].a_begin,
+                scorers[worker].score(hist + users[q].h_begin, users[q].h_end - users[q].h_begin,
+                                      after + users[q].a_begin, users[q].a_end - users[q].a_begin,
                                       scores[q]);
         },
         cancel,
@@ -762,5 +826,6 @@ EvalResult evaluate_model(const Model& model, std::vector<Triplet> hist, std::ve
         r.coverage = static_cast<double>(distinct) / static_cast<double>(model.item_ids.size());
     return r;
 }
+}  // namespace
 
 }  // namespace recsys

@@ -4,9 +4,13 @@
 // scores a throwaway model in the core.  Nothing is written: the active
 // model is never touched.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <system_error>
+#include <thread>
 #include <vector>
 
+#include "core_parallel.hpp"
 #include "pg_fetch.hpp"
 #include "pg_limits.hpp"
 #include "pg_progress.hpp"
@@ -18,6 +22,7 @@ extern "C" {
 #include "access/htup_details.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "portability/instr_time.h"
@@ -95,6 +100,68 @@ static int32* distinct_users(const TouchBuffer* t, int64* n)
             users[out++] = users[i];
     *n = out;
     return users;
+}
+
+// Scoring's inputs (the kept histories and the touches, palloc'd arrays)
+// sorted by recsys::sort_scoring_inputs on a thread of its own while the
+// model trains: the sort does not depend on the model, and training leaves
+// the second core idle in its serial steps.  The thread only reads and
+// writes the two arrays and its own scratch (no PostgreSQL call).  Created
+// in the arrays' memory context after them, so that an error or a cancel,
+// which resets that context, runs the destructor -- the thread told to
+// stop, then joined -- before the arrays are freed.
+struct InputSorter {
+    std::atomic<bool> quit{false};
+    std::size_t n_history = 0, n_after = 0;   // in: the lengths; out: the sorted ones
+    recsys::detail::AsyncWorker worker;       // destroyed (joined) before the rest
+    ~InputSorter() { quit.store(true); }
+};
+
+// Starts sorting scoring's inputs on a thread (false: no thread, or too
+// few to gain: evaluate_model sorts them).
+static bool start_sorting_inputs(OwnedByContext<InputSorter>* sorter, CellBuffer* before, TouchBuffer* after)
+{
+    bool posted = false;
+    core_call_or_error("evaluation", [&] {
+        if (std::thread::hardware_concurrency() < 2 || before->n_kept + after->n < 65536)
+            return;
+        InputSorter* s = new InputSorter();
+        sorter->obj = s;
+        s->n_history = (std::size_t) before->n_kept;
+        s->n_after = (std::size_t) after->n;
+        recsys::Triplet* h = before->kept;
+        recsys::Touch* a = after->data;
+        try {
+            s->worker.post([s, h, a] {
+                recsys::sort_scoring_inputs(h, &s->n_history, a, &s->n_after,
+                                            [s] { return s->quit.load(std::memory_order_relaxed); });
+            });
+            posted = true;
+        } catch (const std::system_error&) {
+            // No thread available: evaluate_model sorts them.
+        }
+    });
+    if (!posted)
+        sorter->release();
+    return posted;
+}
+
+// Waits for the sorting thread (answering a cancel meanwhile) and takes the
+// sorted lengths.
+static void finish_sorting_inputs(OwnedByContext<InputSorter>* sorter, CellBuffer* before, TouchBuffer* after)
+{
+    for (;;) {
+        bool busy = false;
+        core_call_or_error("evaluation", [&] { busy = sorter->obj->worker.busy(); });
+        if (!busy)
+            break;
+        CHECK_FOR_INTERRUPTS();
+        pg_usleep(200L);
+    }
+    core_call_or_error("evaluation", [&] { sorter->obj->worker.wait(); });
+    before->n_kept = (int64) sorter->obj->n_history;
+    after->n = (int64) sorter->obj->n_after;
+    sorter->release();
 }
 
 // recsys.evaluate_core(source regclass, settings jsonb, test_days, k, neighbors,
@@ -185,10 +252,18 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
     // Held besides the model: the touches and the kept histories, and the
     // core's copy of each for scoring (sorting that copy takes scratch
     // memory of the same size, which training's freed buffers cover).
+    // Sorted on a second thread while the model trains (below), they are
+    // sorted in place and scored where they are, with no copy: during
+    // training only the sort's scratch (at most the size of the histories,
+    // then of the touches) is held beside them, within the same reserve.
     Size reserved = ((Size) after.n * sizeof(recsys::Touch) + (Size) before.n_kept * sizeof(recsys::Triplet)) * 2;
+    auto* sorter = OwnedByContext<InputSorter>::create(CurrentMemoryContext);
+    bool presorted = !legacy && start_sorting_inputs(sorter, &before, &after);
     auto* trained = OwnedByContext<recsys::Model>::create(CurrentMemoryContext);
     progress_set_phase("training");
     train_within_budget(&before, neighbors, &model, reserved, "evaluation", trained);
+    if (presorted)
+        finish_sorting_inputs(sorter, &before, &after);
 
     elog(DEBUG1, "recsys: trained in %.3f s", seconds_since(t0));
     recsys::EvalResult res;
@@ -204,6 +279,12 @@ extern "C" Datum recsys_evaluate_core(PG_FUNCTION_ARGS)
         opt.bootstrap_resamples = legacy ? 0 : 1000;
         opt.bootstrap_seed = 1;
         opt.progress = pg_progress();
+        if (presorted) {
+            // Sorted while the model trained: read where they are.
+            res = recsys::evaluate_sorted(*trained->obj, before.kept, (size_t) before.n_kept, after.data,
+                                          (size_t) after.n, opt, pg_cancel_check());
+            return;
+        }
         std::vector<recsys::Triplet> h(before.kept, before.kept + before.n_kept);
         std::vector<recsys::Touch> a(after.data, after.data + after.n);
         res = recsys::evaluate_model(*trained->obj, std::move(h), std::move(a), opt, pg_cancel_check());

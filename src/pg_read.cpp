@@ -205,11 +205,12 @@ struct EventReceiver {
     // batches whose users_added is set get their users added to the
     // dictionary by the scan as each block closes, the worker adding only
     // their cells; which batches do is decided batch by batch to balance
-    // the two threads (hand_off).  (Evaluation's one-scan read leaves the
-    // users to the worker: its scan thread tests every event against the
-    // held ones and is the longer side already.)
+    // the two threads (hand_off).  (Evaluation's one-scan read starts with
+    // the users on the worker: its scan thread also tests every event
+    // against the held ones; the balancing moves them when the worker
+    // falls behind, e.g. while its cell table doubles.)
     bool pipelined;
-    bool users_on_scan;     // pipelined, and the scan's thread may add the users (not in READ_ONE_PASS)
+    bool users_on_scan;     // pipelined, and the scan's thread may add the users
     bool in_flight;
     bool sync;              // a non-finite weight * value was queued: each block aggregated as it closes
     bool finishing;         // finish_batch() is running
@@ -1793,8 +1794,10 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         r.arrived->keys_cap = 1024;
         r.arrived->keys = (char*) palloc(r.arrived->keys_cap);
     }
-    r.users_on_scan = r.pipelined && r.mode != READ_ONE_PASS;
-    r.batch->users_added = r.users_on_scan;
+    // (In one scan finding the cutoff the first batch's users go to the
+    // worker: the scan's thread has the held events to test.)
+    r.users_on_scan = r.pipelined;
+    r.batch->users_added = r.users_on_scan && r.mode != READ_ONE_PASS;
 
     // The one scan of the source.
     char* sql = source_events_sql(src, r.col, &r.natts);

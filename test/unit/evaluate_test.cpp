@@ -133,6 +133,27 @@ void expect_ci(const Interval& got, const Interval& want) {
     EXPECT_EQ(got.hi, want.hi);
 }
 
+// Every figure of two evaluations equal, bit for bit (the timings aside).
+void expect_same_result(const EvalResult& got, const EvalResult& want) {
+    EXPECT_EQ(got.users_evaluated, want.users_evaluated);
+    EXPECT_EQ(got.users_without_history, want.users_without_history);
+    EXPECT_EQ(got.test_touches, want.test_touches);
+    EXPECT_EQ(got.precision, want.precision);
+    EXPECT_EQ(got.recall, want.recall);
+    EXPECT_EQ(got.ndcg, want.ndcg);
+    EXPECT_EQ(got.hit_rate, want.hit_rate);
+    EXPECT_EQ(got.map, want.map);
+    EXPECT_EQ(got.coverage, want.coverage);
+    EXPECT_EQ(got.pop_precision, want.pop_precision);
+    EXPECT_EQ(got.pop_recall, want.pop_recall);
+    EXPECT_EQ(got.model_items, want.model_items);
+    EXPECT_EQ(got.model_users, want.model_users);
+    EXPECT_EQ(got.train_cells, want.train_cells);
+    expect_ci(got.precision_ci, want.precision_ci);
+    expect_ci(got.recall_ci, want.recall_ci);
+    expect_ci(got.ndcg_ci, want.ndcg_ci);
+}
+
 }  // namespace
 
 TEST(Evaluate, HandExampleK2) {
@@ -734,22 +755,7 @@ TEST(Evaluate, ModelAndTestUsersHistoryEqualsEvaluate) {
         for (const Triplet& c : before)
             if (test_users.count(c.user)) kept.push_back(c);
         ASSERT_LT(kept.size(), before.size());
-        const EvalResult got = evaluate_model(model, kept, after, opt);
-        EXPECT_EQ(got.users_evaluated, want.users_evaluated);
-        EXPECT_EQ(got.users_without_history, want.users_without_history);
-        EXPECT_EQ(got.precision, want.precision);
-        EXPECT_EQ(got.recall, want.recall);
-        EXPECT_EQ(got.ndcg, want.ndcg);
-        EXPECT_EQ(got.hit_rate, want.hit_rate);
-        EXPECT_EQ(got.map, want.map);
-        EXPECT_EQ(got.coverage, want.coverage);
-        EXPECT_EQ(got.pop_precision, want.pop_precision);
-        EXPECT_EQ(got.pop_recall, want.pop_recall);
-        expect_ci(got.precision_ci, want.precision_ci);
-        expect_ci(got.ndcg_ci, want.ndcg_ci);
-        EXPECT_EQ(got.model_items, want.model_items);
-        EXPECT_EQ(got.train_cells, want.train_cells);
-        EXPECT_EQ(got.test_touches, want.test_touches);
+        expect_same_result(evaluate_model(model, kept, after, opt), want);
     }
 }
 
@@ -781,19 +787,7 @@ TEST(Evaluate, HistoryOrderAndDuplicatesDoNotMatter) {
     std::mt19937 rng(5);
     std::shuffle(halves.begin(), halves.end(), rng);
     std::shuffle(twice.begin(), twice.end(), rng);
-    const EvalResult got = evaluate_model(model, halves, twice, opt);
-    EXPECT_EQ(got.users_evaluated, want.users_evaluated);
-    EXPECT_EQ(got.users_without_history, want.users_without_history);
-    EXPECT_EQ(got.test_touches, want.test_touches);
-    EXPECT_EQ(got.precision, want.precision);
-    EXPECT_EQ(got.recall, want.recall);
-    EXPECT_EQ(got.ndcg, want.ndcg);
-    EXPECT_EQ(got.map, want.map);
-    EXPECT_EQ(got.coverage, want.coverage);
-    EXPECT_EQ(got.pop_precision, want.pop_precision);
-    expect_ci(got.precision_ci, want.precision_ci);
-    expect_ci(got.recall_ci, want.recall_ci);
-    expect_ci(got.ndcg_ci, want.ndcg_ci);
+    expect_same_result(evaluate_model(model, halves, twice, opt), want);
 }
 
 // Scoring on two threads gives the one-thread result bit for bit (each
@@ -929,4 +923,104 @@ TEST(Evaluate, CancelWhileTheTouchesSortOnASecondThread) {
         int seen = 0;
         EXPECT_THROW(evaluate_model(model, before, after, opt, [&] { return ++seen >= n; }), Cancelled) << n;
     }
+}
+
+// sort_scoring_inputs() (the glue runs it on a thread of its own while the
+// model trains) sorts in place as evaluate_model() does -- the histories by
+// std::stable_sort's (user, item) order with each pair's cells summed in
+// input order, the touches distinct -- and evaluate_sorted() on them gives
+// evaluate_model()'s result of the unsorted inputs field for field.  Shapes: cells split in halves and shuffled (duplicates to sum,
+// exactly), touches repeated, 1 to 3 radix passes (an odd count leaves the
+// sort's result in its scratch, copied back), one user, and empty inputs.
+TEST(Evaluate, SortScoringInputsThenEvaluateEqualsEvaluate) {
+    EvalOptions opt;
+    opt.k = 5;
+    opt.neighbors = 20;
+    opt.bootstrap_resamples = 100;
+    const auto before = recsys_test::random_cells(57, 400, 80, 4000);
+    TrainOptions topt;
+    topt.neighbors = opt.neighbors;
+    const Model model = train(before, topt);
+    const std::size_t n = before.size();
+    std::mt19937 rng(11);
+    for (int shape = 0; shape < 3; ++shape) {
+        std::vector<Triplet> hist;
+        std::vector<Touch> after;
+        for (const Triplet& c : before) {
+            hist.push_back(Triplet{c.user, c.item, c.weight / 2});
+            hist.push_back(Triplet{c.user, c.item, c.weight / 2});
+        }
+        for (std::size_t i = 0; i < n / 3; ++i) {
+            const Touch t{before[(i * 7) % n].user, before[(i * 13 + 5) % n].item};
+            after.push_back(t);
+            if (i % 4 == 0) after.push_back(t);
+        }
+        if (shape == 1) {  // one user
+            for (Triplet& c : hist) c.user = before[0].user;
+            for (Touch& t : after) t.user = before[0].user;
+        }
+        std::shuffle(hist.begin(), hist.end(), rng);
+        std::shuffle(after.begin(), after.end(), rng);
+        EvalOptions o = opt;
+        o.count_repeats = shape == 1;  // (the one user's history holds every item touched)
+        const EvalResult want = evaluate_model(model, hist, after, o);
+        ASSERT_GT(want.users_evaluated, 0);
+
+        // The in-place sort against std::stable_sort, summing and unique.
+        std::vector<Triplet> want_hist = hist;
+        std::stable_sort(want_hist.begin(), want_hist.end(), [](const Triplet& a, const Triplet& b) {
+            return a.user != b.user ? a.user < b.user : a.item < b.item;
+        });
+        std::vector<Triplet> summed;
+        for (const Triplet& c : want_hist) {
+            if (!summed.empty() && summed.back().user == c.user && summed.back().item == c.item)
+                summed.back().weight += c.weight;
+            else
+                summed.push_back(c);
+        }
+        std::vector<Touch> want_after = after;
+        std::stable_sort(want_after.begin(), want_after.end(), [](const Touch& a, const Touch& b) {
+            return a.user != b.user ? a.user < b.user : a.item < b.item;
+        });
+        want_after.erase(std::unique(want_after.begin(), want_after.end(),
+                                     [](const Touch& a, const Touch& b) { return a.user == b.user && a.item == b.item; }),
+                         want_after.end());
+        std::size_t nh = hist.size(), na = after.size();
+        sort_scoring_inputs(hist.data(), &nh, after.data(), &na);
+        ASSERT_EQ(nh, summed.size());
+        ASSERT_EQ(na, want_after.size());
+        for (std::size_t q = 0; q < nh; ++q) {
+            ASSERT_EQ(hist[q].user, summed[q].user) << q;
+            ASSERT_EQ(hist[q].item, summed[q].item) << q;
+            ASSERT_EQ(hist[q].weight, summed[q].weight) << q;
+        }
+        for (std::size_t q = 0; q < na; ++q) {
+            ASSERT_EQ(after[q].user, want_after[q].user) << q;
+            ASSERT_EQ(after[q].item, want_after[q].item) << q;
+        }
+        expect_same_result(evaluate_sorted(model, hist.data(), nh, after.data(), na, o), want);
+    }
+    // Sparse users (3 radix passes: the result ends in the scratch).
+    std::vector<Triplet> sparse;
+    std::uniform_int_distribution<int32_t> du(-2000000000, 2000000000), di(0, 50);
+    for (int q = 0; q < 5000; ++q) sparse.push_back(Triplet{du(rng) / 1000 * 1000, di(rng), static_cast<double>(q)});
+    std::vector<Triplet> want = sparse;
+    std::stable_sort(want.begin(), want.end(), [](const Triplet& a, const Triplet& b) {
+        return a.user != b.user ? a.user < b.user : a.item < b.item;
+    });
+    std::size_t nh = sparse.size(), na = 0;
+    sort_scoring_inputs(sparse.data(), &nh, nullptr, &na);
+    ASSERT_EQ(nh, want.size());  // (no duplicate pairs at this density)
+    for (std::size_t q = 0; q < nh; ++q) {
+        ASSERT_EQ(sparse[q].user, want[q].user) << q;
+        ASSERT_EQ(sparse[q].item, want[q].item) << q;
+        ASSERT_EQ(sparse[q].weight, want[q].weight) << q;
+    }
+    // Empty inputs, and a cancel.
+    nh = 0;
+    sort_scoring_inputs(nullptr, &nh, nullptr, &na);
+    EXPECT_EQ(nh, 0u);
+    EXPECT_EQ(na, 0u);
+    std::size_t n2 = want.size(), z = 0;
+    EXPECT_THROW(sort_scoring_inputs(want.data(), &n2, nullptr, &z, [] { return true; }), Cancelled);
 }
