@@ -268,16 +268,24 @@ void scan_cells(const std::vector<Triplet>& cells, IdRange& users, IdRange& item
             const std::size_t k0 = h == 0 ? 0 : mid, k1 = h == 0 ? mid : n;
             pt.bad = k1;
             for (std::size_t k = k0; k < k1; ++k) {
-                const Triplet& t = cells[k];
-                if (!(std::isfinite(t.weight) && t.weight > 0)) {
+                const double w = cells[k].weight;
+                if (!(std::isfinite(w) && w > 0)) {
                     pt.bad = k;
-                    break;
+                    return;
                 }
-                pt.ulo = std::min(pt.ulo, t.user);
-                pt.uhi = std::max(pt.uhi, t.user);
-                pt.ilo = std::min(pt.ilo, t.item);
-                pt.ihi = std::max(pt.ihi, t.item);
             }
+            // a loop of its own (no exit): the compiler vectorizes it
+            int32_t ulo = pt.ulo, uhi = pt.uhi, ilo = pt.ilo, ihi = pt.ihi;
+            for (std::size_t k = k0; k < k1; ++k) {
+                ulo = std::min(ulo, cells[k].user);
+                uhi = std::max(uhi, cells[k].user);
+                ilo = std::min(ilo, cells[k].item);
+                ihi = std::max(ihi, cells[k].item);
+            }
+            pt.ulo = ulo;
+            pt.uhi = uhi;
+            pt.ilo = ilo;
+            pt.ihi = ihi;
         },
         cancel, [](std::size_t) {});
     if (part[0].bad < mid) detail::validate_cells({cells[part[0].bad]}, {});  // throws

@@ -192,6 +192,23 @@ TEST(Train, InvalidWeightsThrow) {
         EXPECT_NE(msg.find("item 4"), std::string::npos) << msg;
         EXPECT_NE(msg.find("-2.5"), std::string::npos) << msg;
     }
+    // The first offending cell, also when the cells are checked in two halves
+    // (on two threads) and each half has one.
+    for (int threads : {1, 2}) {
+        std::vector<Triplet> cells;
+        for (int k = 0; k < 1000; ++k) cells.push_back(Triplet{k, k % 7, 1.0});
+        cells[300].weight = -3.5;
+        cells[800].weight = 0.0;
+        try {
+            detail::train_threads(cells, TrainOptions{}, {}, threads);
+            FAIL() << "expected InvalidInput";
+        } catch (const InvalidInput& e) {
+            const std::string msg = e.what();
+            EXPECT_NE(msg.find("user 300, item 6, weight -3.5"), std::string::npos) << msg;
+        }
+        cells[300].weight = 1.0;
+        EXPECT_THROW(detail::train_threads(cells, TrainOptions{}, {}, threads), InvalidInput);
+    }
     // Tiny positive and huge finite weights are fine on their own...
     EXPECT_NO_THROW(train({{1, 1, 1e-300}, {1, 2, 1e150}}, TrainOptions{}));
     // ...but a sum of duplicates that overflows is rejected, not turned into inf.
