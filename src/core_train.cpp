@@ -13,13 +13,16 @@
 //      rows are packed to 8 bytes an entry when every weight is a float;
 //   6. per item i: dense accumulator of dot products over all users u of i and
 //      their items j (work = sum_u nnz(u)^2), then top-K of the touched j.
-// With two threads (large inputs), the rows are sorted (step 4), the CSC is
-// built (two halves of the users) and step 6 runs on both; the result never
-// depends on it.
+// With two threads (large inputs), the compact-id path of steps 2-4 (the
+// tables side by side, the remapping and every radix pass on two halves of
+// the cells, the rows sorted in blocks of users), the CSC (two halves of the
+// users), the norms and output slots beside the popularity ranks and the
+// packing, and step 6 run on both; the result never depends on it.
 // Settings other than the 1.0 defaults hook in after 4 (the weighting) and 5
 // (the similarity's factors and final formula): core_similarity.hpp.
 // PostgreSQL-free.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <thread>
 #include <cstring>
@@ -117,6 +120,7 @@ struct HugePageAllocator {
     bool operator!=(const HugePageAllocator&) const { return false; }
 };
 using Rows = std::vector<RowEntry, HugePageAllocator<RowEntry>>;
+using Offsets = std::vector<int64_t, HugePageAllocator<int64_t>>;  // the CSR's row offsets
 
 // Stable sort of `a` by the upper 32 bits (LSD radix, 8 bits a pass);
 // `tmp` must have a.size() elements.  Passes whose byte is constant are skipped.
@@ -164,7 +168,7 @@ void radix_sort_hi32(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp,
 // give the dense indices (ascending id); a counting sort in item order (stable)
 // gives the CSR.  Releases `cells`.
 void build_csr_radix(std::vector<Triplet>& cells, std::vector<int32_t>& item_ids,
-                     std::vector<int32_t>& user_ids, std::vector<int64_t>& row_off,
+                     std::vector<int32_t>& user_ids, Offsets& row_off,
                      Rows& rows, const CancelCheck& cancel) {
     const std::size_t n = cells.size();
     // 2. Dense item index: A[p] = (item key << 32 | cell index), sorted.
@@ -246,39 +250,53 @@ struct IdRange {
     uint64_t span = 0;
 };
 
-void id_ranges(const std::vector<Triplet>& cells, IdRange& users, IdRange& items) {
-    int32_t ulo = std::numeric_limits<int32_t>::max(), uhi = std::numeric_limits<int32_t>::min();
-    int32_t ilo = ulo, ihi = uhi;
-    for (const Triplet& t : cells) {
-        ulo = std::min(ulo, t.user);
-        uhi = std::max(uhi, t.user);
-        ilo = std::min(ilo, t.item);
-        ihi = std::max(ihi, t.item);
-    }
-    if (cells.empty()) return;
+// Step 1 and the ids' ranges in one pass over the cells, in two halves (on
+// two threads with `two_threads`): throws validate_cells' error for the
+// first cell whose weight is not finite and > 0.
+void scan_cells(const std::vector<Triplet>& cells, IdRange& users, IdRange& items, bool two_threads,
+                const CancelCheck& cancel) {
+    const std::size_t n = cells.size(), mid = n / 2;
+    struct Part {
+        int32_t ulo = std::numeric_limits<int32_t>::max(), uhi = std::numeric_limits<int32_t>::min();
+        int32_t ilo = std::numeric_limits<int32_t>::max(), ihi = std::numeric_limits<int32_t>::min();
+        std::size_t bad = 0;  // the first invalid cell, or the half's end
+    } part[2];
+    detail::parallel_blocks(
+        2, 1, two_threads,
+        [&](std::size_t h, std::size_t, int) {
+            Part& pt = part[h];
+            const std::size_t k0 = h == 0 ? 0 : mid, k1 = h == 0 ? mid : n;
+            pt.bad = k1;
+            for (std::size_t k = k0; k < k1; ++k) {
+                const double w = cells[k].weight;
+                if (!(std::isfinite(w) && w > 0)) {
+                    pt.bad = k;
+                    return;
+                }
+            }
+            // a loop of its own (no exit): the compiler vectorizes it
+            int32_t ulo = pt.ulo, uhi = pt.uhi, ilo = pt.ilo, ihi = pt.ihi;
+            for (std::size_t k = k0; k < k1; ++k) {
+                ulo = std::min(ulo, cells[k].user);
+                uhi = std::max(uhi, cells[k].user);
+                ilo = std::min(ilo, cells[k].item);
+                ihi = std::max(ihi, cells[k].item);
+            }
+            pt.ulo = ulo;
+            pt.uhi = uhi;
+            pt.ilo = ilo;
+            pt.ihi = ihi;
+        },
+        cancel, [](std::size_t) {});
+    if (part[0].bad < mid) detail::validate_cells({cells[part[0].bad]}, {});  // throws
+    if (part[1].bad < n) detail::validate_cells({cells[part[1].bad]}, {});
+    if (n == 0) return;
+    const int32_t ulo = std::min(part[0].ulo, part[1].ulo), uhi = std::max(part[0].uhi, part[1].uhi);
+    const int32_t ilo = std::min(part[0].ilo, part[1].ilo), ihi = std::max(part[0].ihi, part[1].ihi);
     users.min = ulo;
     users.span = static_cast<uint64_t>(static_cast<int64_t>(uhi) - ulo) + 1;
     items.min = ilo;
     items.span = static_cast<uint64_t>(static_cast<int64_t>(ihi) - ilo) + 1;
-}
-
-// Dense index of every id of one side, in a table over its range: -1 for
-// absent ids, else the rank of the id among the present ones (ascending, as
-// the radix path numbers them).  Fills `ids` with the present ids.
-std::vector<int32_t> dense_table(const std::vector<Triplet>& cells, int32_t Triplet::*side,
-                                 const IdRange& r, std::vector<int32_t>& ids) {
-    std::vector<int32_t> t(static_cast<std::size_t>(r.span), -1);
-    for (const Triplet& c : cells) t[static_cast<std::size_t>(static_cast<int64_t>(c.*side) - r.min)] = 0;
-    std::size_t present = 0;
-    for (const int32_t v : t) present += v == 0;
-    ids.reserve(present);
-    int32_t d = 0;
-    for (std::size_t k = 0; k < t.size(); ++k)
-        if (t[k] == 0) {
-            t[k] = d++;
-            ids.push_back(static_cast<int32_t>(r.min + static_cast<int64_t>(k)));
-        }
-    return t;
 }
 
 // Sorts one CSR row by item, stably (duplicates of an item stay in input
@@ -309,11 +327,24 @@ inline void move_cell(const RowEntry& r, Triplet& t) {
 }
 
 // One stable counting-sort pass by the dense user's bits [shift, shift +
-// width): `c` holds each bucket's next output position.
+// width) over the cells [k0, k1) of `in`: `c` holds each bucket's next
+// output position.  With `next` (a pass follows), the digit of the next pass
+// of every cell written below output position `mid` is counted into it: the
+// next pass's input splits at `mid` too, and its first part needs its counts.
 template <class From, class To>
-void radix_pass(const From* in, std::size_t n, To* out, std::size_t* c, int shift, std::size_t mask) {
-    for (std::size_t k = 0; k < n; ++k)
-        move_cell(in[k], out[c[(static_cast<uint32_t>(in[k].user) >> shift) & mask]++]);
+void radix_pass(const From* in, std::size_t k0, std::size_t k1, To* out, uint32_t* c, int shift,
+                std::size_t mask, uint32_t* next, int next_shift, std::size_t mid) {
+    if (!next) {
+        for (std::size_t k = k0; k < k1; ++k)
+            move_cell(in[k], out[c[(static_cast<uint32_t>(in[k].user) >> shift) & mask]++]);
+        return;
+    }
+    for (std::size_t k = k0; k < k1; ++k) {
+        const uint32_t u = static_cast<uint32_t>(in[k].user);
+        const uint32_t q = c[(u >> shift) & mask]++;
+        move_cell(in[k], out[q]);
+        next[(u >> next_shift) & mask] += q < mid;
+    }
 }
 
 // Steps 2-4 when the ids of both sides span at most 2 * cells values (always
@@ -324,74 +355,191 @@ void radix_pass(const From* in, std::size_t n, To* out, std::size_t* c, int shif
 // goes to one of at most 1024 sequential streams instead of a random row,
 // then a stable sort of each (short) row by item, gives the same CSR as
 // build_csr_radix.  The passes alternate between the cells and the CSR's
-// buffer.  Releases `cells`.  Memory: the tables (4 bytes a value of the
-// ranges, at most 8 bytes a cell) beside the cells; then the cells and the
-// CSR (with its offsets); a stable sort of a row longer than 32 takes at most
-// 16 bytes an entry, after the cells are freed -- all within stage 1 of
-// estimate_train_bytes, which counts 16 + 8 + 4 bytes a cell beside the
-// CSR for the radix path.
+// buffer.  Releases `cells`.
+//
+// With `two_threads`, every step runs on two threads: the tables' steps on
+// two halves of the tables or of the cells; the remapping, each radix pass
+// and the copy on the two halves of the cells [0, mid), [mid, n); the row
+// offsets beside the freeing of the cells; the row sorts in blocks of users.
+// A pass is stable with halves too: each half has its own counts, and a
+// bucket's cells from the first half are written before those from the
+// second (the first half's counts of a pass's digit come from the remapping
+// for the first pass, and from the pass before, which counts the cells it
+// writes below `mid`, for the others).  The result is the same whichever
+// thread does which half, and the same on one thread (which does both
+// halves in turn).
+//
+// Memory: the tables (4 bytes a value of the ranges, at most 8 bytes a
+// cell) beside the cells; then the cells and the CSR (with its offsets),
+// and the counts (4-byte words, as positions: 2 x passes x 1024 + 4 x 1024
+// at most, 40 kB; a single pass's 16 kB); a
+// stable sort of a row longer than 32 takes at most 16 bytes an entry,
+// after the cells are freed -- all within stage 1 of estimate_train_bytes,
+// which counts 16 + 8 + 4 bytes a cell beside the CSR for the radix path.
+// Sets `distinct` when no row has the same item twice (no duplicate cells
+// to merge).
 void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRange& ir,
                       std::vector<int32_t>& item_ids, std::vector<int32_t>& user_ids,
-                      std::vector<int64_t>& row_off, Rows& rows, bool two_threads,
+                      Offsets& row_off, Rows& rows, bool two_threads, bool& distinct,
                       const CancelCheck& cancel) {
-    const std::size_t n = cells.size();
-    {
-        const std::vector<int32_t> imap = dense_table(cells, &Triplet::item, ir, item_ids);
-        const std::vector<int32_t> umap = dense_table(cells, &Triplet::user, ur, user_ids);
-        poll_cancel(cancel);
-        for (Triplet& c : cells) {
-            c.user = umap[static_cast<std::size_t>(static_cast<int64_t>(c.user) - ur.min)];
-            c.item = imap[static_cast<std::size_t>(static_cast<int64_t>(c.item) - ir.min)];
+    const std::size_t n = cells.size(), mid = n / 2;
+    // f(0) and f(1), on two threads when asked (cancel polled between them
+    // or while waiting for the other thread).
+    auto both = [&](auto&& f) {
+        detail::parallel_blocks(
+            2, 1, two_threads, [&](std::size_t h, std::size_t, int) { f(h); }, cancel, [](std::size_t) {});
+    };
+    // [b, e): half h of [0, len).
+    auto half = [](std::size_t len, std::size_t h, std::size_t& b, std::size_t& e) {
+        b = h == 0 ? 0 : len / 2;
+        e = h == 0 ? len / 2 : len;
+    };
+    // The tables, both sides at once: -1 for absent ids, else the rank of
+    // the id among the present ones (ascending, as the radix path numbers
+    // them), and the present ids into user_ids, item_ids.  Filled with -1,
+    // then 0 written for the present ids (both halves of the cells may mark
+    // one id: relaxed atomic stores of the same value), then each half of a
+    // table numbered from the count of present ids in the half before it.
+    using Table = std::vector<int32_t, HugePageAllocator<int32_t>>;
+    Table umap(static_cast<std::size_t>(ur.span)), imap(static_cast<std::size_t>(ir.span));
+    Table* const tables[2] = {&umap, &imap};
+    std::vector<int32_t>* const ids[2] = {&user_ids, &item_ids};
+    const int32_t mins[2] = {ur.min, ir.min};
+    both([&](std::size_t h) {
+        for (Table* t : tables) {
+            std::size_t b, e;
+            half(t->size(), h, b, e);
+            std::fill(t->data() + b, t->data() + e, -1);
         }
-    }
+    });
+    both([&](std::size_t h) {
+        std::size_t k0, k1;
+        half(n, h, k0, k1);
+        int32_t* const ut = umap.data();
+        int32_t* const it = imap.data();
+        for (std::size_t k = k0; k < k1; ++k) {
+            __atomic_store_n(ut + (static_cast<int64_t>(cells[k].user) - ur.min), 0, __ATOMIC_RELAXED);
+            __atomic_store_n(it + (static_cast<int64_t>(cells[k].item) - ir.min), 0, __ATOMIC_RELAXED);
+        }
+    });
+    std::size_t present[2][2] = {{0, 0}, {0, 0}};  // [side][half]
+    both([&](std::size_t h) {
+        for (int s = 0; s < 2; ++s) {
+            std::size_t b, e, c = 0;
+            half(tables[s]->size(), h, b, e);
+            const int32_t* const t = tables[s]->data();
+            for (std::size_t k = b; k < e; ++k) c += t[k] == 0;
+            present[s][h] = c;
+        }
+    });
+    for (int s = 0; s < 2; ++s) ids[s]->resize(present[s][0] + present[s][1]);
+    both([&](std::size_t h) {
+        for (int s = 0; s < 2; ++s) {
+            std::size_t b, e;
+            half(tables[s]->size(), h, b, e);
+            int32_t* const t = tables[s]->data();
+            int32_t* const out = ids[s]->data();
+            int32_t d = static_cast<int32_t>(h == 0 ? 0 : present[s][0]);
+            for (std::size_t k = b; k < e; ++k)
+                if (t[k] == 0) {
+                    out[d] = static_cast<int32_t>(mins[s] + static_cast<int64_t>(k));
+                    t[k] = d++;
+                }
+        }
+    });
     const std::size_t n_users = user_ids.size();
     int bits = 0;
     while (bits < 32 && (std::size_t(1) << bits) < n_users) ++bits;
     const int passes = std::max(1, (bits + 9) / 10);  // of at most 10 bits: 1024 buckets
     const int width = (bits + passes - 1) / passes;
-    const std::size_t buckets = std::size_t(1) << width;
-    std::vector<std::size_t> cnt(static_cast<std::size_t>(passes) * buckets, 0);
-    for (const Triplet& c : cells)
-        for (int pass = 0; pass < passes; ++pass)
-            ++cnt[static_cast<std::size_t>(pass) * buckets +
-                  ((static_cast<uint32_t>(c.user) >> (pass * width)) & (buckets - 1))];
-    for (int pass = 0; pass < passes; ++pass) {
-        std::size_t sum = 0;
-        for (std::size_t b = 0; b < buckets; ++b) {
-            const std::size_t t = cnt[pass * buckets + b];
-            cnt[pass * buckets + b] = sum;
-            sum += t;
+    const std::size_t buckets = std::size_t(1) << width, mask = buckets - 1;
+    const std::size_t per_half = static_cast<std::size_t>(passes) * buckets;
+    // cnt[h * per_half + pass * buckets + b]: cells of half h whose digit of `pass` is b.
+    std::vector<uint32_t> cnt(2 * per_half, 0);
+    both([&](std::size_t h) {
+        uint32_t* const c = &cnt[h * per_half];
+        const std::size_t k1 = h == 0 ? mid : n;
+        Triplet* const cb = cells.data() + (h == 0 ? 0 : mid);
+        Triplet* const ce = cells.data() + k1;
+        for (Triplet* t = cb; t != ce; ++t) {
+            t->user = umap[static_cast<std::size_t>(static_cast<int64_t>(t->user) - ur.min)];
+            t->item = imap[static_cast<std::size_t>(static_cast<int64_t>(t->item) - ir.min)];
         }
-    }
-    poll_cancel(cancel);
+        const int np = passes, wd = width;  // locals: the counts' stores cannot alias them
+        const std::size_t nb = buckets, mk = mask;
+        for (const Triplet* t = cb; t != ce; ++t)
+            for (int pass = 0; pass < np; ++pass)
+                ++c[static_cast<std::size_t>(pass) * nb + ((static_cast<uint32_t>(t->user) >> (pass * wd)) & mk)];
+    });
+    release(imap);
+    release(umap);
     // The passes alternate between the cells and the CSR's buffer, so that
     // no third array of 16 bytes a cell is needed; after an even number of
     // them the data is in the cells and is copied (in order) to the CSR.
     rows.resize(n);
+    // pos[h * buckets + b]: where half h writes its next cell of bucket b;
+    // next[h * buckets + b]: cells of digit b of the next pass that half h
+    // wrote below `mid` (n < 2^32: positions fit 4 bytes).
+    std::vector<uint32_t> pos(2 * buckets), next(passes > 1 ? 2 * buckets : 0);
     for (int pass = 0; pass < passes; ++pass) {
-        std::size_t* c = &cnt[static_cast<std::size_t>(pass) * buckets];
-        if (pass % 2 == 0)
-            radix_pass(cells.data(), n, rows.data(), c, pass * width, buckets - 1);
-        else
-            radix_pass(rows.data(), n, cells.data(), c, pass * width, buckets - 1);
-        poll_cancel(cancel);
+        const std::size_t off = static_cast<std::size_t>(pass) * buckets;
+        uint32_t sum = 0;
+        for (std::size_t b = 0; b < buckets; ++b) {
+            // the first half's cells of bucket b, then the second half's
+            const uint32_t first = pass == 0 ? cnt[b] : next[b] + next[buckets + b];
+            pos[b] = sum;
+            pos[buckets + b] = sum + first;
+            sum += cnt[off + b] + cnt[per_half + off + b];
+        }
+        const bool more = pass + 1 < passes;
+        std::fill(next.begin(), next.end(), 0u);
+        both([&](std::size_t h) {
+            const std::size_t k0 = h == 0 ? 0 : mid, k1 = h == 0 ? mid : n;
+            uint32_t* const c = &pos[h * buckets];
+            uint32_t* const nx = more ? &next[h * buckets] : nullptr;
+            if (pass % 2 == 0)
+                radix_pass(cells.data(), k0, k1, rows.data(), c, pass * width, mask, nx, (pass + 1) * width, mid);
+            else
+                radix_pass(rows.data(), k0, k1, cells.data(), c, pass * width, mask, nx, (pass + 1) * width, mid);
+        });
     }
     if (passes % 2 == 0)
-        for (std::size_t q = 0; q < n; ++q) move_cell(cells[q], rows[q]);
-    release(cells);
-    // Rows are now in user order: their offsets, then each row by item.
-    row_off.assign(n_users + 1, 0);
-    for (std::size_t q = 0; q < n; ++q) ++row_off[static_cast<std::size_t>(rows[q].user) + 1];
-    for (std::size_t u = 0; u < n_users; ++u) row_off[u + 1] += row_off[u];
+        both([&](std::size_t h) {
+            const std::size_t q1 = h == 0 ? mid : n;
+            for (std::size_t q = h == 0 ? 0 : mid; q < q1; ++q) move_cell(cells[q], rows[q]);
+        });
+    // Rows are now in user order, every user present: row u starts at the
+    // first cell of u (each offset written once: no zero fill).  Beside
+    // that, the cells are freed (unmapping them takes about as long).
+    row_off.resize(n_users + 1);
+    both([&](std::size_t h) {
+        if (h == 1) {
+            release(cells);
+            return;
+        }
+        for (std::size_t q = 0; q < n; ++q) {
+            const int32_t u = rows[q].user;
+            if (q == 0 || rows[q - 1].user != u) row_off[static_cast<std::size_t>(u)] = static_cast<int64_t>(q);
+        }
+    });
+    row_off[n_users] = static_cast<int64_t>(n);
     // Rows are independent: sorted in blocks of users, on two threads when
     // asked (same result either way); cancel is polled between blocks.
+    std::atomic<bool> repeated{false};
     detail::parallel_blocks(
         n_users, kUserBlock, two_threads,
         [&](std::size_t b, std::size_t e, int) {
-            for (std::size_t u = b; u < e; ++u)
-                sort_row(rows.data() + row_off[u], rows.data() + row_off[u + 1]);
+            bool rep = false;
+            for (std::size_t u = b; u < e; ++u) {
+                RowEntry* const rb = rows.data() + row_off[u];
+                RowEntry* const re = rows.data() + row_off[u + 1];
+                sort_row(rb, re);
+                for (const RowEntry* r = rb + 1; r < re; ++r) rep |= r->item == r[-1].item;
+            }
+            if (rep) repeated.store(true, std::memory_order_relaxed);
         },
         cancel, [](std::size_t) {});
+    distinct = !repeated.load();
 }
 
 // A row entry of the similarity pass when every weight of the rows is a
@@ -720,8 +868,14 @@ void prepare_pass(PreparedPass& p, std::vector<Triplet> cells, const TrainOption
         throw InvalidInput("recsys: too many cells for one training run (" + std::to_string(n) +
                            ")");
 
-    // 1. Validate.
-    detail::validate_cells(cells, cancel);
+    // Building the CSR and the CSC on two threads: as the similarity pass
+    // below (threads <= 0: when the input is large and 2+ CPUs exist).
+    const bool two_build =
+        threads > 1 || (threads <= 0 && n >= kMinParallelCells && std::thread::hardware_concurrency() >= 2);
+
+    // 1. Validate (and the ids' ranges, for step 2).
+    IdRange ur, ir;
+    scan_cells(cells, ur, ir, two_build, cancel);
 
     Model& m = p.m;
     p.cx.n_items = 0;
@@ -732,23 +886,18 @@ void prepare_pass(PreparedPass& p, std::vector<Triplet> cells, const TrainOption
 
     // 2-4. Dense item and user indices, the user-major CSR.
     std::vector<int32_t> user_ids;
-    std::vector<int64_t> row_off;
+    Offsets row_off;
     Rows& rows = p.rows;
-    IdRange ur, ir;
-    id_ranges(cells, ur, ir);
-    // Building the CSR and the CSC on two threads: as the similarity pass
-    // below (threads <= 0: when the input is large and 2+ CPUs exist).
-    const bool two_build =
-        threads > 1 || (threads <= 0 && n >= kMinParallelCells && std::thread::hardware_concurrency() >= 2);
+    bool distinct = false;  // no (user, item) twice: nothing to merge
     if (ur.span + ir.span <= 2 * static_cast<uint64_t>(n))
-        build_csr_tables(cells, ur, ir, m.item_ids, user_ids, row_off, rows, two_build, cancel);
+        build_csr_tables(cells, ur, ir, m.item_ids, user_ids, row_off, rows, two_build, distinct, cancel);
     else
         build_csr_radix(cells, m.item_ids, user_ids, row_off, rows, cancel);
     const std::size_t n_items = m.item_ids.size(), n_users = user_ids.size();
 
     // Merge duplicate (user, item) cells, compacting in place.
-    int64_t nnz = 0;
-    for (std::size_t u = 0; u < n_users; ++u) {
+    int64_t nnz = distinct ? static_cast<int64_t>(row_off[n_users]) : 0;
+    for (std::size_t u = 0; u < n_users && !distinct; ++u) {
         const int64_t start = row_off[u], end = row_off[u + 1];
         row_off[u] = nnz;
         for (int64_t q = start; q < end; ++q) {
@@ -829,52 +978,13 @@ void prepare_pass(PreparedPass& p, std::vector<Triplet> cells, const TrainOption
     release(row_off);
     poll_cancel(cancel);
 
+    // Two independent jobs, side by side when building on two threads:
+    // (a) per item, its norm and its output slot (step 6), then the output
+    // arrays; (b) the popularity ranks, then the rows renamed by rank (and
+    // packed).  Each writes only its own arrays; an overflowing norm throws
+    // the same error as on one thread (the first such item).
     std::vector<double>& norm = p.norm;
     norm.resize(n_items);
-    for (std::size_t i = 0; i < n_items; ++i) {
-        double s = 0;
-        for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) s += cols[p].w * cols[p].w;
-        norm[i] = std::sqrt(s);
-        if (!std::isfinite(norm[i]))
-            throw InvalidInput("recsys: weights of item " + std::to_string(m.item_ids[i]) +
-                               " are too large: the squared norm overflows a double");
-    }
-
-    // Items by popularity rank in the rows and the norms (see SimContext).
-    p.dense_of = detail::rank_popularity(
-        m, [&](std::size_t i) { return static_cast<int32_t>(col_off[i + 1] - col_off[i]); });
-    const std::vector<int32_t>& dense_of = p.dense_of;
-    std::vector<int32_t>& rank_of = p.rank_of;
-    rank_of.resize(n_items);
-    for (std::size_t r = 0; r < n_items; ++r) rank_of[static_cast<std::size_t>(dense_of[r])] = static_cast<int32_t>(r);
-    // When every weight is a float, the rows are packed in place into 8-byte
-    // entries (entry q's bytes [8q, 8q + 8) lie in entries <= q, already
-    // read): the similarity pass then reads half the cache lines.
-    bool fits_float = true;
-    for (int64_t q = 0; q < nnz; ++q) {
-        const double w = rows[q].w;
-        fits_float &= std::fabs(w) <= std::numeric_limits<float>::max() &&
-                      static_cast<double>(static_cast<float>(w)) == w;
-    }
-    const PackedEntry* packed = nullptr;
-    if (fits_float) {
-        unsigned char* const base = reinterpret_cast<unsigned char*>(rows.data());
-        for (int64_t q = 0; q < nnz; ++q) {
-            const RowEntry r = rows[q];
-            ::new (static_cast<void*>(base + sizeof(PackedEntry) * static_cast<std::size_t>(q)))
-                PackedEntry{rank_of[static_cast<std::size_t>(r.item)], static_cast<float>(r.w)};
-        }
-        packed = std::launder(reinterpret_cast<const PackedEntry*>(base));
-    } else {
-        for (int64_t q = 0; q < nnz; ++q) rows[q].item = rank_of[static_cast<std::size_t>(rows[q].item)];
-    }
-    {
-        std::vector<double> by_rank(n_items);
-        for (std::size_t r = 0; r < n_items; ++r) by_rank[r] = norm[static_cast<std::size_t>(dense_of[r])];
-        norm.swap(by_rank);
-    }
-    poll_cancel(cancel);
-
     // 6. Similarities.  Each item gets an output slot sized by an upper
     // bound of its neighbour count, so items can be computed in any order (and
     // by two threads) straight into the final arrays, which are compacted
@@ -884,16 +994,70 @@ void prepare_pass(PreparedPass& p, std::vector<Triplet> cells, const TrainOption
     std::vector<int64_t>& slot = p.slot;
     slot.resize(n_items + 1);
     double total_work = 0;  // sum_u nnz(u)^2
-    slot[0] = 0;
-    for (std::size_t i = 0; i < n_items; ++i) {
-        std::size_t reach = 0;  // sum over users of i of their other items
-        for (int64_t p = col_off[i]; p < col_off[i + 1]; ++p) reach += cols[p].len - 1;
-        total_work += static_cast<double>(reach + static_cast<std::size_t>(col_off[i + 1] - col_off[i]));
-        slot[i + 1] = slot[i] + static_cast<int64_t>(std::min(reach, k_cap));
+    const std::vector<int32_t>& dense_of = p.dense_of;
+    std::vector<int32_t>& rank_of = p.rank_of;
+    const PackedEntry* packed = nullptr;
+    auto norms_and_slots = [&] {
+        slot[0] = 0;
+        for (std::size_t i = 0; i < n_items; ++i) {
+            double s = 0;
+            std::size_t reach = 0;  // sum over users of i of their other items
+            for (int64_t q = col_off[i]; q < col_off[i + 1]; ++q) {
+                s += cols[q].w * cols[q].w;
+                reach += cols[q].len - 1;
+            }
+            norm[i] = std::sqrt(s);
+            if (!std::isfinite(norm[i]))
+                throw InvalidInput("recsys: weights of item " + std::to_string(m.item_ids[i]) +
+                                   " are too large: the squared norm overflows a double");
+            total_work += static_cast<double>(reach + static_cast<std::size_t>(col_off[i + 1] - col_off[i]));
+            slot[i + 1] = slot[i] + static_cast<int64_t>(std::min(reach, k_cap));
+        }
+        m.nbr_offsets.assign(n_items + 1, 0);
+        m.nbr_ids.resize(static_cast<std::size_t>(slot[n_items]));
+        m.nbr_sims.resize(static_cast<std::size_t>(slot[n_items]));
+    };
+    auto ranks_and_rows = [&] {
+        // Items by popularity rank in the rows and the norms (see SimContext).
+        p.dense_of = detail::rank_popularity(
+            m, [&](std::size_t i) { return static_cast<int32_t>(col_off[i + 1] - col_off[i]); });
+        rank_of.resize(n_items);
+        for (std::size_t r = 0; r < n_items; ++r)
+            rank_of[static_cast<std::size_t>(dense_of[r])] = static_cast<int32_t>(r);
+        // When every weight is a float, the rows are packed in place into 8-byte
+        // entries (entry q's bytes [8q, 8q + 8) lie in entries <= q, already
+        // read): the similarity pass then reads half the cache lines.
+        bool fits_float = true;
+        for (int64_t q = 0; q < nnz; ++q) {
+            const double w = rows[q].w;
+            fits_float &= std::fabs(w) <= std::numeric_limits<float>::max() &&
+                          static_cast<double>(static_cast<float>(w)) == w;
+        }
+        if (fits_float) {
+            unsigned char* const base = reinterpret_cast<unsigned char*>(rows.data());
+            for (int64_t q = 0; q < nnz; ++q) {
+                const RowEntry r = rows[q];
+                ::new (static_cast<void*>(base + sizeof(PackedEntry) * static_cast<std::size_t>(q)))
+                    PackedEntry{rank_of[static_cast<std::size_t>(r.item)], static_cast<float>(r.w)};
+            }
+            packed = std::launder(reinterpret_cast<const PackedEntry*>(base));
+        } else {
+            for (int64_t q = 0; q < nnz; ++q) rows[q].item = rank_of[static_cast<std::size_t>(rows[q].item)];
+        }
+    };
+    detail::parallel_blocks(
+        2, 1, two_build,
+        [&](std::size_t h, std::size_t, int) {
+            if (h == 0) norms_and_slots();
+            else ranks_and_rows();
+        },
+        cancel, [](std::size_t) {});
+    {
+        std::vector<double> by_rank(n_items);
+        for (std::size_t r = 0; r < n_items; ++r) by_rank[r] = norm[static_cast<std::size_t>(dense_of[r])];
+        norm.swap(by_rank);
     }
-    m.nbr_offsets.assign(n_items + 1, 0);
-    m.nbr_ids.resize(static_cast<std::size_t>(slot[n_items]));
-    m.nbr_sims.resize(static_cast<std::size_t>(slot[n_items]));
+    poll_cancel(cancel);
 
     SimContext& cx = p.cx;
     cx.rows = packed ? nullptr : rows.data();

@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <random>
 
 #include <unistd.h>
 
@@ -149,6 +151,37 @@ TEST(EstimateTrainBytes, BoundsRealPeak) {
                     "estimate %zu (%.2fx)\n",
                     c.cells, c.users, c.items, c.k, c.threads, m.peak, m.estimate,
                     static_cast<double>(m.estimate) / static_cast<double>(m.peak));
+    }
+}
+
+// The same with compact ids (lookup tables and a radix sort by user, on one
+// and two threads): one pass of up to 1024 buckets for the fewest cells it
+// can take (one cell a user, one item), two passes of 1024 past 2^19 users.
+TEST(EstimateTrainBytes, BoundsRealPeakCompactIds) {
+    struct Case {
+        int users, items, cells, k;
+    };
+    const Case cases[] = {{600, 1, 600, 50},   {1024, 1, 1024, 0},       {1000, 40, 3000, 10},
+                          {5000, 300, 20000, 50}, {(1 << 19) + 10, 50, 600000, 10}};
+    std::mt19937 rng(5);
+    for (const Case& c : cases) {
+        std::vector<recsys::Triplet> cells;
+        for (int u = 0; u < c.users; ++u)
+            cells.push_back(recsys::Triplet{u, static_cast<int32_t>(rng() % c.items), 1.0 + rng() % 3});
+        while (static_cast<int>(cells.size()) < c.cells)
+            cells.push_back(recsys::Triplet{static_cast<int32_t>(rng() % c.users),
+                                            static_cast<int32_t>(rng() % c.items), 1.0 + rng() % 3});
+        std::shuffle(cells.begin(), cells.end(), rng);
+        for (int threads : {1, 2}) {
+            const Measured m = measure(cells, c.k, threads);
+            EXPECT_GE(static_cast<long long>(m.estimate), m.peak)
+                << c.cells << " cells, " << c.users << " users, k " << c.k << ", threads " << threads
+                << ": estimate " << m.estimate << " < peak " << m.peak;
+            std::printf("[ estimate ] compact ids: cells %d users %d items %d k %d threads %d: peak %lld, "
+                        "estimate %zu (%.2fx)\n",
+                        c.cells, c.users, c.items, c.k, threads, m.peak, m.estimate,
+                        static_cast<double>(m.estimate) / static_cast<double>(m.peak));
+        }
     }
 }
 

@@ -192,6 +192,23 @@ TEST(Train, InvalidWeightsThrow) {
         EXPECT_NE(msg.find("item 4"), std::string::npos) << msg;
         EXPECT_NE(msg.find("-2.5"), std::string::npos) << msg;
     }
+    // The first offending cell, also when the cells are checked in two halves
+    // (on two threads) and each half has one.
+    for (int threads : {1, 2}) {
+        std::vector<Triplet> cells;
+        for (int k = 0; k < 1000; ++k) cells.push_back(Triplet{k, k % 7, 1.0});
+        cells[300].weight = -3.5;
+        cells[800].weight = 0.0;
+        try {
+            detail::train_threads(cells, TrainOptions{}, {}, threads);
+            FAIL() << "expected InvalidInput";
+        } catch (const InvalidInput& e) {
+            const std::string msg = e.what();
+            EXPECT_NE(msg.find("user 300, item 6, weight -3.5"), std::string::npos) << msg;
+        }
+        cells[300].weight = 1.0;
+        EXPECT_THROW(detail::train_threads(cells, TrainOptions{}, {}, threads), InvalidInput);
+    }
     // Tiny positive and huge finite weights are fine on their own...
     EXPECT_NO_THROW(train({{1, 1, 1e-300}, {1, 2, 1e150}}, TrainOptions{}));
     // ...but a sum of duplicates that overflows is rejected, not turned into inf.
@@ -460,6 +477,9 @@ TEST(Train, TwoThreadsCancelOnlyFromCallingThread) {
 // (1 up to 2^10 users, 2 up to 2^20, 3 beyond), with duplicate cells (summed
 // in input order), rows longer than 32 (sorted by std::stable_sort) and
 // settings that read the rows in item order (rp3beta's per-user sums).
+// The compact path also runs on one and on two threads (tables side by side,
+// each radix pass on two halves of the cells), and without duplicates (the
+// merge then has nothing to do).
 TEST(Train, CompactAndSparseIdsGiveTheSameModel) {
     struct Config {
         int users, items, cells;
@@ -493,17 +513,43 @@ TEST(Train, CompactAndSparseIdsGiveTheSameModel) {
         TrainOptions bm25{10};
         bm25.weighting = Weighting::bm25;
         bm25.shrink = 5;
-        for (const TrainOptions& o : {plain, rp3, bm25}) {
-            const Model a = train(dense, o);
-            Model b = train(sparse, o);
-            ASSERT_EQ(a.item_ids.size(), b.item_ids.size());
+        // the same cells without duplicates (first of each (user, item) kept)
+        std::vector<Triplet> distinct = dense;
+        std::stable_sort(distinct.begin(), distinct.end(), [](const Triplet& x, const Triplet& y) {
+            return x.user != y.user ? x.user < y.user : x.item < y.item;
+        });
+        distinct.erase(std::unique(distinct.begin(), distinct.end(),
+                                   [](const Triplet& x, const Triplet& y) {
+                                       return x.user == y.user && x.item == y.item;
+                                   }),
+                       distinct.end());
+        std::shuffle(distinct.begin(), distinct.end(), rng);
+        std::vector<Triplet> distinct_sparse = distinct;
+        for (Triplet& t : distinct_sparse) {
+            t.user = spread(t.user);
+            t.item = spread(t.item);
+        }
+        auto unspread = [](Model b) {
             for (int32_t& id : b.item_ids) id = static_cast<int32_t>((static_cast<int64_t>(id) - INT32_MIN - 17) / 2001);
             for (int32_t& id : b.nbr_ids) id = static_cast<int32_t>((static_cast<int64_t>(id) - INT32_MIN - 17) / 2001);
             for (int32_t& id : b.popular_ids) id = static_cast<int32_t>((static_cast<int64_t>(id) - INT32_MIN - 17) / 2001);
+            return b;
+        };
+        for (const TrainOptions& o : {plain, rp3, bm25}) {
+            const Model a = train(dense, o);
+            const Model b = unspread(train(sparse, o));
+            ASSERT_EQ(a.item_ids.size(), b.item_ids.size());
             expect_same_model(a, b);
+            expect_same_model(a, detail::train_threads(dense, o, {}, 1));
+            expect_same_model(a, detail::train_threads(dense, o, {}, 2));
             EXPECT_GT(a.pairs(), 0);
             EXPECT_LT(a.n_cells, c.cells);  // duplicates were merged
         }
+        const Model a = train(distinct, plain);
+        expect_same_model(a, unspread(train(distinct_sparse, plain)));
+        expect_same_model(a, detail::train_threads(distinct, plain, {}, 1));
+        expect_same_model(a, detail::train_threads(distinct, plain, {}, 2));
+        EXPECT_EQ(a.n_cells, static_cast<int64_t>(distinct.size()));
     }
 }
 
