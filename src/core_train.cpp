@@ -598,15 +598,16 @@ struct RankedBefore {
     }
 };
 
-// One thread's state: the accumulator beside a copy of the norms (by rank:
-// ranking a touched item reads both from one cache line), the touched list,
-// a top-K buffer.
+// One thread's state: the accumulator (by rank, 8 bytes an item: the
+// accumulation's scattered reads and writes touch half the cache lines they
+// did when each sum sat beside a copy of its norm, which ranking a touched
+// item then read from the same line; on both bench logs this layout is the
+// faster), the touched list, a top-K buffer.
 class SimWorker {
 public:
     explicit SimWorker(const SimContext& cx)
-        : cx_(cx), slots_(cx.n_items), touched_(cx.n_items + 1),
+        : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1),
           cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items) {
-        for (std::size_t r = 0; r < cx.n_items; ++r) slots_[r] = AccNorm{0.0, cx.norm[r]};
         cand_.reserve(cap_);
         scores_.reserve(cap_);
     }
@@ -621,24 +622,25 @@ public:
         // K-th's score becomes the threshold `thr`; a candidate below thr
         // cannot be among the best K (K held ones rank before it), so it is
         // not kept, nor (cosine) even divided.  The same top K as a heap.
-        AccNorm* const an = slots_.data();
+        double* const acc = acc_.data();
+        const double* const nrm = cx_.norm;
         const int32_t* const touched = touched_.data();
         const RankedBefore before{cx_.dense_of};
         const int32_t self = cx_.rank_of[i];
         cand_.clear();
         double thr = 0;
-        const double ni = an[self].norm;
+        const double ni = nrm[self];
         const detail::SimilarityFinish* const finish = cx_.finish;  // null: the 1.0 cosine
         for (std::size_t t = 0; t < n_touched; ++t) {
             const int32_t j = touched[t];
-            const double dot = an[j].acc;
-            an[j].acc = 0;
+            const double dot = acc[j];
+            acc[j] = 0;
             if (j == self) continue;
             double sim;
             if (finish) {
                 sim = (*finish)(i, static_cast<std::size_t>(cx_.dense_of[j]), dot);
             } else {
-                const double d = ni * an[j].norm;
+                const double d = ni * nrm[j];
                 // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
                 // while thr d is a normal, finite double (see kMargin).
                 const double bound = thr * d;
@@ -666,19 +668,14 @@ public:
     }
 
 private:
-    struct AccNorm {
-        double acc;   // dot(i, j) so far; 0 = untouched
-        double norm;  // |j|
-    };
-
-    // Item i's dot products with every j into slots_[j].acc, the touched j
+    // Item i's dot products with every j into acc_[j], the touched j
     // appended to touched_ (in first-touch order); returns the work done.
     template <class Entry>
     std::size_t accumulate(const Entry* const R, std::size_t i, std::size_t& n_touched) {
         constexpr int64_t kPrefetch = 8;  // column entries ahead: rows are random accesses
         constexpr uintptr_t kLine = 64;
         const ColEntry* const Cl = cx_.cols;
-        AccNorm* const an = slots_.data();
+        double* const an = acc_.data();
         int32_t* const touched = touched_.data();
         std::size_t work = 0, nt = 0;
         const int64_t pb = cx_.col_off[i], pe = cx_.col_off[i + 1];
@@ -707,10 +704,10 @@ private:
                 // absorbs the unconditional store.
                 const int32_t j = r->item;
                 const double prod = wi * weight_of(*r);
-                const double a = an[j].acc;
+                const double a = an[j];
                 touched[nt] = j;
                 nt += (a == 0) & (prod != 0);
-                an[j].acc = a + prod;
+                an[j] = a + prod;
             }
         }
         n_touched = nt;
@@ -742,7 +739,7 @@ private:
     }
 
     const SimContext& cx_;
-    std::vector<AccNorm> slots_;  // by popularity rank
+    std::vector<double> acc_;  // dot(i, j) so far, by popularity rank; 0 = untouched
     std::vector<int32_t> touched_;
     std::size_t cap_;  // candidates buffered before the worst are dropped
     std::vector<Scored> cand_;  // .id: popularity rank
@@ -811,12 +808,12 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     // Stage 2 (CSC, similarities): CSR 16C + 8(U+1) (row offsets are freed
     // after the CSC is built, but count them), CSC 16C + 8(I+1), item_ids
     // 4I, user_ids 4U, popular 4I+4I + sort order 4I, norms 8I, accumulator
-    // beside the norms' copy 16I, touched 4I, candidates 16I -- twice, for the optional worker
+    // 8I, touched 4I, candidates 16I -- twice, for the optional worker
     // thread -- output slots 8(I+1), output offsets 8(I+1), output pairs 12P;
     // and, at most, the second half's column starts 8(I+1) (while the CSC is
     // built), the popularity ranks 4I and the norms' copy by rank 8I.
     const double s2 = 16 * C + 8 * (U + 1) + 16 * C + 8 * (I + 1) + 4 * I + 4 * U + 12 * I +
-                      8 * I + 2 * (16 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P +
+                      8 * I + 2 * (8 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P +
                       8 * (I + 1) + 4 * I + 8 * I;
     // Allocator bookkeeping: ~40 live blocks, plus stream/exception slack.
     const double slack = 40 * 64 + 16384;
