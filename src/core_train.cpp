@@ -250,6 +250,12 @@ struct IdRange {
     uint64_t span = 0;
 };
 
+// [b, e): half h (0 or 1) of [0, len), split at len / 2.
+inline void half_of(std::size_t len, std::size_t h, std::size_t& b, std::size_t& e) {
+    b = h == 0 ? 0 : len / 2;
+    e = h == 0 ? len / 2 : len;
+}
+
 // Step 1 and the ids' ranges in one pass over the cells, in two halves (on
 // two threads with `two_threads`): throws validate_cells' error for the
 // first cell whose weight is not finite and > 0.
@@ -265,7 +271,8 @@ void scan_cells(const std::vector<Triplet>& cells, IdRange& users, IdRange& item
         2, 1, two_threads,
         [&](std::size_t h, std::size_t, int) {
             Part& pt = part[h];
-            const std::size_t k0 = h == 0 ? 0 : mid, k1 = h == 0 ? mid : n;
+            std::size_t k0, k1;
+            half_of(n, h, k0, k1);
             pt.bad = k1;
             for (std::size_t k = k0; k < k1; ++k) {
                 const double w = cells[k].weight;
@@ -389,11 +396,6 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
         detail::parallel_blocks(
             2, 1, two_threads, [&](std::size_t h, std::size_t, int) { f(h); }, cancel, [](std::size_t) {});
     };
-    // [b, e): half h of [0, len).
-    auto half = [](std::size_t len, std::size_t h, std::size_t& b, std::size_t& e) {
-        b = h == 0 ? 0 : len / 2;
-        e = h == 0 ? len / 2 : len;
-    };
     // The tables, both sides at once: -1 for absent ids, else the rank of
     // the id among the present ones (ascending, as the radix path numbers
     // them), and the present ids into user_ids, item_ids.  Filled with -1,
@@ -408,13 +410,13 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     both([&](std::size_t h) {
         for (Table* t : tables) {
             std::size_t b, e;
-            half(t->size(), h, b, e);
+            half_of(t->size(), h, b, e);
             std::fill(t->data() + b, t->data() + e, -1);
         }
     });
     both([&](std::size_t h) {
         std::size_t k0, k1;
-        half(n, h, k0, k1);
+        half_of(n, h, k0, k1);
         int32_t* const ut = umap.data();
         int32_t* const it = imap.data();
         for (std::size_t k = k0; k < k1; ++k) {
@@ -426,7 +428,7 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     both([&](std::size_t h) {
         for (int s = 0; s < 2; ++s) {
             std::size_t b, e, c = 0;
-            half(tables[s]->size(), h, b, e);
+            half_of(tables[s]->size(), h, b, e);
             const int32_t* const t = tables[s]->data();
             for (std::size_t k = b; k < e; ++k) c += t[k] == 0;
             present[s][h] = c;
@@ -436,7 +438,7 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     both([&](std::size_t h) {
         for (int s = 0; s < 2; ++s) {
             std::size_t b, e;
-            half(tables[s]->size(), h, b, e);
+            half_of(tables[s]->size(), h, b, e);
             int32_t* const t = tables[s]->data();
             int32_t* const out = ids[s]->data();
             int32_t d = static_cast<int32_t>(h == 0 ? 0 : present[s][0]);
@@ -458,8 +460,9 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     std::vector<uint32_t> cnt(2 * per_half, 0);
     both([&](std::size_t h) {
         uint32_t* const c = &cnt[h * per_half];
-        const std::size_t k1 = h == 0 ? mid : n;
-        Triplet* const cb = cells.data() + (h == 0 ? 0 : mid);
+        std::size_t k0, k1;
+        half_of(n, h, k0, k1);
+        Triplet* const cb = cells.data() + k0;
         Triplet* const ce = cells.data() + k1;
         for (Triplet* t = cb; t != ce; ++t) {
             t->user = umap[static_cast<std::size_t>(static_cast<int64_t>(t->user) - ur.min)];
@@ -494,7 +497,8 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
         const bool more = pass + 1 < passes;
         std::fill(next.begin(), next.end(), 0u);
         both([&](std::size_t h) {
-            const std::size_t k0 = h == 0 ? 0 : mid, k1 = h == 0 ? mid : n;
+            std::size_t k0, k1;
+            half_of(n, h, k0, k1);
             uint32_t* const c = &pos[h * buckets];
             uint32_t* const nx = more ? &next[h * buckets] : nullptr;
             if (pass % 2 == 0)
@@ -505,8 +509,9 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     }
     if (passes % 2 == 0)
         both([&](std::size_t h) {
-            const std::size_t q1 = h == 0 ? mid : n;
-            for (std::size_t q = h == 0 ? 0 : mid; q < q1; ++q) move_cell(cells[q], rows[q]);
+            std::size_t q0, q1;
+            half_of(n, h, q0, q1);
+            for (std::size_t q = q0; q < q1; ++q) move_cell(cells[q], rows[q]);
         });
     // Rows are now in user order, every user present: row u starts at the
     // first cell of u (each offset written once: no zero fill).  Beside
