@@ -105,6 +105,9 @@ def main():
                 if m.get("floor_madds") and m.get("ns_per_madd"):
                     cells[7] = (f"{human(m['floor_madds'])} · {float(m['ns_per_madd']):.1f} ns "
                                 f"(core {fmt_s(m.get('core_s'))} s, read {fmt_s(m.get('read_s'))} s)")
+                    if m.get("pass_ns_per_madd"):
+                        cells[7] += (f"; the pass alone {fmt_s(m.get('pass_s'))} s, "
+                                     f"{float(m['pass_ns_per_madd']):.1f} ns")
                 if m.get("evaluate_s") and base:
                     runs = m.get("evaluate_runs_s")
                     runs = f"runs {', '.join(fmt_s(x) for x in runs.split())}; " if runs else ""
@@ -153,6 +156,11 @@ def summary(measured):
                       f" included): {fmt_s(r(sy, 'call_s'))} s." if r(sy, "call_s") else ""))
     out.append("- The core's ns per multiply-add of the floor Σdeg² (the core's wall time, writing included): "
                + ", ".join(f"{s} {r(y, 'ns_per_madd'):.1f}" for s, _, y in per if r(y, "ns_per_madd")) + ".")
+    if any(r(y, "pass_ns_per_madd") for _, _, y in per):
+        out.append("- The similarity pass alone (from the matrix built to the last list; the backend's thread "
+                   "writes rows meanwhile), ns per multiply-add of Σdeg²: "
+                   + ", ".join(f"{s} {r(y, 'pass_ns_per_madd'):.1f} ({fmt_s(r(y, 'pass_s'))} s)"
+                               for s, _, y in per if r(y, "pass_ns_per_madd")) + ".")
     for sysname, label in (("sql", "The plain-SQL self-join"), ("scipy", "The scipy.sparse computation"),
                            ("dense", "The dense pandas + scikit-learn pipeline")):
         ratios = [(s, num(y.get(sysname, {}).get("train_s")) / r(y, "train_s"))

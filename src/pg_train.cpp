@@ -498,6 +498,8 @@ static void train_and_store(CellBuffer* cells, int neighbors, const ModelSetting
         item_ids = st->obj->model().item_ids.data();
         n_items = st->obj->items();
     });
+    // (bench/run.sh: the similarity pass is the time from here to "trained in")
+    elog(DEBUG1, "recsys: built the matrix for the similarity pass in %.3f s", seconds_since(store->start));
     if (cells->data != NULL)
         pfree(cells->data);
     cells->data = NULL;
