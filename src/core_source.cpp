@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <stdexcept>
 #include <utility>
 
 #include <sys/mman.h>
@@ -390,8 +391,15 @@ void CellAggregator::not_finite(uint64_t key)
                        std::to_string(static_cast<int32_t>(key & 0xffffffffu)) + ")");
 }
 
+void CellAggregator::check_not_released() const
+{
+    if (released_ != 0)
+        throw std::logic_error("recsys: cells added to an aggregation whose table was released");
+}
+
 bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
 {
+    check_not_released();
     uint64_t key = cell_key(user, item);
     return add_hashed(key, mix64(key), wv, time_us);
 }
@@ -448,6 +456,7 @@ std::size_t CellAggregator::add_batch(const int32_t* users, const int32_t* items
 {
     // Each cell's hash, computed once where its slot is prefetched, rides
     // the ring to its add.
+    check_not_released();
     return pipelined(
         n,
         [&](std::size_t k) {
@@ -474,6 +483,8 @@ double CellAggregator::final_weight(const Slot& s, int64_t newest_us) const
 std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Triplet* out, std::size_t cap,
                                       int64_t* dropped) const
 {
+    if (*pos < released_)
+        throw std::logic_error("recsys: cells emitted from a released part of the table");
     std::size_t n = 0;
     while (*pos < slots_.size() && n < cap) {
         const Slot& s = slots_[(*pos)++];
@@ -490,6 +501,8 @@ std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Tripl
 
 std::size_t CellAggregator::raw_into(std::size_t* pos, RawCell* out, std::size_t cap) const
 {
+    if (*pos < released_)
+        throw std::logic_error("recsys: cells emitted from a released part of the table");
     std::size_t n = 0;
     while (*pos < slots_.size() && n < cap) {
         const Slot& s = slots_[(*pos)++];
@@ -500,10 +513,30 @@ std::size_t CellAggregator::raw_into(std::size_t* pos, RawCell* out, std::size_t
     return n;
 }
 
+void CellAggregator::release_emitted(std::size_t pos)
+{
+    pos = std::min(pos, slots_.size());
+    released_ = std::max(released_, pos);
+    // table_alloc gave a table of 2 MB or more whole 2 MB blocks, 2 MB
+    // aligned: the emitted ones go back (a smaller table stays as it is).
+    if (slots_.size() * sizeof(Slot) < kHugePage)
+        return;
+    const std::size_t upto = (released_ * sizeof(Slot)) & ~(kHugePage - 1);
+    if (upto <= released_bytes_)
+        return;
+#ifdef MADV_DONTNEED
+    char* base = reinterpret_cast<char*>(slots_.data());
+    (void) madvise(base + released_bytes_, upto - released_bytes_, MADV_DONTNEED);  // advice: no error
+#endif
+    released_bytes_ = upto;
+}
+
 void CellAggregator::clear()
 {
     count_ = 0;
     last_pos_ = ~std::size_t{0};
+    released_ = 0;
+    released_bytes_ = 0;
     std::vector<Slot, TableAllocator<Slot>>().swap(slots_);
 }
 
@@ -536,6 +569,7 @@ bool block_full(BlocksAdded* r, std::size_t b, std::size_t begin, std::size_t ad
 BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
                        std::size_t limit)
 {
+    cells.check_not_released();
     // One loop over each block with two prefetch stages, so that the
     // dictionary's and the cells' cache misses overlap: at step j the key
     // of event j is hashed and its dictionary slot prefetched, the user of

@@ -1649,6 +1649,10 @@ static void emit_aggregation(EventReceiver* r, CellBuffer* out, EventsRead* res,
     do {
         core_call_or_error("reading the events", [&] {
             n = r->agg->obj->emit_into(&pos, res->newest, buf, chunk, &dropped);
+            // The table's emitted slots are not read again: their memory
+            // goes back as the cells' buffer grows (the aggregation is
+            // reset or freed after this).
+            r->agg->obj->release_emitted(pos);
         });
         // The cells come in the cell table's order, their users at random:
         // each one's remap entry (4 bytes a user, 3.7 MB at 10M events,

@@ -492,3 +492,46 @@ TEST(CellAggregator, AddBatchStopsAtTheFirstRefusal)
     EXPECT_EQ(batch.cells(), one.cells());
     EXPECT_EQ(batch.memory_bytes(), one.memory_bytes());
 }
+
+// pg_read.cpp gives the emitted part of the cell table back while the
+// cells' buffer fills: the cells emitted are those of an aggregation that
+// keeps its table, and the aggregator refuses to be used as if it had it.
+TEST(CellAggregator, ReleasingTheEmittedSlotsKeepsTheRestAndRefusesToGoBack)
+{
+    // 200,000 cells: a table of 2^19 slots, 12 MB, six 2 MB blocks.
+    CellAggregator kept(DecaySpec{}, 0), released(DecaySpec{}, 0);
+    std::mt19937_64 rng(11);
+    for (int k = 0; k < 200000; k++) {
+        const int32_t u = static_cast<int32_t>(k / 7), i = static_cast<int32_t>(rng() % 5000);
+        const double w = 1.0 + static_cast<double>(rng() % 5);
+        ASSERT_TRUE(kept.add(u, i, w, k));
+        ASSERT_TRUE(released.add(u, i, w, k));
+    }
+    ASSERT_GE(released.memory_bytes(), std::size_t{8} << 20);
+    std::map<std::pair<int32_t, int32_t>, double> got;
+    std::vector<recsys::Triplet> buf(1000);
+    std::size_t pos = 0, n;
+    int64_t dropped = 0;
+    while ((n = released.emit_into(&pos, 0, buf.data(), buf.size(), &dropped)) > 0) {
+        for (std::size_t k = 0; k < n; k++)
+            got[{buf[k].user, buf[k].item}] = buf[k].weight;
+        released.release_emitted(pos);
+    }
+    EXPECT_EQ(got, emitted(kept, 0));
+    EXPECT_EQ(got.size(), kept.cells());
+    // Back to the start, or adding, would read the released slots.
+    std::size_t again = 0;
+    EXPECT_THROW(released.emit_into(&again, 0, buf.data(), buf.size(), &dropped), std::logic_error);
+    std::vector<CellAggregator::RawCell> raw(10);
+    again = 0;
+    EXPECT_THROW(released.raw_into(&again, raw.data(), raw.size()), std::logic_error);
+    EXPECT_THROW(released.add(1, 1, 1.0, 0), std::logic_error);
+    const int32_t u1 = 1, i1 = 1;
+    const double w1 = 1.0;
+    const int64_t t1 = 0;
+    EXPECT_THROW(released.add_batch(&u1, &i1, &w1, &t1, nullptr, 1), std::logic_error);
+    // Cleared, it is an empty aggregator again.
+    released.clear();
+    EXPECT_TRUE(released.add(1, 1, 2.0, 0));
+    EXPECT_EQ((emitted(released, 0)), (std::map<std::pair<int32_t, int32_t>, double>{{{1, 1}, 2.0}}));
+}
