@@ -177,7 +177,7 @@ def summary(measured):
     priv = [(s, float(y["recsys"]["private_mb"]) / r(y, "predicted_mb"))
             for s, _, y in per if num(y.get("recsys", {}).get("private_mb")) is not None and r(y, "predicted_mb")]
     if priv:
-        out.append("- Peak private memory growth (RssAnon, sampled every 20 ms) over recsys.train_memory(): "
+        out.append("- Peak private memory growth (RssAnon, sampled every 0.5 ms in one more, untimed run) over recsys.train_memory(): "
                    + ", ".join(f"{s} {x:.2f}×" for s, x in priv) + ".")
     d64 = []
     for s, _, y in per:
