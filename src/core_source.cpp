@@ -397,6 +397,12 @@ void CellAggregator::check_not_released() const
         throw std::logic_error("recsys: cells added to an aggregation whose table was released");
 }
 
+void CellAggregator::check_emit_from(std::size_t pos) const
+{
+    if (pos < released_)
+        throw std::logic_error("recsys: cells emitted from a released part of the table");
+}
+
 bool CellAggregator::add(int32_t user, int32_t item, double wv, int64_t time_us)
 {
     check_not_released();
@@ -483,8 +489,7 @@ double CellAggregator::final_weight(const Slot& s, int64_t newest_us) const
 std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Triplet* out, std::size_t cap,
                                       int64_t* dropped) const
 {
-    if (*pos < released_)
-        throw std::logic_error("recsys: cells emitted from a released part of the table");
+    check_emit_from(*pos);
     std::size_t n = 0;
     while (*pos < slots_.size() && n < cap) {
         const Slot& s = slots_[(*pos)++];
@@ -501,8 +506,7 @@ std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Tripl
 
 std::size_t CellAggregator::raw_into(std::size_t* pos, RawCell* out, std::size_t cap) const
 {
-    if (*pos < released_)
-        throw std::logic_error("recsys: cells emitted from a released part of the table");
+    check_emit_from(*pos);
     std::size_t n = 0;
     while (*pos < slots_.size() && n < cap) {
         const Slot& s = slots_[(*pos)++];

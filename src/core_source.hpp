@@ -228,6 +228,7 @@ private:
     [[noreturn]] static void not_finite(uint64_t key);
     bool grow();
     void check_not_released() const;
+    void check_emit_from(std::size_t pos) const;
     DecaySpec decay_;
     std::size_t max_bytes_;
     std::size_t count_ = 0;
