@@ -535,6 +535,20 @@ void CellAggregator::release_emitted(std::size_t pos)
     released_bytes_ = upto;
 }
 
+void CellAggregator::reserve(int64_t cells)
+{
+    check_not_released();
+    if (!slots_.empty() || cells <= 0)
+        return;
+    std::size_t n = kMinSlots;
+    while (n * 7 < static_cast<std::size_t>(cells) * 10)   // as grow() keeps the load
+        n *= 2;
+    // grow() doubles to n only when n and n / 2 slots fit max_bytes at once.
+    while (max_bytes_ != 0 && n > kMinSlots && (n + n / 2) * sizeof(Slot) > max_bytes_)
+        n /= 2;
+    std::vector<Slot, TableAllocator<Slot>>(n, Slot{kEmpty, 0, 0}).swap(slots_);
+}
+
 void CellAggregator::clear()
 {
     count_ = 0;

@@ -212,6 +212,13 @@ public:
     // slots from `pos` on, then is cleared or destroyed: adding, or
     // emitting from before `pos`, throws std::logic_error.
     void release_emitted(std::size_t pos);
+    // Before the first add: the table its doublings would end at for about
+    // `cells` cells (at most 70% full, and no larger than a doubling within
+    // max_bytes could make it), allocated at once: no intermediate tables,
+    // and no moment holding an old one beside its double.  A wrong guess
+    // costs nothing in the sums: the table grows on from there, or stays
+    // emptier.  Does nothing once cells were added.
+    void reserve(int64_t cells);
     void clear();
 
 private:

@@ -18,11 +18,13 @@ extern "C" {
 #include "access/htup_details.h"
 #include "access/tupdesc.h"
 #include "access/tupmacs.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
 #include "utils/lsyscache.h"
@@ -377,6 +379,42 @@ static bool over_limit(EventReceiver* r)
                 (r->items->obj != nullptr ? r->items->obj->memory_bytes() : 0);
     });
     return bytes > r->limit;
+}
+
+// About how many cells this read will sum, from the newest model trained on
+// the same source: its cells, scaled by the relation's rows now against the
+// events that model used, at most one a row.  0 when there is no such model,
+// or the caller may not read recsys.models (the read then grows its table as
+// it goes).  Read in the caller's SPI connection, names qualified.
+static int64 cells_hint(const SourceRel* src, double est_rows)
+{
+    Oid nsp = get_namespace_oid("recsys", true);
+    Oid models = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
+    if (!OidIsValid(models) || pg_class_aclcheck(models, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+        return 0;
+    Oid types[1] = {TEXTOID};
+    Datum values[1] = {CStringGetTextDatum(src->qualified)};
+    int rc = SPI_execute_with_args("SELECT m.cells, m.interactions_used FROM recsys.models m "
+                                   "WHERE m.source_relation OPERATOR(pg_catalog.=) $1 "
+                                   "ORDER BY m.model_id DESC LIMIT 1",
+                                   1, types, values, NULL, true, 1);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading the newest model's size failed");
+    double hint = 0;
+    if (SPI_processed == 1) {
+        bool null_cells, null_used;
+        int64 cells = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_cells));
+        int64 used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_used));
+        if (!null_cells && cells > 0) {
+            hint = (double) cells;
+            if (!null_used && used > 0 && est_rows > 0) {
+                hint *= est_rows / (double) used;
+                hint = Min(hint, est_rows);
+            }
+        }
+    }
+    SPI_freetuptable(SPI_tuptable);
+    return hint >= 1 && hint < 4e18 ? (int64) hint : 0;
 }
 
 // Starts a fresh aggregation (a new part of the users).
@@ -1786,6 +1824,15 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
             res->items->obj = new recsys::KeyDict(ibytes);
     });
     reset_aggregation(&r);
+    // The cell table at the size its doublings would reach (see
+    // CellAggregator::reserve): less memory touched, no old table beside a
+    // new one.
+    int64 hint = cells_hint(src, r.est_rows);
+    if (hint > 0) {
+        core_call_or_error("reading the events", [&] { r.agg->obj->reserve(hint); });
+        elog(DEBUG1, "recsys: the cell table sized for about " INT64_FORMAT " cells (the newest model of %s)",
+             hint, src->qualified);
+    }
     if (split != NULL && split->find_cutoff) {
         r.mode = READ_ONE_PASS;
         r.margin_us = ((int64) split->hold_days + 2) * USECS_PER_DAY;

@@ -535,3 +535,42 @@ TEST(CellAggregator, ReleasingTheEmittedSlotsKeepsTheRestAndRefusesToGoBack)
     EXPECT_TRUE(released.add(1, 1, 2.0, 0));
     EXPECT_EQ((emitted(released, 0)), (std::map<std::pair<int32_t, int32_t>, double>{{{1, 1}, 2.0}}));
 }
+
+// pg_read.cpp sizes the cell table from the newest model of the source: the
+// table reserved is the one the doublings reach, under a limit too, and the
+// sums are those of a table grown as it goes.
+TEST(CellAggregator, ReservedTableIsTheOneItsDoublingsReach)
+{
+    for (std::size_t limit : {std::size_t{0}, CellAggregator::estimate_bytes(3000)}) {
+        for (int cells : {1, 500, 3000, 40000}) {
+            CellAggregator grown(DecaySpec{}, limit), reserved(DecaySpec{}, limit);
+            reserved.reserve(cells);
+            const std::size_t at_start = reserved.memory_bytes();
+            int added = 0;
+            for (int k = 0; k < cells; k++) {
+                const bool g = grown.add(k, k % 13, 1.0 + k % 3, k);
+                ASSERT_EQ(g, reserved.add(k, k % 13, 1.0 + k % 3, k)) << "limit " << limit << ", cell " << k;
+                added += g;
+            }
+            ASSERT_GT(added, 0);
+            EXPECT_EQ(at_start, grown.memory_bytes()) << "limit " << limit << ", cells " << cells;
+            EXPECT_EQ(reserved.memory_bytes(), grown.memory_bytes());
+            if (limit != 0) {
+                EXPECT_LE(reserved.memory_bytes(), limit);
+            }
+            EXPECT_EQ(emitted(reserved, 0), emitted(grown, 0));
+        }
+    }
+    // A guess too small: the table grows on from it; once cells are in, no effect.
+    CellAggregator small(DecaySpec{}, 0), grown(DecaySpec{}, 0);
+    small.reserve(100);
+    for (int k = 0; k < 5000; k++) {
+        ASSERT_TRUE(small.add(k, 1, 1.0, 0));
+        ASSERT_TRUE(grown.add(k, 1, 1.0, 0));
+    }
+    const std::size_t before = small.memory_bytes();
+    small.reserve(1000000);
+    EXPECT_EQ(small.memory_bytes(), before);
+    EXPECT_EQ(before, grown.memory_bytes());
+    EXPECT_EQ(emitted(small, 0), emitted(grown, 0));
+}
