@@ -344,12 +344,19 @@ void KeyDict::clear()
 
 CellAggregator::CellAggregator(DecaySpec decay, std::size_t max_bytes) : decay_(decay), max_bytes_(max_bytes) {}
 
-std::size_t CellAggregator::estimate_bytes(int64_t cells)
+// The slots the table reaches for `cells` cells by doubling, at most 70%
+// full (grow()'s rule).
+static std::size_t cell_slots_for(int64_t cells)
 {
     std::size_t slots = kMinSlots;
     while (cells > 0 && slots * 7 < static_cast<std::size_t>(cells) * 10)
         slots *= 2;
-    return slots * sizeof(Slot);
+    return slots;
+}
+
+std::size_t CellAggregator::estimate_bytes(int64_t cells)
+{
+    return cell_slots_for(cells) * sizeof(Slot);
 }
 
 bool CellAggregator::grow()
@@ -540,9 +547,7 @@ void CellAggregator::reserve(int64_t cells)
     check_not_released();
     if (!slots_.empty() || cells <= 0)
         return;
-    std::size_t n = kMinSlots;
-    while (n * 7 < static_cast<std::size_t>(cells) * 10)   // as grow() keeps the load
-        n *= 2;
+    std::size_t n = cell_slots_for(cells);
     // grow() doubles to n only when n and n / 2 slots fit max_bytes at once.
     while (max_bytes_ != 0 && n > kMinSlots && (n + n / 2) * sizeof(Slot) > max_bytes_)
         n /= 2;
