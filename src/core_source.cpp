@@ -132,6 +132,57 @@ void table_free(void* p, std::size_t bytes) noexcept
         std::free(p);
 }
 
+static std::size_t round_to_huge(std::size_t bytes)
+{
+    return (bytes + kHugePage - 1) & ~(kHugePage - 1);
+}
+
+TableSpace table_space_alloc(std::size_t bytes, std::size_t reserve)
+{
+    if (bytes >= kHugePage && std::max(bytes, reserve) <= std::numeric_limits<std::size_t>::max() / 2) {
+        const std::size_t room = round_to_huge(std::max(bytes, reserve));
+        const std::size_t len = room + kHugePage;  // for the alignment
+        void* m = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m != MAP_FAILED) {
+            const uintptr_t a = (reinterpret_cast<uintptr_t>(m) + kHugePage - 1) & ~uintptr_t(kHugePage - 1);
+            char* base = reinterpret_cast<char*>(a);
+            const std::size_t usable = round_to_huge(bytes);
+            if (mprotect(base, usable, PROT_READ | PROT_WRITE) != 0) {
+                munmap(m, len);
+                throw std::bad_alloc();
+            }
+#ifdef MADV_HUGEPAGE
+            (void) madvise(base, room, MADV_HUGEPAGE);  // advice: no huge pages is no error
+#endif
+            return TableSpace{base, usable, room, m, len};
+        }
+    }
+    // Small, or no address space to reserve: a table that cannot grow in place.
+    return TableSpace{static_cast<char*>(table_alloc(bytes)), bytes, bytes, nullptr, 0};
+}
+
+bool table_space_extend(TableSpace& sp, std::size_t bytes)
+{
+    if (bytes <= sp.usable)
+        return true;
+    if (sp.map == nullptr || bytes > sp.reserved)
+        return false;
+    const std::size_t usable = round_to_huge(bytes);
+    if (mprotect(sp.base + sp.usable, usable - sp.usable, PROT_READ | PROT_WRITE) != 0)
+        return false;
+    sp.usable = usable;
+    return true;
+}
+
+void table_space_free(TableSpace& sp) noexcept
+{
+    if (sp.map != nullptr)
+        munmap(sp.map, sp.map_len);
+    else if (sp.base != nullptr)
+        table_free(sp.base, sp.usable);
+    sp = TableSpace{};
+}
+
 uint64_t key_hash(const KeyRef& k, bool bytes)
 {
     return hash_key(k, bytes);
@@ -359,18 +410,38 @@ std::size_t CellAggregator::estimate_bytes(int64_t cells)
     return cell_slots_for(cells) * sizeof(Slot);
 }
 
+std::size_t CellAggregator::home_slot(int32_t user, int32_t item, std::size_t slots)
+{
+    return static_cast<std::size_t>(mix64(cell_key(user, item))) & (slots - 1);
+}
+
+// The room a table of `slots` slots is mapped with: all max_bytes allows
+// (a table never passes it), or, unbounded, eight times its size.
+std::size_t CellAggregator::room_for(std::size_t slots) const
+{
+    return max_bytes_ != 0 ? max_bytes_ : 8 * slots * sizeof(Slot);
+}
+
 bool CellAggregator::grow()
 {
-    std::size_t n = slots_.empty() ? kMinSlots : slots_.size() * 2;
-    // While growing, the old and the new table are both held.
-    if (max_bytes_ != 0 && (n + slots_.size()) * sizeof(Slot) > max_bytes_)
+    const std::size_t old = slots_.size();
+    const std::size_t n = old == 0 ? kMinSlots : old * 2;
+    // A doubling that copies holds the old and the new table at once: the
+    // limit counts both, also for one done in place (the same table sizes
+    // whichever way a table doubles).
+    if (max_bytes_ != 0 && (n + old) * sizeof(Slot) > max_bytes_)
         return false;
-    std::vector<Slot, TableAllocator<Slot>> s(n, Slot{kEmpty, 0, 0});
+    if (old != 0 && slots_.extend(n, Slot{kEmpty, 0, 0})) {
+        rehash_in_place(old);
+        return true;
+    }
+    SlotTable<Slot> s;
+    SlotTable<Slot>::make(s, n, Slot{kEmpty, 0, 0}, room_for(n));
     std::size_t mask = n - 1;
     // In the old slots' order (the same table as one by one), each new slot
     // prefetched ahead.
     pipelined(
-        slots_.size(),
+        old,
         [&](std::size_t j) {
             uint64_t h = mix64(slots_[j].key);
             if (slots_[j].key != kEmpty)
@@ -378,17 +449,53 @@ bool CellAggregator::grow()
             return h;
         },
         [&](std::size_t j, uint64_t h) {
-            const Slot& old = slots_[j];
-            if (old.key != kEmpty) {
+            const Slot& old_slot = slots_[j];
+            if (old_slot.key != kEmpty) {
                 std::size_t pos = static_cast<std::size_t>(h) & mask;
                 while (s[pos].key != kEmpty)
                     pos = (pos + 1) & mask;
-                s[pos] = old;
+                s[pos] = old_slot;
             }
             return true;
         });
     slots_.swap(s);
     return true;
+}
+
+// The table was `old` slots and is now 2 old, the upper half empty: every
+// cell moves to its place in the doubled table without a second table.
+// A cell's new home is its old home h or h + old.  The old slots are taken
+// in cyclic order from just after an empty one (so no run of full slots is
+// cut where the order starts): each cell is lifted out of its slot, which
+// stays empty, and probed for from its new home.  That probe never passes
+// a cell not yet lifted, so lifting one later leaves no gap in the probe
+// of a cell already placed:
+// - from h, it runs over the old run from h to the cell's own slot, all
+//   taken before it in this order, and stops at its own slot at the latest;
+//   a run that wrapped past the old table's end goes on in the upper half;
+// - from h + old, it runs in the upper half, which holds placed cells
+//   only; it can run past the table's end into slot 0 only after the order
+//   wrapped too (before that, the cells with new homes at or above any x
+//   came from distinct old slots at or above x - old: no more than the
+//   slots from x to the end), and then stops at its own slot at the latest.
+void CellAggregator::rehash_in_place(std::size_t old)
+{
+    Slot* const t = slots_.data();
+    const std::size_t mask = 2 * old - 1, old_mask = old - 1;
+    std::size_t start = 0;
+    while (t[start].key != kEmpty)  // there is one: the load was at most 0.9
+        start++;
+    for (std::size_t k = 1; k <= old; k++) {
+        const std::size_t p = (start + k) & old_mask;
+        const Slot cell = t[p];
+        if (cell.key == kEmpty)
+            continue;
+        t[p].key = kEmpty;
+        std::size_t pos = static_cast<std::size_t>(mix64(cell.key)) & mask;
+        while (t[pos].key != kEmpty)
+            pos = (pos + 1) & mask;
+        t[pos] = cell;
+    }
 }
 
 void CellAggregator::not_finite(uint64_t key)
@@ -551,7 +658,7 @@ void CellAggregator::reserve(int64_t cells)
     // grow() doubles to n only when n and n / 2 slots fit max_bytes at once.
     while (max_bytes_ != 0 && n > kMinSlots && (n + n / 2) * sizeof(Slot) > max_bytes_)
         n /= 2;
-    std::vector<Slot, TableAllocator<Slot>>(n, Slot{kEmpty, 0, 0}).swap(slots_);
+    SlotTable<Slot>::make(slots_, n, Slot{kEmpty, 0, 0}, room_for(n));
 }
 
 void CellAggregator::clear()
@@ -560,7 +667,7 @@ void CellAggregator::clear()
     last_pos_ = ~std::size_t{0};
     released_ = 0;
     released_bytes_ = 0;
-    std::vector<Slot, TableAllocator<Slot>>().swap(slots_);
+    slots_.reset();
 }
 
 // ---------------------------------------------------------------------------

@@ -13,7 +13,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core.hpp"
@@ -45,6 +48,80 @@ struct TableAllocator {
     bool operator==(const TableAllocator<U>&) const noexcept { return true; }
     template <typename U>
     bool operator!=(const TableAllocator<U>&) const noexcept { return false; }
+};
+
+// Address space for a hash table that doubles in place.  A table of 2 MB
+// or more is mapped with room reserved behind it (PROT_NONE: nothing is
+// committed or touched) up to `reserve` bytes, 2 MB aligned and advised as
+// huge pages; table_space_extend makes more of that room usable, so a
+// doubling keeps the old slots where they are instead of holding an old
+// table beside a new one.  A smaller table is plain operator new (or, when
+// no mapping can be had, as table_alloc), and is never extended in place.
+struct TableSpace {
+    char* base = nullptr;      // the table's first byte
+    std::size_t usable = 0;    // bytes readable and writable from base
+    std::size_t reserved = 0;  // bytes from base it may be extended to
+    void* map = nullptr;       // the whole mapping (nullptr: table_alloc)
+    std::size_t map_len = 0;
+};
+TableSpace table_space_alloc(std::size_t bytes, std::size_t reserve);
+// Makes the first `bytes` usable, keeping the contents in place; false
+// (nothing changed) beyond the reserved room or when the system refuses.
+bool table_space_extend(TableSpace& sp, std::size_t bytes);
+void table_space_free(TableSpace& sp) noexcept;
+
+// A table of trivially copyable slots in a TableSpace.
+template <typename T>
+class SlotTable {
+    static_assert(std::is_trivially_copyable<T>::value, "slots are moved as bytes");
+
+public:
+    SlotTable() = default;
+    SlotTable(const SlotTable&) = delete;
+    SlotTable& operator=(const SlotTable&) = delete;
+    ~SlotTable() { table_space_free(sp_); }
+    std::size_t size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+    T* data() { return reinterpret_cast<T*>(sp_.base); }
+    const T* data() const { return reinterpret_cast<const T*>(sp_.base); }
+    T& operator[](std::size_t i) { return data()[i]; }
+    const T& operator[](std::size_t i) const { return data()[i]; }
+    const T* begin() const { return data(); }
+    const T* end() const { return data() + n_; }
+    // A fresh table of n copies of `fill`, with room up to reserve_bytes.
+    static void make(SlotTable& t, std::size_t n, const T& fill, std::size_t reserve_bytes)
+    {
+        t.reset();
+        t.sp_ = table_space_alloc(n * sizeof(T), reserve_bytes);
+        t.n_ = n;
+        std::fill(t.data(), t.data() + n, fill);
+    }
+    // Grows to n slots in place, the new ones `fill`; false (unchanged)
+    // when the room reserved does not allow it.
+    bool extend(std::size_t n, const T& fill)
+    {
+        if (n <= n_)
+            return true;
+        if (!table_space_extend(sp_, n * sizeof(T)))
+            return false;
+        std::fill(data() + n_, data() + n, fill);
+        n_ = n;
+        return true;
+    }
+    void swap(SlotTable& o) noexcept
+    {
+        std::swap(sp_, o.sp_);
+        std::swap(n_, o.n_);
+    }
+    void reset() noexcept
+    {
+        table_space_free(sp_);
+        n_ = 0;
+    }
+
+private:
+    TableSpace sp_;
+    std::size_t n_ = 0;
 };
 
 // A key as the glue hands it over: an integer, or bytes (text, varchar,
@@ -145,7 +222,10 @@ struct AggregateCounts {
 // relative to its own newest event, so decay is exact for any time span:
 // adding an event newer than the cell's reference rescales the sum once.
 // The table keeps a load of at most 0.7; when doubling it would pass
-// max_bytes it fills up to 0.9 before add refuses.
+// max_bytes it fills up to 0.9 before add refuses.  From 2 MB on it
+// doubles in place (SlotTable::extend, then rehash_in_place): the peak is
+// the doubled table, not the old one beside it.  max_bytes still counts
+// both, as for a doubling that has to copy (no room reserved).
 class CellAggregator {
 public:
     // `max_bytes` bounds the hash table (0: unbounded).
@@ -166,6 +246,9 @@ public:
     std::size_t memory_bytes() const { return slots_.size() * sizeof(Slot); }
     // Bytes the table holds for `cells` cells, at most.
     static std::size_t estimate_bytes(int64_t cells);
+    // The slot a cell's probe starts from in a table of `slots` slots (a
+    // power of two): for tests that aim cells at a part of the table.
+    static std::size_t home_slot(int32_t user, int32_t item, std::size_t slots);
 
     // Calls sink(Triplet) for every cell with w > 0, in unspecified order;
     // with decay, each sum is taken to the age measured from `newest_us`.
@@ -234,12 +317,14 @@ private:
     bool add_hashed(uint64_t key, uint64_t h, double wv, int64_t time_us);
     [[noreturn]] static void not_finite(uint64_t key);
     bool grow();
+    void rehash_in_place(std::size_t old_slots);
+    std::size_t room_for(std::size_t slots) const;
     void check_not_released() const;
     void check_emit_from(std::size_t pos) const;
     DecaySpec decay_;
     std::size_t max_bytes_;
     std::size_t count_ = 0;
-    std::vector<Slot, TableAllocator<Slot>> slots_;
+    SlotTable<Slot> slots_;
     std::size_t last_pos_ = ~std::size_t{0};   // the slot of the last cell added to
     std::size_t released_ = 0;        // release_emitted: slots before it not to be read
     std::size_t released_bytes_ = 0;  // bytes from the table's start given back

@@ -574,3 +574,66 @@ TEST(CellAggregator, ReservedTableIsTheOneItsDoublingsReach)
     EXPECT_EQ(before, grown.memory_bytes());
     EXPECT_EQ(emitted(small, 0), emitted(grown, 0));
 }
+
+// From 2 MB on the table doubles in place (no second table): the cells and
+// sums are those a map sums independently, and every cell is still found
+// (adding to it again makes no new cell).  The cells aimed at the last 64
+// slots of the doubled table are more than those slots hold, so the probes
+// of at least 64 of them run past the end into slot 0.  Bounded and
+// unbounded (the room reserved differs).
+TEST(CellAggregator, DoublingInPlaceKeepsEveryCell)
+{
+    constexpr std::size_t kOld = std::size_t{1} << 17, kNew = kOld * 2;  // 3 MB -> 6 MB of slots
+    ASSERT_GE(CellAggregator::estimate_bytes(80000), std::size_t{2} << 20);
+    // Ordinary cells to 60% of kOld slots, the aimed ones (which run on
+    // past the old table's end too, over ordinary cells there, some of
+    // which move to the upper half), then ordinary ones past the doubling
+    // at 70%.
+    std::vector<std::pair<int32_t, int32_t>> cells;
+    int32_t k = 0;
+    for (; cells.size() < kOld * 6 / 10; k++)
+        cells.emplace_back(1000000 + k / 3, k % 3);
+    for (int32_t u = 0, aimed = 0; aimed < 128; u++)
+        if (CellAggregator::home_slot(u, 7, kNew) >= kNew - 64) {
+            cells.emplace_back(u, 7);
+            aimed++;
+        }
+    for (; cells.size() < kOld * 7 / 10 + 5000; k++)
+        cells.emplace_back(1000000 + k / 3, k % 3);
+    for (std::size_t limit : {std::size_t{0}, std::size_t{64} << 20}) {
+        CellAggregator a(DecaySpec{}, limit);
+        a.reserve(80000);
+        ASSERT_EQ(a.memory_bytes(), kOld * CellAggregator::estimate_bytes(1) / 1024);
+        std::map<std::pair<int32_t, int32_t>, double> want;
+        for (std::size_t k = 0; k < cells.size(); k++) {
+            const double w = 1.0 + static_cast<double>(k % 5);
+            ASSERT_TRUE(a.add(cells[k].first, cells[k].second, w, 0));
+            want[cells[k]] += w;
+        }
+        EXPECT_EQ(a.memory_bytes(), kNew * CellAggregator::estimate_bytes(1) / 1024) << "limit " << limit;
+        EXPECT_EQ(a.cells(), cells.size());
+        EXPECT_EQ(emitted(a, 0), want) << "limit " << limit;
+        for (std::size_t k = 0; k < cells.size(); k++) {
+            ASSERT_TRUE(a.add(cells[k].first, cells[k].second, 0.5, 0));
+            want[cells[k]] += 0.5;
+        }
+        EXPECT_EQ(a.cells(), cells.size()) << "a cell was not found again after the doubling";
+        EXPECT_EQ(emitted(a, 0), want) << "limit " << limit;
+    }
+    // Random cells through three doublings in place (2^17 -> 2^20 slots),
+    // each added twice, the second time after all of them.
+    std::mt19937_64 rng(7);
+    std::vector<std::pair<int32_t, int32_t>> random_cells(500000);
+    for (auto& c : random_cells)
+        c = {static_cast<int32_t>(rng() % 200000), static_cast<int32_t>(rng() % 5000)};
+    CellAggregator a(DecaySpec{}, 0);
+    std::map<std::pair<int32_t, int32_t>, double> want;
+    for (int round = 0; round < 2; round++)
+        for (const auto& c : random_cells) {
+            ASSERT_TRUE(a.add(c.first, c.second, 1.0 + round, 0));
+            want[c] += 1.0 + round;
+        }
+    EXPECT_EQ(a.cells(), want.size());
+    EXPECT_EQ(a.memory_bytes(), CellAggregator::estimate_bytes(static_cast<int64_t>(want.size())));
+    EXPECT_EQ(emitted(a, 0), want);
+}
