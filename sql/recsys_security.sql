@@ -181,6 +181,37 @@ SELECT users FROM recsys_train();
 UPDATE recsys.config SET source_relation = 'interactions';
 SELECT users FROM recsys_train();
 
+-- The read sizes its cell table from the newest model of the source, which
+-- it looks up in recsys.models with the caller's rights.  A role that may
+-- evaluate but not read recsys.models gets the same evaluation (its table
+-- grows as it goes), not a permission error from that lookup.
+CREATE ROLE recsys_evaluator;
+GRANT USAGE ON SCHEMA recsys TO recsys_evaluator;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA recsys TO recsys_evaluator;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA recsys TO recsys_evaluator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA recsys TO recsys_evaluator;
+REVOKE SELECT ON recsys.models FROM recsys_evaluator;
+GRANT EXECUTE ON FUNCTION recsys_evaluate(integer, integer, integer, text, boolean, jsonb) TO recsys_evaluator;
+GRANT SELECT ON interactions TO recsys_evaluator;
+SELECT has_table_privilege('recsys_evaluator', 'recsys.models', 'SELECT') AS evaluator_reads_models,
+       (SELECT count(*) > 0 FROM recsys.models m WHERE m.source_relation = 'public.interactions') AS model_to_size_from;
+SELECT users_evaluated AS ev_users, "precision" AS ev_p, recall AS ev_r, ndcg AS ev_n,
+       precision_lo AS ev_lo, precision_hi AS ev_hi
+FROM recsys_evaluate(5, test_days => 4) \gset
+SET ROLE recsys_evaluator;
+SELECT users_evaluated = :ev_users AS same_users, "precision" = :ev_p AS same_precision,
+       recall = :ev_r AS same_recall, ndcg = :ev_n AS same_ndcg,
+       precision_lo = :ev_lo AND precision_hi = :ev_hi AS same_interval
+FROM recsys_evaluate(5, test_days => 4);
+RESET ROLE;
+REVOKE ALL ON ALL TABLES IN SCHEMA recsys FROM recsys_evaluator;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA recsys FROM recsys_evaluator;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA recsys FROM recsys_evaluator;
+REVOKE ALL ON FUNCTION recsys_evaluate(integer, integer, integer, text, boolean, jsonb) FROM recsys_evaluator;
+REVOKE ALL ON SCHEMA recsys FROM recsys_evaluator;
+REVOKE ALL ON interactions FROM recsys_evaluator;
+DROP ROLE recsys_evaluator;
+
 -- Clean up.
 SELECT count(*) AS trapped_total FROM public.trapped;
 DROP SCHEMA other CASCADE;
