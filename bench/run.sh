@@ -13,8 +13,9 @@
 #                growth (VmHWM, reset after the session has read the tables)
 #                next to recsys.train_memory(cells, users, items, 50); the
 #                core's time (DEBUG lines: trained - read) per multiply-add of
-#                the floor sum over users of deg(u)^2; recsys_evaluate(10) and
-#                its ratio to training; recsys_recommend latency p50/p99 for 1
+#                the floor sum over users of deg(u)^2; recsys_evaluate(10)
+#                (median of 3, each run right after one of the 3 trainings)
+#                and its ratio to training; recsys_recommend latency p50/p99 for 1
 #                user and for 100 users per call, and for 1 user with a
 #                10,000-product include_items list (pgbench, per-call log);
 #   SQL          the same top-50 cosine neighbours by a plain-SQL self-join
@@ -203,10 +204,27 @@ for S in $SIZES; do
     put log generate_s "$gen_s"; put log users "$users"; put log products "$products"
 
     # -------------------------------------------------------------- recsys --
-    echo "-- recsys_train() x 3, maintenance_work_mem = $MWM"
+    # Training and evaluation alternate (train, evaluate, three times), so
+    # that each runs in the same conditions: on this kind of VM memory a
+    # process touches for the first time costs far more after a pause than
+    # right after another process freed some, and a run of trainings and
+    # then, after the 64MB training, a run of evaluations would compare
+    # unlike states.  Each reports the median of its three.
+    echo "-- recsys_train() x 3, maintenance_work_mem = $MWM, each followed by recsys_evaluate(10)"
+    ev_ok=1
+    : > "$DIR/eval_runs.txt"
     for i in 1 2 3; do
         train_run "run$i" "$MWM" || { echo "bench: recsys_train() failed: $(err_of "run$i")" >&2; exit 1; }
         echo "   run $i: $(cut -d' ' -f1 "$DIR/run$i.txt") s (the call: $(cut -d' ' -f11 "$DIR/run$i.txt") s)"
+        if [ "$ev_ok" = 1 ]; then
+            if ev_i=$(q -c "SET maintenance_work_mem = '$MWM'" -c "SET client_min_messages = debug1" \
+                        -c "SELECT seconds FROM recsys_evaluate(10)" 2>"$DIR/eval$i.err"); then
+                echo "$ev_i $i" >> "$DIR/eval_runs.txt"
+                echo "   recsys_evaluate(10) run $i: $ev_i s"
+            else
+                ev_ok=0; cp "$DIR/eval$i.err" "$DIR/eval.err"
+            fi
+        fi
     done
     cat "$DIR"/run[123].txt | sort -n | sed -n 2p > "$DIR/median.txt"
     read -r train_s m_users m_items pairs hwm1 hwm2 read_s trained_s anon1 anon2 _ built_s < "$DIR/median.txt"
@@ -257,18 +275,7 @@ for S in $SIZES; do
         echo "   of the core: building the matrix $(echo "$built_s - $read_s" | bc) s, the similarity pass $pass_s s = $pass_ns ns per multiply-add"
     fi
 
-    echo "-- recsys_evaluate(10) x 3, median (as training)"
-    ev_ok=1
-    : > "$DIR/eval_runs.txt"
-    for i in 1 2 3; do
-        if ev_i=$(q -c "SET maintenance_work_mem = '$MWM'" -c "SET client_min_messages = debug1" \
-                    -c "SELECT seconds FROM recsys_evaluate(10)" 2>"$DIR/eval$i.err"); then
-            echo "$ev_i $i" >> "$DIR/eval_runs.txt"
-            echo "   run $i: $ev_i s"
-        else
-            ev_ok=0; cp "$DIR/eval$i.err" "$DIR/eval.err"; break
-        fi
-    done
+    echo "-- recsys_evaluate(10): the median of the three runs between the trainings"
     if [ "$ev_ok" = 1 ]; then
         read -r ev_s ev_med < <(sort -n "$DIR/eval_runs.txt" | sed -n 2p)
         cp "$DIR/eval$ev_med.err" "$DIR/eval.err"
