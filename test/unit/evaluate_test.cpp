@@ -154,6 +154,22 @@ void expect_same_result(const EvalResult& got, const EvalResult& want) {
     expect_ci(got.ndcg_ci, want.ndcg_ci);
 }
 
+
+// A model of `neighbors` neighbours per item trained on `before`.
+Model trained(const std::vector<Triplet>& before, int neighbors) {
+    TrainOptions topt;
+    topt.neighbors = neighbors;
+    return train(before, topt);
+}
+
+// Evaluation at k with that model's neighbours and `resamples` bootstrap resamples.
+EvalOptions eval_options(int k, int neighbors, int resamples) {
+    EvalOptions opt;
+    opt.k = k;
+    opt.neighbors = neighbors;
+    opt.bootstrap_resamples = resamples;
+    return opt;
+}
 }  // namespace
 
 TEST(Evaluate, HandExampleK2) {
@@ -748,9 +764,7 @@ TEST(Evaluate, ModelAndTestUsersHistoryEqualsEvaluate) {
         const EvalResult want = evaluate(before, after, opt);
         ASSERT_GT(want.users_evaluated, 20);
 
-        TrainOptions topt;
-        topt.neighbors = 20;
-        const Model model = train(before, topt);
+        const Model model = trained(before, 20);
         std::vector<Triplet> kept;
         for (const Triplet& c : before)
             if (test_users.count(c.user)) kept.push_back(c);
@@ -768,13 +782,8 @@ TEST(Evaluate, HistoryOrderAndDuplicatesDoNotMatter) {
     std::vector<Touch> after;
     const std::size_t n = before.size();
     for (std::size_t i = 0; i < n / 3; ++i) after.push_back(Touch{before[(i * 7) % n].user, before[(i * 13 + 5) % n].item});
-    TrainOptions topt;
-    topt.neighbors = 20;
-    const Model model = train(before, topt);
-    EvalOptions opt;
-    opt.k = 5;
-    opt.neighbors = 20;
-    opt.bootstrap_resamples = 100;
+    const Model model = trained(before, 20);
+    EvalOptions opt = eval_options(5, 20, 100);
     const EvalResult want = evaluate_model(model, before, after, opt);
     ASSERT_GT(want.users_evaluated, 50);
     std::vector<Triplet> halves;
@@ -896,13 +905,8 @@ TEST(Evaluate, CancelWhileTheTouchesSortOnASecondThread) {
     std::vector<Touch> after;
     for (int q = 0; q < 200000; ++q) before.push_back(Triplet{user(rng), item(rng), 1.0 + q % 3});
     for (int q = 0; q < 300000; ++q) after.push_back(Touch{user(rng), item(rng)});
-    TrainOptions topt;
-    topt.neighbors = 20;
-    const Model model = train(before, topt);
-    EvalOptions opt;
-    opt.k = 5;
-    opt.neighbors = 20;
-    opt.bootstrap_resamples = 50;
+    const Model model = trained(before, 20);
+    EvalOptions opt = eval_options(5, 20, 50);
     opt.threads = 2;
     int calls = 0;
     const EvalResult two = evaluate_model(model, before, after, opt, [&] {
@@ -938,9 +942,7 @@ TEST(Evaluate, SortScoringInputsThenEvaluateEqualsEvaluate) {
     opt.neighbors = 20;
     opt.bootstrap_resamples = 100;
     const auto before = recsys_test::random_cells(57, 400, 80, 4000);
-    TrainOptions topt;
-    topt.neighbors = opt.neighbors;
-    const Model model = train(before, topt);
+    const Model model = trained(before, opt.neighbors);
     const std::size_t n = before.size();
     std::mt19937 rng(11);
     for (int shape = 0; shape < 3; ++shape) {
