@@ -101,9 +101,11 @@ std::size_t pipelined(std::size_t n, Hash&& hash, Place&& place)
     return n;
 }
 
+// A cell's key, never 0 (CellAggregator::kEmpty): user indices are >= 0,
+// so user << 32 | item is below 2^63 and one more does not wrap.
 uint64_t cell_key(int32_t user, int32_t item)
 {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(user)) << 32) | static_cast<uint32_t>(item);
+    return ((static_cast<uint64_t>(static_cast<uint32_t>(user)) << 32) | static_cast<uint32_t>(item)) + 1;
 }
 
 }  // namespace
@@ -154,11 +156,11 @@ TableSpace table_space_alloc(std::size_t bytes, std::size_t reserve)
 #ifdef MADV_HUGEPAGE
             (void) madvise(base, room, MADV_HUGEPAGE);  // advice: no huge pages is no error
 #endif
-            return TableSpace{base, usable, room, m, len};
+            return TableSpace{base, usable, room, m, len, true};
         }
     }
     // Small, or no address space to reserve: a table that cannot grow in place.
-    return TableSpace{static_cast<char*>(table_alloc(bytes)), bytes, bytes, nullptr, 0};
+    return TableSpace{static_cast<char*>(table_alloc(bytes)), bytes, bytes, nullptr, 0, false};
 }
 
 bool table_space_extend(TableSpace& sp, std::size_t bytes)
@@ -501,8 +503,7 @@ void CellAggregator::rehash_in_place(std::size_t old)
 void CellAggregator::not_finite(uint64_t key)
 {
     throw InvalidInput("recsys: an event's weight times value is not finite (user index " +
-                       std::to_string(static_cast<int32_t>(key >> 32)) + ", item index " +
-                       std::to_string(static_cast<int32_t>(key & 0xffffffffu)) + ")");
+                       std::to_string(key_user(key)) + ", item index " + std::to_string(key_item(key)) + ")");
 }
 
 void CellAggregator::check_not_released() const
@@ -611,7 +612,7 @@ std::size_t CellAggregator::emit_into(std::size_t* pos, int64_t newest_us, Tripl
             continue;
         double w = final_weight(s, newest_us);
         if (w > 0)
-            out[n++] = Triplet{static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xffffffffu), w};
+            out[n++] = Triplet{key_user(s.key), key_item(s.key), w};
         else
             (*dropped)++;
     }
@@ -625,7 +626,7 @@ std::size_t CellAggregator::raw_into(std::size_t* pos, RawCell* out, std::size_t
     while (*pos < slots_.size() && n < cap) {
         const Slot& s = slots_[(*pos)++];
         if (s.key != kEmpty)
-            out[n++] = RawCell{static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xffffffffu), s.sum,
+            out[n++] = RawCell{key_user(s.key), key_item(s.key), s.sum,
                                s.ref_us};
     }
     return n;

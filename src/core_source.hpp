@@ -63,6 +63,7 @@ struct TableSpace {
     std::size_t reserved = 0;  // bytes from base it may be extended to
     void* map = nullptr;       // the whole mapping (nullptr: table_alloc)
     std::size_t map_len = 0;
+    bool zeroed = false;       // a fresh mapping: every byte not yet written is 0
 };
 TableSpace table_space_alloc(std::size_t bytes, std::size_t reserve);
 // Makes the first `bytes` usable, keeping the contents in place; false
@@ -89,12 +90,15 @@ public:
     const T* begin() const { return data(); }
     const T* end() const { return data() + n_; }
     // A fresh table of n copies of `fill`, with room up to reserve_bytes.
+    // A fill of zero bytes in a fresh mapping is not written: its pages
+    // are zero when first touched, by whichever thread adds to them.
     static void make(SlotTable& t, std::size_t n, const T& fill, std::size_t reserve_bytes)
     {
         t.reset();
         t.sp_ = table_space_alloc(n * sizeof(T), reserve_bytes);
         t.n_ = n;
-        std::fill(t.data(), t.data() + n, fill);
+        if (!(t.sp_.zeroed && zero_bytes(fill)))
+            std::fill(t.data(), t.data() + n, fill);
     }
     // Grows to n slots in place, the new ones `fill`; false (unchanged)
     // when the room reserved does not allow it.
@@ -104,7 +108,8 @@ public:
             return true;
         if (!table_space_extend(sp_, n * sizeof(T)))
             return false;
-        std::fill(data() + n_, data() + n, fill);
+        if (!(sp_.zeroed && zero_bytes(fill)))  // (nothing past n_ was written)
+            std::fill(data() + n_, data() + n, fill);
         n_ = n;
         return true;
     }
@@ -120,6 +125,11 @@ public:
     }
 
 private:
+    static bool zero_bytes(const T& v)
+    {
+        const unsigned char* p = reinterpret_cast<const unsigned char*>(&v);
+        return std::all_of(p, p + sizeof(T), [](unsigned char c) { return c == 0; });
+    }
     TableSpace sp_;
     std::size_t n_ = 0;
 };
@@ -262,7 +272,7 @@ public:
                 continue;
             double w = final_weight(s, newest_us);
             if (w > 0) {
-                sink(Triplet{static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key & 0xffffffffu), w});
+                sink(Triplet{key_user(s.key), key_item(s.key), w});
                 c.cells_positive++;
             } else {
                 c.cells_dropped++;
@@ -307,11 +317,16 @@ public:
 private:
     friend BlocksAdded add_blocks(KeyDict&, CellAggregator&, const EventBlocks&, int64_t, std::size_t);
     struct Slot {
-        uint64_t key;    // user << 32 | item; kEmpty when free
+        uint64_t key;    // (user << 32 | item) + 1 (cell_key); kEmpty when free
         double sum;      // relative to ref_us when decaying
         int64_t ref_us;  // the cell's newest event (decay only)
     };
-    static constexpr uint64_t kEmpty = ~uint64_t{0};
+    // 0, so that the zero pages of a fresh mapping are empty slots as they
+    // are: a table is not written before its first cell (at 10M events
+    // 200 MB the backend's thread would fill before the scan starts).
+    static constexpr uint64_t kEmpty = 0;
+    static int32_t key_user(uint64_t key) { return static_cast<int32_t>((key - 1) >> 32); }
+    static int32_t key_item(uint64_t key) { return static_cast<int32_t>((key - 1) & 0xffffffffu); }
     double final_weight(const Slot& s, int64_t newest_us) const;
     // add() of the cell `key` whose hash (mix64) is h.
     bool add_hashed(uint64_t key, uint64_t h, double wv, int64_t time_us);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -575,7 +576,8 @@ TEST(CellAggregator, ReservedTableIsTheOneItsDoublingsReach)
     EXPECT_EQ(emitted(small, 0), emitted(grown, 0));
 }
 
-// From 2 MB on the table doubles in place (no second table): the cells and
+// From 2 MB on the table doubles in place (no second table), in a mapping
+// whose zero pages are its empty slots (never written before use): the cells and
 // sums are those a map sums independently, and every cell is still found
 // (adding to it again makes no new cell).  The cells aimed at the last 64
 // slots of the doubled table are more than those slots hold, so the probes
@@ -589,7 +591,8 @@ TEST(CellAggregator, DoublingInPlaceKeepsEveryCell)
     // past the old table's end too, over ordinary cells there, some of
     // which move to the upper half), then ordinary ones past the doubling
     // at 70%.
-    std::vector<std::pair<int32_t, int32_t>> cells;
+    // The extreme keys first: (0, 0) is no empty slot, nor is the largest.
+    std::vector<std::pair<int32_t, int32_t>> cells{{0, 0}, {INT32_MAX, INT32_MAX}, {0, INT32_MAX}, {INT32_MAX, 0}};
     int32_t k = 0;
     for (; cells.size() < kOld * 6 / 10; k++)
         cells.emplace_back(1000000 + k / 3, k % 3);
