@@ -185,6 +185,19 @@ void table_space_free(TableSpace& sp) noexcept
     sp = TableSpace{};
 }
 
+bool table_prefault(void* p, std::size_t bytes) noexcept
+{
+#ifdef MADV_POPULATE_WRITE
+    // madvise wants a page-aligned start: widen down to the page.
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p), start = a & ~uintptr_t(4095);
+    return madvise(reinterpret_cast<void*>(start), bytes + (a - start), MADV_POPULATE_WRITE) == 0;
+#else
+    (void) p;
+    (void) bytes;
+    return false;
+#endif
+}
+
 uint64_t key_hash(const KeyRef& k, bool bytes)
 {
     return hash_key(k, bytes);
@@ -660,6 +673,12 @@ void CellAggregator::reserve(int64_t cells)
     while (max_bytes_ != 0 && n > kMinSlots && (n + n / 2) * sizeof(Slot) > max_bytes_)
         n /= 2;
     SlotTable<Slot>::make(slots_, n, Slot{kEmpty, 0, 0}, room_for(n));
+}
+
+void CellAggregator::table_span(char** first, std::size_t* bytes)
+{
+    *first = reinterpret_cast<char*>(slots_.data());
+    *bytes = slots_.size() * sizeof(Slot);
 }
 
 void CellAggregator::clear()

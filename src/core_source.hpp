@@ -70,6 +70,11 @@ TableSpace table_space_alloc(std::size_t bytes, std::size_t reserve);
 // (nothing changed) beyond the reserved room or when the system refuses.
 bool table_space_extend(TableSpace& sp, std::size_t bytes);
 void table_space_free(TableSpace& sp) noexcept;
+// Faults in the pages of [p, p + bytes) writable without writing to them
+// (MADV_POPULATE_WRITE): the kernel zeroes fresh ones, no content changes,
+// so another thread may be adding to the table meanwhile.  False when the
+// system cannot (a kernel before 5.14): the caller stops trying.
+bool table_prefault(void* p, std::size_t bytes) noexcept;
 
 // A table of trivially copyable slots in a TableSpace.
 template <typename T>
@@ -312,6 +317,9 @@ public:
     // costs nothing in the sums: the table grows on from there, or stays
     // emptier.  Does nothing once cells were added.
     void reserve(int64_t cells);
+    // The table's first byte and its bytes now (for table_prefault by
+    // another thread: a table that doubles in place keeps this range).
+    void table_span(char** first, std::size_t* bytes);
     void clear();
 
 private:

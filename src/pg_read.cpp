@@ -65,6 +65,7 @@ struct Part {
 #define EVENT_BATCH 256
 #define EVENT_GROUP 16
 #define EVENT_GROUP_EVENTS (EVENT_BATCH * EVENT_GROUP)
+#define PREFAULT_CHUNK ((Size) 2 << 20)   // the cell table faulted in by the waiting scan at a time
 struct EventBatch {
     int n;                               // events queued
     int nblocks;                         // blocks closed: events [0, block_end[nblocks - 1])
@@ -221,6 +222,14 @@ struct EventReceiver {
     int64 handed;           // batches the worker aggregated
     int64 scan_users;       // batches whose users the scan's thread added
     int64 waited_us;        // time the scan waited for it
+    // The cell table's pages not yet faulted in by the scan: while the
+    // worker is behind, the scan faults them in (table_prefault) instead of
+    // waiting, so the worker does not stop on them.  Set on the scan's
+    // thread while the worker is idle (after reserve), cleared with the
+    // aggregation.
+    char* prefault_at;
+    char* prefault_end;
+    Size prefaulted;        // bytes the scan faulted in
     int64 rows;             // rows received
     int64 events, ignored_null, ignored_type;
     TimestampTz newest;
@@ -430,6 +439,7 @@ static void reset_aggregation(EventReceiver* r)
     });
     r->n_touches = 0;
     r->aggregated = 0;
+    r->prefault_at = r->prefault_end = NULL;
 }
 
 static void spill_write(BufFile* f, const SpillRec* rec, const char* key)
@@ -684,7 +694,19 @@ static void wait_pending(EventReceiver* r)
     r->in_flight = false;
     recsys::detail::AsyncWorker* w = r->worker->obj;
     TimestampTz t0 = GetCurrentTimestamp();
-    core_call_or_error("reading the events", [&] { w->wait(); });
+    core_call_or_error("reading the events", [&] {
+        // Rather than wait, fault in the table's next pages for the worker.
+        while (r->prefault_at < r->prefault_end && w->busy()) {
+            Size n = Min((Size) (r->prefault_end - r->prefault_at), PREFAULT_CHUNK);
+            if (!recsys::table_prefault(r->prefault_at, n)) {
+                r->prefault_end = r->prefault_at;
+                break;
+            }
+            r->prefault_at += n;
+            r->prefaulted += n;
+        }
+        w->wait();
+    });
     r->waited_us += GetCurrentTimestamp() - t0;
     r->handed++;
     finish_batch(r, r->pending);
@@ -1753,8 +1775,8 @@ static void end_pipeline(EventReceiver* r)
         r->worker = NULL;
         elog(DEBUG1,
              "recsys: the aggregation's thread took " INT64_FORMAT " batches (the scan added the users of " INT64_FORMAT
-             "); the scan waited %.3f s for it",
-             r->handed, r->scan_users, r->waited_us / 1e6);
+             "); the scan waited %.3f s for it, faulting in %.0f MB of the cell table meanwhile",
+             r->handed, r->scan_users, r->waited_us / 1e6, r->prefaulted / 1048576.0);
     }
     free_event_batch(r->batch);
     free_event_batch(r->pending);
@@ -1829,7 +1851,12 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     // new one.
     int64 hint = cells_hint(src, r.est_rows);
     if (hint > 0) {
-        core_call_or_error("reading the events", [&] { r.agg->obj->reserve(hint); });
+        core_call_or_error("reading the events", [&] {
+            r.agg->obj->reserve(hint);
+            Size bytes = 0;
+            r.agg->obj->table_span(&r.prefault_at, &bytes);
+            r.prefault_end = r.prefault_at + bytes;
+        });
         elog(DEBUG1, "recsys: the cell table sized for about " INT64_FORMAT " cells (the newest model of %s)",
              hint, src->qualified);
     }

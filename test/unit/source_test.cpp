@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -574,6 +575,39 @@ TEST(CellAggregator, ReservedTableIsTheOneItsDoublingsReach)
     EXPECT_EQ(small.memory_bytes(), before);
     EXPECT_EQ(before, grown.memory_bytes());
     EXPECT_EQ(emitted(small, 0), emitted(grown, 0));
+}
+
+// table_prefault only faults pages in: a table's cells stay as they are,
+// whether it runs before, between or beside the adds (on another thread,
+// as the read's scan does while the aggregation's thread adds).
+TEST(CellAggregator, PrefaultingTheTableChangesNoCell)
+{
+    CellAggregator a(DecaySpec{}, 0), b(DecaySpec{}, 0);
+    a.reserve(200000);
+    b.reserve(200000);
+    char* first = nullptr;
+    std::size_t bytes = 0;
+    a.table_span(&first, &bytes);
+    ASSERT_EQ(bytes, a.memory_bytes());
+    ASSERT_GE(bytes, std::size_t{2} << 20);
+    const bool can = recsys::table_prefault(first, bytes / 2);  // a kernel before 5.14 cannot: then it is a no-op
+    std::thread faulting([&] {
+        if (can)
+            for (std::size_t off = 0; off < bytes; off += 65536)
+                recsys::table_prefault(first + off, std::min<std::size_t>(65536, bytes - off));
+    });
+    std::map<std::pair<int32_t, int32_t>, double> want;
+    for (int32_t k = 0; k < 150000; k++) {
+        ASSERT_TRUE(a.add(k / 4, k % 7, 1.0 + k % 3, 0));
+        want[{k / 4, k % 7}] += 1.0 + k % 3;
+    }
+    faulting.join();
+    b.table_span(&first, &bytes);
+    for (int32_t k = 0; k < 150000; k++)
+        ASSERT_TRUE(b.add(k / 4, k % 7, 1.0 + k % 3, 0));
+    recsys::table_prefault(first, bytes);
+    EXPECT_EQ(emitted(a, 0), want);
+    EXPECT_EQ(emitted(b, 0), want);
 }
 
 // From 2 MB on the table doubles in place (no second table), in a mapping
