@@ -204,6 +204,49 @@ uint64_t key_hash(const KeyRef& k, bool bytes)
 }
 
 // ---------------------------------------------------------------------------
+// Doubling a linear-probing table in place
+
+namespace {
+
+// The table t was `old` slots and is now 2 old, the upper half empty: every
+// cell moves to its place in the doubled table without a second table.
+// A cell's new home is its old home h or h + old.  The old slots are taken
+// in cyclic order from just after an empty one (so no run of full slots is
+// cut where the order starts): each cell is lifted out of its slot, which
+// stays empty, and probed for from its new home.  That probe never passes
+// a cell not yet lifted, so lifting one later leaves no gap in the probe
+// of a cell already placed:
+// - from h, it runs over the old run from h to the cell's own slot, all
+//   taken before it in this order, and stops at its own slot at the latest;
+//   a run that wrapped past the old table's end goes on in the upper half;
+// - from h + old, it runs in the upper half, which holds placed cells
+//   only; it can run past the table's end into slot 0 only after the order
+//   wrapped too (before that, the cells with new homes at or above any x
+//   came from distinct old slots at or above x - old: no more than the
+//   slots from x to the end), and then stops at its own slot at the latest.
+template <typename Slot, typename IsEmpty, typename Hash>
+void rehash_in_place(Slot* const t, std::size_t old, IsEmpty is_empty, Hash hash, const Slot& empty)
+{
+    const std::size_t mask = 2 * old - 1, old_mask = old - 1;
+    std::size_t start = 0;
+    while (!is_empty(t[start]))  // there is one: the load is below 1
+        start++;
+    for (std::size_t k = 1; k <= old; k++) {
+        const std::size_t p = (start + k) & old_mask;
+        const Slot cell = t[p];
+        if (is_empty(cell))
+            continue;
+        t[p] = empty;
+        std::size_t pos = static_cast<std::size_t>(hash(cell)) & mask;
+        while (!is_empty(t[pos]))
+            pos = (pos + 1) & mask;
+        t[pos] = cell;
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
 // KeyDict
 
 bool KeyDict::equal(const Slot& s, uint64_t tag, const KeyRef& k) const
@@ -220,7 +263,15 @@ bool KeyDict::equal(const Slot& s, uint64_t tag, const KeyRef& k) const
 void KeyDict::rebuild_slots(std::size_t n)
 {
     // The old slots hold every key's tag: no key bytes are reread.
-    std::vector<Slot, TableAllocator<Slot>> s(n, Slot{0, 0});
+    const std::size_t old_n = slots_.size();
+    if (old_n != 0 && n == 2 * old_n && slots_.extend(n, Slot{0, 0})) {
+        rehash_in_place(
+            slots_.data(), old_n, [](const Slot& s) { return s.idx1 == 0; },
+            [this](const Slot& s) { return bytes_ ? s.tag : mix64(s.tag); }, Slot{0, 0});
+        return;
+    }
+    SlotTable<Slot> s;
+    SlotTable<Slot>::make(s, n, Slot{0, 0}, 8 * n * sizeof(Slot));
     std::size_t mask = n - 1;
     // In the old slots' order (so the same table as one by one), each new
     // slot prefetched ahead.
@@ -378,7 +429,7 @@ std::string KeyDict::bytes_key(int32_t idx) const
 
 std::size_t KeyDict::memory_bytes() const
 {
-    return slots_.capacity() * sizeof(Slot) + ints_.capacity() * sizeof(int64_t) +
+    return slots_.size() * sizeof(Slot) + ints_.capacity() * sizeof(int64_t) +
            offsets_.capacity() * sizeof(uint64_t) + arena_.capacity();
 }
 
@@ -399,7 +450,7 @@ void KeyDict::clear()
 {
     count_ = 0;
     last_idx_ = -1;
-    std::vector<Slot, TableAllocator<Slot>>().swap(slots_);
+    slots_.reset();
     std::vector<int64_t>().swap(ints_);
     std::vector<uint64_t>().swap(offsets_);
     std::string().swap(arena_);
@@ -477,40 +528,11 @@ bool CellAggregator::grow()
     return true;
 }
 
-// The table was `old` slots and is now 2 old, the upper half empty: every
-// cell moves to its place in the doubled table without a second table.
-// A cell's new home is its old home h or h + old.  The old slots are taken
-// in cyclic order from just after an empty one (so no run of full slots is
-// cut where the order starts): each cell is lifted out of its slot, which
-// stays empty, and probed for from its new home.  That probe never passes
-// a cell not yet lifted, so lifting one later leaves no gap in the probe
-// of a cell already placed:
-// - from h, it runs over the old run from h to the cell's own slot, all
-//   taken before it in this order, and stops at its own slot at the latest;
-//   a run that wrapped past the old table's end goes on in the upper half;
-// - from h + old, it runs in the upper half, which holds placed cells
-//   only; it can run past the table's end into slot 0 only after the order
-//   wrapped too (before that, the cells with new homes at or above any x
-//   came from distinct old slots at or above x - old: no more than the
-//   slots from x to the end), and then stops at its own slot at the latest.
 void CellAggregator::rehash_in_place(std::size_t old)
 {
-    Slot* const t = slots_.data();
-    const std::size_t mask = 2 * old - 1, old_mask = old - 1;
-    std::size_t start = 0;
-    while (t[start].key != kEmpty)  // there is one: the load was at most 0.9
-        start++;
-    for (std::size_t k = 1; k <= old; k++) {
-        const std::size_t p = (start + k) & old_mask;
-        const Slot cell = t[p];
-        if (cell.key == kEmpty)
-            continue;
-        t[p].key = kEmpty;
-        std::size_t pos = static_cast<std::size_t>(mix64(cell.key)) & mask;
-        while (t[pos].key != kEmpty)
-            pos = (pos + 1) & mask;
-        t[pos] = cell;
-    }
+    recsys::rehash_in_place(
+        slots_.data(), old, [](const Slot& s) { return s.key == kEmpty; }, [](const Slot& s) { return mix64(s.key); },
+        Slot{kEmpty, 0, 0});
 }
 
 void CellAggregator::not_finite(uint64_t key)

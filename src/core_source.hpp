@@ -94,6 +94,8 @@ public:
     const T& operator[](std::size_t i) const { return data()[i]; }
     const T* begin() const { return data(); }
     const T* end() const { return data() + n_; }
+    T* begin() { return data(); }
+    T* end() { return data() + n_; }
     // A fresh table of n copies of `fill`, with room up to reserve_bytes.
     // A fill of zero bytes in a fresh mapping is not written: its pages
     // are zero when first touched, by whichever thread adds to them.
@@ -212,7 +214,7 @@ private:
     void rebuild_slots(std::size_t n);
     bool bytes_;
     std::size_t count_ = 0;
-    std::vector<Slot, TableAllocator<Slot>> slots_;   // size a power of two
+    SlotTable<Slot> slots_;           // size a power of two; doubles in place from 2 MB on
     std::vector<int64_t> ints_;       // integer keys by index
     std::vector<uint64_t> offsets_;   // byte keys: index -> start in arena_ (count_ + 1 entries)
     std::string arena_;               // byte keys, concatenated

@@ -104,6 +104,33 @@ TEST(KeyDict, ManyKeysMatchAStdMap)
     EXPECT_LE(ints.memory_bytes(), KeyDict::estimate_bytes(static_cast<int64_t>(ints.size()), false, 0));
 }
 
+// Past 2 MB of slots a dictionary doubles in place (2 -> 4 -> 8 -> 16 MB
+// here): every key keeps its index and is found again, integer and byte
+// keys alike, and the memory is what estimate_bytes allows.
+TEST(KeyDict, DoublingInPlaceFindsEveryKey)
+{
+    std::mt19937_64 rng(11);
+    KeyDict ints(false), strs(true);
+    std::map<int64_t, int32_t> want_i;
+    std::map<std::string, int32_t> want_s;
+    while (want_i.size() < 400000) {
+        const int64_t v = static_cast<int64_t>(rng() >> 1);
+        auto it = want_i.emplace(v, static_cast<int32_t>(want_i.size())).first;
+        ASSERT_EQ(ints.add(ik(v)), it->second);
+        const std::string str = "user-" + std::to_string(rng() % 1000000);
+        auto jt = want_s.emplace(str, static_cast<int32_t>(want_s.size())).first;
+        ASSERT_EQ(strs.add(bk(str)), jt->second);
+    }
+    ASSERT_GE(ints.memory_bytes(), std::size_t{16} << 20);
+    for (const auto& [v, idx] : want_i)
+        ASSERT_EQ(ints.find(ik(v)), idx);
+    for (const auto& [str, idx] : want_s)
+        ASSERT_EQ(strs.find(bk(str)), idx);
+    EXPECT_EQ(ints.find(ik(-5)), -1);
+    EXPECT_EQ(strs.find(bk("nobody")), -1);
+    EXPECT_LE(ints.memory_bytes(), KeyDict::estimate_bytes(static_cast<int64_t>(ints.size()), false, 0));
+}
+
 TEST(CellAggregator, SumsWeightTimesValueAndDropsNonPositiveCells)
 {
     CellAggregator a(DecaySpec{}, 0);
