@@ -251,7 +251,7 @@ for S in $SIZES; do
 
     echo "-- recsys_train() with maintenance_work_mem = 64MB"
     if train_run default 64MB; then
-        read -r d_s _ _ _ d1 d2 _ _ _ _ d_call < "$DIR/default.txt"
+        read -r d_s _ _ _ d1 d2 _ _ _ _ d_call _ < "$DIR/default.txt"
         put recsys_64MB train_s "$d_s"; put recsys_64MB peak_mb $(( (d2 - d1) / 1024 ))
         put recsys_64MB call_s "$d_call"
         echo "   $d_s s (the call $d_call s), peak RSS growth $(( (d2 - d1) / 1024 )) MB"
