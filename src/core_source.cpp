@@ -112,7 +112,9 @@ uint64_t cell_key(int32_t user, int32_t item)
 
 constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
-void* table_alloc(std::size_t bytes)
+// The heap's table memory (see TableSpace): below 2 MB plain operator new,
+// from 2 MB on 2 MB aligned and advised as huge pages.
+static void* table_alloc(std::size_t bytes)
 {
     if (bytes < kHugePage)
         return ::operator new(bytes);
@@ -126,7 +128,7 @@ void* table_alloc(std::size_t bytes)
     return p;
 }
 
-void table_free(void* p, std::size_t bytes) noexcept
+static void table_free(void* p, std::size_t bytes) noexcept
 {
     if (bytes < kHugePage)
         ::operator delete(p);
@@ -671,7 +673,7 @@ void CellAggregator::release_emitted(std::size_t pos)
 {
     pos = std::min(pos, slots_.size());
     released_ = std::max(released_, pos);
-    // table_alloc gave a table of 2 MB or more whole 2 MB blocks, 2 MB
+    // table_space_alloc gave a table of 2 MB or more whole 2 MB blocks, 2 MB
     // aligned: the emitted ones go back (a smaller table stays as it is).
     if (slots_.size() * sizeof(Slot) < kHugePage)
         return;

@@ -30,33 +30,16 @@ class CellAggregator;
 BlocksAdded add_blocks(KeyDict& users, CellAggregator& cells, const EventBlocks& ev, int64_t aggregated,
                        std::size_t limit);
 
-// An allocator for hash tables larger than the caches: blocks of 2 MB and
-// more are 2 MB aligned and advised to the kernel as huge pages, so that a
-// random probe costs one cache miss and not a TLB miss (a page walk) too.
-// Smaller blocks are plain operator new.
-void* table_alloc(std::size_t bytes);
-void table_free(void* p, std::size_t bytes) noexcept;
-template <typename T>
-struct TableAllocator {
-    using value_type = T;
-    TableAllocator() = default;
-    template <typename U>
-    TableAllocator(const TableAllocator<U>&) noexcept {}
-    T* allocate(std::size_t n) { return static_cast<T*>(table_alloc(n * sizeof(T))); }
-    void deallocate(T* p, std::size_t n) noexcept { table_free(p, n * sizeof(T)); }
-    template <typename U>
-    bool operator==(const TableAllocator<U>&) const noexcept { return true; }
-    template <typename U>
-    bool operator!=(const TableAllocator<U>&) const noexcept { return false; }
-};
-
-// Address space for a hash table that doubles in place.  A table of 2 MB
-// or more is mapped with room reserved behind it (PROT_NONE: nothing is
-// committed or touched) up to `reserve` bytes, 2 MB aligned and advised as
-// huge pages; table_space_extend makes more of that room usable, so a
-// doubling keeps the old slots where they are instead of holding an old
-// table beside a new one.  A smaller table is plain operator new (or, when
-// no mapping can be had, as table_alloc), and is never extended in place.
+// Address space for a hash table larger than the caches, which doubles in
+// place.  A table of 2 MB or more is mapped with room reserved behind it
+// (PROT_NONE: nothing is committed or touched) up to `reserve` bytes, 2 MB
+// aligned and advised to the kernel as huge pages (so that a random probe
+// costs one cache miss and not a TLB miss, a page walk, too);
+// table_space_extend makes more of that room usable, so a doubling keeps
+// the old slots where they are instead of holding an old table beside a
+// new one.  A smaller table is plain operator new (and, when no mapping can
+// be had, a larger one 2 MB aligned memory from the heap), and is never
+// extended in place.
 struct TableSpace {
     char* base = nullptr;      // the table's first byte
     std::size_t usable = 0;    // bytes readable and writable from base
