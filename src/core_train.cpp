@@ -38,6 +38,7 @@
 #endif
 
 #include "core.hpp"
+#include "core_sieve.hpp"
 #include "core_similarity.hpp"
 #include "core_parallel.hpp"
 #include "core_topk.hpp"
@@ -586,9 +587,14 @@ struct SimContext {
 // The prefilter of SimWorker::item: when thr d is a normal finite double,
 // dot < fl(fl(thr d) kMargin) implies dot / d < thr (1 - 1e-12 + 2^-52),
 // so that fl(dot / d) < thr: the division can be skipped.
-constexpr double kMargin = 1 - 1e-12;
+constexpr double kMargin = detail::kSieveMargin;  // 1 - 1e-12
 constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
 constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
+
+// The cosine pass ranks an item's sums by the sieve (core_sieve.hpp),
+// kSieveRun at a time, when its multiply-adds reach
+// detail::kSieveWorkPercent % of the catalogue.
+constexpr std::size_t kSieveRun = 512;
 
 inline double weight_of(const RowEntry& r) { return r.w; }
 inline double weight_of(const PackedEntry& r) { return static_cast<double>(r.w); }
@@ -612,16 +618,24 @@ class SimWorker {
 public:
     explicit SimWorker(const SimContext& cx)
         : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1),
-          cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items) {
+          cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items),
+          sieve_(detail::sieve_available()) {
         cand_.resize(cap_);  // written through data() up to cap_
         scores_.reserve(cap_);
+        if (sieve_) {
+            sieve_ids_.resize(kSieveRun);
+            sieve_dots_.resize(kSieveRun);
+        }
     }
 
     // Computes item i's neighbours into its slot; returns the work done.
     std::size_t item(std::size_t i) {
         std::size_t n_touched = 0;
-        const std::size_t work = cx_.packed ? accumulate(cx_.packed, i, n_touched)
-                                            : accumulate(cx_.rows, i, n_touched);
+        const bool sieve = sieve_ && !cx_.finish && sieves(i);
+        const std::size_t work = sieve ? (cx_.packed ? accumulate<false>(cx_.packed, i, n_touched)
+                                                     : accumulate<false>(cx_.rows, i, n_touched))
+                                       : (cx_.packed ? accumulate<true>(cx_.packed, i, n_touched)
+                                                     : accumulate<true>(cx_.rows, i, n_touched));
         // The top K by ranks_before, K = cx_.keep (0: all), through a buffer
         // of cap_ candidates: when it fills, only its best K stay and the
         // K-th's score becomes the threshold `thr`; a candidate below thr
@@ -656,21 +670,39 @@ public:
                 if (++nc == cap_ && trims) nc = raise_threshold(nc, thr);
             }
         } else {  // the 1.0 cosine
-            for (std::size_t t = 0; t < n_touched; ++t) {
-                const int32_t j = touched[t];
-                const double dot = acc[j];
-                acc[j] = 0;
-                if (j == self) continue;
+            const auto offer = [&](int32_t j, double dot) {
                 const double d = ni * nrm[j];
                 // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
                 // while thr d is a normal, finite double (see kMargin).
                 const double bound = thr * d;
-                if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kMargin) continue;
+                if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kMargin) return;
                 const double sim = dot / d;
-                if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) continue;
+                if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) return;
                 cb[nc].score = sim;
                 cb[nc].id = j;
                 if (++nc == cap_ && trims) nc = raise_threshold(nc, thr);
+            };
+            if (sieve) {
+                // Much of the catalogue touched: the whole accumulator in
+                // runs, in order, through the vector sieve (core_sieve.hpp),
+                // which clears it and keeps only the sums the threshold at
+                // the run's start cannot rule out; those are tested exactly
+                // (thr only rises, so the older threshold is the looser).
+                int32_t* const ids = sieve_ids_.data();
+                double* const dots = sieve_dots_.data();
+                for (std::size_t b = 0; b < cx_.n_items; b += kSieveRun) {
+                    const std::size_t e = std::min(cx_.n_items, b + kSieveRun);
+                    const std::size_t n = detail::sieve_run(acc, nrm, b, e, ni, thr, ids, dots);
+                    for (std::size_t k = 0; k < n; ++k)
+                        if (ids[k] != self) offer(ids[k], dots[k]);
+                }
+            } else {
+                for (std::size_t t = 0; t < n_touched; ++t) {
+                    const int32_t j = touched[t];
+                    const double dot = acc[j];
+                    acc[j] = 0;
+                    if (j != self) offer(j, dot);
+                }
             }
         }
         std::size_t n_out = nc;
@@ -685,13 +717,23 @@ public:
             cx_.out_sims[q] = cb[k].score;
         }
         cx_.out_count[i] = static_cast<int64_t>(n_out);
-        return work + n_touched;
+        return work + (sieve ? cx_.n_items : n_touched);
     }
 
 private:
-    // Item i's dot products with every j into acc_[j], the touched j
-    // appended to touched_ (in first-touch order); returns the work done.
-    template <class Entry>
+    // Whether item i's sums are ranked by the sieve, decided before they are
+    // accumulated (then without the touched list): by its multiply-adds, the
+    // bound on its touched sums, against the catalogue (core_sieve.hpp).
+    bool sieves(std::size_t i) const {
+        std::size_t work = 0;
+        for (int64_t p = cx_.col_off[i], pe = cx_.col_off[i + 1]; p < pe; ++p) work += cx_.cols[p].len;
+        return detail::sieve_pays(work, cx_.n_items);
+    }
+
+    // Item i's dot products with every j into acc_[j]; with Track, the
+    // touched j appended to touched_ (in first-touch order).  Returns the
+    // multiply-adds.
+    template <bool Track, class Entry>
     std::size_t accumulate(const Entry* const R, std::size_t i, std::size_t& n_touched) {
         constexpr int64_t kPrefetch = 8;  // column entries ahead: rows are random accesses
         constexpr uintptr_t kLine = 64;
@@ -726,8 +768,10 @@ private:
                 const int32_t j = r->item;
                 const double prod = wi * weight_of(*r);
                 const double a = an[j];
-                touched[nt] = j;
-                nt += (a == 0) & (prod != 0);
+                if (Track) {
+                    touched[nt] = j;
+                    nt += (a == 0) & (prod != 0);
+                }
                 an[j] = a + prod;
             }
         }
@@ -764,6 +808,9 @@ private:
     std::size_t cap_;  // candidates buffered before the worst are dropped
     std::vector<Scored> cand_;  // .id: popularity rank
     std::vector<double> scores_;  // raise_threshold's scratch
+    bool sieve_;  // the CPU runs the vector sieve
+    std::vector<int32_t> sieve_ids_;  // one run's kept ranks
+    std::vector<double> sieve_dots_;  // and their sums
 };
 
 // Below this (Σdeg² multiply-adds) one thread is faster.  core_bench

@@ -1,0 +1,196 @@
+// sieve_test.cpp - the accumulator sieve of the cosine pass (core_sieve.hpp):
+// entry by entry against the scalar prefilter written out here, against
+// the exact test it must never overrule, and train() against brute force
+// on a log where some items are sieved and the others are not.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "core.hpp"
+#include "core_sieve.hpp"
+#include "test_util.hpp"
+
+using namespace recsys;
+
+namespace {
+
+constexpr double kTiny = std::numeric_limits<double>::min();    // smallest normal
+constexpr double kHuge = std::numeric_limits<double>::max();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// The scalar prefilter of SimWorker::item, as its comment states it: an
+// entry is ruled out when bound = thr · (ni · norm) lies in [4 · min normal,
+// max / 2] and dot < bound · (1 - 1e-12).  Zero sums are never kept.
+bool kept_by_rule(double dot, double ni, double nj, double thr) {
+    if (dot == 0) return false;
+    const double bound = thr * (ni * nj);
+    const bool normal = bound >= 4 * kTiny && bound <= kHuge / 2;
+    return !(normal && dot < bound * (1 - 1e-12));
+}
+
+// The exact test the pass applies to a kept entry.
+bool passes_exact(double dot, double ni, double nj, double thr) {
+    const double sim = dot / (ni * nj);
+    return sim > 0 && std::isfinite(sim) && sim >= thr;
+}
+
+// A sum drawn to land on every side of the prefilter: zeros, the threshold's
+// own boundary give or take a few ulps, negatives, NaN, subnormals, huge.
+double draw_dot(std::mt19937_64& rng, double ni, double nj, double thr) {
+    switch (rng() % 10) {
+        case 0:
+        case 1:
+        case 2: return 0.0;
+        case 3: {  // within a few ulps of thr · ni · nj
+            double x = thr * (ni * nj);
+            for (int k = static_cast<int>(rng() % 9) - 4; k != 0; k += k > 0 ? -1 : 1)
+                x = std::nextafter(x, k > 0 ? kHuge : -kHuge);
+            return x;
+        }
+        case 4: return thr * (ni * nj) * (1 - 1e-12);
+        case 5: return -std::uniform_real_distribution<double>(0, 10)(rng);
+        case 6: return rng() % 2 ? kNaN : std::numeric_limits<double>::denorm_min() * (1 + rng() % 100);
+        case 7: return rng() % 2 ? kHuge / (1 + rng() % 3) : -0.0;
+        default: return std::uniform_real_distribution<double>(0, 10)(rng);
+    }
+}
+
+double draw_norm(std::mt19937_64& rng) {
+    switch (rng() % 8) {
+        case 0: return 0.0;
+        case 1: return kTiny * (1 + rng() % 5);
+        case 2: return 1e300;
+        default: return std::uniform_real_distribution<double>(0.01, 50)(rng);
+    }
+}
+
+}  // namespace
+
+// Every entry of every run (offsets and lengths that exercise the vector
+// body and the scalar tail): kept exactly when the rule above keeps it, in
+// increasing order with its sum, and every entry of the run cleared (none
+// outside it touched).
+TEST(Sieve, KeepsExactlyWhatTheScalarRuleKeeps) {
+    std::mt19937_64 rng(20261128);
+    const double thrs[] = {0.0, 0.25, 0.999, 1e-310, 3e-308, 1e300, 1.0};
+    const double nis[] = {1.0, 7.5, kTiny, 1e300};
+    std::size_t kept_total = 0, ruled_out_total = 0;
+    for (int round = 0; round < 400; ++round) {
+        const std::size_t n = 1 + rng() % 200;
+        const std::size_t b = rng() % std::min<std::size_t>(n, 5), e = b + rng() % (n - b + 1);
+        const double thr = thrs[rng() % 7], ni = nis[rng() % 4];
+        std::vector<double> norm(n), acc(n);
+        for (std::size_t j = 0; j < n; ++j) norm[j] = draw_norm(rng);
+        for (std::size_t j = 0; j < n; ++j) acc[j] = draw_dot(rng, ni, norm[j], thr);
+        const std::vector<double> before = acc;
+        std::vector<int32_t> ids(n + 1, -7);
+        std::vector<double> dots(n + 1, -7);
+        const std::size_t got = detail::sieve_run(acc.data(), norm.data(), b, e, ni, thr, ids.data(),
+                                                  dots.data());
+        std::vector<std::size_t> want;
+        for (std::size_t j = b; j < e; ++j)
+            if (kept_by_rule(before[j], ni, norm[j], thr)) want.push_back(j);
+        ASSERT_EQ(got, want.size()) << "round " << round;
+        for (std::size_t k = 0; k < got; ++k) {
+            ASSERT_EQ(ids[k], static_cast<int32_t>(want[k])) << "round " << round;
+            const double w = before[want[k]];
+            ASSERT_TRUE(std::isnan(w) ? std::isnan(dots[k]) : dots[k] == w) << "round " << round;
+        }
+        for (std::size_t j = 0; j < n; ++j) {
+            if (j >= b && j < e)
+                ASSERT_EQ(acc[j], 0.0) << "round " << round << " j " << j;
+            else
+                ASSERT_TRUE(std::isnan(before[j]) ? std::isnan(acc[j]) : acc[j] == before[j]);
+        }
+        kept_total += got;
+        ruled_out_total += e - b - got;
+    }
+    EXPECT_GT(kept_total, 1000u);
+    EXPECT_GT(ruled_out_total, 1000u);
+}
+
+// The sieve only saves work: an entry it rules out never passes the exact
+// test (sim > 0, finite, >= thr), even a few ulps from the threshold.
+TEST(Sieve, NeverRulesOutWhatTheExactTestKeeps) {
+    std::mt19937_64 rng(77);
+    std::size_t near = 0;
+    for (int round = 0; round < 2000; ++round) {
+        const std::size_t n = 64;
+        const double thr = std::uniform_real_distribution<double>(1e-6, 1.0)(rng);
+        const double ni = std::uniform_real_distribution<double>(0.1, 100)(rng);
+        std::vector<double> norm(n), acc(n);
+        for (std::size_t j = 0; j < n; ++j) norm[j] = std::uniform_real_distribution<double>(0.1, 100)(rng);
+        for (std::size_t j = 0; j < n; ++j) {
+            double x = thr * (ni * norm[j]);
+            for (int k = static_cast<int>(rng() % 41) - 20; k != 0; k += k > 0 ? -1 : 1)
+                x = std::nextafter(x, k > 0 ? kHuge : 0.0);
+            acc[j] = x;
+        }
+        const std::vector<double> before = acc;
+        std::vector<int32_t> ids(n);
+        std::vector<double> dots(n);
+        const std::size_t got = detail::sieve_run(acc.data(), norm.data(), 0, n, ni, thr, ids.data(), dots.data());
+        std::set<int32_t> kept(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(got));
+        for (std::size_t j = 0; j < n; ++j) {
+            const bool exact = passes_exact(before[j], ni, norm[j], thr);
+            near += exact;
+            if (exact) {
+                ASSERT_TRUE(kept.count(static_cast<int32_t>(j))) << "round " << round << " j " << j;
+            }
+        }
+    }
+    EXPECT_GT(near, 10000u);  // many entries sat on the threshold's right side
+}
+
+// train() sieves the items whose multiply-adds reach kSieveWorkPercent of
+// the catalogue and ranks the others' touched lists: both kinds in one log
+// (a dense block of heavy users over 150 items, and 650 items each bought
+// by two light users), and the model equals the brute force bit for bit.
+TEST(Sieve, TrainAgreesWithBruteForceWithSievedAndListedItems) {
+    std::mt19937 rng(4242);
+    static const double kWeights[] = {0.5, 1, 1.5, 2, 3};
+    std::vector<Triplet> cells;
+    for (int u = 0; u < 40; ++u)
+        for (int k = 0; k < 60; ++k)
+            cells.push_back(Triplet{u, static_cast<int32_t>(rng() % 150), kWeights[rng() % 5]});
+    for (int it = 150; it < 800; ++it)
+        for (int c = 0; c < 2; ++c)
+            cells.push_back(Triplet{1000 + static_cast<int32_t>(rng() % 500), it, kWeights[rng() % 5]});
+    // Which items the rule sieves: each item's multiply-adds, as the pass
+    // counts them (the row lengths of its users).
+    std::map<int32_t, std::set<int32_t>> row, col;
+    for (const Triplet& t : cells) {
+        row[t.user].insert(t.item);
+        col[t.item].insert(t.user);
+    }
+    std::size_t sieved = 0, listed = 0;
+    for (const auto& kv : col) {
+        std::size_t work = 0;
+        for (int32_t u : kv.second) work += row[u].size();
+        (detail::sieve_pays(work, col.size()) ? sieved : listed) += 1;
+    }
+    EXPECT_GE(sieved, 140u);
+    EXPECT_GE(listed, 600u);
+    if (!detail::sieve_available()) std::cout << "[ note ] this CPU has no AVX2: every item took the touched list\n";
+    const auto nm = recsys_test::naive_train(cells, 0);  // every list whole; the top k is its head
+    for (int k : {1, 5, 50, 0}) {
+        const Model m = train(cells, TrainOptions{k});
+        ASSERT_EQ(m.item_ids, nm.items);
+        for (int32_t item : nm.items) {
+            const auto got = recsys_test::model_nbrs(m, item);
+            auto want = nm.nbrs.at(item);
+            if (k > 0 && want.size() > static_cast<std::size_t>(k)) want.resize(static_cast<std::size_t>(k));
+            ASSERT_EQ(got.size(), want.size()) << "item " << item << " k " << k;
+            for (std::size_t r = 0; r < want.size(); ++r) {
+                ASSERT_EQ(got[r].id, want[r].id) << "item " << item << " rank " << r << " k " << k;
+                ASSERT_EQ(got[r].sim, want[r].sim) << "item " << item << " rank " << r << " k " << k;
+            }
+        }
+    }
+}
