@@ -882,9 +882,11 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     const double s2 = 16 * C + 8 * (U + 1) + 16 * C + 8 * (I + 1) + 4 * I + 4 * U + 12 * I +
                       8 * I + 2 * (8 * I + 4 * I + 16 * I) + 8 * (I + 1) + 8 * (I + 1) + 12 * P +
                       8 * (I + 1) + 4 * I + 8 * I;
+    // The sieve's buffers, kSieveRun ranks and sums per worker thread.
+    const double sieve = 2.0 * kSieveRun * (sizeof(int32_t) + sizeof(double));
     // Allocator bookkeeping: ~40 live blocks, plus stream/exception slack.
     const double slack = 40 * 64 + 16384;
-    const double total = std::max({s1a, s1b, s2}) + slack;
+    const double total = std::max({s1a, s1b, s2 + sieve}) + slack;
     if (!(total < static_cast<double>(std::numeric_limits<std::size_t>::max())))
         return std::numeric_limits<std::size_t>::max();
     return static_cast<std::size_t>(total);
