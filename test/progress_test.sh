@@ -34,6 +34,30 @@ CREATE TABLE interactions AS
 VACUUM interactions;   -- reltuples = 800000 exactly
 SET maintenance_work_mem = '1GB';
 SELECT model_id FROM recsys_train(neighbors => 5);
+-- progress_seen(kind, condition, timeout): the first recsys_progress row of
+-- another backend's run of that kind meeting the condition, as psql -A
+-- prints it ('|' between the columns, NULL as nothing), polled every
+-- millisecond inside this one statement (a phase of a few tens of
+-- milliseconds is seen, where a new psql every 50 ms could miss it); NULL
+-- after the timeout.
+CREATE FUNCTION progress_seen(kind text, cond text, timeout_s float8) RETURNS text
+LANGUAGE plpgsql AS $f$
+DECLARE
+    r text;
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        EXECUTE format('SELECT concat_ws(''|'', run_id, phase, coalesce(rows_read::text, ''''),
+                               coalesce(rows_estimate::text, ''''), coalesce(items_done::text, ''''),
+                               coalesce(items_total::text, ''''))
+                          FROM recsys_progress
+                         WHERE kind = %L AND pid <> pg_backend_pid() AND (%s) LIMIT 1', kind, cond) INTO r;
+        EXIT WHEN r IS NOT NULL OR clock_timestamp() - t0 > timeout_s * interval '1 second';
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    RETURN r;
+END
+$f$;
 SQL
 }
 
@@ -46,18 +70,12 @@ start() {
     VICTIM=$!
 }
 
-# poll KIND CONDITION: waits (bounded) until recsys_progress shows a run of
-# KIND meeting CONDITION while the statement runs; prints the row or nothing.
+# poll KIND CONDITION: waits (bounded: 30 s) until recsys_progress shows a
+# run of KIND meeting CONDITION while the statement runs; prints the row or
+# nothing.  The polling happens inside the database (progress_seen), every
+# millisecond: the computing phase of this log lasts well under 0.1 s.
 poll() {
-    local row=""
-    for _ in $(seq 1 600); do
-        row=$(q "SELECT run_id, phase, rows_read, rows_estimate, items_done, items_total FROM recsys_progress
-                  WHERE kind = '$1' AND pid <> pg_backend_pid() AND ($2) LIMIT 1" | tr '|' ' ')
-        [ -n "$row" ] && break
-        kill -0 "$VICTIM" 2>/dev/null || break   # finished before we saw it
-        sleep 0.05
-    done
-    echo "$row"
+    q "SELECT progress_seen('$1', \$c\$$2\$c\$, 30)" | tr '|' ' '
 }
 
 ok() { echo "  ok: $*"; }
