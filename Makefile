@@ -4,7 +4,7 @@ EXTENSION = recsys
 EXTVERSION = 1.1
 
 MODULE_big = recsys
-CORE_OBJS = src/core_train.o src/core_sieve.o src/core_eigen.o src/core_recommend.o src/core_evaluate.o src/core_shape.o src/core_passes.o \
+CORE_OBJS = src/core_train.o src/core_simd.o src/core_eigen.o src/core_recommend.o src/core_evaluate.o src/core_shape.o src/core_passes.o \
             src/core_similarity.o src/core_tune.o src/core_source.o
 GLUE_OBJS = src/pg_module.o src/pg_guard.o src/pg_source.o src/pg_model.o src/pg_fetch.o src/pg_spill.o src/pg_train.o \
             src/pg_recommend.o src/pg_lookup.o src/pg_matrix.o src/pg_evaluate.o src/pg_progress.o src/pg_runlog.o \

@@ -9,6 +9,7 @@
 
 #include "core.hpp"
 #include "core_parallel.hpp"
+#include "core_simd.hpp"
 #include "core_topk.hpp"
 
 namespace recsys {
@@ -358,6 +359,8 @@ void sum_counts_of(std::size_t P, uint8_t* const* low, uint32_t* const* high, co
 // count wrapped) or none.
 void sum_counts(std::size_t k, std::size_t P, uint8_t* const* low, uint32_t* const* high, const double* rows,
                 std::size_t m, double (*sum)[kMaxColumns]) {
+    static_assert(kMaxColumns == detail::kBootColumns && kGroup == 4, "the vector sums' layout");
+    if (P == kGroup && high[0] == nullptr && detail::bootstrap_sum4(k, low, rows, m, &sum[0][0])) return;
     switch (k) {
         case 1: return sum_counts_of<1>(P, low, high, rows, m, sum);
         case 2: return sum_counts_of<2>(P, low, high, rows, m, sum);

@@ -38,7 +38,7 @@
 #endif
 
 #include "core.hpp"
-#include "core_sieve.hpp"
+#include "core_simd.hpp"
 #include "core_similarity.hpp"
 #include "core_parallel.hpp"
 #include "core_topk.hpp"
@@ -591,7 +591,7 @@ constexpr double kMargin = detail::kSieveMargin;  // 1 - 1e-12
 constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
 constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
 
-// The cosine pass ranks an item's sums by the sieve (core_sieve.hpp),
+// The cosine pass ranks an item's sums by the sieve (core_simd.hpp),
 // kSieveRun at a time, when its multiply-adds reach
 // detail::kSieveWorkPercent % of the catalogue.
 constexpr std::size_t kSieveRun = 512;
@@ -619,7 +619,7 @@ public:
     explicit SimWorker(const SimContext& cx)
         : cx_(cx), acc_(cx.n_items, 0.0), touched_(cx.n_items + 1),
           cap_(cx.keep > 0 ? std::min(cx.n_items, std::max<std::size_t>(4 * cx.keep, 256)) : cx.n_items),
-          sieve_(detail::sieve_available()) {
+          sieve_(detail::simd_available()) {
         cand_.resize(cap_);  // written through data() up to cap_
         scores_.reserve(cap_);
         if (sieve_) {
@@ -684,7 +684,7 @@ public:
             };
             if (sieve) {
                 // Much of the catalogue touched: the whole accumulator in
-                // runs, in order, through the vector sieve (core_sieve.hpp),
+                // runs, in order, through the vector sieve (core_simd.hpp),
                 // which clears it and keeps only the sums the threshold at
                 // the run's start cannot rule out; those are tested exactly
                 // (thr only rises, so the older threshold is the looser).
@@ -723,7 +723,7 @@ public:
 private:
     // Whether item i's sums are ranked by the sieve, decided before they are
     // accumulated (then without the touched list): by its multiply-adds, the
-    // bound on its touched sums, against the catalogue (core_sieve.hpp).
+    // bound on its touched sums, against the catalogue (core_simd.hpp).
     bool sieves(std::size_t i) const {
         std::size_t work = 0;
         for (int64_t p = cx_.col_off[i], pe = cx_.col_off[i + 1]; p < pe; ++p) work += cx_.cols[p].len;

@@ -1,11 +1,12 @@
-// The accumulator sieve of the cosine similarity pass: see core_sieve.hpp.
-#include "core_sieve.hpp"
+// The core's vector kernels (the cosine pass's sieve, the bootstrap's sums):
+// see core_simd.hpp.
+#include "core_simd.hpp"
 
 #include <limits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define RECSYS_SIEVE_AVX2 1
+#define RECSYS_AVX2 1
 #endif
 
 namespace recsys::detail {
@@ -31,9 +32,9 @@ std::size_t sieve_scalar(double* acc, const double* norm, std::size_t b, std::si
 }
 }  // namespace
 
-#ifdef RECSYS_SIEVE_AVX2
+#ifdef RECSYS_AVX2
 
-bool sieve_available() {
+bool simd_available() {
     static const bool yes = __builtin_cpu_supports("avx2");
     return yes;
 }
@@ -92,18 +93,89 @@ __attribute__((target("avx2"))) static std::size_t sieve_avx2(double* acc, const
     return sieve_scalar(acc, norm, j, e, ni, thr, ids, dots, n);  // the tail
 }
 
+
+// The bootstrap's sums for four resamples at once (core_evaluate.cpp's
+// sum_counts_k with P = 4 and no wrapped count): lane p of each vector is
+// resample p, so every resample's sums are the same multiplications and
+// additions in the same order (units ascending) as the scalar loop's.  The
+// four count arrays are read 16 units at a time and transposed so that one
+// unit's four counts sit in four bytes.
+template <std::size_t K>
+__attribute__((target("avx2"))) static void boot_sum4(uint8_t* const* low, const double* rows, std::size_t m,
+                                                     double* sum) {
+    __m256d s[K];
+    for (std::size_t c = 0; c < K; ++c) s[c] = _mm256_setzero_pd();
+    const __m128i zero = _mm_setzero_si128();
+    std::size_t j = 0;
+    for (; j + 16 <= m; j += 16) {
+        __m128i l[4];
+        for (int p = 0; p < 4; ++p) {
+            __m128i* const at = reinterpret_cast<__m128i*>(low[p] + j);
+            l[p] = _mm_loadu_si128(at);
+            _mm_storeu_si128(at, zero);
+        }
+        const __m128i a0 = _mm_unpacklo_epi8(l[0], l[1]), a1 = _mm_unpackhi_epi8(l[0], l[1]);
+        const __m128i b0 = _mm_unpacklo_epi8(l[2], l[3]), b1 = _mm_unpackhi_epi8(l[2], l[3]);
+        const __m128i q[4] = {_mm_unpacklo_epi16(a0, b0), _mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a1, b1),
+                              _mm_unpackhi_epi16(a1, b1)};
+        const double* row = rows + j * K;
+        for (int g = 0; g < 4; ++g) {
+            __m128i w = q[g];
+            for (int t = 0; t < 4; ++t, row += K) {
+                const __m256d cnt = _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(w));
+                w = _mm_srli_si128(w, 4);
+                for (std::size_t c = 0; c < K; ++c)
+                    s[c] = _mm256_add_pd(s[c], _mm256_mul_pd(cnt, _mm256_broadcast_sd(row + c)));
+            }
+        }
+    }
+    alignas(32) double lane[K][4];
+    for (std::size_t c = 0; c < K; ++c) _mm256_store_pd(lane[c], s[c]);
+    _mm256_zeroupper();
+    for (; j < m; ++j) {  // the tail, scalar, continuing the same sums
+        const double* row = rows + j * K;
+        for (int p = 0; p < 4; ++p) {
+            const double cd = static_cast<double>(low[p][j]);
+            low[p][j] = 0;
+            for (std::size_t c = 0; c < K; ++c) lane[c][p] += cd * row[c];
+        }
+    }
+    for (int p = 0; p < 4; ++p)
+        for (std::size_t c = 0; c < K; ++c) sum[p * kBootColumns + c] = lane[c][p];
+}
+
 #else
 
-bool sieve_available() { return false; }
+bool simd_available() { return false; }
 
 #endif
 
 std::size_t sieve_run(double* acc, const double* norm, std::size_t b, std::size_t e, double ni, double thr,
                       int32_t* ids, double* dots) {
-#ifdef RECSYS_SIEVE_AVX2
-    if (sieve_available()) return sieve_avx2(acc, norm, b, e, ni, thr, ids, dots);
+#ifdef RECSYS_AVX2
+    if (simd_available()) return sieve_avx2(acc, norm, b, e, ni, thr, ids, dots);
 #endif
     return sieve_scalar(acc, norm, b, e, ni, thr, ids, dots, 0);
+}
+
+bool bootstrap_sum4(std::size_t k, uint8_t* const* low, const double* rows, std::size_t m, double* sum) {
+#ifdef RECSYS_AVX2
+    if (!simd_available()) return false;
+    switch (k) {
+        case 1: boot_sum4<1>(low, rows, m, sum); return true;
+        case 2: boot_sum4<2>(low, rows, m, sum); return true;
+        case 3: boot_sum4<3>(low, rows, m, sum); return true;
+        case 4: boot_sum4<4>(low, rows, m, sum); return true;
+        case 5: boot_sum4<5>(low, rows, m, sum); return true;
+        case 6: boot_sum4<6>(low, rows, m, sum); return true;
+        case 7: boot_sum4<7>(low, rows, m, sum); return true;
+        case 8: boot_sum4<8>(low, rows, m, sum); return true;
+        default: return false;
+    }
+#else
+    (void)k; (void)low; (void)rows; (void)m; (void)sum;
+    return false;
+#endif
 }
 
 }  // namespace recsys::detail

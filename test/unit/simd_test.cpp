@@ -1,7 +1,9 @@
-// sieve_test.cpp - the accumulator sieve of the cosine pass (core_sieve.hpp):
-// entry by entry against the scalar prefilter written out here, against
-// the exact test it must never overrule, and train() against brute force
-// on a log where some items are sieved and the others are not.
+// simd_test.cpp - the core's vector kernels (core_simd.hpp).  The
+// accumulator sieve of the cosine pass: entry by entry against the scalar
+// prefilter written out here, against the exact test it must never
+// overrule, and train() against brute force on a log where some items are
+// sieved and the others are not.  The bootstrap's four-resample sums: bit
+// for bit against the scalar loop written out here.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +15,7 @@
 #include <vector>
 
 #include "core.hpp"
-#include "core_sieve.hpp"
+#include "core_simd.hpp"
 #include "test_util.hpp"
 
 using namespace recsys;
@@ -177,7 +179,7 @@ TEST(Sieve, TrainAgreesWithBruteForceWithSievedAndListedItems) {
     }
     EXPECT_GE(sieved, 140u);
     EXPECT_GE(listed, 600u);
-    if (!detail::sieve_available()) std::cout << "[ note ] this CPU has no AVX2: every item took the touched list\n";
+    if (!detail::simd_available()) std::cout << "[ note ] this CPU has no AVX2: every item took the touched list\n";
     const auto nm = recsys_test::naive_train(cells, 0);  // every list whole; the top k is its head
     for (int k : {1, 5, 50, 0}) {
         const Model m = train(cells, TrainOptions{k});
@@ -193,4 +195,49 @@ TEST(Sieve, TrainAgreesWithBruteForceWithSievedAndListedItems) {
             }
         }
     }
+}
+
+// bootstrap_sum4 against the scalar sums written out (count times value,
+// units ascending, one running sum per resample and column): the same
+// doubles bit for bit, for every column count and for unit counts around
+// the 16-unit blocks; every count is reset to 0.  Values of mixed sign and
+// magnitude, so that another order of additions would show in the bits.
+TEST(BootstrapSum4, SameBitsAsTheScalarSums) {
+    std::mt19937_64 rng(9);
+    std::uniform_real_distribution<double> val(-1, 1);
+    std::size_t compared = 0;
+    for (std::size_t k = 1; k <= detail::kBootColumns; ++k) {
+        for (std::size_t m : {0, 1, 3, 15, 16, 17, 31, 32, 33, 100, 1000, 4099}) {
+            std::vector<double> rows(m * k);
+            for (double& v : rows) v = val(rng) * std::pow(10.0, static_cast<double>(rng() % 7) - 3);
+            std::vector<std::vector<uint8_t>> counts(4, std::vector<uint8_t>(m));
+            for (auto& c : counts)
+                for (uint8_t& x : c) x = static_cast<uint8_t>(rng() % 3 == 0 ? 0 : rng() % 256);
+            double want[4][detail::kBootColumns] = {};
+            for (std::size_t p = 0; p < 4; ++p)
+                for (std::size_t c = 0; c < k; ++c) {
+                    double s = 0;
+                    for (std::size_t j = 0; j < m; ++j) s += static_cast<double>(counts[p][j]) * rows[j * k + c];
+                    want[p][c] = s;
+                }
+            uint8_t* low[4] = {counts[0].data(), counts[1].data(), counts[2].data(), counts[3].data()};
+            double got[4 * detail::kBootColumns];
+            for (double& g : got) g = -7;
+            const bool ran = detail::bootstrap_sum4(k, low, rows.data(), m, got);
+            ASSERT_EQ(ran, detail::simd_available());
+            if (!ran) continue;
+            for (std::size_t p = 0; p < 4; ++p) {
+                for (std::size_t c = 0; c < k; ++c)
+                    ASSERT_EQ(got[p * detail::kBootColumns + c], want[p][c]) << "k " << k << " m " << m << " p " << p;
+                for (std::size_t j = 0; j < m; ++j) ASSERT_EQ(counts[p][j], 0) << "k " << k << " m " << m;
+            }
+            ++compared;
+        }
+    }
+    if (detail::simd_available()) {
+        EXPECT_EQ(compared, detail::kBootColumns * 12);
+    }
+    uint8_t* none[4] = {nullptr, nullptr, nullptr, nullptr};
+    double unused[4 * detail::kBootColumns];
+    EXPECT_FALSE(detail::bootstrap_sum4(detail::kBootColumns + 1, none, nullptr, 0, unused));
 }
