@@ -2,7 +2,6 @@
 // see core_simd.hpp.
 #include "core_simd.hpp"
 
-#include <limits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -12,9 +11,6 @@
 namespace recsys::detail {
 
 namespace {
-constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
-constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
-
 // The scalar sieve: the tail of a run, and the whole run without AVX2.
 std::size_t sieve_scalar(double* acc, const double* norm, std::size_t b, std::size_t e, double ni, double thr,
                          int32_t* ids, double* dots, std::size_t n) {
@@ -23,7 +19,7 @@ std::size_t sieve_scalar(double* acc, const double* norm, std::size_t b, std::si
         acc[j] = 0;
         if (dot == 0) continue;
         const double bound = thr * (ni * norm[j]);
-        if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kSieveMargin) continue;
+        if (ruled_out(dot, bound)) continue;
         ids[n] = static_cast<int32_t>(j);
         dots[n] = dot;
         ++n;
@@ -39,7 +35,7 @@ bool simd_available() {
     return yes;
 }
 
-// Four sums at a time.  Each lane computes d, bound and bound · kMargin with
+// Four sums at a time.  Each lane computes d, bound and bound · kSieveMargin with
 // the same IEEE operations as the scalar test (no fused multiply-add), so a
 // lane is ruled out exactly when the scalar prefilter would rule it out; the
 // rest (a few percent of the catalogue once the threshold has risen) are
@@ -54,11 +50,11 @@ __attribute__((target("avx2"), always_inline)) inline std::size_t sieve4(const S
                                                                         std::size_t n) {
     const __m256d d = _mm256_mul_pd(c.ni, _mm256_loadu_pd(norm + j));
     const __m256d bound = _mm256_mul_pd(c.thr, d);
-    const __m256d ruled_out =
+    const __m256d out =
         _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(bound, c.min, _CMP_GE_OQ), _mm256_cmp_pd(bound, c.max, _CMP_LE_OQ)),
                       _mm256_cmp_pd(dot, _mm256_mul_pd(bound, c.margin), _CMP_LT_OQ));
     const __m256d nonzero = _mm256_cmp_pd(dot, c.zero, _CMP_NEQ_UQ);
-    unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_andnot_pd(ruled_out, nonzero)));
+    unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_andnot_pd(out, nonzero)));
     if (m == 0) return n;
     alignas(32) double lane[4];
     _mm256_store_pd(lane, dot);
@@ -78,8 +74,8 @@ __attribute__((target("avx2"), always_inline)) inline std::size_t sieve4(const S
 __attribute__((target("avx2"))) static std::size_t sieve_avx2(double* acc, const double* norm, std::size_t b,
                                                               std::size_t e, double ni, double thr, int32_t* ids,
                                                               double* dots) {
-    const SieveConsts c{_mm256_set1_pd(ni),         _mm256_set1_pd(thr),          _mm256_set1_pd(kMinNormal4),
-                        _mm256_set1_pd(kMaxHalf), _mm256_set1_pd(kSieveMargin), _mm256_setzero_pd()};
+    const SieveConsts c{_mm256_set1_pd(ni),         _mm256_set1_pd(thr),          _mm256_set1_pd(kSieveMinBound),
+                        _mm256_set1_pd(kSieveMaxBound), _mm256_set1_pd(kSieveMargin), _mm256_setzero_pd()};
     std::size_t n = 0, j = b;
     for (; j + 4 <= e; j += 4) {
         const __m256d dot = _mm256_loadu_pd(acc + j);

@@ -19,13 +19,23 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 namespace recsys::detail {
 
-// The prefilter's constants (see SimWorker::item in core_train.cpp): when
-// bound = fl(thr · d) is a normal, finite double, dot < fl(bound · kMargin)
-// implies fl(dot / d) < thr, so the entry cannot pass.
+// The cosine pass's prefilter, one rule for the touched list, the scalar
+// sieve and (lane by lane) the vector sieve: with d = ni · norm[j] and
+// bound = fl(thr · d), when bound is a normal, finite double (within
+// [kSieveMinBound, kSieveMaxBound]), dot < fl(bound · kSieveMargin) implies
+// dot / d < thr (1 - 1e-12 + 2^-52), so that fl(dot / d) < thr: the sum
+// cannot reach the threshold, and the division can be skipped.
 constexpr double kSieveMargin = 1 - 1e-12;
+constexpr double kSieveMinBound = 4 * std::numeric_limits<double>::min();
+constexpr double kSieveMaxBound = std::numeric_limits<double>::max() / 2;
+
+inline bool ruled_out(double dot, double bound) {
+    return bound >= kSieveMinBound && bound <= kSieveMaxBound && dot < bound * kSieveMargin;
+}
 
 // The pass sieves an item's sums when its multiply-adds (which bound the
 // sums it touches) reach this share of the catalogue, and then accumulates
@@ -45,7 +55,7 @@ bool simd_available();
 // Sieves acc[b, e): every entry is set to 0; an entry j is returned (its
 // rank in ids, its sum in dots, in increasing j) unless its sum is 0 or the
 // prefilter rules it out for the threshold thr, with d = ni · norm[j]:
-//   bound = thr · d, kMinNormal4 <= bound <= kMaxHalf and dot < bound · kSieveMargin.
+//   ruled_out(dot, thr · d).
 // ids and dots have room for e - b entries.  Returns how many were kept.
 // With AVX2 the vector code, else a scalar loop (the same entries).
 std::size_t sieve_run(double* acc, const double* norm, std::size_t b, std::size_t e, double ni, double thr,

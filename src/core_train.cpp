@@ -584,13 +584,6 @@ struct SimContext {
     const detail::SimilarityFinish* finish = nullptr;  // null: cosine (the 1.0 formula)
 };
 
-// The prefilter of SimWorker::item: when thr d is a normal finite double,
-// dot < fl(fl(thr d) kMargin) implies dot / d < thr (1 - 1e-12 + 2^-52),
-// so that fl(dot / d) < thr: the division can be skipped.
-constexpr double kMargin = detail::kSieveMargin;  // 1 - 1e-12
-constexpr double kMinNormal4 = 4 * std::numeric_limits<double>::min();
-constexpr double kMaxHalf = std::numeric_limits<double>::max() / 2;
-
 // The cosine pass ranks an item's sums by the sieve (core_simd.hpp),
 // kSieveRun at a time, when its multiply-adds reach
 // detail::kSieveWorkPercent % of the catalogue.
@@ -672,10 +665,9 @@ public:
         } else {  // the 1.0 cosine
             const auto offer = [&](int32_t j, double dot) {
                 const double d = ni * nrm[j];
-                // dot < fl(fl(thr d) kMargin) implies fl(dot / d) < thr
-                // while thr d is a normal, finite double (see kMargin).
-                const double bound = thr * d;
-                if (bound >= kMinNormal4 && bound <= kMaxHalf && dot < bound * kMargin) return;
+                // The prefilter (core_simd.hpp): a sum that cannot reach
+                // thr is not divided.
+                if (detail::ruled_out(dot, thr * d)) return;
                 const double sim = dot / d;
                 if (!(sim > 0 && std::isfinite(sim) && sim >= thr)) return;
                 cb[nc].score = sim;
