@@ -58,9 +58,19 @@ public:
             return;
         }
         if (!ranks_before(s, v_.front())) return;
-        std::pop_heap(v_.begin(), v_.end(), RanksBefore());
-        v_.back() = s;
-        std::push_heap(v_.begin(), v_.end(), RanksBefore());
+        // s takes the worst one's place at the root and sifts down: one
+        // pass down the heap, where pop_heap then push_heap made two.
+        const std::size_t n = v_.size();
+        std::size_t i = 0;
+        for (;;) {
+            std::size_t c = 2 * i + 1;  // the worse child
+            if (c >= n) break;
+            if (c + 1 < n && ranks_before(v_[c], v_[c + 1])) ++c;
+            if (!ranks_before(s, v_[c])) break;
+            v_[i] = v_[c];
+            i = c;
+        }
+        v_[i] = s;
     }
     // Whether k candidates are held (never with k == 0); then every later
     // offer scoring below worst_score() is refused.
