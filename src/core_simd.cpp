@@ -2,7 +2,6 @@
 // see core_simd.hpp.
 #include "core_simd.hpp"
 
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define RECSYS_AVX2 1
@@ -68,9 +67,9 @@ __attribute__((target("avx2"), always_inline)) inline std::size_t sieve4(const S
     return n;
 }
 
-// Eight sums (one cache line when acc is aligned) at a time: a line whose
-// sums are all +0 (untouched) is neither cleared nor compared, and its norms
-// are not read, which spares the bandwidth on an item's rarely touched tail.
+// The run four sums at a time, each cleared and compared (skipping lines
+// of untouched sums was measured slower: see docs/benchmarks.md), then the
+// tail by the scalar loop.
 __attribute__((target("avx2"))) static std::size_t sieve_avx2(double* acc, const double* norm, std::size_t b,
                                                               std::size_t e, double ni, double thr, int32_t* ids,
                                                               double* dots) {
@@ -88,7 +87,6 @@ __attribute__((target("avx2"))) static std::size_t sieve_avx2(double* acc, const
     _mm256_zeroupper();
     return sieve_scalar(acc, norm, j, e, ni, thr, ids, dots, n);  // the tail
 }
-
 
 // The bootstrap's sums for four resamples at once (core_evaluate.cpp's
 // sum_counts_k with P = 4 and no wrapped count): lane p of each vector is
