@@ -630,10 +630,11 @@ public:
                                        : (cx_.packed ? accumulate<true>(cx_.packed, i, n_touched)
                                                      : accumulate<true>(cx_.rows, i, n_touched));
         // The top K by ranks_before, K = cx_.keep (0: all), through a buffer
-        // of cap_ candidates: when it fills, only its best K stay and the
-        // K-th's score becomes the threshold `thr`; a candidate below thr
-        // cannot be among the best K (K held ones rank before it), so it is
-        // not kept, nor (cosine) even divided.  The same top K as a heap.
+        // of cap_ candidates: when it fills, the threshold `thr` rises to at
+        // most the K-th highest score (raise_threshold) and only the
+        // candidates at or above it stay; a candidate below thr cannot be
+        // among the best K (K held ones rank before it), so it is not kept,
+        // nor (cosine) even divided.  The same top K as a heap.
         double* const acc = acc_.data();
         const double* const nrm = cx_.norm;
         const int32_t* const touched = touched_.data();
@@ -699,8 +700,16 @@ public:
         }
         std::size_t n_out = nc;
         if (cx_.keep != 0 && cx_.keep < nc) {
-            std::nth_element(cb, cb + cx_.keep, cb + nc, before);
-            n_out = cx_.keep;
+            // The candidates at or above the K-th highest score (K or a few
+            // more, on ties), then the best K of those.
+            const double kth = kth_bound(nc);
+            n_out = 0;
+            for (std::size_t k = 0; k < nc; ++k)
+                if (cb[k].score >= kth) cb[n_out++] = cb[k];
+            if (n_out > cx_.keep) {
+                std::nth_element(cb, cb + cx_.keep, cb + n_out, before);
+                n_out = cx_.keep;
+            }
         }
         std::sort(cb, cb + n_out, before);
         int64_t q = cx_.slot[i];
@@ -771,27 +780,72 @@ private:
         return work;
     }
 
-    // The buffer is full: its K-th highest score becomes the threshold and
-    // only the candidates at or above it stay (at least K, more on ties;
-    // when all tie, the best K of them).
-    // Every dropped one has K kept ones ranking before it (higher scores),
-    // so the best K overall are kept.  Selects on bare scores: cheaper than
-    // ordering candidates by (score, dense index).
+    // The buffer is full: the threshold rises to kth_bound's (at most the
+    // K-th highest score) and only the candidates at or above it stay, at
+    // least K.  Every dropped one has K kept ones ranking before it (higher
+    // scores), so the best K overall are kept.  Selects on bare scores:
+    // cheaper than ordering candidates by (score, dense index).  When more
+    // than half the buffer stays (near ties: the bound's bucket holds
+    // many), the threshold becomes the exact K-th highest, and if that
+    // still keeps more than half (exact ties), the best K by (score, dense
+    // index) stay: each raise frees half the buffer at least.
     std::size_t raise_threshold(std::size_t nc, double& thr) {
         Scored* const cb = cand_.data();
+        const std::size_t K = cx_.keep;
+        const auto keep_from = [&](double t) {
+            thr = std::max(thr, t);
+            std::size_t kept = 0;
+            for (std::size_t k = 0; k < nc; ++k)
+                if (cb[k].score >= thr) cb[kept++] = cb[k];
+            return nc = kept;
+        };
+        if (keep_from(kth_bound(nc)) <= cap_ / 2) return nc;
         scores_.resize(nc);
         for (std::size_t k = 0; k < nc; ++k) scores_[k] = cb[k].score;
-        const auto kth = scores_.begin() + static_cast<std::ptrdiff_t>(cx_.keep - 1);
-        std::nth_element(scores_.begin(), kth, scores_.end(), std::greater<double>());
-        thr = *kth;
-        std::size_t kept = 0;
-        for (std::size_t k = 0; k < nc; ++k)
-            if (cb[k].score >= thr) cb[kept++] = cb[k];
-        if (kept == cap_) {  // all tied (a full buffer): the best K by (score, dense index)
-            std::nth_element(cb, cb + (cx_.keep - 1), cb + kept, RankedBefore{cx_.dense_of});
-            kept = cx_.keep;
+        std::nth_element(scores_.begin(), scores_.begin() + static_cast<std::ptrdiff_t>(K - 1), scores_.end(),
+                         std::greater<double>());
+        if (keep_from(scores_[K - 1]) <= cap_ / 2) return nc;
+        std::nth_element(cb, cb + (K - 1), cb + nc, RankedBefore{cx_.dense_of});
+        thr = std::max(thr, cb[K - 1].score);  // the K-th best's: the lowest kept
+        return K;
+    }
+
+    // A threshold t that at least K = cx_.keep of the buffer's first nc
+    // candidates reach (K <= nc), at most 1/16 of an octave below the K-th
+    // highest score, without ranking them: positive doubles order as their
+    // bits, so a histogram of the scores' top 16 bits (exponent and four
+    // mantissa bits) counted down from the highest finds the bucket where
+    // the count reaches K, and t is that bucket's lower edge.  When the
+    // K-th highest lies 16 octaves or more below the highest, t is the K-th
+    // highest itself.
+    double kth_bound(std::size_t nc) {
+        const Scored* const cb = cand_.data();
+        const std::size_t K = cx_.keep;
+        constexpr std::size_t kBuckets = 256;
+        const auto key = [](double x) {
+            uint64_t u;
+            std::memcpy(&u, &x, sizeof u);
+            return u >> 48;
+        };
+        uint64_t top = 0;
+        for (std::size_t k = 0; k < nc; ++k) top = std::max(top, key(cb[k].score));
+        uint32_t hist[kBuckets] = {};
+        for (std::size_t k = 0; k < nc; ++k) ++hist[std::min<uint64_t>(top - key(cb[k].score), kBuckets - 1)];
+        std::size_t count = 0;
+        for (std::size_t b = 0; b + 1 < kBuckets; ++b) {
+            count += hist[b];
+            if (count >= K) {
+                const uint64_t edge = (top - b) << 48;
+                double t;
+                std::memcpy(&t, &edge, sizeof t);
+                return t;
+            }
         }
-        return kept;
+        scores_.resize(nc);
+        double* const sc = scores_.data();
+        for (std::size_t k = 0; k < nc; ++k) sc[k] = cb[k].score;
+        std::nth_element(sc, sc + (K - 1), sc + nc, std::greater<double>());
+        return sc[K - 1];
     }
 
     const SimContext& cx_;

@@ -1,5 +1,6 @@
 // train_test.cpp - recsys::train(): hand examples and brute-force agreement.
 #include <gtest/gtest.h>
+#include <functional>
 
 #include <algorithm>
 #include <cmath>
@@ -336,6 +337,64 @@ TEST(Train, AgreesWithBruteForceOnManyCandidates) {
             ASSERT_EQ(m.item_ids, nm.items);
             expect_exact_nbrs(m, nm, seed, k);
             if (::testing::Test::HasFatalFailure()) return;
+        }
+    }
+}
+
+// The candidate buffer's threshold comes from a histogram of the scores'
+// top bits (SimWorker::kth_bound): the bucket where the count from the
+// highest reaches K, or the exact K-th score when that lies 16 octaves or
+// more below the highest.  A hub item with one co-user per other item j,
+// the user's weight on the hub a(j): sim(hub, j) = a(j) / |hub|.  Spread
+// over 100 octaves (the exact fallback, in the buffer's cuts for K >= 100
+// and in the final selection), over a few (the histogram), or all within
+// one bucket (nothing dropped by the threshold: the best K by id); each
+// value shared by 20 or more items (ties at the threshold).  With 20,000
+// isolated items more, the hub is ranked through the touched list instead
+// of the sieve.  The expected lists are computed by hand (the brute force
+// is quadratic in the items).
+TEST(Train, AgreesWithBruteForceWhenScoresSpanManyOctaves) {
+    const int n = 2000;
+    const std::function<double(int)> spreads[] = {
+        [](int j) { return std::ldexp(1.0, -(j % 100)); },
+        [](int j) { return std::ldexp(1.0, -(j % 5)); },
+        [](int j) { return 1.0 + std::ldexp(static_cast<double>(j % 7), -20); },
+    };
+    for (const auto& a : spreads) {
+        for (int isolated : {0, 20000}) {
+            std::vector<Triplet> cells;
+            for (int j = 1; j <= n; ++j) {
+                cells.push_back({j, 0, a(j)});      // user j: the hub
+                cells.push_back({j, j, 1.0});       // and item j
+            }
+            for (int q = 0; q < isolated; ++q) cells.push_back({n + 1 + q, n + 1 + q, 1.0});
+            // By hand: |hub| = sqrt(sum of a(j)^2, users ascending), as
+            // train() sums it; sim(hub, j) = (a(j) * 1) / (|hub| * 1).
+            double sq = 0;
+            for (int j = 1; j <= n; ++j) sq += a(j) * a(j);
+            const double hub = std::sqrt(sq);
+            std::vector<recsys_test::NaiveNeighbor> all;
+            for (int j = 1; j <= n; ++j) all.push_back({j, a(j) / hub});
+            std::sort(all.begin(), all.end(), [](const auto& x, const auto& y) {
+                return x.sim != y.sim ? x.sim > y.sim : x.id < y.id;
+            });
+            for (int k : {1, 10, 100, 400}) {
+                const Model m = train(cells, TrainOptions{k});
+                ASSERT_EQ(m.item_ids.size(), static_cast<std::size_t>(n + 1 + isolated));
+                const auto got = model_nbrs(m, 0);
+                ASSERT_EQ(got.size(), static_cast<std::size_t>(k));
+                for (int r = 0; r < k; ++r) {
+                    ASSERT_EQ(got[r].id, all[r].id) << "k " << k << " rank " << r;
+                    ASSERT_EQ(got[r].sim, all[r].sim) << "k " << k << " rank " << r;
+                }
+                for (int j : {1, 2, 99, 100, n}) {
+                    const auto nj = model_nbrs(m, j);
+                    ASSERT_EQ(nj.size(), 1u);
+                    EXPECT_EQ(nj[0].id, 0);
+                    EXPECT_EQ(nj[0].sim, (1.0 * a(j)) / (1.0 * hub));
+                }
+                EXPECT_TRUE(model_nbrs(m, n + 1 + isolated / 2).empty());
+            }
         }
     }
 }
