@@ -700,8 +700,9 @@ public:
         }
         std::size_t n_out = nc;
         if (cx_.keep != 0 && cx_.keep < nc) {
-            // The candidates at or above the K-th highest score (K or a few
-            // more, on ties), then the best K of those.
+            // The candidates at or above kth_bound's threshold (at most the
+            // K-th highest score: K of them, or a few more), then the best K
+            // of those.
             const double kth = kth_bound(nc);
             n_out = 0;
             for (std::size_t k = 0; k < nc; ++k)
