@@ -703,10 +703,7 @@ public:
             // The candidates at or above kth_bound's threshold (at most the
             // K-th highest score: K of them, or a few more), then the best K
             // of those.
-            const double kth = kth_bound(nc);
-            n_out = 0;
-            for (std::size_t k = 0; k < nc; ++k)
-                if (cb[k].score >= kth) cb[n_out++] = cb[k];
+            n_out = keep_from(nc, kth_bound(nc));
             if (n_out > cx_.keep) {
                 std::nth_element(cb, cb + cx_.keep, cb + n_out, before);
                 n_out = cx_.keep;
@@ -793,22 +790,35 @@ private:
     std::size_t raise_threshold(std::size_t nc, double& thr) {
         Scored* const cb = cand_.data();
         const std::size_t K = cx_.keep;
-        const auto keep_from = [&](double t) {
-            thr = std::max(thr, t);
-            std::size_t kept = 0;
-            for (std::size_t k = 0; k < nc; ++k)
-                if (cb[k].score >= thr) cb[kept++] = cb[k];
-            return nc = kept;
-        };
-        if (keep_from(kth_bound(nc)) <= cap_ / 2) return nc;
-        scores_.resize(nc);
-        for (std::size_t k = 0; k < nc; ++k) scores_[k] = cb[k].score;
-        std::nth_element(scores_.begin(), scores_.begin() + static_cast<std::ptrdiff_t>(K - 1), scores_.end(),
-                         std::greater<double>());
-        if (keep_from(scores_[K - 1]) <= cap_ / 2) return nc;
+        thr = std::max(thr, kth_bound(nc));
+        if ((nc = keep_from(nc, thr)) <= cap_ / 2) return nc;
+        thr = std::max(thr, exact_kth(nc));
+        if ((nc = keep_from(nc, thr)) <= cap_ / 2) return nc;
         std::nth_element(cb, cb + (K - 1), cb + nc, RankedBefore{cx_.dense_of});
         thr = std::max(thr, cb[K - 1].score);  // the K-th best's: the lowest kept
         return K;
+    }
+
+    // Keeps, in place and in order, those of the buffer's first nc
+    // candidates that score t or more; returns how many.
+    std::size_t keep_from(std::size_t nc, double t) {
+        Scored* const cb = cand_.data();
+        std::size_t kept = 0;
+        for (std::size_t k = 0; k < nc; ++k)
+            if (cb[k].score >= t) cb[kept++] = cb[k];
+        return kept;
+    }
+
+    // The K-th highest score of the buffer's first nc candidates (K =
+    // cx_.keep <= nc), ranked on bare scores.
+    double exact_kth(std::size_t nc) {
+        const Scored* const cb = cand_.data();
+        const std::size_t K = cx_.keep;
+        scores_.resize(nc);
+        double* const sc = scores_.data();
+        for (std::size_t k = 0; k < nc; ++k) sc[k] = cb[k].score;
+        std::nth_element(sc, sc + (K - 1), sc + nc, std::greater<double>());
+        return sc[K - 1];
     }
 
     // A threshold t that at least K = cx_.keep of the buffer's first nc
@@ -842,11 +852,7 @@ private:
                 return t;
             }
         }
-        scores_.resize(nc);
-        double* const sc = scores_.data();
-        for (std::size_t k = 0; k < nc; ++k) sc[k] = cb[k].score;
-        std::nth_element(sc, sc + (K - 1), sc + nc, std::greater<double>());
-        return sc[K - 1];
+        return exact_kth(nc);
     }
 
     const SimContext& cx_;
