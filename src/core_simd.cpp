@@ -2,6 +2,8 @@
 // see core_simd.hpp.
 #include "core_simd.hpp"
 
+#include <atomic>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define RECSYS_AVX2 1
@@ -34,29 +36,31 @@ bool simd_available() {
     return yes;
 }
 
+static std::atomic<int> simd_cap{2};  // cap_simd_level's
+
+static bool avx512_available() {
+    static const bool yes = __builtin_cpu_supports("avx512f");
+    return yes && simd_cap.load(std::memory_order_relaxed) >= 2;
+}
+
+int simd_level() {
+    if (!simd_available() || simd_cap.load(std::memory_order_relaxed) < 1) return 0;
+    return avx512_available() ? 2 : 1;
+}
+
+void cap_simd_level(int level) { simd_cap.store(level, std::memory_order_relaxed); }
+
 // Four sums at a time.  Each lane computes d, bound and bound · kSieveMargin with
 // the same IEEE operations as the scalar test (no fused multiply-add), so a
 // lane is ruled out exactly when the scalar prefilter would rule it out; the
 // rest (a few percent of the catalogue once the threshold has risen) are
-// written out in order for the exact test.
-struct SieveConsts {
-    __m256d ni, thr, min, max, margin, zero;
-};
-
-__attribute__((target("avx2"), always_inline)) inline std::size_t sieve4(const SieveConsts& c, __m256d dot,
-                                                                        const double* norm, std::size_t j,
-                                                                        int32_t* ids, double* dots,
-                                                                        std::size_t n) {
-    const __m256d d = _mm256_mul_pd(c.ni, _mm256_loadu_pd(norm + j));
-    const __m256d bound = _mm256_mul_pd(c.thr, d);
-    const __m256d out =
-        _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(bound, c.min, _CMP_GE_OQ), _mm256_cmp_pd(bound, c.max, _CMP_LE_OQ)),
-                      _mm256_cmp_pd(dot, _mm256_mul_pd(bound, c.margin), _CMP_LT_OQ));
-    const __m256d nonzero = _mm256_cmp_pd(dot, c.zero, _CMP_NEQ_UQ);
-    unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_andnot_pd(out, nonzero)));
-    if (m == 0) return n;
-    alignas(32) double lane[4];
-    _mm256_store_pd(lane, dot);
+// written out in order for the exact test.  With Ranged, every lane's bound
+// is known to be normal and finite (sieve_run's norm_lo and norm_hi), and
+// the lanes skip that test.
+// Appends the kept lanes (the set bits of m, m != 0) of the vector at j,
+// stored in lane[], to ids and dots from n; returns the new count.
+__attribute__((always_inline)) inline std::size_t append_lanes(unsigned m, const double* lane, std::size_t j,
+                                                               int32_t* ids, double* dots, std::size_t n) {
     do {
         const unsigned k = static_cast<unsigned>(__builtin_ctz(m));
         ids[n] = static_cast<int32_t>(j + k);
@@ -67,9 +71,33 @@ __attribute__((target("avx2"), always_inline)) inline std::size_t sieve4(const S
     return n;
 }
 
+struct SieveConsts {
+    __m256d ni, thr, min, max, margin, zero;
+};
+
+template <bool Ranged>
+__attribute__((target("avx2"), always_inline)) inline std::size_t sieve4(const SieveConsts& c, __m256d dot,
+                                                                        const double* norm, std::size_t j,
+                                                                        int32_t* ids, double* dots,
+                                                                        std::size_t n) {
+    const __m256d d = _mm256_mul_pd(c.ni, _mm256_loadu_pd(norm + j));
+    const __m256d bound = _mm256_mul_pd(c.thr, d);
+    __m256d out = _mm256_cmp_pd(dot, _mm256_mul_pd(bound, c.margin), _CMP_LT_OQ);
+    if (!Ranged)
+        out = _mm256_and_pd(
+            _mm256_and_pd(_mm256_cmp_pd(bound, c.min, _CMP_GE_OQ), _mm256_cmp_pd(bound, c.max, _CMP_LE_OQ)), out);
+    const __m256d nonzero = _mm256_cmp_pd(dot, c.zero, _CMP_NEQ_UQ);
+    unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_andnot_pd(out, nonzero)));
+    if (m == 0) return n;
+    alignas(32) double lane[4];
+    _mm256_store_pd(lane, dot);
+    return append_lanes(m, lane, j, ids, dots, n);
+}
+
 // The run four sums at a time, each cleared and compared (skipping lines
 // of untouched sums was measured slower: see docs/benchmarks.md), then the
 // tail by the scalar loop.
+template <bool Ranged>
 __attribute__((target("avx2"))) static std::size_t sieve_avx2(double* acc, const double* norm, std::size_t b,
                                                               std::size_t e, double ni, double thr, int32_t* ids,
                                                               double* dots) {
@@ -79,11 +107,39 @@ __attribute__((target("avx2"))) static std::size_t sieve_avx2(double* acc, const
     for (; j + 4 <= e; j += 4) {
         const __m256d dot = _mm256_loadu_pd(acc + j);
         _mm256_storeu_pd(acc + j, c.zero);
-        n = sieve4(c, dot, norm, j, ids, dots, n);
+        n = sieve4<Ranged>(c, dot, norm, j, ids, dots, n);
     }
     // Clear the upper halves before the caller's SSE code runs again: GCC
     // emits no vzeroupper for a target("avx2") function inside a portable
     // build, and without it the whole pass ran 25% slower (core_bench).
+    _mm256_zeroupper();
+    return sieve_scalar(acc, norm, j, e, ni, thr, ids, dots, n);  // the tail
+}
+
+// The same eight sums at a time, where the CPU has AVX-512: the lanes' tests
+// land in a mask register.  The same IEEE operations lane by lane.
+template <bool Ranged>
+__attribute__((target("avx512f"))) static std::size_t sieve_avx512(double* acc, const double* norm,
+                                                                  std::size_t b, std::size_t e, double ni,
+                                                                  double thr, int32_t* ids, double* dots) {
+    const __m512d vni = _mm512_set1_pd(ni), vthr = _mm512_set1_pd(thr), vmin = _mm512_set1_pd(kSieveMinBound),
+                  vmax = _mm512_set1_pd(kSieveMaxBound), vmargin = _mm512_set1_pd(kSieveMargin),
+                  zero = _mm512_setzero_pd();
+    std::size_t n = 0, j = b;
+    for (; j + 8 <= e; j += 8) {
+        const __m512d dot = _mm512_loadu_pd(acc + j);
+        _mm512_storeu_pd(acc + j, zero);
+        const __m512d bound = _mm512_mul_pd(vthr, _mm512_mul_pd(vni, _mm512_loadu_pd(norm + j)));
+        __mmask8 out = _mm512_cmp_pd_mask(dot, _mm512_mul_pd(bound, vmargin), _CMP_LT_OQ);
+        if (!Ranged)
+            out = _mm512_kand(out, _mm512_kand(_mm512_cmp_pd_mask(bound, vmin, _CMP_GE_OQ),
+                                               _mm512_cmp_pd_mask(bound, vmax, _CMP_LE_OQ)));
+        unsigned m = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~out), dot, zero, _CMP_NEQ_UQ);
+        if (m == 0) continue;
+        alignas(64) double lane[8];
+        _mm512_store_pd(lane, dot);
+        n = append_lanes(m, lane, j, ids, dots, n);
+    }
     _mm256_zeroupper();
     return sieve_scalar(acc, norm, j, e, ni, thr, ids, dots, n);  // the tail
 }
@@ -141,13 +197,27 @@ __attribute__((target("avx2"))) static void boot_sum4(uint8_t* const* low, const
 #else
 
 bool simd_available() { return false; }
+int simd_level() { return 0; }
+void cap_simd_level(int) {}
 
 #endif
 
 std::size_t sieve_run(double* acc, const double* norm, std::size_t b, std::size_t e, double ni, double thr,
-                      int32_t* ids, double* dots) {
+                      int32_t* ids, double* dots, double norm_lo, double norm_hi) {
 #ifdef RECSYS_AVX2
-    if (simd_available()) return sieve_avx2(acc, norm, b, e, ni, thr, ids, dots);
+    if (simd_level() > 0) {
+        // Rounding is monotonic: when the lowest and the highest norm give
+        // a normal, finite bound, every norm between them does.
+        const double lo = thr * (ni * norm_lo), hi = thr * (ni * norm_hi);
+        const bool ranged = lo >= kSieveMinBound && hi <= kSieveMaxBound;
+        if (avx512_available())
+            return ranged ? sieve_avx512<true>(acc, norm, b, e, ni, thr, ids, dots)
+                          : sieve_avx512<false>(acc, norm, b, e, ni, thr, ids, dots);
+        return ranged ? sieve_avx2<true>(acc, norm, b, e, ni, thr, ids, dots)
+                      : sieve_avx2<false>(acc, norm, b, e, ni, thr, ids, dots);
+    }
+#else
+    (void)norm_lo; (void)norm_hi;
 #endif
     return sieve_scalar(acc, norm, b, e, ni, thr, ids, dots, 0);
 }

@@ -1,5 +1,6 @@
-// The core's vector kernels, compiled for AVX2 with a target attribute and
-// chosen at run time (a portable build enables only SSE2).  Each computes
+// The core's vector kernels, compiled for AVX2 (the sieve also for
+// AVX-512) with target attributes and chosen at run time (a portable build
+// enables only SSE2).  Each computes
 // exactly what the scalar code beside it computes -- the same IEEE
 // operations in the same order, lane by lane -- so results never depend on
 // the CPU; without AVX2 the callers take their scalar paths.
@@ -52,14 +53,26 @@ inline bool sieve_pays(std::size_t work, std::size_t n_items) { return work * 10
 // scalar sieve is not faster than the touched list).
 bool simd_available();
 
+// The widest sieve kernel this process runs: 0 scalar, 1 AVX2, 2 AVX-512.
+// cap_simd_level(n) caps it at n (the unit tests run every kernel the CPU
+// has; nothing else calls it).
+int simd_level();
+void cap_simd_level(int level);
+
 // Sieves acc[b, e): every entry is set to 0; an entry j is returned (its
 // rank in ids, its sum in dots, in increasing j) unless its sum is 0 or the
 // prefilter rules it out for the threshold thr, with d = ni · norm[j]:
 //   ruled_out(dot, thr · d).
 // ids and dots have room for e - b entries.  Returns how many were kept.
-// With AVX2 the vector code, else a scalar loop (the same entries).
+// With AVX-512 or AVX2 the vector code, else a scalar loop (the same
+// entries).
+// When every norm[j] of the run lies in [norm_lo, norm_hi] (the caller
+// knows it: the pass keeps each run's lowest and highest norm), the vector
+// code checks the bound's range once for the run, not lane by lane; the
+// defaults say nothing of the norms.
 std::size_t sieve_run(double* acc, const double* norm, std::size_t b, std::size_t e, double ni, double thr,
-                      int32_t* ids, double* dots);
+                      int32_t* ids, double* dots, double norm_lo = 0,
+                      double norm_hi = std::numeric_limits<double>::infinity());
 
 // The bootstrap's column limit (core_evaluate.cpp's kMaxColumns).
 constexpr std::size_t kBootColumns = 8;

@@ -618,6 +618,13 @@ public:
         if (sieve_) {
             sieve_ids_.resize(kSieveRun);
             sieve_dots_.resize(kSieveRun);
+            // Each run's lowest and highest norm (sieve_run's range test).
+            for (std::size_t b = 0; b < cx.n_items; b += kSieveRun) {
+                const double* const nb = cx.norm + b;
+                const std::size_t len = std::min(cx.n_items - b, kSieveRun);
+                run_lo_.push_back(*std::min_element(nb, nb + len));
+                run_hi_.push_back(*std::max_element(nb, nb + len));
+            }
         }
     }
 
@@ -685,7 +692,8 @@ public:
                 double* const dots = sieve_dots_.data();
                 for (std::size_t b = 0; b < cx_.n_items; b += kSieveRun) {
                     const std::size_t e = std::min(cx_.n_items, b + kSieveRun);
-                    const std::size_t n = detail::sieve_run(acc, nrm, b, e, ni, thr, ids, dots);
+                    const std::size_t n = detail::sieve_run(acc, nrm, b, e, ni, thr, ids, dots,
+                                                            run_lo_[b / kSieveRun], run_hi_[b / kSieveRun]);
                     for (std::size_t k = 0; k < n; ++k)
                         if (ids[k] != self) offer(ids[k], dots[k]);
                 }
@@ -864,6 +872,7 @@ private:
     bool sieve_;  // the CPU runs the vector sieve
     std::vector<int32_t> sieve_ids_;  // one run's kept ranks
     std::vector<double> sieve_dots_;  // and their sums
+    std::vector<double> run_lo_, run_hi_;  // each run's lowest and highest norm
 };
 
 // Below this (Σdeg² multiply-adds) one thread is faster.  core_bench

@@ -6,12 +6,14 @@
 // for bit against the scalar loop written out here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "core.hpp"
@@ -74,11 +76,44 @@ double draw_norm(std::mt19937_64& rng) {
 
 }  // namespace
 
+// Each kernel this CPU runs (scalar, AVX2, AVX-512), and the sieve with
+// and without the run's norms' range (the pass passes each run's lowest
+// and highest norm; a range test once per run replaces the lanes').
+struct SieveCase {
+    int level;
+    bool ranged;
+};
+
+std::vector<SieveCase> sieve_cases() {
+    std::vector<SieveCase> v;
+    for (int level = 0; level <= detail::simd_level(); ++level)
+        for (bool ranged : {false, true}) v.push_back({level, ranged});
+    return v;
+}
+
+// sieve_run at kernel level `level`, given the run's norms' range or not.
+std::size_t sieve_at(const SieveCase& c, double* acc, const double* norm, std::size_t b, std::size_t e, double ni,
+                     double thr, int32_t* ids, double* dots) {
+    detail::cap_simd_level(c.level);
+    std::size_t got;
+    if (c.ranged && e > b) {
+        const double lo = *std::min_element(norm + b, norm + e), hi = *std::max_element(norm + b, norm + e);
+        got = detail::sieve_run(acc, norm, b, e, ni, thr, ids, dots, lo, hi);
+    } else {
+        got = detail::sieve_run(acc, norm, b, e, ni, thr, ids, dots);
+    }
+    detail::cap_simd_level(2);
+    return got;
+}
+
 // Every entry of every run (offsets and lengths that exercise the vector
 // body and the scalar tail): kept exactly when the rule above keeps it, in
 // increasing order with its sum, and every entry of the run cleared (none
-// outside it touched).
+// outside it touched).  The runs draw norms where the range test passes
+// (all moderate) as often as ones where it fails.
 TEST(Sieve, KeepsExactlyWhatTheScalarRuleKeeps) {
+    for (const SieveCase& c : sieve_cases()) {
+    SCOPED_TRACE("kernel level " + std::to_string(c.level) + (c.ranged ? ", ranged" : ""));
     std::mt19937_64 rng(20261128);
     const double thrs[] = {0.0, 0.25, 0.999, 1e-310, 3e-308, 1e300, 1.0};
     const double nis[] = {1.0, 7.5, kTiny, 1e300};
@@ -88,13 +123,14 @@ TEST(Sieve, KeepsExactlyWhatTheScalarRuleKeeps) {
         const std::size_t b = rng() % std::min<std::size_t>(n, 5), e = b + rng() % (n - b + 1);
         const double thr = thrs[rng() % 7], ni = nis[rng() % 4];
         std::vector<double> norm(n), acc(n);
-        for (std::size_t j = 0; j < n; ++j) norm[j] = draw_norm(rng);
+        const bool moderate = rng() % 2;
+        for (std::size_t j = 0; j < n; ++j)
+            norm[j] = moderate ? std::uniform_real_distribution<double>(0.01, 50)(rng) : draw_norm(rng);
         for (std::size_t j = 0; j < n; ++j) acc[j] = draw_dot(rng, ni, norm[j], thr);
         const std::vector<double> before = acc;
         std::vector<int32_t> ids(n + 1, -7);
         std::vector<double> dots(n + 1, -7);
-        const std::size_t got = detail::sieve_run(acc.data(), norm.data(), b, e, ni, thr, ids.data(),
-                                                  dots.data());
+        const std::size_t got = sieve_at(c, acc.data(), norm.data(), b, e, ni, thr, ids.data(), dots.data());
         std::vector<std::size_t> want;
         for (std::size_t j = b; j < e; ++j)
             if (kept_by_rule(before[j], ni, norm[j], thr)) want.push_back(j);
@@ -115,11 +151,14 @@ TEST(Sieve, KeepsExactlyWhatTheScalarRuleKeeps) {
     }
     EXPECT_GT(kept_total, 1000u);
     EXPECT_GT(ruled_out_total, 1000u);
+    }
 }
 
 // The sieve only saves work: an entry it rules out never passes the exact
 // test (sim > 0, finite, >= thr), even a few ulps from the threshold.
 TEST(Sieve, NeverRulesOutWhatTheExactTestKeeps) {
+    for (const SieveCase& c : sieve_cases()) {
+    SCOPED_TRACE("kernel level " + std::to_string(c.level) + (c.ranged ? ", ranged" : ""));
     std::mt19937_64 rng(77);
     std::size_t near = 0;
     for (int round = 0; round < 2000; ++round) {
@@ -137,7 +176,7 @@ TEST(Sieve, NeverRulesOutWhatTheExactTestKeeps) {
         const std::vector<double> before = acc;
         std::vector<int32_t> ids(n);
         std::vector<double> dots(n);
-        const std::size_t got = detail::sieve_run(acc.data(), norm.data(), 0, n, ni, thr, ids.data(), dots.data());
+        const std::size_t got = sieve_at(c, acc.data(), norm.data(), 0, n, ni, thr, ids.data(), dots.data());
         std::set<int32_t> kept(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(got));
         for (std::size_t j = 0; j < n; ++j) {
             const bool exact = passes_exact(before[j], ni, norm[j], thr);
@@ -148,6 +187,7 @@ TEST(Sieve, NeverRulesOutWhatTheExactTestKeeps) {
         }
     }
     EXPECT_GT(near, 10000u);  // many entries sat on the threshold's right side
+    }
 }
 
 // train() sieves the items whose multiply-adds reach kSieveWorkPercent of
