@@ -1168,8 +1168,10 @@ REVOKE ALL ON FUNCTION @extschema@.recsys_set_source(regclass, name, name, name,
 ALTER TABLE recsys.config ADD COLUMN recommendable_relation text;
 ALTER TABLE recsys.config ADD COLUMN recommendable_column name;
 
--- recsys_explain looks up one item's popularity.
-CREATE INDEX popularity_item_idx ON recsys.popularity (model_id, item_id);
+-- No index by item on recsys.popularity: each training would enter every
+-- item at a random place in it (docs/benchmarks.md).  recsys_explain finds
+-- one item's popularity in the backend's popularity cache, or walks the
+-- model's list in rank order.
 
 CREATE FUNCTION @extschema@.recsys_set_recommendable(relation regclass, item_column name DEFAULT 'product_id')
 RETURNS text LANGUAGE plpgsql VOLATILE AS $$

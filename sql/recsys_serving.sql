@@ -259,6 +259,11 @@ SELECT count(*) AS rows,
 -- A popularity item: one row, the popularity, no history item.
 SELECT * FROM recsys_explain(4, 5);
 SELECT * FROM recsys_explain(99, 1);
+-- The same two read from the table, not the backend's popularity cache.
+SET recsys.neighbor_cache_size = 0;
+SELECT * FROM recsys_explain(4, 5);
+SELECT * FROM recsys_explain(99, 1);
+RESET recsys.neighbor_cache_size;
 -- A product the model does not know: no rows.
 SELECT count(*) FROM recsys_explain(1, 1000);
 

@@ -806,21 +806,29 @@ static bool pop_cache_ready(int64 model_id)
     return true;
 }
 
+// The position (rank - 1) of item in the cached popularity list, or -1.
+static int32 pop_cache_find(int32 item)
+{
+    const int32* ids = pop_cache.ids;
+    const int32* begin = pop_cache.by_item;
+    const int32* end = begin + pop_cache.n;
+    const int32* p = std::lower_bound(begin, end, item, [ids](int32 q, int32 v) { return ids[q] < v; });
+    return p != end && ids[*p] == item ? *p : -1;
+}
+
 // The cached popularity entries of the items f allows, in rank order.
 static void pop_allowed(const recsys::ItemFilter* f, const int32** ids_out, const int32** users_out, int* n_out)
 {
     const int32* ids = pop_cache.ids;
-    const int32* by_item = pop_cache.by_item;
     int32* pos = (int32*) palloc(sizeof(int32) * Max(f->n_allowed, 1));
     int n = 0;
     for (size_t a = 0; a < f->n_allowed; a++) {
         int32 item = f->allowed[a];
         if (a > 0 && item == f->allowed[a - 1])
             continue;
-        const int32* p = std::lower_bound(by_item, by_item + pop_cache.n, item,
-                                          [ids](int32 q, int32 v) { return ids[q] < v; });
-        if (p != by_item + pop_cache.n && ids[*p] == item)
-            pos[n++] = *p;
+        int32 p = pop_cache_find(item);
+        if (p >= 0)
+            pos[n++] = p;
     }
     std::sort(pos, pos + n);
     int32* rids = (int32*) palloc(sizeof(int32) * Max(n, 1));
@@ -833,6 +841,42 @@ static void pop_allowed(const recsys::ItemFilter* f, const int32** ids_out, cons
     *ids_out = rids;
     *users_out = rusers;
     *n_out = n;
+}
+
+// The product's distinct users in model_id's popularity list, from the
+// popularity cache when this backend holds it for the model, else read;
+// false when the list does not hold it.  The list has no index by item
+// (each training would enter all its items into one at random places: 0.1 s
+// of the backend's time during the 10M bench's similarity pass,
+// docs/benchmarks.md), so the read walks the list in rank order from the
+// most popular: a fill item is found among the first few, a rare item after
+// a scan of the model's list (10 ms at 50,000 items).
+static bool popularity_of(int64 model_id, int32 product, int32* users)
+{
+    Oid rel = get_relname_relid("popularity", get_namespace_oid("recsys", false));
+    if (pop_cache.cxt != NULL && pop_cache.model == model_id && pop_cache.rel == rel &&
+        recsys_neighbor_cache_kb > 0) {
+        int32 p = pop_cache_find(product);
+        if (p < 0)
+            return false;
+        *users = pop_cache.users[p];
+        return true;
+    }
+    if (popularity_of_plan == NULL) {
+        Oid types[2] = {INT8OID, INT4OID};
+        popularity_of_plan = keep_plan("SELECT users FROM recsys.popularity "
+                                       "WHERE model_id OPERATOR(pg_catalog.=) $1 "
+                                       "AND item_id OPERATOR(pg_catalog.=) $2 ORDER BY rank LIMIT 1",
+                                       2, types);
+    }
+    Datum args[2] = {Int64GetDatum(model_id), Int32GetDatum(product)};
+    if (SPI_execute_plan(popularity_of_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "recsys: reading popularity failed");
+    if (SPI_processed != 1)
+        return false;
+    bool isnull;
+    *users = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    return true;
 }
 
 // The next `limit` entries of the popularity list after rank *after (read,
@@ -1190,19 +1234,8 @@ extern "C" Datum recsys_explain(PG_FUNCTION_ARGS)
             tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
         }
     } else {
-        if (popularity_of_plan == NULL) {
-            Oid types[2] = {INT8OID, INT4OID};
-            popularity_of_plan = keep_plan("SELECT users FROM recsys.popularity "
-                                           "WHERE model_id OPERATOR(pg_catalog.=) $1 "
-                                           "AND item_id OPERATOR(pg_catalog.=) $2",
-                                           2, types);
-        }
-        Datum args[2] = {Int64GetDatum(model_id), Int32GetDatum(product)};
-        if (SPI_execute_plan(popularity_of_plan, args, NULL, true, 1) != SPI_OK_SELECT)
-            elog(ERROR, "recsys: reading popularity failed");
-        if (SPI_processed == 1) {
-            bool isnull;
-            int32 pop = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        int32 pop;
+        if (popularity_of(model_id, product, &pop)) {
             Datum values[5];
             bool nulls[5] = {true, true, true, false, false};
             values[0] = values[1] = values[2] = (Datum) 0;
