@@ -289,7 +289,8 @@ PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, int neighbors,
     PassPlan p;
     const double C = dbl(cells), I = std::min(dbl(items), C), R = std::max(dbl(runs), 1.0);
     const double buf = static_cast<double>(kPassIoBuffer);
-    p.in_memory = to_size(16 * C + static_cast<double>(estimate_train_bytes(cells, users, items, neighbors)));
+    p.in_memory = to_size(
+        16 * C + static_cast<double>(estimate_train_bytes(cells, users, items, neighbors, CellInput::borrowed)));
     const double per_item_nbrs = I > 1 ? I - 1 : 0;
     const double k_cap = neighbors > 0 ? std::min<double>(neighbors, per_item_nbrs) : per_item_nbrs;
     const double P = std::min(I * k_cap, C * per_item_nbrs);

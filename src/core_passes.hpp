@@ -32,7 +32,8 @@ constexpr std::size_t kPassIoBuffer = 64 * 1024;
 // `budget` bytes.  Every figure mirrors an allocation of the code (see
 // plan_passes in core_passes.cpp and docs/operations.md).
 struct PassPlan {
-    std::size_t in_memory = 0;     // train() in memory: 16 C (the cell buffer) + estimate_train_bytes
+    std::size_t in_memory = 0;     // train() in memory: 16 C (the cell buffer, lent to train()) +
+                                   // estimate_train_bytes(..., CellInput::borrowed)
     std::size_t minimum = 0;       // the least budget the external path can work in
     std::size_t pass_fixed = 0;    // bytes of a similarity pass besides its block of items
     std::size_t per_item = 0;      // bytes per item of a pass's block: 12 I + 8

@@ -177,6 +177,9 @@ void sort_by_user_item(std::vector<Touch>& v, const CancelCheck& cancel);
 // the work is large enough and 2+ CPUs exist).  Results never depend on it.
 Model train_threads(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel,
                     int threads);
+// The same on the caller's n cells, borrowed (train(Triplet*, n, ...)).
+Model train_threads(Triplet* cells, std::size_t n, const TrainOptions& opt, const CancelCheck& cancel,
+                    int threads);
 
 }  // namespace detail
 }  // namespace recsys

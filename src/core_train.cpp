@@ -88,6 +88,31 @@ void release(std::vector<T, A>& v) {
     std::vector<T, A>().swap(v);
 }
 
+// The input cells: a vector train() owns, or the caller's buffer, borrowed
+// as scratch (CellInput, core.hpp).  The build reads them, overwrites them
+// (its radix passes alternate between them and the CSR's buffer), and
+// releases them: an owned vector is freed there, a borrowed buffer is only
+// no longer used.
+class InputCells {
+public:
+    explicit InputCells(std::vector<Triplet>&& v) : own_(std::move(v)), p_(own_.data()), n_(own_.size()) {}
+    InputCells(Triplet* p, std::size_t n) : p_(p), n_(n) {}
+    std::size_t size() const { return n_; }
+    Triplet* data() { return p_; }
+    Triplet& operator[](std::size_t k) { return p_[k]; }
+    const Triplet& operator[](std::size_t k) const { return p_[k]; }
+    void release() {
+        std::vector<Triplet>().swap(own_);
+        p_ = nullptr;
+        n_ = 0;
+    }
+
+private:
+    std::vector<Triplet> own_;  // empty when borrowed
+    Triplet* p_;
+    std::size_t n_;
+};
+
 // The allocator of the CSR and the CSC: the similarity pass reads rows at
 // random, so on Linux their pages are marked for transparent huge pages
 // (when the system allows them on request, as
@@ -168,7 +193,7 @@ void radix_sort_hi32(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp,
 // Steps 2-4 for any ids: two LSD radix sorts of (id key << 32 | cell index)
 // give the dense indices (ascending id); a counting sort in item order (stable)
 // gives the CSR.  Releases `cells`.
-void build_csr_radix(std::vector<Triplet>& cells, std::vector<int32_t>& item_ids,
+void build_csr_radix(InputCells& cells, std::vector<int32_t>& item_ids,
                      std::vector<int32_t>& user_ids, Offsets& row_off,
                      Rows& rows, const CancelCheck& cancel) {
     const std::size_t n = cells.size();
@@ -242,7 +267,7 @@ void build_csr_radix(std::vector<Triplet>& cells, std::vector<int32_t>& item_ids
     row_off[0] = 0;
     release(A);
     release(user_of);
-    release(cells);
+    cells.release();
 }
 
 // The ids of one side of the cells: the smallest, and max - min + 1.
@@ -260,7 +285,7 @@ inline void half_of(std::size_t len, std::size_t h, std::size_t& b, std::size_t&
 // Step 1 and the ids' ranges in one pass over the cells, in two halves (on
 // two threads with `two_threads`): throws validate_cells' error for the
 // first cell whose weight is not finite and > 0.
-void scan_cells(const std::vector<Triplet>& cells, IdRange& users, IdRange& items, bool two_threads,
+void scan_cells(const InputCells& cells, IdRange& users, IdRange& items, bool two_threads,
                 const CancelCheck& cancel) {
     const std::size_t n = cells.size(), mid = n / 2;
     struct Part {
@@ -386,7 +411,7 @@ void radix_pass(const From* in, std::size_t k0, std::size_t k1, To* out, uint32_
 // which counts 16 + 8 + 4 bytes a cell beside the CSR for the radix path.
 // Sets `distinct` when no row has the same item twice (no duplicate cells
 // to merge).
-void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRange& ir,
+void build_csr_tables(InputCells& cells, const IdRange& ur, const IdRange& ir,
                       std::vector<int32_t>& item_ids, std::vector<int32_t>& user_ids,
                       Offsets& row_off, Rows& rows, bool two_threads, bool& distinct,
                       const CancelCheck& cancel) {
@@ -520,7 +545,7 @@ void build_csr_tables(std::vector<Triplet>& cells, const IdRange& ur, const IdRa
     row_off.resize(n_users + 1);
     both([&](std::size_t h) {
         if (h == 1) {
-            release(cells);
+            cells.release();
             return;
         }
         for (std::size_t q = 0; q < n; ++q) {
@@ -915,7 +940,7 @@ void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck&
 
 }  // namespace
 
-std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, int neighbors) {
+std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, int neighbors, CellInput input) {
     // Mirrors the allocations of train() below, stage by stage; every factor
     // is the byte size of an array we allocate (exactly sized, no growth).
     const double C = static_cast<double>(std::max<int64_t>(cells, 0));
@@ -932,8 +957,10 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
     // item keys 8C, user keys 8C, radix buffer 8C, radix counts, item_ids
     // 4I; then input 16C + item keys 8C + user_of 4C + CSR rows 16C +
     // row offsets 8(U+1) + item_ids 4I + user_ids 4U.  The larger of the two:
-    const double s1a = 16 * C + 8 * C + 8 * C + 8 * C + 8192 + 4 * I;
-    const double s1b = 16 * C + 8 * C + 4 * C + 16 * C + 8 * (U + 1) + 4 * I + 4 * U;
+    // (A borrowed input is the caller's: not counted.)
+    const double in = input == CellInput::owned ? 16 * C : 0;
+    const double s1a = in + 8 * C + 8 * C + 8 * C + 8192 + 4 * I;
+    const double s1b = in + 8 * C + 4 * C + 16 * C + 8 * (U + 1) + 4 * I + 4 * U;
     // Stage 2 (CSC, similarities): CSR 16C + 8(U+1) (row offsets are freed
     // after the CSC is built, but count them), CSC 16C + 8(I+1), item_ids
     // 4I, user_ids 4U, popular 4I+4I + sort order 4I, norms 8I, accumulator
@@ -955,8 +982,8 @@ std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items, in
 }
 
 std::size_t estimate_train_bytes(int64_t cells, int64_t users, int64_t items,
-                                 const TrainOptions& opt) {
-    const std::size_t base = estimate_train_bytes(cells, users, items, opt.neighbors);
+                                 const TrainOptions& opt, CellInput input) {
+    const std::size_t base = estimate_train_bytes(cells, users, items, opt.neighbors, input);
     const double extra = detail::similarity_extra_bytes(
         static_cast<double>(std::max<int64_t>(std::min(users, cells), 0)),
         static_cast<double>(std::max<int64_t>(std::min(items, cells), 0)), resolve_settings(opt));
@@ -986,7 +1013,7 @@ struct PreparedPass {
 // Steps 1-5 of train() into p: everything but the similarities (the model's
 // items, popularity and counts are final when it returns; each item's
 // neighbour slot is sized, its count 0).
-void prepare_pass(PreparedPass& p, std::vector<Triplet> cells, const TrainOptions& opt,
+void prepare_pass(PreparedPass& p, InputCells cells, const TrainOptions& opt,
                   const CancelCheck& cancel, int threads) {
     const SimilaritySettings settings = resolve_settings(opt);  // validates
     poll_cancel(cancel);
@@ -1231,14 +1258,24 @@ Model compact_pass(PreparedPass& p, const CancelCheck& cancel) {
     return std::move(m);
 }
 
-}  // namespace
-
-Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
-                            const CancelCheck& cancel, int threads) {
+// Steps 1-7 on `threads` (as train_threads).
+Model train_prepared(InputCells cells, const TrainOptions& opt, const CancelCheck& cancel, int threads) {
     auto p = std::make_unique<PreparedPass>();
     prepare_pass(*p, std::move(cells), opt, cancel, threads);
     if (p->cx.n_items > 0) run_similarities(p->cx, p->two_threads, cancel, opt.progress);
     return compact_pass(*p, cancel);
+}
+
+}  // namespace
+
+Model detail::train_threads(std::vector<Triplet> cells, const TrainOptions& opt,
+                            const CancelCheck& cancel, int threads) {
+    return train_prepared(InputCells(std::move(cells)), opt, cancel, threads);
+}
+
+Model detail::train_threads(Triplet* cells, std::size_t n, const TrainOptions& opt, const CancelCheck& cancel,
+                            int threads) {
+    return train_prepared(InputCells(cells, n), opt, cancel, threads);
 }
 
 // SteppedTraining: the similarity pass of prepare_pass()'s model in blocks of
@@ -1256,6 +1293,14 @@ struct SteppedTraining::Impl {
     std::size_t ready_blocks = 0;
     std::optional<SimWorker> own, other;  // the caller's, the helper's
     std::size_t work = 0;                 // the caller's multiply-adds since its last poll
+
+    // Steps 1-5 (prepare_pass), and the blocks' flags.
+    void prepare(InputCells cells, const TrainOptions& opt, const CancelCheck& cancel) {
+        prepare_pass(p, std::move(cells), opt, cancel, 0);
+        n_blocks = (p.cx.n_items + kBlock - 1) / kBlock;
+        done.reset(new std::atomic<unsigned char>[n_blocks + 1]);
+        for (std::size_t b = 0; b <= n_blocks; ++b) done[b].store(0, std::memory_order_relaxed);
+    }
 
     void block(SimWorker& w, std::size_t b, const CancelCheck* cancel) {
         const std::size_t e = std::min(p.cx.n_items, (b + 1) * kBlock);
@@ -1280,11 +1325,13 @@ struct SteppedTraining::Impl {
 
 SteppedTraining::SteppedTraining(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel)
     : impl_(std::make_unique<Impl>()) {
-    Impl& s = *impl_;
-    prepare_pass(s.p, std::move(cells), opt, cancel, 0);
-    s.n_blocks = (s.p.cx.n_items + kBlock - 1) / kBlock;
-    s.done.reset(new std::atomic<unsigned char>[s.n_blocks + 1]);
-    for (std::size_t b = 0; b <= s.n_blocks; ++b) s.done[b].store(0, std::memory_order_relaxed);
+    impl_->prepare(InputCells(std::move(cells)), opt, cancel);
+}
+
+SteppedTraining::SteppedTraining(Triplet* cells, std::size_t n, const TrainOptions& opt,
+                                 const CancelCheck& cancel)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->prepare(InputCells(cells, n), opt, cancel);
 }
 
 SteppedTraining::~SteppedTraining() {
@@ -1356,6 +1403,10 @@ Model SteppedTraining::finish(const CancelCheck& cancel) {
 
 Model train(std::vector<Triplet> cells, const TrainOptions& opt, const CancelCheck& cancel) {
     return detail::train_threads(std::move(cells), opt, cancel, 0);
+}
+
+Model train(Triplet* cells, std::size_t n, const TrainOptions& opt, const CancelCheck& cancel) {
+    return train_prepared(InputCells(cells, n), opt, cancel, 0);
 }
 
 }  // namespace recsys

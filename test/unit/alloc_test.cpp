@@ -77,9 +77,11 @@ struct Measured {
 };
 
 // Builds the input vector inside the measured window (train() takes it by
-// value and we move it in, so its bytes are part of train()'s peak).
+// value and we move it in, so its bytes are part of train()'s peak).  With
+// `borrowed`, the input is the caller's buffer, filled before the window,
+// and train() borrows it (CellInput::borrowed: not counted by the estimate).
 Measured measure(const std::vector<recsys::Triplet>& src, const recsys::TrainOptions& opt,
-                 int threads = 0) {
+                 int threads = 0, bool borrowed = false) {
     // distinct counts for the estimate (computed before the window)
     std::vector<int32_t> u, i;
     for (const auto& t : src) {
@@ -94,23 +96,28 @@ Measured measure(const std::vector<recsys::Triplet>& src, const recsys::TrainOpt
     Measured out;
     out.users = users;
     out.items = items;
+    std::vector<recsys::Triplet> scratch;
+    if (borrowed) scratch.assign(src.begin(), src.end());
     const long long base = g_live.load();
     g_peak.store(base);
-    {
+    if (borrowed) {
+        out.model = recsys::detail::train_threads(scratch.data(), scratch.size(), opt, {}, threads);
+    } else {
         std::vector<recsys::Triplet> cells(src.begin(), src.end());  // exact size
         out.model = recsys::detail::train_threads(std::move(cells), opt, {}, threads);
     }
     out.peak = g_peak.load() - base;
-    out.estimate =
-        recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), users, items, opt);
+    out.estimate = recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), users, items, opt,
+                                                borrowed ? recsys::CellInput::borrowed : recsys::CellInput::owned);
     return out;
 }
 
-Measured measure(const std::vector<recsys::Triplet>& src, int neighbors, int threads = 0) {
-    Measured m = measure(src, recsys::TrainOptions{neighbors}, threads);
+Measured measure(const std::vector<recsys::Triplet>& src, int neighbors, int threads = 0, bool borrowed = false) {
+    Measured m = measure(src, recsys::TrainOptions{neighbors}, threads, borrowed);
     // The default settings add nothing to the 1.0 estimate.
-    EXPECT_EQ(m.estimate, recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), m.users,
-                                                       m.items, neighbors));
+    EXPECT_EQ(m.estimate, recsys::estimate_train_bytes(static_cast<int64_t>(src.size()), m.users, m.items,
+                                                       neighbors, borrowed ? recsys::CellInput::borrowed
+                                                                           : recsys::CellInput::owned));
     return m;
 }
 
@@ -134,11 +141,12 @@ TEST(EstimateTrainBytes, BoundsRealPeak) {
         {20000, 3000, 60000, 10, 1}, {200, 200, 40000, 0, 1},  {20000, 3000, 60000, 0, 1},
         {2000, 300, 20000, 50, 2},  {200, 200, 40000, 0, 2},   {20000, 3000, 60000, 10, 2}};
     for (const Case& c : cases) {
+      for (bool borrowed : {false, true}) {
         const auto cells = recsys_test::random_cells(42, c.users, c.items, c.cells);
-        const Measured m = measure(cells, c.k, c.threads);
+        const Measured m = measure(cells, c.k, c.threads, borrowed);
         EXPECT_GE(static_cast<long long>(m.estimate), m.peak)
-            << c.cells << " cells, k " << c.k << ": estimate " << m.estimate << " < peak "
-            << m.peak;
+            << c.cells << " cells, k " << c.k << (borrowed ? ", borrowed" : "") << ": estimate " << m.estimate
+            << " < peak " << m.peak;
         // Honest, but not absurd: within 8x of the real peak for non-tiny
         // inputs with K > 0.  (For K = 0 the estimate must assume up to
         // items-1 neighbours per item, capped by cells*(items-1) pairs; sparse
@@ -147,10 +155,11 @@ TEST(EstimateTrainBytes, BoundsRealPeak) {
             EXPECT_LE(static_cast<double>(m.estimate), 8.0 * static_cast<double>(m.peak))
                 << c.cells << " cells, k " << c.k;
         }
-        std::printf("[ estimate ] cells %d users %d items %d k %d threads %d: peak %lld, "
+        std::printf("[ estimate ] cells %d users %d items %d k %d threads %d%s: peak %lld, "
                     "estimate %zu (%.2fx)\n",
-                    c.cells, c.users, c.items, c.k, c.threads, m.peak, m.estimate,
+                    c.cells, c.users, c.items, c.k, c.threads, borrowed ? " borrowed" : "", m.peak, m.estimate,
                     static_cast<double>(m.estimate) / static_cast<double>(m.peak));
+      }
     }
 }
 
@@ -173,14 +182,16 @@ TEST(EstimateTrainBytes, BoundsRealPeakCompactIds) {
                                             static_cast<int32_t>(rng() % c.items), 1.0 + rng() % 3});
         std::shuffle(cells.begin(), cells.end(), rng);
         for (int threads : {1, 2}) {
-            const Measured m = measure(cells, c.k, threads);
+          for (bool borrowed : {false, true}) {
+            const Measured m = measure(cells, c.k, threads, borrowed);
             EXPECT_GE(static_cast<long long>(m.estimate), m.peak)
                 << c.cells << " cells, " << c.users << " users, k " << c.k << ", threads " << threads
-                << ": estimate " << m.estimate << " < peak " << m.peak;
-            std::printf("[ estimate ] compact ids: cells %d users %d items %d k %d threads %d: peak %lld, "
+                << (borrowed ? ", borrowed" : "") << ": estimate " << m.estimate << " < peak " << m.peak;
+            std::printf("[ estimate ] compact ids: cells %d users %d items %d k %d threads %d%s: peak %lld, "
                         "estimate %zu (%.2fx)\n",
-                        c.cells, c.users, c.items, c.k, threads, m.peak, m.estimate,
+                        c.cells, c.users, c.items, c.k, threads, borrowed ? " borrowed" : "", m.peak, m.estimate,
                         static_cast<double>(m.estimate) / static_cast<double>(m.peak));
+          }
         }
     }
 }

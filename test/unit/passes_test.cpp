@@ -242,7 +242,7 @@ TEST(Passes, PlanFormulas) {
     const int64_t b = static_cast<int64_t>(((64u << 20) - 96.0 * 1024 - pass_fixed) / (12.0 * I + 8));
     EXPECT_EQ(p.items_per_pass, b);
     EXPECT_EQ(p.passes, (I + b - 1) / b);
-    EXPECT_EQ(p.in_memory, 16 * C + estimate_train_bytes(C, U, I, 50));
+    EXPECT_EQ(p.in_memory, 16 * C + estimate_train_bytes(C, U, I, 50, recsys::CellInput::borrowed));
     EXPECT_EQ(p.merge_fan_in, 10);  // every run at once
     const PassPlan big = plan_passes(C, U, I, 50, 10, std::size_t(4) << 30);
     EXPECT_EQ(big.passes, 1);

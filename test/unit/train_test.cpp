@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
+#include <string>
 #include <thread>
 
 #include "core.hpp"
@@ -610,6 +612,58 @@ TEST(Train, CompactAndSparseIdsGiveTheSameModel) {
         expect_same_model(a, detail::train_threads(distinct, plain, {}, 2));
         EXPECT_EQ(a.n_cells, static_cast<int64_t>(distinct.size()));
     }
+}
+
+// train() and SteppedTraining on the caller's buffer, borrowed as scratch
+// (no copy of the input): the same model as from an owned vector, on both
+// builds of the matrix (ids spanning the int32 range: the radix sort;
+// compact ids: the lookup tables), on one thread and two, and the same
+// error for a bad cell.  The stepped training's buffer is overwritten once
+// its constructor has returned: the pass must not read it.
+TEST(Train, BorrowedInputGivesTheSameModel) {
+    std::vector<std::vector<Triplet>> logs;
+    logs.push_back(recsys_test::random_cells(11, 800, 300, 9000));  // sparse ids: radix
+    std::mt19937 rng(12);
+    std::vector<Triplet> compact;
+    for (int k = 0; k < 40000; ++k)
+        compact.push_back(Triplet{static_cast<int32_t>(rng() % 3000), static_cast<int32_t>(rng() % 500),
+                                  0.5 * (1 + rng() % 6)});
+    logs.push_back(compact);
+    for (const auto& cells : logs) {
+        for (int nb : {0, 20}) {
+            const TrainOptions o{nb};
+            for (int threads : {1, 2}) {
+                std::vector<Triplet> scratch = cells;
+                expect_same_model(detail::train_threads(scratch.data(), scratch.size(), o, {}, threads),
+                                  detail::train_threads(cells, o, {}, threads));
+            }
+            const Model want = train(cells, o);
+            std::vector<Triplet> scratch = cells;
+            expect_same_model(train(scratch.data(), scratch.size(), o), want);
+            scratch = cells;
+            SteppedTraining t(scratch.data(), scratch.size(), o, {});
+            std::fill(scratch.begin(), scratch.end(), Triplet{-1, -1, -1.0});
+            t.start_helper();
+            while (t.step({})) {
+            }
+            expect_same_model(t.finish({}), want);
+        }
+    }
+    std::vector<Triplet> bad = logs[1];
+    bad[123].weight = std::nan("");
+    std::string owned_error, borrowed_error;
+    try {
+        train(bad, TrainOptions{});
+    } catch (const recsys::InvalidInput& e) {
+        owned_error = e.what();
+    }
+    try {
+        train(bad.data(), bad.size(), TrainOptions{});
+    } catch (const recsys::InvalidInput& e) {
+        borrowed_error = e.what();
+    }
+    EXPECT_FALSE(owned_error.empty());
+    EXPECT_EQ(borrowed_error, owned_error);
 }
 
 // SteppedTraining: the model a caller stores while the pass runs is train()'s,
