@@ -2,9 +2,12 @@
 // training checks before it allocates.
 #include <algorithm>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "core.hpp"
+#include "core_topk.hpp"
+#include "core_parallel.hpp"
 
 namespace recsys {
 namespace {
@@ -45,9 +48,20 @@ int64_t count_distinct(const Triplet* cells, std::size_t n, F f)
 
 MatrixShape measure(const Triplet* cells, std::size_t n)
 {
+    // The users and the items each on a thread of their own when the cells
+    // are many (each count reads them all twice: 26 ms at the 10M bench's
+    // 5M cells on one thread).
     MatrixShape s;
-    s.users = count_distinct(cells, n, [](const Triplet& t) { return t.user; });
-    s.items = count_distinct(cells, n, [](const Triplet& t) { return t.item; });
+    const bool two = n >= (std::size_t(1) << 20) && std::thread::hardware_concurrency() >= 2;
+    detail::parallel_blocks(
+        2, 1, two,
+        [&](std::size_t h, std::size_t, int) {
+            if (h == 0)
+                s.users = count_distinct(cells, n, [](const Triplet& t) { return t.user; });
+            else
+                s.items = count_distinct(cells, n, [](const Triplet& t) { return t.item; });
+        },
+        CancelCheck{}, [](std::size_t) {});
     return s;
 }
 

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -127,6 +128,33 @@ TEST(Passes, SameModelAsTrainExactly) {
     EXPECT_GT(many_passes, 50);  // the minimum budget really forced many passes
     EXPECT_GT(multi_level, 10);  // and merges in levels
     EXPECT_EQ(entries(dir.path), 0);
+}
+
+// measure() counts the distinct users and items exactly: against sorting
+// copies, on few cells (one thread) and on more than 2^20 (users and items
+// each on a thread), with compact ids (bitmaps) and ids spanning the int32
+// range (sorted copies).
+TEST(Passes, MeasureCountsDistinctUsersAndItems) {
+    std::mt19937 rng(31);
+    for (std::size_t n : {std::size_t(5000), std::size_t(1) << 21}) {
+        for (bool wide : {false, true}) {
+            std::vector<Triplet> cells(n);
+            for (Triplet& t : cells) {
+                const int32_t u = static_cast<int32_t>(rng() % 400000), i = static_cast<int32_t>(rng() % 30000);
+                t = wide ? Triplet{u * 5303 - 1000000000, i * 71000 - 1000000000, 1.0} : Triplet{u, i, 1.0};
+            }
+            std::vector<int32_t> us, is;
+            for (const Triplet& t : cells) {
+                us.push_back(t.user);
+                is.push_back(t.item);
+            }
+            std::sort(us.begin(), us.end());
+            std::sort(is.begin(), is.end());
+            const MatrixShape shape = measure(cells.data(), cells.size());
+            EXPECT_EQ(shape.users, std::unique(us.begin(), us.end()) - us.begin()) << n << (wide ? " wide" : "");
+            EXPECT_EQ(shape.items, std::unique(is.begin(), is.end()) - is.begin()) << n << (wide ? " wide" : "");
+        }
+    }
 }
 
 // Reading the runs back into memory and training there gives the same model.
