@@ -597,6 +597,8 @@ struct SimContext {
     const ColEntry* cols;
     const int64_t* col_off;
     const double* norm;     // by popularity rank
+    const double* run_lo;   // each sieve run's lowest norm (run r: ranks [r kSieveRun, (r+1) kSieveRun))
+    const double* run_hi;   // and its highest (sieve_run's range test)
     const int32_t* rank_of;   // dense index -> popularity rank
     const int32_t* dense_of;  // popularity rank -> dense index
     const int32_t* item_ids;
@@ -643,13 +645,6 @@ public:
         if (sieve_) {
             sieve_ids_.resize(kSieveRun);
             sieve_dots_.resize(kSieveRun);
-            // Each run's lowest and highest norm (sieve_run's range test).
-            for (std::size_t b = 0; b < cx.n_items; b += kSieveRun) {
-                const double* const nb = cx.norm + b;
-                const std::size_t len = std::min(cx.n_items - b, kSieveRun);
-                run_lo_.push_back(*std::min_element(nb, nb + len));
-                run_hi_.push_back(*std::max_element(nb, nb + len));
-            }
         }
     }
 
@@ -718,7 +713,7 @@ public:
                 for (std::size_t b = 0; b < cx_.n_items; b += kSieveRun) {
                     const std::size_t e = std::min(cx_.n_items, b + kSieveRun);
                     const std::size_t n = detail::sieve_run(acc, nrm, b, e, ni, thr, ids, dots,
-                                                            run_lo_[b / kSieveRun], run_hi_[b / kSieveRun]);
+                                                            cx_.run_lo[b / kSieveRun], cx_.run_hi[b / kSieveRun]);
                     for (std::size_t k = 0; k < n; ++k)
                         if (ids[k] != self) offer(ids[k], dots[k]);
                 }
@@ -897,7 +892,6 @@ private:
     bool sieve_;  // the CPU runs the vector sieve
     std::vector<int32_t> sieve_ids_;  // one run's kept ranks
     std::vector<double> sieve_dots_;  // and their sums
-    std::vector<double> run_lo_, run_hi_;  // each run's lowest and highest norm
 };
 
 // Below this (Σdeg² multiply-adds) one thread is faster.  core_bench
@@ -1003,6 +997,7 @@ struct PreparedPass {
     std::vector<ColEntry, HugePageAllocator<ColEntry>> cols;
     std::vector<int64_t> col_off;
     std::vector<double> norm;         // by popularity rank
+    std::vector<double> run_lo, run_hi;  // each sieve run's lowest and highest norm
     std::vector<int32_t> dense_of, rank_of;
     std::vector<int64_t> slot;
     std::optional<detail::SimilarityFinish> finish;
@@ -1212,6 +1207,13 @@ void prepare_pass(PreparedPass& p, InputCells cells, const TrainOptions& opt,
         for (std::size_t r = 0; r < n_items; ++r) by_rank[r] = norm[static_cast<std::size_t>(dense_of[r])];
         norm.swap(by_rank);
     }
+    // Each sieve run's lowest and highest norm, once for every worker.
+    for (std::size_t b = 0; b < n_items; b += kSieveRun) {
+        const auto nb = norm.begin() + static_cast<std::ptrdiff_t>(b);
+        const auto ne = nb + static_cast<std::ptrdiff_t>(std::min(n_items - b, kSieveRun));
+        p.run_lo.push_back(*std::min_element(nb, ne));
+        p.run_hi.push_back(*std::max_element(nb, ne));
+    }
     poll_cancel(cancel);
 
     SimContext& cx = p.cx;
@@ -1220,6 +1222,8 @@ void prepare_pass(PreparedPass& p, InputCells cells, const TrainOptions& opt,
     cx.cols = cols.data();
     cx.col_off = col_off.data();
     cx.norm = norm.data();
+    cx.run_lo = p.run_lo.data();
+    cx.run_hi = p.run_hi.data();
     cx.rank_of = rank_of.data();
     cx.dense_of = dense_of.data();
     cx.item_ids = m.item_ids.data();
