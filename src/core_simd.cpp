@@ -50,13 +50,6 @@ int simd_level() {
 
 void cap_simd_level(int level) { simd_cap.store(level, std::memory_order_relaxed); }
 
-// Four sums at a time.  Each lane computes d, bound and bound · kSieveMargin with
-// the same IEEE operations as the scalar test (no fused multiply-add), so a
-// lane is ruled out exactly when the scalar prefilter would rule it out; the
-// rest (a few percent of the catalogue once the threshold has risen) are
-// written out in order for the exact test.  With Ranged, every lane's bound
-// is known to be normal and finite (sieve_run's norm_lo and norm_hi), and
-// the lanes skip that test.
 // Appends the kept lanes (the set bits of m, m != 0) of the vector at j,
 // stored in lane[], to ids and dots from n; returns the new count.
 __attribute__((always_inline)) inline std::size_t append_lanes(unsigned m, const double* lane, std::size_t j,
@@ -71,6 +64,13 @@ __attribute__((always_inline)) inline std::size_t append_lanes(unsigned m, const
     return n;
 }
 
+// Four sums at a time.  Each lane computes d, bound and bound · kSieveMargin with
+// the same IEEE operations as the scalar test (no fused multiply-add), so a
+// lane is ruled out exactly when the scalar prefilter would rule it out; the
+// rest (a few percent of the catalogue once the threshold has risen) are
+// written out in order for the exact test.  With Ranged, every lane's bound
+// is known to be normal and finite (sieve_run's norm_lo and norm_hi), and
+// the lanes skip that test.
 struct SieveConsts {
     __m256d ni, thr, min, max, margin, zero;
 };

@@ -596,9 +596,9 @@ void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* 
     // that copy: budget 1.5x.)
     Size in_memory = plan.in_memory;
     if (eigen) {
-        Size buffer = cell_buffer_bytes(n_cells);
-        Size core = (in_memory - buffer) + buffer;   // the native core's, and the copy
-        in_memory = buffer + core + core / 2;
+        // The core's part: the native one's (in_memory - the buffer) and the copy (the buffer's size).
+        Size core = in_memory;
+        in_memory = cell_buffer_bytes(n_cells) + core + core / 2;
     }
     elog(DEBUG1, "recsys: %s on " INT64_FORMAT " cells needs about %zu MB in memory, %zu MB at least in passes",
          what, n_cells, mb(in_memory), mb(plan.minimum));
