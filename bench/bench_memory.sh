@@ -50,6 +50,7 @@ train_run() {
     local db=$1 mwm=$2 r passes
     r=$(PGDATABASE=$db psql -qXAt -v ON_ERROR_STOP=1 -v mwm="$mwm" -v hwm="$DIR/hwm" 2>"$DIR/notice" <<'SQL'
 SET maintenance_work_mem = :'mwm';
+SET client_min_messages = debug1;  -- the passes made, after the NOTICE's bound
 SELECT pg_backend_pid() AS pid \gset
 \setenv PID :pid
 \setenv HWM :hwm
@@ -66,7 +67,7 @@ SELECT seconds || ' ' || users || ' ' || items || ' ' || neighbor_pairs AS r FRO
 SELECT :'t_r' || ' ' || cells FROM recsys_models WHERE active;
 SQL
 )
-    passes=$(grep -o 'computing in [0-9]* passes' "$DIR/notice" | grep -o '[0-9]*' || true)
+    passes=$(grep -o 'computed the similarities in [0-9]* passes' "$DIR/notice" | grep -o '[0-9]*' || true)
     printf '%s %s %s\n' "$r" "$(cat "$DIR/hwm.2")" "${passes:-0}"
 }
 

@@ -1,6 +1,6 @@
 // core_passes.cpp - training within a memory budget (see core_passes.hpp).
 //
-// Pipeline (C = cells, I = distinct items, b = items per pass):
+// Pipeline (C = cells, I = distinct items):
 //   1. reading: CellSpill::add_run validates each chunk of cells, sorts it
 //      stably by (user, item) and appends it to a temporary file as a run;
 //   2. merging: the runs are merged (F at a time, in levels when there are
@@ -9,13 +9,16 @@
 //      second file, user-major: per user its length, dense items ascending,
 //      weights.  Column norms, distinct users per item and each item's
 //      "reach" (the bound of its neighbour count) are gathered on the way;
-//   3. passes: for items [b0, b0 + b), stream the matrix once; for every
-//      user u and every item i of u in the block, add w(u,i) w(u,j) to a
-//      dense accumulator row of i for every j of u, then take each row's
-//      top K as train() does.
+//   3. passes: for a block of items [b0, b1), stream the matrix once; for
+//      every user u and every item i of u in the block, add w(u,i) w(u,j)
+//      to a dense accumulator row of i for every j of u -- or, for an item
+//      whose users hold fewer other items than there are items, append the
+//      products to a list, replayed into a dense row after the stream --
+//      then take each row's top K as train() does.
 // Each (i, j) dot product is summed over the users in ascending order, the
 // order train() sums it in, with the same operands: the model is identical
-// bit for bit.  Memory: O(I) plus b rows of 12 I bytes, never O(C).
+// bit for bit.  Memory: O(I) plus the largest block's rooms (at least one
+// dense row of 12 I bytes), never O(C).
 #include "core_passes.hpp"
 
 #include <algorithm>
@@ -189,6 +192,22 @@ public:
             n -= k;
         }
     }
+    // The next n bytes where they lie in the buffer (valid until the next
+    // read), or, when they straddle its end, copied into `scratch` (room for
+    // n bytes).  Records are multiples of 4 bytes from a 4-aligned start, so
+    // a view is 4-aligned.
+    const void* view(std::size_t n, void* scratch) {
+        if (at_ == have_ && n > 0) fill();
+        if (have_ - at_ >= n) {
+            const char* const p = buf_.data() + at_;
+            at_ += n;
+            return p;
+        }
+        get(scratch, n);
+        return scratch;
+    }
+    // Bytes readable before the buffer is refilled.
+    std::size_t buffered() const { return have_ - at_; }
     void skip(std::size_t n) {
         const std::size_t k = std::min<std::size_t>(n, have_ - at_);
         at_ += k;
@@ -277,11 +296,14 @@ std::size_t to_size(double bytes) {
 //           and weights, room for I), F run readers and the matrix writer,
 //           the merge heap and counts, the run lists;
 //   ranking 48 I: the above without buffers, plus popularity 8I and its sort 4I;
-//   passes  40 I + 8 + 12 P + 16 kk + buf + b (12 I + 8): dictionary, norms,
-//           popularity, row, neighbour offsets 8(I+1), the neighbours (at
-//           most P, reserved exactly), the top-K buffer, the matrix reader,
-//           and per item of the block an accumulator row (8I), a touched
-//           list (4I) and its length.
+//   passes  64 I + 8 + 12 P + 16 kk + buf + 12 units: dictionary, norms,
+//           popularity, row, neighbour offsets 8(I+1), reach 8I, the
+//           bookkeeping of a block's items 16I, the neighbours (at most P,
+//           reserved exactly), the top-K buffer, the matrix reader, and the
+//           arena of the largest block (12 bytes a unit: a dense row is I
+//           units, an item's list of products reach(i) + 1; step 3 of
+//           train_passes).  The plan counts every item as a dense row: b
+//           such rows fit, at least b items a pass.
 // P and kk as in estimate_train_bytes: P = min(I min(K, I-1), C (I-1)),
 // kk = min(K, I) (I when K = 0).
 PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, int neighbors, int64_t runs,
@@ -297,8 +319,8 @@ PassPlan plan_passes(int64_t cells, int64_t users, int64_t items, int neighbors,
     const double kk = neighbors > 0 ? std::min<double>(neighbors, I) : I;
     const double merge_fixed = 36 * I + buf + 32 * R;  // + F (buf + 128)
     const double ranking = 48 * I;
-    const double pass_fixed = 40 * I + 8 + 12 * P + 16 * kk + buf;  // + b (12 I + 8)
-    const double per_item = 12 * I + 8;
+    const double pass_fixed = 64 * I + 8 + 12 * P + 16 * kk + buf;  // + b (12 I), b dense rows
+    const double per_item = 12 * I;
     const double slack = static_cast<double>(kSlack);
     p.pass_fixed = to_size(pass_fixed);
     p.per_item = to_size(per_item);
@@ -389,7 +411,7 @@ std::vector<Triplet> CellSpill::load(const CancelCheck& cancel) const {
 }
 
 Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget,
-                   const CancelCheck& cancel) {
+                   const CancelCheck& cancel, int64_t* passes_made) {
     if (opt.neighbors < 0)
         throw InvalidInput("recsys: neighbors must be >= 0 (0 keeps all), got " +
                            std::to_string(opt.neighbors));
@@ -543,41 +565,131 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
     const std::size_t k_cap = keep > 0 ? std::min(keep, n_items - 1) : n_items - 1;
     std::size_t total = 0;
     for (std::size_t i = 0; i < n_items; ++i) total += std::min<std::size_t>(reach[i], k_cap);
-    std::vector<uint64_t>().swap(reach);
     poll_cancel(cancel);
 
-    // 3. Passes over blocks of items.
+    // 3. Passes over blocks of items.  A block is a run of items [b0, b1)
+    // whose rooms fit what the budget leaves the passes (plan_passes:
+    // budget - slack - pass_fixed).  Item i's room is the smaller of
+    //   - a dense row: its sums by neighbour (8I bytes) and the neighbours
+    //     it touched (4I), 12 I bytes, and
+    //   - a list of its products in the order the stream makes them (a
+    //     product and a neighbour, 12 bytes each; at most reach(i), its
+    //     users' other items, and one slot for the branch-free append),
+    //     12 (reach(i) + 1) bytes,
+    // except that the block's first item always takes a dense row: once it
+    // is ranked, that row sums each listed item's products, replayed in
+    // their order, before that item is ranked in turn.  Either way each sum
+    // adds the same products in the same order (users ascending), so the
+    // model does not depend on the rooms.  plan_passes' figures (every item
+    // a dense row) bound the number of passes; items of small reach make
+    // them far fewer.
+    const std::size_t room = to_size(static_cast<double>(budget) - static_cast<double>(kSlack) -
+                                     static_cast<double>(plan.pass_fixed));
+    const std::size_t dense_units = n_items;  // a unit: 8 bytes in `sums` and 4 in `ids` (below)
+    const auto list_units = [&](std::size_t i) { return static_cast<std::size_t>(reach[i]) + 1; };
+    const auto listed = [&](std::size_t i) { return list_units(i) < dense_units; };
+    // Where the block from b0 ends; its units.
+    const auto block_end = [&](std::size_t b0, std::size_t& units) {
+        std::size_t e = b0 + 1;
+        units = dense_units;
+        for (; e < n_items; ++e) {
+            const std::size_t add = std::min(list_units(e), dense_units);
+            if (12 * (units + add) > room) break;
+            units += add;
+        }
+        return e;
+    };
+    std::size_t max_units = 0;
+    for (std::size_t b0 = 0, units = 0; b0 < n_items;) {
+        b0 = block_end(b0, units);
+        max_units = std::max(max_units, units);
+    }
     m.nbr_offsets.assign(n_items + 1, 0);
     m.nbr_ids.reserve(total);
     m.nbr_sims.reserve(total);
-    const std::size_t block = static_cast<std::size_t>(plan.items_per_pass);
-    std::vector<double> acc(block * n_items, 0.0);
-    std::vector<int32_t> touched(block * n_items);
-    std::vector<std::size_t> n_touched(block, 0);
+    // The arena: the block's dense rows first (sums in `sums`, touched
+    // neighbours in `ids`), its lists after (products in `sums`, neighbours
+    // in `ids`).  Per item of the block (by its offset in it): `where` its
+    // dense row, or ~ the start of its list; `count` the neighbours its row
+    // touched, or its listed products.
+    std::vector<double> sums(max_units, 0.0);
+    std::vector<int32_t> ids(max_units);
+    std::vector<int64_t> where(n_items), count(n_items);
     detail::TopK top(keep);
     top.reserve(keep > 0 ? std::min(keep, n_items) : n_items);
     std::size_t work = 0;
+    int64_t passes = 0;
+    std::size_t zeroed_rows = 0;  // the dense rows of `sums` known to hold only zeros
     std::vector<double> row_right;  // settings: right(u, x) of the row's cells
+    // Ranks the n_touched sums of dense row r as item i's, zeroing them.
+    const auto rank_row = [&](std::size_t i, std::size_t r, std::size_t n_touched) {
+        double* const a_row = sums.data() + r * n_items;
+        const int32_t* const t_row = ids.data() + r * n_items;
+        top.clear();
+        const double ni = norm[i];
+        for (std::size_t t = 0; t < n_touched; ++t) {
+            const int32_t j = t_row[t];
+            const double dot = a_row[j];
+            a_row[j] = 0;
+            if (static_cast<std::size_t>(j) == i) continue;
+            const double sim = finish ? (*finish)(i, static_cast<std::size_t>(j), dot)
+                                      : dot / (ni * norm[static_cast<std::size_t>(j)]);
+            if (sim > 0 && std::isfinite(sim)) top.offer(Scored{sim, j});
+        }
+        work += n_touched + 16;
+        for (const Scored& s : top.sorted()) {
+            m.nbr_ids.push_back(m.item_ids[static_cast<std::size_t>(s.id)]);
+            m.nbr_sims.push_back(s.score);
+        }
+        m.nbr_offsets[i + 1] = static_cast<int64_t>(m.nbr_ids.size());
+    };
+    row_items.resize(n_items);  // a row holds at most every item (the room reserved in step 2b)
+    row_w.resize(n_items);
     if (opt.progress) opt.progress("similarities", 0, static_cast<int64_t>(n_items));
-    for (std::size_t b0 = 0; b0 < n_items; b0 += block) {
-        const std::size_t b1 = std::min(n_items, b0 + block);
+    for (std::size_t b0 = 0, units = 0; b0 < n_items;) {
+        const std::size_t b1 = block_end(b0, units);
+        // The rooms: item b0 dense row 0, the other dense rows after it,
+        // then the lists.  Rows a list of an earlier block wrote over are
+        // zeroed.
+        std::size_t rows = 1;
+        for (std::size_t i = b0 + 1; i < b1; ++i) rows += !listed(i);
+        std::size_t next_row = 0, next_list = rows * n_items;
+        for (std::size_t i = b0; i < b1; ++i) {
+            if (i == b0 || !listed(i)) {
+                where[i - b0] = static_cast<int64_t>(next_row++);
+            } else {
+                where[i - b0] = ~static_cast<int64_t>(next_list);
+                next_list += list_units(i);
+            }
+            count[i - b0] = 0;
+        }
+        if (rows > zeroed_rows)
+            std::fill(sums.begin() + static_cast<std::ptrdiff_t>(zeroed_rows * n_items),
+                      sums.begin() + static_cast<std::ptrdiff_t>(rows * n_items), 0.0);
+        zeroed_rows = rows;
         const int32_t lo_item = static_cast<int32_t>(b0), hi_item = static_cast<int32_t>(b1);
         Reader in(matrix, 0, matrix_bytes);
         for (std::size_t u = 0; !in.at_end(); ++u) {
             uint32_t len = 0;
             in.get(&len, sizeof len);
-            row_items.resize(len);
-            in.get(row_items.data(), len * sizeof(int32_t));
-            const int32_t* const items = row_items.data();
-            const std::size_t lo = static_cast<std::size_t>(
-                std::lower_bound(items, items + len, lo_item) - items);
-            const std::size_t hi = static_cast<std::size_t>(
-                std::lower_bound(items + lo, items + len, hi_item) - items);
+            // Read in place where the buffer holds the row's items (most
+            // rows, most of which miss the block).
+            const int32_t* items =
+                static_cast<const int32_t*>(in.view(len * sizeof(int32_t), row_items.data()));
             work += 1 + len / 16;
+            std::size_t lo = 0, hi = 0;
+            if (len > 0 && items[len - 1] >= lo_item && items[0] < hi_item) {
+                lo = static_cast<std::size_t>(std::lower_bound(items, items + len, lo_item) - items);
+                hi = static_cast<std::size_t>(std::lower_bound(items + lo, items + len, hi_item) - items);
+            }
             if (lo == hi) {
                 in.skip(len * sizeof(double));
             } else {
-                row_w.resize(len);
+                if (items != row_items.data() && in.buffered() < len * sizeof(double)) {
+                    // Reading the weights refills the buffer: the items first.
+                    std::memcpy(row_items.data(), items, len * sizeof(int32_t));
+                    items = row_items.data();
+                }
                 in.get(row_w.data(), len * sizeof(double));
                 const double* w = row_w.data();
                 const double* xs = w;  // the plain cosine multiplies the weights
@@ -595,21 +707,38 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
                 }
                 for (std::size_t p = lo; p < hi; ++p) {
                     const std::size_t bi = static_cast<std::size_t>(items[p]) - b0;
-                    double* const a_row = acc.data() + bi * n_items;
-                    int32_t* const t_row = touched.data() + bi * n_items;
-                    std::size_t nt = n_touched[bi];
                     const double wi = w[p];
-                    for (uint32_t q = 0; q < len; ++q) {
-                        const int32_t j = items[q];
-                        const double prod = wi * xs[q];
-                        const double a = a_row[j];
-                        if (a == 0) {
-                            if (prod == 0) continue;  // underflow: adds nothing, keep j untouched
-                            t_row[nt++] = j;
+                    const int64_t at = where[bi];
+                    if (at >= 0) {
+                        double* const a_row = sums.data() + static_cast<std::size_t>(at) * n_items;
+                        int32_t* const t_row = ids.data() + static_cast<std::size_t>(at) * n_items;
+                        int64_t nt = count[bi];
+                        for (uint32_t q = 0; q < len; ++q) {
+                            const int32_t j = items[q];
+                            const double prod = wi * xs[q];
+                            const double a = a_row[j];
+                            if (a == 0) {
+                                if (prod == 0) continue;  // underflow: adds nothing, keep j untouched
+                                t_row[nt++] = j;
+                            }
+                            a_row[j] = a + prod;
                         }
-                        a_row[j] = a + prod;
+                        count[bi] = nt;
+                    } else {
+                        // The products in stream order; the item itself
+                        // (never its own neighbour) and underflows (which
+                        // add nothing) left out.
+                        double* const pv = sums.data() + ~at;
+                        int32_t* const jv = ids.data() + ~at;
+                        int64_t n = count[bi];
+                        for (uint32_t q = 0; q < len; ++q) {
+                            const double prod = wi * xs[q];
+                            jv[n] = items[q];
+                            pv[n] = prod;
+                            n += (q != p) & (prod != 0);
+                        }
+                        count[bi] = n;
                     }
-                    n_touched[bi] = nt;
                     work += len;
                 }
             }
@@ -618,32 +747,39 @@ Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget
                 work = 0;
             }
         }
+        ++passes;
         for (std::size_t i = b0; i < b1; ++i) {
             const std::size_t bi = i - b0;
-            double* const a_row = acc.data() + bi * n_items;
-            const int32_t* const t_row = touched.data() + bi * n_items;
-            top.clear();
-            const double ni = norm[i];
-            for (std::size_t t = 0; t < n_touched[bi]; ++t) {
-                const int32_t j = t_row[t];
-                const double dot = a_row[j];
-                a_row[j] = 0;
-                if (static_cast<std::size_t>(j) == i) continue;
-                const double sim = finish ? (*finish)(i, static_cast<std::size_t>(j), dot)
-                                          : dot / (ni * norm[static_cast<std::size_t>(j)]);
-                if (sim > 0 && std::isfinite(sim)) top.offer(Scored{sim, j});
+            const int64_t at = where[bi];
+            if (at >= 0) {
+                rank_row(i, static_cast<std::size_t>(at), static_cast<std::size_t>(count[bi]));
+                continue;
             }
-            work += n_touched[bi] + 16;
-            n_touched[bi] = 0;
-            for (const Scored& s : top.sorted()) {
-                m.nbr_ids.push_back(m.item_ids[static_cast<std::size_t>(s.id)]);
-                m.nbr_sims.push_back(s.score);
+            // Replayed into row 0 (item b0's, ranked and zeroed already):
+            // each sum adds its products in the order the stream made them.
+            double* const a_row = sums.data();
+            int32_t* const t_row = ids.data();
+            const double* const pv = sums.data() + ~at;
+            const int32_t* const jv = ids.data() + ~at;
+            std::size_t nt = 0;
+            for (int64_t e = 0; e < count[bi]; ++e) {
+                const int32_t j = jv[e];
+                const double a = a_row[j];
+                if (a == 0) t_row[nt++] = j;
+                a_row[j] = a + pv[e];
             }
-            m.nbr_offsets[i + 1] = static_cast<int64_t>(m.nbr_ids.size());
+            work += static_cast<std::size_t>(count[bi]);
+            rank_row(i, 0, nt);
+            if (work >= kWorkPerPoll) {
+                poll_cancel(cancel);
+                work = 0;
+            }
         }
         if (opt.progress) opt.progress("similarities", static_cast<int64_t>(b1), static_cast<int64_t>(n_items));
         poll_cancel(cancel);
+        b0 = b1;
     }
+    if (passes_made) *passes_made = passes;
     return m;
 }
 

@@ -36,9 +36,11 @@ struct PassPlan {
                                    // estimate_train_bytes(..., CellInput::borrowed)
     std::size_t minimum = 0;       // the least budget the external path can work in
     std::size_t pass_fixed = 0;    // bytes of a similarity pass besides its block of items
-    std::size_t per_item = 0;      // bytes per item of a pass's block: 12 I + 8
-    int64_t items_per_pass = 0;    // items whose similarities one pass computes (0: budget < minimum)
-    int64_t passes = 0;            // similarity passes over the matrix (0: budget < minimum)
+    std::size_t per_item = 0;      // bytes of an item's dense row in a pass's block: 12 I
+    int64_t items_per_pass = 0;    // items one pass computes at least (as dense rows; 0: budget < minimum)
+    int64_t passes = 0;            // similarity passes over the matrix at most (0: budget < minimum);
+                                   // items whose users hold few other items take less room than a
+                                   // dense row, and the passes made are often far fewer
     int64_t merge_fan_in = 0;      // runs merged at once (0: budget < minimum)
 };
 
@@ -87,7 +89,7 @@ public:
 
 private:
     friend Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget,
-                              const CancelCheck& cancel);
+                              const CancelCheck& cancel, int64_t* passes_made);
     std::string dir_;
     std::unique_ptr<detail::TempFile> file_;
     std::vector<Run> runs_;
@@ -101,8 +103,10 @@ private:
 // time: the runs are merged into a user-major matrix file, then each pass
 // streams it once and computes the neighbours of a block of items.  Consumes
 // the spill (its file is closed and its dictionary moved into the model).
-// Throws InvalidInput when budget < plan_passes(...).minimum.
+// Throws InvalidInput when budget < plan_passes(...).minimum.  With
+// passes_made, stores the number of passes it made there (at most
+// plan_passes(...).passes).
 Model train_passes(CellSpill& spill, const TrainOptions& opt, std::size_t budget,
-                   const CancelCheck& cancel = {});
+                   const CancelCheck& cancel = {}, int64_t* passes_made = nullptr);
 
 }  // namespace recsys

@@ -643,10 +643,11 @@ void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* 
                          mb(least))));
     }
     ereport(NOTICE,
-            (errmsg("recsys: %s needs about %zu MB, maintenance_work_mem is %zu MB: computing in " INT64_FORMAT
+            (errmsg("recsys: %s needs about %zu MB, maintenance_work_mem is %zu MB: computing in at most " INT64_FORMAT
                     " passes", what, mb(in_memory + reserved), mwm / (1024 * 1024), plan.passes),
              errdetail("Each pass reads the matrix from a temporary file (about %zu MB) and computes the"
-                       " neighbours of " INT64_FORMAT " of the " INT64_FORMAT " items.%s",
+                       " neighbours of at least " INT64_FORMAT " of the " INT64_FORMAT " items; items whose"
+                       " users hold few other items take less room, so passes are often far fewer.%s",
                        mb(cell_buffer_bytes(n_cells) * 3 / 4), plan.items_per_pass, items,
                        eigen ? " The passes use the native similarity method." : "")));
     if (!spilled)
@@ -655,12 +656,16 @@ void train_within_budget(CellBuffer* cells, int neighbors, const ModelSettings* 
         pfree(cells->data);
         cells->data = NULL;
     }
+    int64 passes_made = 0;
     core_call_or_error(what, [&] {
         const recsys::TrainOptions opt = training_options(neighbors, model);
-        owned->obj = new recsys::Model(recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check()));
+        owned->obj = new recsys::Model(
+            recsys::train_passes(*cells->spill->obj, opt, budget, pg_cancel_check(), &passes_made));
         delete cells->spill->obj;
         cells->spill->obj = nullptr;
     });
+    elog(DEBUG1, "recsys: %s computed the similarities in " INT64_FORMAT " passes (at most " INT64_FORMAT
+         " planned)", what, passes_made, plan.passes);
 }
 
 // recsys.train_store(model_id, source regclass, neighbors, settings jsonb)

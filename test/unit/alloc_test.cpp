@@ -244,16 +244,18 @@ TEST(PassesBudget, PeakWithinBudget) {
             const long long base = g_live.load();
             g_peak.store(base);
             long long peak = 0;
+            int64_t made = 0;
             {
-                const recsys::Model m = recsys::train_passes(s, recsys::TrainOptions{c.k}, budget);
+                const recsys::Model m = recsys::train_passes(s, recsys::TrainOptions{c.k}, budget, {}, &made);
                 peak = g_peak.load() - base;
                 EXPECT_EQ(m.nbr_ids, recsys::train(cells, recsys::TrainOptions{c.k}).nbr_ids);
             }
             EXPECT_LE(peak, static_cast<long long>(budget))
                 << c.cells << " cells, k " << c.k << ", budget x" << f;
-            std::printf("[ passes   ] cells %d items %d k %d budget %zu (x%.1f): %lld passes, "
+            std::printf("[ passes   ] cells %d items %d k %d budget %zu (x%.1f): %lld passes (at most %lld), "
                         "peak %lld (%.2f of the budget)\n",
-                        c.cells, c.items, c.k, budget, f, static_cast<long long>(plan.passes), peak,
+                        c.cells, c.items, c.k, budget, f, static_cast<long long>(made),
+                        static_cast<long long>(plan.passes), peak,
                         static_cast<double>(peak) / static_cast<double>(budget));
         }
     }
