@@ -786,8 +786,10 @@ extern "C" Datum recsys_train_memory(PG_FUNCTION_ARGS)
 //   -> (in_memory, minimum, passes, items_per_pass)
 // How training a matrix of this shape proceeds within budget_kb kilobytes
 // (NULL: maintenance_work_mem), as recsys.train_store decides it: in memory
-// (passes 0) when in_memory fits; else in `passes` passes of items_per_pass
-// items when `minimum` fits; else refused (passes and items_per_pass NULL).
+// (passes 0) when in_memory fits; else in at most `passes` passes of at least
+// items_per_pass items when `minimum` fits (items of small reach take less
+// room than the dense row the plan counts); else refused (passes and
+// items_per_pass NULL).
 // The cells are assumed spilled in as many runs as reading them would write.
 extern "C" Datum recsys_train_plan(PG_FUNCTION_ARGS)
 {
