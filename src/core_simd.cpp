@@ -12,6 +12,17 @@
 namespace recsys::detail {
 
 namespace {
+// The scalar draws: the rule itself, the tail of a vector run, and every
+// draw without AVX-512.
+void splitmix64_indices_scalar(uint64_t* state, std::size_t n, uint64_t m, uint64_t reject_below, uint64_t* idx) {
+    for (std::size_t d = 0; d < n; ++d) {
+        unsigned __int128 x = static_cast<unsigned __int128>(splitmix64_next(state)) * m;
+        while (static_cast<uint64_t>(x) < reject_below)
+            x = static_cast<unsigned __int128>(splitmix64_next(state)) * m;
+        idx[d] = static_cast<uint64_t>(x >> 64);
+    }
+}
+
 // The scalar sieve: the tail of a run, and the whole run without AVX2.
 std::size_t sieve_scalar(double* acc, const double* norm, std::size_t b, std::size_t e, double ni, double thr,
                          int32_t* ids, double* dots, std::size_t n) {
@@ -42,6 +53,57 @@ static bool avx512_available() {
     static const bool yes = __builtin_cpu_supports("avx512f");
     return yes && simd_cap.load(std::memory_order_relaxed) >= 2;
 }
+
+static bool avx512dq_available() {
+    static const bool yes = __builtin_cpu_supports("avx512dq");
+    return yes && avx512_available();
+}
+
+// A right shift and an unsigned 32 x 32 -> 64-bit multiply of every lane
+// (zero-masked: GCC 12's unmasked forms read an "undefined" vector that
+// -Wmaybe-uninitialized flags).
+#define SRL64(v, k) _mm512_maskz_srli_epi64(static_cast<__mmask8>(0xff), (v), (k))
+#define MULU32(a, b) _mm512_maskz_mul_epu32(static_cast<__mmask8>(0xff), (a), (b))
+
+// splitmix64_indices for m < 2^32, eight outputs a vector: lane k hashes
+// the state k + 1 steps on.  x m's low 64 bits come from one 64-bit
+// multiply; its high ones, with x = xh 2^32 + xl, are (xh m + (xl m >>
+// 32)) >> 32 (the sum fits: xh m <= (2^32 - 1)^2).  A vector with a
+// rejected lane is done again by the scalar rule, which skips that output
+// and takes the next, as one at a time would.
+__attribute__((target("avx512f,avx512dq"))) static void splitmix64_indices_avx512(uint64_t* state, std::size_t n,
+                                                                                  uint64_t m, uint64_t reject_below,
+                                                                                  uint64_t* idx) {
+    constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
+    const __m512i c1 = _mm512_set1_epi64(static_cast<long long>(0xbf58476d1ce4e5b9ull));
+    const __m512i c2 = _mm512_set1_epi64(static_cast<long long>(0x94d049bb133111ebull));
+    const __m512i mv = _mm512_set1_epi64(static_cast<long long>(m));
+    const __m512i below = _mm512_set1_epi64(static_cast<long long>(reject_below));
+    const __m512i ahead = _mm512_mullo_epi64(_mm512_set_epi64(8, 7, 6, 5, 4, 3, 2, 1),
+                                             _mm512_set1_epi64(static_cast<long long>(kGamma)));
+    std::size_t d = 0;
+    while (d + 8 <= n) {
+        __m512i z = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(*state)), ahead);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, SRL64(z, 30)), c1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, SRL64(z, 27)), c2);
+        z = _mm512_xor_si512(z, SRL64(z, 31));
+        if (_mm512_cmplt_epu64_mask(_mm512_mullo_epi64(z, mv), below) != 0) {
+            splitmix64_indices_scalar(state, 8, m, reject_below, idx + d);
+            d += 8;
+            continue;
+        }
+        const __m512i hi = SRL64(
+            _mm512_add_epi64(MULU32(SRL64(z, 32), mv), SRL64(MULU32(z, mv), 32)),
+            32);
+        _mm512_storeu_si512(idx + d, hi);
+        *state += 8 * kGamma;
+        d += 8;
+    }
+    _mm256_zeroupper();
+    splitmix64_indices_scalar(state, n - d, m, reject_below, idx + d);
+}
+#undef SRL64
+#undef MULU32
 
 int simd_level() {
     if (!simd_available() || simd_cap.load(std::memory_order_relaxed) < 1) return 0;
@@ -220,6 +282,14 @@ std::size_t sieve_run(double* acc, const double* norm, std::size_t b, std::size_
     (void)norm_lo; (void)norm_hi;
 #endif
     return sieve_scalar(acc, norm, b, e, ni, thr, ids, dots, 0);
+}
+
+void splitmix64_indices(uint64_t* state, std::size_t n, uint64_t m, uint64_t reject_below, uint64_t* idx) {
+#ifdef RECSYS_AVX2
+    if (m <= 0xffffffffull && simd_level() >= 2 && avx512dq_available())
+        return splitmix64_indices_avx512(state, n, m, reject_below, idx);
+#endif
+    splitmix64_indices_scalar(state, n, m, reject_below, idx);
 }
 
 bool bootstrap_sum4(std::size_t k, uint8_t* const* low, const double* rows, std::size_t m, double* sum) {

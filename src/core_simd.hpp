@@ -14,6 +14,9 @@
 //    caller tests those exactly.  It is only a prefilter: it keeps every
 //    entry the scalar test would keep.
 // 2. The bootstrap's sums (core_evaluate.cpp), four resamples at once.
+// 3. The bootstrap's draws: SplitMix64 outputs mapped to indices, eight at
+//    once with AVX-512 (its outputs are a counter hashed, so eight
+//    consecutive ones are independent).
 //
 // Pure C++, no PostgreSQL headers.
 #pragma once
@@ -83,5 +86,22 @@ constexpr std::size_t kBootColumns = 8;
 // operations in the same order as the scalar loop, lane by lane.  Returns
 // false (and does nothing) without AVX2 or when k > kBootColumns.
 bool bootstrap_sum4(std::size_t k, uint8_t* const* low, const double* rows, std::size_t m, double* sum);
+
+// One output of SplitMix64 (Steele, Lea and Flood 2014), advancing *state.
+inline uint64_t splitmix64_next(uint64_t* state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// n indices in [0, m) from SplitMix64 at *state, as this loop draws them
+// (Lemire's multiply-shift: an output x gives floor(x m / 2^64) unless the
+// low 64 bits of x m fall below reject_below, then the next output is
+// tried), into idx[0..n); *state advances past every output used.  Callers
+// pass reject_below = 2^64 mod m (an unbiased draw); any value gives the
+// same indices on every path.  With AVX-512 (F and DQ) and m < 2^32, eight
+// outputs at a time.
+void splitmix64_indices(uint64_t* state, std::size_t n, uint64_t m, uint64_t reject_below, uint64_t* idx);
 
 }  // namespace recsys::detail

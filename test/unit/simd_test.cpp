@@ -281,3 +281,49 @@ TEST(BootstrapSum4, SameBitsAsTheScalarSums) {
     double unused[4 * detail::kBootColumns];
     EXPECT_FALSE(detail::bootstrap_sum4(detail::kBootColumns + 1, none, nullptr, 0, unused));
 }
+
+// The bootstrap's draws: at every kernel level, the same indices and the
+// same final state as Lemire's rule written out here over SplitMix64 (the
+// published constants), for batch sizes around the vector's eight, for m
+// below and above 2^32 (the vector path takes only the former), and with a
+// rejection bound of 2^63, which rejects about half the outputs (a real
+// bound, 2^64 mod m, rejects almost none) so that the vectors with a
+// rejected lane and the scalar redo are exercised.
+TEST(SplitMix64Indices, SameIndicesAsTheScalarRule) {
+    const auto next = [](uint64_t& s) {
+        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    };
+    std::size_t compared = 0;
+    for (uint64_t m : {uint64_t(1), uint64_t(7), uint64_t(183000), uint64_t(0xffffffffull), uint64_t(1) << 40}) {
+        for (uint64_t below : {(0 - m) % m, uint64_t(1) << 63}) {
+            for (std::size_t n : {0, 1, 7, 8, 9, 16, 100, 1000}) {
+                const uint64_t seed = 0x1234567ull * (m + n) + below;
+                std::vector<uint64_t> want(n);
+                uint64_t ws = seed;
+                for (std::size_t d = 0; d < n; ++d) {
+                    unsigned __int128 x;
+                    do {
+                        x = static_cast<unsigned __int128>(next(ws)) * m;
+                    } while (static_cast<uint64_t>(x) < below);
+                    want[d] = static_cast<uint64_t>(x >> 64);
+                }
+                for (int level = 0; level <= detail::simd_level(); ++level) {
+                    detail::cap_simd_level(level);
+                    std::vector<uint64_t> got(n + 1, 99);
+                    uint64_t gs = seed;
+                    detail::splitmix64_indices(&gs, n, m, below, got.data());
+                    detail::cap_simd_level(2);
+                    ASSERT_EQ(std::vector<uint64_t>(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(n)), want)
+                        << "m " << m << " below " << below << " n " << n << " level " << level;
+                    ASSERT_EQ(got[n], 99u) << "wrote past n";
+                    ASSERT_EQ(gs, ws) << "m " << m << " n " << n << " level " << level;
+                    ++compared;
+                }
+            }
+        }
+    }
+    EXPECT_EQ(compared, 5u * 2 * 8 * static_cast<std::size_t>(detail::simd_level() + 1));
+}
