@@ -754,12 +754,24 @@ static int64 pop_too_big_model = -1;   // the model whose list was too big to ke
 static Size pop_too_big_limit = 0;     // at this setting
 static SPIPlanPtr popular_all_plan = NULL;
 
+// Whether the cache holds model_id's list as recsys.popularity (rel) has it.
+static bool pop_cache_holds(int64 model_id, Oid rel)
+{
+    return pop_cache.cxt != NULL && pop_cache.model == model_id && pop_cache.rel == rel;
+}
+
+// recsys.popularity's oid now (a new one after the extension is recreated).
+static Oid popularity_relid(void)
+{
+    return get_relname_relid("popularity", get_namespace_oid("recsys", false));
+}
+
 // Readies the popularity cache for model_id; false when it is not kept.
 static bool pop_cache_ready(int64 model_id)
 {
-    Oid rel = get_relname_relid("popularity", get_namespace_oid("recsys", false));
+    Oid rel = popularity_relid();
     Size limit = (Size) recsys_neighbor_cache_kb * 1024;
-    if (pop_cache.cxt != NULL && (pop_cache.model != model_id || pop_cache.rel != rel || limit == 0)) {
+    if (pop_cache.cxt != NULL && (!pop_cache_holds(model_id, rel) || limit == 0)) {
         MemoryContextDelete(pop_cache.cxt);
         pop_cache.cxt = NULL;
     }
@@ -853,9 +865,7 @@ static void pop_allowed(const recsys::ItemFilter* f, const int32** ids_out, cons
 // a scan of the model's list (10 ms at 50,000 items).
 static bool popularity_of(int64 model_id, int32 product, int32* users)
 {
-    Oid rel = get_relname_relid("popularity", get_namespace_oid("recsys", false));
-    if (pop_cache.cxt != NULL && pop_cache.model == model_id && pop_cache.rel == rel &&
-        recsys_neighbor_cache_kb > 0) {
+    if (recsys_neighbor_cache_kb > 0 && pop_cache_holds(model_id, popularity_relid())) {
         int32 p = pop_cache_find(product);
         if (p < 0)
             return false;
