@@ -62,7 +62,7 @@ def main():
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for (size, events), systems in data.items():
-        if "projected" in systems:
+        if "projected" in systems or size.startswith("core"):
             continue
         r = systems.get("recsys", {})
         log = systems.get("log", {})
@@ -121,7 +121,8 @@ def main():
                     cells[9] = "skipped: " + m["reco_skipped"]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    measured = [(k, sy) for k, sy in data.items() if "projected" not in sy]
+    measured = [(k, sy) for k, sy in data.items() if "projected" not in sy and not k[0].startswith("core")]
+    core = [(k, sy) for k, sy in data.items() if k[0].startswith("core")]
     gen = ", ".join(f"{s} {fmt_s(sy.get('log', {}).get('generate_s'))} s" for (s, _), sy in measured)
     load = ", ".join(f"{s} {sy.get('run', {}).get('loadavg', '?')}" for (s, _), sy in measured)
     lines.append(f"Generating the logs took: {gen}. 1-minute load average when each size started: {load}.")
@@ -129,12 +130,32 @@ def main():
     if versions:
         lines.append("Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".")
     lines += summary(measured)
+    lines += core_alone(core)
     lines += projection(data)
     with open(table_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
     if chart_path:
         chart(data, chart_path, mwm)
+
+
+def core_alone(core):
+    """The core's own bench (bench/core_bench.cpp) at the largest size."""
+    out = []
+    for (size, events), systems in core:
+        for sysname, m in systems.items():
+            what = (f"- The core alone (bench/core_bench.cpp, no PostgreSQL; best of 3 on two threads) on a "
+                    f"{events:,}-event log of the generator's shape, user_skew {m.get('user_skew', '?')}")
+            if "failed" in m:
+                out.append(f"{what}: failed ({m['failed']}).")
+                continue
+            floor, t, p = num(m.get("floor_madds")), num(m.get("train_s")), num(m.get("pass_s"))
+            if not (floor and t and p):
+                continue
+            out.append(f"{what} (Σdeg² {human(floor)}): train() {fmt_s(t)} s = {1e9 * t / floor:.2f} ns per "
+                       f"multiply-add; its similarity pass {fmt_s(p)} s = **{1e9 * p / floor:.2f} ns** per "
+                       f"multiply-add (model fingerprint {m.get('fingerprint', '?')}).")
+    return out
 
 
 def summary(measured):

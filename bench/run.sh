@@ -18,6 +18,9 @@
 #                and its ratio to training; recsys_recommend latency p50/p99 for 1
 #                user and for 100 users per call, and for 1 user with a
 #                10,000-product include_items list (pgbench, per-call log);
+#                and, at the largest size, the core alone (bench/core_bench.cpp:
+#                train() and its similarity pass without PostgreSQL, at the
+#                bench's user_skew and at the issue's density);
 #   SQL          the same top-50 cosine neighbours by a plain-SQL self-join
 #                (sizes <= BENCH_SQL_MAX events), pairs compared with recsys's;
 #   scipy        the same lists computed with scipy.sparse from a COPY of
@@ -41,6 +44,7 @@
 #   BENCH_CHART        the chart (SVG)                      docs/bench_training.svg
 #   BENCH_PORT         first port to try for the cluster    55470
 #   BENCH_NO_BUILD=1   skip make && make install
+#   BENCH_CORE=0       skip the core alone (bench/core_bench.cpp, no PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${BENCH_SIZES:-"200k 1M 10M"}
@@ -437,6 +441,39 @@ SQL
     fi
     rm -f "$DIR/nb.csv"
 done
+
+# ------------------------------------------- the core alone (issue #9 point 2) --
+# bench/core_bench.cpp: the same train() with no PostgreSQL around it, on a
+# log of the generator's shape at the largest size, at the bench's user_skew
+# and at the issue's density (user_skew 3.42: Σdeg² ~334M at 10M events).
+# Best of 3 on two threads; the similarity pass is timed alone (train()'s
+# progress reports), where the extension's figure above also carries the
+# backend writing the model's rows between its blocks.  BENCH_CORE=0 skips it.
+if [ "${BENCH_CORE:-1}" != 0 ]; then
+    read -r c_events c_size < <(for s in $SIZES; do echo "$(to_events "$s") $s"; done | sort -n | tail -1)
+    echo "== the core alone (bench/core_bench.cpp), $c_size events"
+    if make -C test/unit build/release/core_bench >/dev/null 2>"$DIR/core_build.err"; then
+        for skew in $(printf '%s\n' "$USER_SKEW" 3.42 | awk '!seen[$0]++'); do
+            SIZE="core $c_size"; EVENTS=$c_events
+            if test/unit/build/release/core_bench --events "$c_events" --user-skew "$skew" $K 3 2 0 \
+                    > "$DIR/core.txt" 2>&1; then
+                c_floor=$(sed -n 's/.*floor sum deg^2 = \([0-9]*\).*/\1/p' "$DIR/core.txt")
+                c_train=$(sed -n 's/^train() seconds: best \([0-9.]*\),.*/\1/p' "$DIR/core.txt")
+                c_pass=$(sed -n 's/^of which the similarity pass: best \([0-9.]*\) s.*/\1/p' "$DIR/core.txt")
+                put "core_$skew" user_skew "$skew"; put "core_$skew" floor_madds "$c_floor"
+                put "core_$skew" train_s "$c_train"; put "core_$skew" pass_s "$c_pass"
+                put "core_$skew" fingerprint "$(sed -n 's/^model fingerprint: //p' "$DIR/core.txt")"
+                echo "   user_skew $skew: Σdeg² $c_floor; train() $c_train s, the similarity pass $c_pass s" \
+                     "= $(echo "scale=2; $c_pass * 1000000000 / $c_floor" | bc) ns per multiply-add"
+            else
+                put "core_$skew" failed "$(tail -1 "$DIR/core.txt" | sed 's/,/;/g' | cut -c1-120)"
+                echo "   user_skew $skew failed: $(tail -1 "$DIR/core.txt")"
+            fi
+        done
+    else
+        echo "   not built: $(tail -1 "$DIR/core_build.err")"
+    fi
+fi
 
 # ------------------------------------------------ 100M events, on paper --
 # What train_memory() says 100M events of the same generator need: cells and

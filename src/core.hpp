@@ -50,7 +50,8 @@ using CancelCheck = std::function<bool()>;
 // Told how far a long stage has come: `stage` names it ("similarities",
 // "scoring"), `done` of `total` units (items, test touches).  Called only from
 // the thread that called into the core, where it polls its CancelCheck; must
-// not throw.  May be empty.
+// not throw.  May be empty.  train()'s similarity pass reports 0 done as it
+// begins and every item done as it ends (bench/core_bench.cpp times it so).
 using Progress = std::function<void(const char* stage, int64_t done, int64_t total)>;
 
 // How the summed matrix w(u,i) is turned into the matrix x(u,i) that the

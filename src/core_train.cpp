@@ -912,6 +912,7 @@ void run_similarities(const SimContext& cx, bool two_threads, const CancelCheck&
                       const Progress& progress) {
     std::optional<SimWorker> workers[2];
     std::size_t work = 0;
+    if (progress) progress("similarities", 0, static_cast<int64_t>(cx.n_items));  // the pass begins
     detail::parallel_blocks(
         cx.n_items, kBlock, two_threads,
         [&](std::size_t b, std::size_t e, int worker) {
