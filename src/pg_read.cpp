@@ -269,6 +269,11 @@ struct EventReceiver {
     int64 held_check;           // n_held at which to sweep next
     TimestampTz swept_at;       // hold_from at the last sweep
     PendingEvents* arrived;     // arrived, not yet tested against the held events
+    // Every event's weight * value is an integer of at most 2^16 (integer
+    // weights, no value column) and nothing decays: a cell's sum is exact in
+    // any order, so an event before hold_from is released at once, whatever
+    // its cell holds (no hash, no bitmap, no pending batch).
+    bool order_free;
 };
 
 // A key column's value as the core takes it.  Byte keys may be detoasted
@@ -932,6 +937,12 @@ static pg_attribute_always_inline void queue_event(EventReceiver* r, const recsy
 // when its wv > 0, else nothing), and the cells, touches, dictionaries and counts come out
 // the same; only their order inside the hash tables differs, which nothing
 // downstream sees (indices follow the keys' order, cells are unique).
+// When every weight * value is an integer of at most 2^16 and nothing decays
+// (the default event weights, no value column: EventReceiver.order_free),
+// a cell's sum is exact in any order (every partial sum is an integer below
+// 2^53), so no event is held for its cell's sake: an event before hold_from
+// is released on arrival, the others are held, and the cells, touches and
+// counts come out the same again.
 //
 // The two-step read (cutoff, then read_events split at it) is used instead,
 // the scan going on only to find the newest event, when the one-scan read
@@ -1080,13 +1091,15 @@ static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
     uint64* bits = NULL;
     if (!final) {
         r->held_check = Max(r->n_held * 2, r->n_held + 65536);
-        bits = new_held_bits(r);
-        memset(bits, 0, (Size) (r->held_bits_mask + 1) / 8);
+        if (!r->order_free) {
+            bits = new_held_bits(r);
+            memset(bits, 0, (Size) (r->held_bits_mask + 1) / 8);
+        }
     }
     int64 kept = 0;
     Size kept_keys = 0;
     for (int64 k = 0; k < r->n_held; k++) {
-        if (!final && k + HELD_PREFETCH_AHEAD < r->n_held)
+        if (bits != NULL && k + HELD_PREFETCH_AHEAD < r->n_held)
             __builtin_prefetch(&bits[(r->held[k + HELD_PREFETCH_AHEAD].h & r->held_bits_mask) >> 6]);
         HeldEvent e = r->held[k];
         recsys::KeyRef uk = held_key(r, e.u, e.ulen, r->ubytes);
@@ -1096,7 +1109,7 @@ static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
                 release_event(r, uk, ik, e.wv, e.t, false);
             else if (e.wv > 0)
                 release_event(r, uk, ik, e.wv, e.t, true);
-        } else if (e.t < r->hold_from && !held_bit(r, bits, e.h)) {
+        } else if (e.t < r->hold_from && (bits == NULL || !held_bit(r, bits, e.h))) {
             if (!r->released_any || e.t > r->released_max)
                 r->released_max = e.t;
             r->released_any = true;
@@ -1104,7 +1117,8 @@ static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
         } else {
             // Kept, and so is every later event of its cell.  Its keys move
             // down (never past a key not yet read).
-            set_held_bit(r, bits, e.h);
+            if (bits != NULL)
+                set_held_bit(r, bits, e.h);
             if (r->ubytes) {
                 memmove(r->held_keys + kept_keys, r->held_keys + e.u, e.ulen);
                 e.u = (int64) kept_keys;
@@ -1131,8 +1145,10 @@ static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
     }
     r->n_held = kept;
     r->held_keys_len = kept_keys;
-    pfree(r->held_bits);
-    r->held_bits = bits;
+    if (bits != NULL) {
+        pfree(r->held_bits);
+        r->held_bits = bits;
+    }
     r->swept_at = r->hold_from;
 }
 
@@ -1181,11 +1197,14 @@ static void hold_event(EventReceiver* r, const recsys::KeyRef& uk, const recsys:
     e->h = h;
     e->u = hold_key(r, uk, r->ubytes, &e->ulen);
     e->i = hold_key(r, ik, r->ibytes, &e->ilen);
-    set_held_bit(r, r->held_bits, h);
+    if (!r->order_free)
+        set_held_bit(r, r->held_bits, h);
     if (r->n_held < r->held_check)
         return;
     if (r->hold_from > r->swept_at) {
         sweep_held(r, false, 0);
+    } else if (r->order_free) {
+        r->held_check = Max(r->n_held * 2, r->n_held + 65536);
     } else {
         // Nothing to release yet: a larger bitmap for the events to come.
         r->held_check = Max(r->n_held * 2, r->n_held + 65536);
@@ -1289,6 +1308,18 @@ static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, 
         (r->item_type == INT4OID && (ik.i < PG_INT32_MIN || ik.i > PG_INT32_MAX))) {
         test_pending(r);
         give_up_one_pass(r, "a key does not fit integer");
+        return;
+    }
+    if (r->order_free) {
+        // Tested on arrival: nothing is held for its cell's sake.
+        if (t < r->hold_from) {
+            if (!r->released_any || t > r->released_max)
+                r->released_max = t;
+            r->released_any = true;
+            release_event(r, uk, ik, wv, t, false);
+        } else {
+            hold_event(r, uk, ik, wv, t, 0);
+        }
         return;
     }
     uint64 h = cell_hash(r, uk, ik);
@@ -1862,6 +1893,10 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     }
     if (split != NULL && split->find_cutoff) {
         r.mode = READ_ONE_PASS;
+        r.order_free = src->vcol == NULL && !r.decay.on();
+        for (int i = 0; i < w->n; i++)
+            r.order_free = r.order_free && w->weights[i] == std::floor(w->weights[i]) &&
+                           std::fabs(w->weights[i]) <= 65536.0;
         r.margin_us = ((int64) split->hold_days + 2) * USECS_PER_DAY;
         r.hold_from = DT_NOBEGIN;
         r.swept_at = DT_NOBEGIN;
@@ -1875,7 +1910,7 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
     // (In one scan finding the cutoff the first batch's users go to the
     // worker: the scan's thread has the held events to test.)
     r.users_on_scan = r.pipelined;
-    r.batch->users_added = r.users_on_scan && r.mode != READ_ONE_PASS;
+    r.batch->users_added = r.users_on_scan && (r.mode != READ_ONE_PASS || r.order_free);
 
     // The one scan of the source.
     char* sql = source_events_sql(src, r.col, &r.natts);
