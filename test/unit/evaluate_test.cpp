@@ -250,6 +250,102 @@ TEST(Evaluate, HandExampleNeighborsOption) {
     EXPECT_DOUBLE_EQ(r.coverage, 0.75);  // {40, 30, 10}
 }
 
+TEST(Evaluate, TiedScoresRankByIdWhateverTheirOrder) {
+    // A hand-made model: item 50 first touched (via 10's list), then 40
+    // (via 20's), with equal scores 1 * 0.5.  The tie goes to the lower id,
+    // 40, as recommend() ranks it: with k = 1 u1's one recommendation is 40,
+    // a hit (keeping the first of equal scores would keep 50: precision 0);
+    // with k = 2 the list is [40, 50], the hit at rank 1 (nDCG 1; in
+    // arrival order it would be at rank 2: 1 / log2(3)).
+    Model m;
+    m.n_users = 4;
+    m.n_cells = 8;
+    m.item_ids = {10, 20, 40, 50};
+    m.nbr_offsets = {0, 1, 2, 2, 2};
+    m.nbr_ids = {50, 40};
+    m.nbr_sims = {0.5, 0.5};
+    m.popular_ids = {10, 20, 40, 50};
+    m.popular_users = {4, 3, 2, 1};
+    const std::vector<Triplet> history = {{1, 10, 1.0}, {1, 20, 1.0}};
+    const std::vector<Touch> after = {{1, 40}};
+    const std::vector<HistoryItem> h = {{10, 1.0}, {20, 1.0}};
+    const auto recs = recommend(m, h, 2, true);
+    ASSERT_EQ(recs.size(), 2u);
+    EXPECT_EQ(recs[0].item, 40);
+    EXPECT_EQ(recs[1].item, 50);
+    for (int k : {1, 2}) {
+        EvalOptions opt;
+        opt.k = k;
+        opt.bootstrap_resamples = 0;
+        const EvalResult r = evaluate_model(m, history, after, opt);
+        EXPECT_EQ(r.users_evaluated, 1);
+        EXPECT_EQ(r.precision, 1.0 / k) << "k = " << k;
+        EXPECT_EQ(r.ndcg, 1.0) << "k = " << k;
+    }
+}
+
+TEST(Evaluate, MoreThan65536ItemsAgreeWithRecommend) {
+    // Beyond 65,536 items the scorer's packed lists hold 32-bit indices
+    // (WidePair): the same recommendations as recommend(), user by user.
+    const auto before = recsys_test::random_cells(31, 20000, 70000, 300000);
+    const auto later = recsys_test::random_cells(32, 20000, 70000, 40000);
+    const Model m = train(before, TrainOptions{20});
+    ASSERT_GT(m.item_ids.size(), std::size_t(1) << 16);
+    std::map<int32_t, std::map<int32_t, double>> hist;
+    for (const auto& t : before) hist[t.user][t.item] += t.weight;
+    std::vector<Touch> after;
+    std::map<int32_t, std::set<int32_t>> touched;
+    for (const auto& t : later) {
+        after.push_back(Touch{t.user, t.item});
+        touched[t.user].insert(t.item);
+    }
+    constexpr int k = 10;
+    // So that there are hits: every 7th user with a history also touches
+    // the 2nd and 9th items recommend() gives it.
+    for (const auto& [u, items] : hist) {
+        if (static_cast<uint32_t>(u) % 7 != 0) continue;
+        std::vector<HistoryItem> h;
+        for (const auto& [i, w] : items) h.push_back(HistoryItem{i, w});
+        const auto recs = recommend(m, h, k, true);
+        for (std::size_t r : {std::size_t(1), std::size_t(8)})
+            if (r < recs.size()) {
+                after.push_back(Touch{u, recs[r].item});
+                touched[u].insert(recs[r].item);
+            }
+    }
+    double P = 0, N = 0;
+    int64_t users = 0;
+    for (const auto& [u, items] : touched) {
+        if (!hist.count(u)) continue;
+        std::set<int32_t> rel;
+        for (int32_t i : items)
+            if (!hist[u].count(i)) rel.insert(i);
+        if (rel.empty()) continue;
+        ++users;
+        std::vector<HistoryItem> h;
+        for (const auto& [i, w] : hist[u]) h.push_back(HistoryItem{i, w});
+        const auto recs = recommend(m, h, k, true);
+        double hits = 0, dcg = 0, idcg = 0;
+        for (std::size_t r = 0; r < recs.size(); ++r)
+            if (rel.count(recs[r].item)) {
+                hits += 1;
+                dcg += 1 / std::log2(r + 2.0);
+            }
+        for (int r = 1; r <= std::min<int>(k, static_cast<int>(rel.size())); ++r) idcg += 1 / std::log2(r + 1.0);
+        P += hits / k;
+        N += dcg / idcg;
+    }
+    EvalOptions opt;
+    opt.k = k;
+    opt.neighbors = 20;
+    opt.bootstrap_resamples = 0;
+    const EvalResult r = evaluate_model(m, before, after, opt);
+    ASSERT_EQ(r.users_evaluated, users);
+    ASSERT_GT(P, 0);
+    EXPECT_NEAR(r.precision, P / users, 1e-12);
+    EXPECT_NEAR(r.ndcg, N / users, 1e-12);
+}
+
 TEST(Evaluate, NoEvaluableUsers) {
     // Touches only by unknown users or of history items.
     const EvalResult r = evaluate(hand_before(), {{9, 10}, {4, 40}, {1, 10}}, EvalOptions{});
@@ -333,7 +429,8 @@ TEST(Evaluate, AgreesWithBruteForce) {
         for (const auto& t : later) after.push_back(Touch{t.user, t.item});
         for (const auto& t : before)  // some repeat touches of history items
             if (t.user % 3 == 0) after.push_back(Touch{t.user, t.item});
-        for (int k : {1, 3, 10}) {
+        // k up to kSortedTopK (32) keeps the top k sorted, beyond it a heap.
+        for (int k : {1, 3, 10, 32, 33}) {
             for (int nb : {0, 2, 50}) {
               for (int variant = 0; variant < 3; ++variant) {
                 // 0: 1.0 defaults; 1: count repeats; 2: tfidf + rp3beta, repeats
