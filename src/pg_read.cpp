@@ -209,9 +209,9 @@ struct EventReceiver {
     // dictionary by the scan as each block closes, the worker adding only
     // their cells; which batches do is decided batch by batch to balance
     // the two threads (hand_off).  (Evaluation's one-scan read starts with
-    // the users on the worker: its scan thread also tests every event
-    // against the held ones; the balancing moves them when the worker
-    // falls behind, e.g. while its cell table doubles.)
+    // the users on the worker, unless it is order_free: its scan thread also
+    // tests every event against the held ones; the balancing moves them
+    // when the worker falls behind, e.g. while its cell table doubles.)
     bool pipelined;
     bool users_on_scan;     // pipelined, and the scan's thread may add the users
     bool in_flight;
@@ -1908,7 +1908,8 @@ void read_events(const SourceRel* src, const EventWeights* w, CellBuffer* out, E
         r.arrived->keys = (char*) palloc(r.arrived->keys_cap);
     }
     // (In one scan finding the cutoff the first batch's users go to the
-    // worker: the scan's thread has the held events to test.)
+    // worker: the scan's thread has the held events to test.  Not when the
+    // read is order-free: that thread then tests only each event's time.)
     r.users_on_scan = r.pipelined;
     r.batch->users_added = r.users_on_scan && (r.mode != READ_ONE_PASS || r.order_free);
 
