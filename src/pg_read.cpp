@@ -1071,6 +1071,16 @@ static void release_event(EventReceiver* r, const recsys::KeyRef& uk, const recs
     queue_event(r, uk, item, wv, t, touch);
 }
 
+// Releases an event during the scan as before the cutoff whatever comes
+// later (before hold_from), noting the newest so released.
+static void release_early(EventReceiver* r, const recsys::KeyRef& uk, const recsys::KeyRef& ik, double wv, int64 t)
+{
+    if (!r->released_any || t > r->released_max)
+        r->released_max = t;
+    r->released_any = true;
+    release_event(r, uk, ik, wv, t, false);
+}
+
 static recsys::KeyRef held_key(const EventReceiver* r, int64 v, uint32 len, bool bytes)
 {
     recsys::KeyRef k;
@@ -1110,10 +1120,7 @@ static void sweep_held(EventReceiver* r, bool final, TimestampTz cutoff)
             else if (e.wv > 0)
                 release_event(r, uk, ik, e.wv, e.t, true);
         } else if (e.t < r->hold_from && (bits == NULL || !held_bit(r, bits, e.h))) {
-            if (!r->released_any || e.t > r->released_max)
-                r->released_max = e.t;
-            r->released_any = true;
-            release_event(r, uk, ik, e.wv, e.t, false);
+            release_early(r, uk, ik, e.wv, e.t);
         } else {
             // Kept, and so is every later event of its cell.  Its keys move
             // down (never past a key not yet read).
@@ -1248,10 +1255,7 @@ static void test_pending(EventReceiver* r)
         // hold_event may sweep, which releases what is before hold_from.
         r->hold_from = p->hold_from[k];
         if (e.t < r->hold_from && !held_bit(r, r->held_bits, e.h)) {
-            if (!r->released_any || e.t > r->released_max)
-                r->released_max = e.t;
-            r->released_any = true;
-            release_event(r, uk, ik, e.wv, e.t, false);
+            release_early(r, uk, ik, e.wv, e.t);
         } else {
             hold_event(r, uk, ik, e.wv, e.t, e.h);
         }
@@ -1313,10 +1317,7 @@ static void receive_one_pass(EventReceiver* r, Datum* v, bool* null, double wt, 
     if (r->order_free) {
         // Tested on arrival: nothing is held for its cell's sake.
         if (t < r->hold_from) {
-            if (!r->released_any || t > r->released_max)
-                r->released_max = t;
-            r->released_any = true;
-            release_event(r, uk, ik, wv, t, false);
+            release_early(r, uk, ik, wv, t);
         } else {
             hold_event(r, uk, ik, wv, t, 0);
         }
