@@ -218,7 +218,7 @@ for S in $SIZES; do
     # 2.04 s against 1.64 and 1.57 s; after this flush still 2.53 s against
     # 1.93 and 2.14 s at the issue's density): that run grows the read's
     # table without a model to size it from (at one size alone), in memory
-    # fresh to this VM (docs/benchmarks.md), hence the median of 5.
+    # fresh to this VM (docs/benchmarks.md), hence the median of BENCH_RUNS.
     t0=$(now); dirty0=$(awk '/^Dirty:/ {print int($2 / 1024)}' /proc/meminfo)
     q -c "CHECKPOINT" >/dev/null; sync
     echo "   flushed before timing: CHECKPOINT and sync, $dirty0 MB dirty, $(printf '%.1f' "$(since "$t0")") s"
@@ -229,7 +229,7 @@ for S in $SIZES; do
     # process touches for the first time costs far more after a pause than
     # right after another process freed some, and a run of trainings and
     # then, after the 64MB training, a run of evaluations would compare
-    # unlike states.  Each reports the median of its three.
+    # unlike states.  Each reports the median of its runs.
     echo "-- recsys_train() x $RUNS, maintenance_work_mem = $MWM, each followed by recsys_evaluate(10)"
     ev_ok=1
     : > "$DIR/eval_runs.txt"

@@ -6,6 +6,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 
 #include "core.hpp"
 #include "core_parallel.hpp"
@@ -71,14 +72,14 @@ struct ModelIndex {
             for (std::size_t j = 0; j < m.item_ids.size(); ++j)
                 by_id[static_cast<std::size_t>(m.item_ids[j])] = static_cast<int32_t>(j);
         }
-        if (m.item_ids.size() <= (std::size_t(1) << 16)) {
-            narrow.resize(m.nbr_ids.size());
+        const auto pack = [&](auto& pairs) {
+            using Pair = typename std::decay_t<decltype(pairs)>::value_type;
+            pairs.resize(m.nbr_ids.size());
             for (std::size_t e = 0; e < m.nbr_ids.size(); ++e)
-                narrow[e] = NarrowPair{m.nbr_sims[e], static_cast<uint16_t>(held(m, m.nbr_ids[e]))};
-        } else {
-            wide.resize(m.nbr_ids.size());
-            for (std::size_t e = 0; e < m.nbr_ids.size(); ++e) wide[e] = WidePair{m.nbr_sims[e], held(m, m.nbr_ids[e])};
-        }
+                pairs[e] = Pair{m.nbr_sims[e], static_cast<decltype(Pair::j)>(held(m, m.nbr_ids[e]))};
+        };
+        if (m.item_ids.size() <= (std::size_t(1) << 16)) pack(narrow);
+        else pack(wide);
         for (std::size_t q = 0; q < m.popular_ids.size(); ++q) popular[q] = held(m, m.popular_ids[q]);
     }
     // The index of `item` in m.item_ids, or -1.

@@ -1210,18 +1210,19 @@ static void hold_event(EventReceiver* r, const recsys::KeyRef& uk, const recsys:
         return;
     if (r->hold_from > r->swept_at) {
         sweep_held(r, false, 0);
-    } else if (r->order_free) {
-        r->held_check = Max(r->n_held * 2, r->n_held + 65536);
     } else {
-        // Nothing to release yet: a larger bitmap for the events to come.
+        // Nothing to release yet: look again at twice as many, and (the
+        // bitmap's read) a larger bitmap for the events to come.
         r->held_check = Max(r->n_held * 2, r->n_held + 65536);
-        pfree(r->held_bits);
-        r->held_bits = new_held_bits(r);
-        memset(r->held_bits, 0, (Size) (r->held_bits_mask + 1) / 8);
-        for (int64 k = 0; k < r->n_held; k++) {
-            if (k + HELD_PREFETCH_AHEAD < r->n_held)
-                __builtin_prefetch(&r->held_bits[(r->held[k + HELD_PREFETCH_AHEAD].h & r->held_bits_mask) >> 6]);
-            set_held_bit(r, r->held_bits, r->held[k].h);
+        if (!r->order_free) {
+            pfree(r->held_bits);
+            r->held_bits = new_held_bits(r);
+            memset(r->held_bits, 0, (Size) (r->held_bits_mask + 1) / 8);
+            for (int64 k = 0; k < r->n_held; k++) {
+                if (k + HELD_PREFETCH_AHEAD < r->n_held)
+                    __builtin_prefetch(&r->held_bits[(r->held[k + HELD_PREFETCH_AHEAD].h & r->held_bits_mask) >> 6]);
+                set_held_bit(r, r->held_bits, r->held[k].h);
+            }
         }
     }
     if (r->mode == READ_ONE_PASS && held_bytes(r) > r->limit)
